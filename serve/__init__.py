@@ -1,0 +1,1 @@
+"""The Ray Serve application: config, app builder, gateway ingress, variant and log deployments."""
