@@ -1,0 +1,48 @@
+"""The app builder: `import_path: serve.app:build_app` in a Ray Serve config file.
+
+Turns the validated `AppConfig` into bound deployments: one `LLMServer` (Ray Serve LLM) per
+variant, the single `OutcomeLog` writer, and the `Gateway` ingress that holds handles to both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+from ray.serve.llm import LLMConfig, build_llm_deployment
+
+from serve.config import AppConfig, VariantConfig
+from serve.gateway import Gateway
+from serve.outcome_log import OutcomeLog
+
+VARIANT_PREFIX = "variant:"
+
+
+def variant_llm_config(variant: VariantConfig) -> LLMConfig:
+    """The Ray Serve LLM config of one variant's engine deployment."""
+    return LLMConfig(
+        model_loading_config={"model_id": variant.name, "model_source": str(variant.model_path)},
+        engine_kwargs=variant.resolved_engine_kwargs,
+        # The replica actor only relays; the engine's bundle holds the variant's CPUs.
+        deployment_config={
+            "num_replicas": variant.num_replicas,
+            "ray_actor_options": {"num_cpus": 0},
+        },
+        placement_group_config={"bundles": [{"CPU": variant.cpus_per_replica}]},
+    )
+
+
+def logical_cpus_needed(config: AppConfig) -> float:
+    """Logical CPUs Ray must offer for every engine replica (gateway and log ask for none)."""
+    return sum(v.num_replicas * v.cpus_per_replica for v in config.variants)
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Validate `args` (raising `ConfigError` naming each bad field) and bind the application."""
+    config = AppConfig.from_args(args)
+    engines = {
+        v.name: build_llm_deployment(variant_llm_config(v), name_prefix=VARIANT_PREFIX)
+        for v in config.variants
+    }
+    outcome_log = OutcomeLog.bind(str(config.store_file))
+    return Gateway.options(num_replicas=config.gateway_replicas).bind(config, engines, outcome_log)

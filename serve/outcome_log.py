@@ -1,0 +1,111 @@
+"""The OutcomeLog deployment: the one writer of the outcome store, shared by every gateway replica.
+
+Events are queued in arrival order and written by one background task with group commit: each
+write takes everything queued so far in one SQLite transaction, so batches grow with load and add
+no delay when idle. `record` returns once its events are queued, so anything recorded before a
+feedback call is written before that feedback is checked. `record_feedback` returns only after the
+transaction holding its row has committed; a write that fails raises, so the gateway answers 503
+rather than a false 2xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from ray import serve
+
+from router.events import Event, Feedback, FeedbackResult
+from router.store import OutcomeStore
+
+logger = logging.getLogger("ray.serve")
+
+_Entry = tuple[Event | None, asyncio.Future | None]
+
+
+class OutcomeWriter:
+    """Queue plus group-commit loop around an `OutcomeStore`; usable without Ray (tests)."""
+
+    def __init__(self, store_path: str, max_batch: int = 1024) -> None:
+        self._store = OutcomeStore(store_path)
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Entry] = asyncio.Queue()
+        # SQLite calls block; one thread keeps them off the event loop and in order.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outcome-writer")
+        self._task: asyncio.Task | None = None
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def record(self, events: list[Event]) -> None:
+        self._ensure_running()
+        for event in events:
+            self._queue.put_nowait((event, None))
+
+    async def record_feedback(self, feedback: Feedback) -> FeedbackResult:
+        self._ensure_running()
+        done: asyncio.Future[FeedbackResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((feedback, done))
+        return await done
+
+    async def flush(self) -> None:
+        """Return once everything queued before this call is committed."""
+        self._ensure_running()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((None, done))
+        await done
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            events = [event for event, _ in batch if event is not None]
+            try:
+                results = await loop.run_in_executor(self._executor, self._store.write, events)
+            except Exception:
+                logger.exception("outcome batch of %d failed; retrying one by one", len(events))
+                await self._write_one_by_one(batch)
+                continue
+            self._resolve(batch, iter(results))
+
+    async def _write_one_by_one(self, batch: list[_Entry]) -> None:
+        loop = asyncio.get_running_loop()
+        for event, done in batch:
+            if event is None:
+                if done is not None and not done.done():
+                    done.set_result(None)
+                continue
+            try:
+                [result] = await loop.run_in_executor(self._executor, self._store.write, [event])
+            except Exception as exc:
+                logger.error("outcome event lost: %s: %s", type(event).__name__, exc)
+                if done is not None and not done.done():
+                    done.set_exception(exc)
+                continue
+            if done is not None and not done.done():
+                done.set_result(result)
+
+    @staticmethod
+    def _resolve(batch: list[_Entry], results) -> None:
+        for event, done in batch:
+            result = next(results) if event is not None else None
+            if done is not None and not done.done():
+                done.set_result(result)
+
+
+@serve.deployment(
+    name="outcome-log",
+    num_replicas=1,
+    max_ongoing_requests=100_000,
+    ray_actor_options={"num_cpus": 0},
+)
+class OutcomeLog(OutcomeWriter):
+    """Exactly one replica: SQLite has one writer, and every gateway replica sends it events."""
+
+    async def check_health(self) -> None:
+        if self._task is not None and self._task.done():
+            raise RuntimeError("outcome writer loop stopped")
