@@ -26,7 +26,11 @@ class Exposure:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """One served request, successful or not. `completion_id` is the `id` the client received."""
+    """One served request, successful or not.
+
+    `completion_id` is the `id` the client received; `ttft_s` is known only for streams, since a
+    non-stream answer arrives whole.
+    """
 
     ts: float
     completion_id: str

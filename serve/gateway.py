@@ -282,7 +282,6 @@ class Gateway:
                 code="variant_unavailable",
                 headers={"Retry-After": RETRY_AFTER_S},
             ).response(call.headers)
-        call.ttft_s = time.perf_counter() - started
         head = first[0] if isinstance(first, list) and first else first
         if isinstance(head, ErrorResponse):
             error = _engine_error(head)
@@ -294,6 +293,7 @@ class Gateway:
             return Response(
                 first.model_dump_json(), media_type="application/json", headers=call.headers
             )
+        call.ttft_s = time.perf_counter() - started  # only a stream shows a first token
         return StreamingResponse(
             self._relay(call, first, stream), media_type="text/event-stream", headers=call.headers
         )

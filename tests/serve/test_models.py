@@ -1,0 +1,45 @@
+"""Model preparation: the shipped models exist and load; preparing again is a no-op."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from serve.models import MODELS_DIR, SMOLLM2, STAMP, TINY_LLAMA, TINY_REWARD, is_prepared, prepare
+
+
+@pytest.mark.parametrize("name", [SMOLLM2, TINY_LLAMA, TINY_REWARD])
+def test_setup_prepared_every_model(name: str) -> None:
+    folder = MODELS_DIR / name
+    assert is_prepared(folder, name)
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config, "vLLM would try to load it as GGUF"
+    assert config["head_dim"] == 64
+    assert AutoTokenizer.from_pretrained(folder).chat_template
+
+
+def test_tiny_reward_model_scores_a_batch() -> None:
+    folder = MODELS_DIR / TINY_REWARD
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    batch = tokenizer(["a short answer", "a longer answer with more words"], padding=True,
+                      return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        scores = model(**batch).logits
+    assert scores.shape == (2, 1) and torch.isfinite(scores).all()
+
+
+def test_prepare_skips_what_is_ready_and_rebuilds_what_is_not(tmp_path: Path) -> None:
+    [folder] = prepare([TINY_LLAMA], models_dir=tmp_path)
+    weights = folder / "model.safetensors"
+    built_at = weights.stat().st_mtime_ns
+    prepare([TINY_LLAMA], models_dir=tmp_path)
+    assert weights.stat().st_mtime_ns == built_at
+    (folder / STAMP).write_text("{broken")
+    prepare([TINY_LLAMA], models_dir=tmp_path)
+    assert is_prepared(folder, TINY_LLAMA)
+    assert not list(tmp_path.glob(".*.partial")), "staging folders are cleaned up"
