@@ -4,7 +4,16 @@ Pure Python (stdlib, pydantic, numpy/scipy): no ray, vllm or torch, so all exper
 testable in milliseconds without a cluster.
 """
 
-from router.assignment import assign
-from router.experiment import Arm, Experiment
+from router.assignment import Assignment, CompiledExperiment, assign, pick_pair
+from router.experiment import Arm, Experiment, Guardrail, Pair
 
-__all__ = ["Arm", "Experiment", "assign"]
+__all__ = [
+    "Arm",
+    "Assignment",
+    "CompiledExperiment",
+    "Experiment",
+    "Guardrail",
+    "Pair",
+    "assign",
+    "pick_pair",
+]

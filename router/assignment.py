@@ -1,49 +1,240 @@
-"""Deterministic assignment of a unit to an arm: pure functions, no state, no I/O.
+"""Deterministic assignment of a unit to an experiment's arm: pure functions, no I/O.
 
-The scheme (a contract, pinned by `tests/router/cases.json`; changing it reshuffles every running
-experiment):
+The scheme is a contract, pinned by `tests/router/cases.json`: changing any hash below silently
+reshuffles every running experiment. Every draw hashes ``f"{salt}\\x1f{key}\\x1f{unit}"`` (UTF-8)
+with BLAKE2b, 8-byte digest, read big-endian as an unsigned 64-bit integer ``x``. Keys that are
+not variant names start with ``#``, which a variant name cannot, so no two draws share a string.
 
-1. For each arm, hash ``f"{salt}\\x1f{variant}\\x1f{unit}"`` (UTF-8) with BLAKE2b, 8-byte digest,
-   read big-endian as an unsigned 64-bit integer ``x``.
-2. Map its top 53 bits into the open interval (0, 1): ``u = ((x >> 11) + 0.5) / 2**53``.
-3. The unit goes to the arm with the largest ``log(u) / weight`` (arms of weight 0 never win).
-
-This is weighted rendezvous hashing: ``-log(u) / w`` is an exponential variable of rate ``w``, and
-the smallest of independent exponentials is arm ``i`` with probability ``w_i / sum(w)``. Because
-each arm's score depends only on that arm's own weight, raising one arm's weight can only move
-units *into* that arm, lowering it only moves units *out*, and adding an arm only takes units from
-the others — no unit is ever moved between two arms whose weights did not change.
+- **Bucket** (layers, allocation, holdout): ``x mod 10_000``, a fixed space of 10,000 buckets; a
+  fraction ``f`` of the units is the first ``round(f * 10_000)`` buckets.
+  The layer bucket uses the layer's name as salt (``key = "#layer"``), so every experiment of a
+  layer sees the same bucket and disjoint `layer_range` slices never share a unit, while
+  experiments in different layers hash independently. Allocation (``"#allocation"``) and holdout
+  (``"#holdout"``) use the experiment's salt: a unit is allocated when its bucket is below
+  ``round(allocation * 10_000)``, so raising the allocation only adds units.
+- **Arm** (weighted rendezvous hashing): for each arm with weight above 0, ``u = ((x >> 11) +
+  0.5) / 2**53`` with ``key = variant``; the unit goes to the arm with the largest ``log(u) /
+  weight``. ``-log(u) / w`` is exponential with rate ``w``, so arm ``i`` wins with probability
+  ``w_i / sum(w)``; each arm's score depends only on its own weight, so raising one arm's weight
+  only moves units *into* that arm and adding an arm only takes units from the others — no unit
+  ever moves between two arms whose weights did not change.
+- **Arena pair** (per battle, keyed by the battle id): ``u`` with ``key = "#pair"`` picks a pair
+  by cumulative pair weight; ``u`` with ``key = "#order"`` below 0.5 swaps which is shown first.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from bisect import bisect_right
+from dataclasses import dataclass
 from functools import lru_cache
 from hashlib import blake2b
+from typing import Literal
 
-from router.experiment import Experiment
+from router.experiment import BUCKETS, Experiment
 
 _TOP_53 = 1 << 53
+_INV_TOP_53 = 1.0 / _TOP_53
+
+Reason = Literal[
+    "arm",  # exposed: an arm by weight
+    "arena",  # exposed: arena battles, a pair drawn per request
+    "holdout",  # exposed: kept on the default variant as a reference group
+    "forced",  # listed in `forced` (QA); not exposed
+    "not_allocated",  # outside the allocation; not exposed
+    "other_experiment",  # in another experiment's slice of the layer; not exposed
+    "scheduled",  # before `start`; not exposed
+    "stopped",  # at or after `stop`; not exposed
+]
+EXPOSED_REASONS: frozenset[str] = frozenset({"arm", "arena", "holdout"})
+# Units remembered per compiled experiment: repeat visitors skip the hashes. Cleared when full.
+MEMO_SIZE = 65_536
 
 
-def unit_interval(salt: str, variant: str, unit: str) -> float:
-    """The arm's uniform draw in (0, 1) for this unit (steps 1 and 2 of the scheme)."""
-    digest = blake2b(f"{salt}\x1f{variant}\x1f{unit}".encode(), digest_size=8).digest()
-    return ((int.from_bytes(digest, "big") >> 11) + 0.5) / _TOP_53
+def _digest(salt: str, key: str, unit: str) -> int:
+    digest = blake2b(f"{salt}\x1f{key}\x1f{unit}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
-@lru_cache(maxsize=1024)
-def _live_arms(experiment: Experiment) -> tuple[tuple[str, float], ...]:
-    return tuple((arm.variant, 1.0 / arm.weight) for arm in experiment.arms if arm.weight > 0)
+def unit_interval(salt: str, key: str, unit: str) -> float:
+    """A uniform draw in (0, 1) for this unit, salt and key (the arm draw of the scheme)."""
+    return ((_digest(salt, key, unit) >> 11) + 0.5) / _TOP_53
 
 
-def assign(experiment: Experiment, unit: str) -> str:
-    """The variant that `unit` sees in `experiment`; the same in every process, forever."""
-    salt = experiment.hash_salt
-    best_variant = ""
-    best_score = -math.inf
-    for variant, inverse_weight in _live_arms(experiment):
-        score = math.log(unit_interval(salt, variant, unit)) * inverse_weight
-        if score > best_score:
-            best_variant, best_score = variant, score
-    return best_variant
+def bucket(salt: str, key: str, unit: str) -> int:
+    """The unit's bucket in [0, 10_000) for this salt and key."""
+    return _digest(salt, key, unit) % BUCKETS
+
+
+def _prefix(salt: str, key: str) -> blake2b:
+    """A hasher fed with `salt \x1f key \x1f`: copied and fed the unit, it hashes the string of
+    the scheme without re-hashing the prefix (blake2b buffers its input until `digest`)."""
+    return blake2b(f"{salt}\x1f{key}\x1f".encode(), digest_size=8)
+
+
+def _bucket(prefix: blake2b, unit: bytes) -> int:
+    hasher = prefix.copy()
+    hasher.update(unit)
+    return int.from_bytes(hasher.digest(), "big") % BUCKETS
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """What a unit gets: a variant (None for an arena battle, whose pair is drawn per request)."""
+
+    variant: str | None
+    reason: Reason
+
+    @property
+    def exposed(self) -> bool:
+        return self.reason in EXPOSED_REASONS
+
+
+_ARENA = Assignment(None, "arena")
+
+
+class CompiledExperiment:
+    """An experiment reduced to what `assign` needs: bounds as ints, hash prefixes, weights.
+
+    Built once per config (the gateway does it on every reconfigure), so one assignment costs a
+    dict lookup, a few comparisons and one hash per live arm; a unit seen recently costs a
+    dict lookup (the hashed steps depend on nothing but the unit id).
+    """
+
+    __slots__ = (
+        "_allocation",
+        "_arena",
+        "_arm_hashers",
+        "_fallback",
+        "_fallbacks",
+        "_forced",
+        "_holdout",
+        "_layer",
+        "_memo",
+        "_pair_cumulative",
+        "_pairs",
+        "_salt",
+        "_start",
+        "_stop",
+        "experiment",
+    )
+
+    def __init__(self, experiment: Experiment) -> None:
+        self.experiment = experiment
+        salt = experiment.hash_salt
+        self._salt = salt
+        self._fallback = experiment.fallback_variant
+        self._start = experiment.start.timestamp() if experiment.start else -math.inf
+        self._stop = experiment.stop.timestamp() if experiment.stop else math.inf
+        lo, hi = (round(edge * BUCKETS) for edge in experiment.layer_range)
+        self._layer = (
+            None if (lo, hi) == (0, BUCKETS) else (_prefix(experiment.layer_name, "#layer"), lo, hi)
+        )
+        allocation = round(experiment.allocation * BUCKETS)
+        self._allocation = (
+            None if allocation >= BUCKETS else (_prefix(salt, "#allocation"), allocation)
+        )
+        holdout = round(experiment.holdout * BUCKETS)
+        self._holdout = (_prefix(salt, "#holdout"), holdout) if holdout else None
+        self._arena = experiment.mode == "arena"
+        self._memo: dict[str, Assignment] = {}
+        # Answers are built once: creating a frozen dataclass costs more than the hash.
+        self._arm_hashers = tuple(
+            (Assignment(arm.variant, "arm"),
+             _prefix(salt, arm.variant),
+             1.0 / arm.weight)
+            for arm in experiment.arms
+            if arm.weight > 0
+        )  # fmt: skip
+        self._fallbacks = {
+            reason: Assignment(self._fallback, reason)
+            for reason in ("scheduled", "stopped", "other_experiment", "not_allocated", "holdout")
+        }
+        self._forced = {unit: Assignment(v, "forced") for unit, v in experiment.forced.items()}
+        pairs = experiment.arena_pairs() if self._arena else ()
+        self._pairs = tuple(pair.variants for pair in pairs)
+        total = sum(pair.weight for pair in pairs)
+        running = 0.0
+        cumulative = []
+        for pair in pairs:
+            running += pair.weight
+            cumulative.append(running / total)
+        self._pair_cumulative = tuple(cumulative)
+
+    def assign(self, unit: str, now: float | None = None) -> Assignment:
+        """The variant `unit` gets and why; the same in every process, forever."""
+        forced = self._forced.get(unit)
+        if forced is not None:
+            return forced
+        fallbacks = self._fallbacks
+        if self._start != -math.inf or self._stop != math.inf:
+            now = time.time() if now is None else now
+            if now < self._start:
+                return fallbacks["scheduled"]
+            if now >= self._stop:
+                return fallbacks["stopped"]
+        known = self._memo.get(unit)
+        if known is not None:
+            return known
+        answer = self._hashed(unit)
+        if len(self._memo) >= MEMO_SIZE:
+            self._memo.clear()
+        self._memo[unit] = answer
+        return answer
+
+    def _hashed(self, unit: str) -> Assignment:
+        """Steps 3 to 6 of the assignment (`Experiment`): pure functions of the unit id."""
+        fallbacks = self._fallbacks
+        encoded = unit.encode()
+        if self._layer is not None:
+            prefix, lo, hi = self._layer
+            if not lo <= _bucket(prefix, encoded) < hi:
+                return fallbacks["other_experiment"]
+        if self._allocation is not None:
+            prefix, threshold = self._allocation
+            if _bucket(prefix, encoded) >= threshold:
+                return fallbacks["not_allocated"]
+        if self._holdout is not None:
+            prefix, threshold = self._holdout
+            if _bucket(prefix, encoded) < threshold:
+                return fallbacks["holdout"]
+        if self._arena:
+            return _ARENA
+        # Start from the first live arm, so even scores of -inf (never, for valid weights) pick one.
+        best: Assignment = self._arm_hashers[0][0]
+        best_score = -math.inf
+        for answer, prefix, inverse_weight in self._arm_hashers:
+            hasher = prefix.copy()
+            hasher.update(encoded)
+            x = int.from_bytes(hasher.digest(), "big")
+            score = math.log(((x >> 11) + 0.5) * _INV_TOP_53) * inverse_weight
+            if score > best_score:
+                best, best_score = answer, score
+        return best
+
+    def pick_pair(self, battle_id: str) -> tuple[str, str]:
+        """The two variants of one arena battle, in the order they are shown (choice 0, 1)."""
+        if not self._arena:
+            raise ValueError(f"experiment {self.experiment.name!r} is not an arena experiment")
+        draw = unit_interval(self._salt, "#pair", battle_id)
+        index = min(bisect_right(self._pair_cumulative, draw), len(self._pairs) - 1)
+        first, second = self._pairs[index]
+        if unit_interval(self._salt, "#order", battle_id) < 0.5:
+            return second, first
+        return first, second
+
+
+@lru_cache(maxsize=256)
+def compile_experiment(experiment: Experiment) -> CompiledExperiment:
+    return CompiledExperiment(experiment)
+
+
+def assign(experiment: Experiment, unit: str, now: float | None = None) -> Assignment:
+    """The variant `unit` gets in `experiment` and why (compiles and caches the experiment)."""
+    return compile_experiment(experiment).assign(unit, now)
+
+
+def pick_pair(experiment: Experiment, battle_id: str) -> tuple[str, str]:
+    """The two variants of an arena battle, in display order."""
+    return compile_experiment(experiment).pick_pair(battle_id)

@@ -1,4 +1,4 @@
-"""The outcome-log event schema: what the gateway records about every request and vote.
+"""The outcome-log event schema: what the gateway records about every request and judgement.
 
 Plain frozen dataclasses: they cross process boundaries (pickled through Ray) and are written by
 `router.store.OutcomeStore`. Times are Unix seconds; latencies are seconds.
@@ -9,27 +9,47 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-FeedbackKind = Literal["thumbs"]
-FeedbackStatus = Literal["recorded", "replayed", "unknown_completion"]
+from router.assignment import Reason
+from router.experiment import Unit
+
+FeedbackKind = Literal["thumbs", "vote", "regenerate", "copy", "custom"]
+FeedbackStatus = Literal[
+    "recorded",  # a new row
+    "replayed",  # the idempotency key was seen with the same feedback: the first answer again
+    "unknown_target",  # no such completion or battle
+    "already_voted",  # the battle has a vote under another idempotency key
+    "key_reused",  # the idempotency key was seen with different feedback
+]
+VOTE_VALUES = ("a", "b", "tie", "both_bad")
+THUMBS_VALUES = ("up", "down")
 
 
 @dataclass(frozen=True, slots=True)
 class Exposure:
-    """A unit was shown an arm of an experiment."""
+    """What a unit was assigned in an experiment, and why.
+
+    The gateway sends one with every experiment request; the store keeps one row per unit per
+    experiment per change of (variant, reason), so the analysis counts units, not requests.
+    `variant` is None for arena units (each battle draws its own pair; see `Battle`).
+    """
 
     ts: float
     request_id: str
     experiment: str
-    variant: str
+    unit_type: Unit
     unit: str
+    variant: str | None
+    reason: Reason
+    exposed: bool
 
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """One served request, successful or not.
+    """One served request to one variant, successful or not.
 
-    `completion_id` is the `id` the client received; `ttft_s` is known only for streams, since a
-    non-stream answer arrives whole.
+    `completion_id` is the `id` the client received (for an arena side, the id listed in the
+    answer's `arena.completion_ids`); `ttft_s` is known only for streams, since a non-stream answer
+    arrives whole.
     """
 
     ts: float
@@ -46,25 +66,56 @@ class Completion:
     prompt_tokens: int | None
     completion_tokens: int | None
     error: str | None = None
+    battle_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Battle:
+    """An arena battle: two variants answered one request; `variant_a` was shown as choice 0."""
+
+    ts: float
+    battle_id: str
+    request_id: str
+    experiment: str
+    unit: str
+    variant_a: str
+    variant_b: str
+    completion_a: str
+    completion_b: str
 
 
 @dataclass(frozen=True, slots=True)
 class Feedback:
-    """A user's judgement of one completion: for now thumbs `up` or `down`."""
+    """A judgement of a completion or a battle, under an idempotency key.
+
+    `value` holds the thumbs (`up`/`down`) or vote (`a`, `b`, `tie`, `both_bad`); `number` and
+    `name` a custom metric; `regenerate` and `copy` carry neither.
+    """
 
     ts: float
-    completion_id: str
     kind: FeedbackKind
-    value: str
-    idempotency_key: str | None = None
+    idempotency_key: str
+    completion_id: str | None = None
+    battle_id: str | None = None
+    value: str | None = None
+    number: float | None = None
+    name: str | None = None
+
+    @property
+    def target(self) -> tuple[str, str]:
+        if self.battle_id is not None:
+            return "battle", self.battle_id
+        return "completion", self.completion_id or ""
 
 
 @dataclass(frozen=True, slots=True)
 class FeedbackResult:
-    """What the store did with a `Feedback`: recorded, already recorded, or refused."""
+    """What the store did with a `Feedback`; `reveal` names a voted battle's variants (a, b)."""
 
     status: FeedbackStatus
     feedback_id: int | None
+    reveal: tuple[str, str] | None = None
+    experiment: str | None = None
 
 
-Event = Exposure | Completion | Feedback
+Event = Exposure | Completion | Battle | Feedback

@@ -1,59 +1,284 @@
 """The experiment model: what an experimenter writes in the config, validated at deploy time.
 
-Models are frozen so that a validated experiment can be shared between coroutines and used as a
-cache key; every field error names its field (pydantic's `loc`), which the deploy error repeats.
+Models are frozen so that a validated experiment can be shared between coroutines; every field
+error names its field (pydantic's `loc`), which the deploy error repeats. `router.assignment`
+compiles a validated experiment into the few numbers the hot path needs.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from itertools import combinations, pairwise
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+# Layers, allocation and holdout work in a fixed space of buckets: a fraction f of the units is
+# round(f * BUCKETS) buckets, so fractions resolve to 1/10,000.
+BUCKETS = 10_000
+MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
+
+Unit = Literal["user", "session", "request"]
+Mode = Literal["ab", "arena"]
+State = Literal["scheduled", "running", "stopped"]
+
+# Metrics the outcome log can compute per arm (the analysis defines them); `custom:NAME` is the
+# mean of the custom numeric feedback called NAME.
+METRICS = (
+    "thumbs_up_rate",
+    "thumbs_down_rate",
+    "regenerate_rate",
+    "copy_rate",
+    "error_rate",
+    "ttft_p50_s",
+    "ttft_p95_s",
+    "latency_p50_s",
+    "latency_p95_s",
+    "completion_tokens",
+    "reward_score",
+    "vote_win_rate",
+)
+METRIC_PATTERN = rf"^({'|'.join(METRICS)}|custom:[A-Za-z0-9_.-]{{1,64}})$"
 
 
-class Arm(BaseModel):
-    """One arm of an experiment: a variant and its share of the experiment's units."""
-
+class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Arm(_Frozen):
+    """One arm of an experiment: a variant and its share of the experiment's units."""
 
     variant: str = Field(pattern=NAME_PATTERN, description="Name of a configured variant.")
     weight: float = Field(
         default=1.0,
         ge=0.0,
+        le=MAX_WEIGHT,
         allow_inf_nan=False,
         description="Relative weight; 0 pauses the arm without reshuffling the others.",
     )
 
+    @field_validator("weight")
+    @classmethod
+    def _paused_or_in_range(cls, value: float) -> float:
+        if 0 < value < MIN_WEIGHT:
+            raise ValueError(f"must be 0 (paused) or at least {MIN_WEIGHT:g}")
+        return value
 
-class Experiment(BaseModel):
-    """An A/B experiment: units (users) are split between arms by a salted hash."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Pair(_Frozen):
+    """An arena pairing of two arms and how often it is drawn, relative to the other pairs."""
+
+    variants: tuple[str, str]
+    weight: float = Field(default=1.0, gt=0.0, le=MAX_WEIGHT**2, allow_inf_nan=False)
+
+    @field_validator("variants")
+    @classmethod
+    def _two_different(cls, value: tuple[str, str]) -> tuple[str, str]:
+        if value[0] == value[1]:
+            raise ValueError("a pair needs two different variants")
+        return value
+
+
+class Guardrail(_Frozen):
+    """A metric the treatment must not worsen by more than a threshold, against the control.
+
+    `max_increase` / `max_decrease` bound the change of treatment against control: absolute in
+    the metric's unit, or a fraction of the control's value when `relative` is true. The analysis
+    fails the guardrail when the confidence interval of the change crosses the bound.
+    """
+
+    metric: str = Field(pattern=METRIC_PATTERN)
+    max_increase: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    max_decrease: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    relative: bool = False
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> Guardrail:
+        if self.max_increase is None and self.max_decrease is None:
+            raise ValueError("a guardrail needs max_increase, max_decrease or both")
+        return self
+
+
+class Experiment(_Frozen):
+    """An experiment: which units take part, how they are split, and how the result is judged.
+
+    Assignment, in order (see `router.assignment` for the hashes):
+
+    1. a unit listed in `forced` gets that variant (QA; logged, never counted as exposed);
+    2. before `start` or from `stop` on, every unit gets `default_variant`;
+    3. a unit whose layer bucket falls outside `layer_range` belongs to another experiment of the
+       layer and gets `default_variant`;
+    4. a unit outside `allocation` gets `default_variant` (logged as not exposed);
+    5. a unit inside the `holdout` fraction gets `default_variant` and is exposed as holdout;
+    6. everyone else is exposed: an arm by weight (`ab`), or arena battles between arm pairs.
+    """
 
     name: str = Field(pattern=NAME_PATTERN)
-    unit: Literal["user"] = Field(
+    mode: Mode = "ab"
+    unit: Unit = Field(
         default="user",
-        description="What is assigned: the OpenAI `user` field, else the X-User-Id header.",
+        description="What is assigned: `user` (the OpenAI `user` field, else X-User-Id), "
+        "`session` (X-Session-Id) or `request` (every request on its own).",
     )
     salt: str | None = Field(
         default=None,
         min_length=1,
         description="Hash salt; defaults to the name. Changing it reshuffles every unit.",
     )
+    layer: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="Experiments in one layer never share a unit; default: a layer of its own.",
+    )
+    layer_range: tuple[float, float] = Field(
+        default=(0.0, 1.0),
+        description="The slice [start, end) of the layer's units this experiment may use.",
+    )
+    allocation: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="Fraction of the slice's units in the experiment; raising it only adds units.",
+    )
+    holdout: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Fraction of allocated units kept on default_variant as a reference group.",
+    )
     arms: tuple[Arm, ...] = Field(min_length=2)
+    default_variant: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="What units outside the experiment get; default: the first arm's variant.",
+    )
+    forced: dict[str, str] = Field(
+        default_factory=dict, description="Unit id -> variant, for QA; never counted as exposed."
+    )
+    pairs: tuple[Pair, ...] | None = Field(
+        default=None,
+        description="Arena only: the pairs drawn and their weights; default: every pair of live "
+        "arms, weighted by the product of their weights.",
+    )
+    start: AwareDatetime | None = None
+    stop: AwareDatetime | None = None
+    primary_metric: str | None = Field(
+        default=None,
+        pattern=METRIC_PATTERN,
+        description="Default: vote_win_rate for arena, thumbs_up_rate for ab.",
+    )
+    guardrails: tuple[Guardrail, ...] = ()
+
+    def __hash__(self) -> int:  # consistent with ==: `forced` is a dict, compared unordered
+        return hash(
+            tuple(
+                frozenset(v.items()) if isinstance(v, dict) else v for v in self.__dict__.values()
+            )
+        )
+
+    @field_validator("layer_range")
+    @classmethod
+    def _range_in_unit_interval(cls, value: tuple[float, float]) -> tuple[float, float]:
+        start, end = value
+        if not 0.0 <= start < end <= 1.0:
+            raise ValueError("must be [start, end) with 0 <= start < end <= 1")
+        if round(start * BUCKETS) == round(end * BUCKETS):
+            raise ValueError(f"is empty at the resolution of 1/{BUCKETS:,} of the layer")
+        return value
+
+    @field_validator("allocation", "holdout")
+    @classmethod
+    def _resolvable(cls, value: float) -> float:
+        if value > 0 and round(value * BUCKETS) == 0:
+            raise ValueError(f"rounds to no unit: fractions resolve to 1/{BUCKETS:,}")
+        return value
 
     @model_validator(mode="after")
-    def _arms_are_distinct_and_live(self) -> Experiment:
+    def _consistent(self) -> Experiment:
         variants = [arm.variant for arm in self.arms]
         duplicated = sorted({v for v in variants if variants.count(v) > 1})
         if duplicated:
             raise ValueError(f"arms name a variant more than once: {', '.join(duplicated)}")
-        if not any(arm.weight > 0 for arm in self.arms):
+        live = [arm.variant for arm in self.arms if arm.weight > 0]
+        if not live:
             raise ValueError("at least one arm needs a weight above 0")
+        allowed = {*variants, self.fallback_variant}
+        for unit, variant in self.forced.items():
+            if variant not in allowed:
+                raise ValueError(
+                    f"forced: unit {unit!r} is forced to {variant!r}, which is neither an arm "
+                    "nor the default variant"
+                )
+        if self.start is not None and self.stop is not None and self.stop <= self.start:
+            raise ValueError("stop must come after start")
+        if self.mode == "ab" and self.pairs is not None:
+            raise ValueError("pairs: only arena experiments have pairs")
+        if self.mode == "arena":
+            if len(live) < 2:
+                raise ValueError("an arena experiment needs at least two arms with weight above 0")
+            for i, pair in enumerate(self.pairs or ()):
+                for variant in pair.variants:
+                    if variant not in live:
+                        raise ValueError(
+                            f"pairs.{i}: {variant!r} is not an arm with weight above 0"
+                        )
         return self
 
     @property
     def hash_salt(self) -> str:
         return self.salt if self.salt is not None else self.name
+
+    @property
+    def layer_name(self) -> str:
+        return self.layer if self.layer is not None else f"experiment:{self.name}"
+
+    @property
+    def fallback_variant(self) -> str:
+        return self.default_variant if self.default_variant is not None else self.arms[0].variant
+
+    @property
+    def metric(self) -> str:
+        if self.primary_metric is not None:
+            return self.primary_metric
+        return "vote_win_rate" if self.mode == "arena" else "thumbs_up_rate"
+
+    def arena_pairs(self) -> tuple[Pair, ...]:
+        """The configured pairs, or every pair of live arms weighted by the product of weights."""
+        if self.pairs is not None:
+            return self.pairs
+        live = [arm for arm in self.arms if arm.weight > 0]
+        return tuple(
+            Pair(variants=(a.variant, b.variant), weight=a.weight * b.weight)
+            for a, b in combinations(live, 2)
+        )
+
+    def state(self, now: datetime | None = None) -> State:
+        now = now or datetime.now(UTC)
+        if self.start is not None and now < self.start:
+            return "scheduled"
+        if self.stop is not None and now >= self.stop:
+            return "stopped"
+        return "running"
+
+
+def check_layers(experiments: list[Experiment] | tuple[Experiment, ...]) -> None:
+    """Experiments that share a layer must use disjoint slices of it (else they share units)."""
+    by_layer: dict[str, list[tuple[int, Experiment]]] = {}
+    for i, experiment in enumerate(experiments):
+        by_layer.setdefault(experiment.layer_name, []).append((i, experiment))
+    for members in by_layer.values():
+        ordered = sorted(members, key=lambda m: m[1].layer_range)
+        for (_, left), (j, right) in pairwise(ordered):
+            if right.layer_range[0] < left.layer_range[1]:
+                raise ValueError(
+                    f"experiments.{j}.layer_range: {right.name!r} overlaps {left.name!r} in "
+                    f"layer {right.layer_name!r}; experiments of one layer need disjoint ranges"
+                )

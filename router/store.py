@@ -1,10 +1,15 @@
 """The outcome store: SQLite in WAL mode, written by exactly one writer.
 
 `OutcomeStore.write` applies a batch of events in order inside one transaction, so a feedback row
-that refers to a completion earlier in the same batch (or any earlier batch) finds it. The store is
-synchronous and not thread-safe by design: the serving layer owns one store per process and calls
-it from one thread. `synchronous=FULL` makes a committed batch survive a crash of the process and
-of the machine, which is what lets the gateway acknowledge feedback only after `write` returns.
+that refers to a completion or battle earlier in the same batch (or any earlier batch) finds it.
+The store is synchronous and not thread-safe by design: the serving layer owns one store per
+process and calls it from one thread. `synchronous=FULL` makes a committed batch survive a crash
+of the process and of the machine, which is what lets the gateway acknowledge feedback only after
+`write` returns.
+
+Exposures are deduplicated here, where every gateway replica's events meet: the `assignments`
+table holds each unit's latest (variant, reason) per experiment, and an exposure that repeats it
+writes nothing. Units of `request` experiments are never repeated, so they skip that table.
 """
 
 from __future__ import annotations
@@ -14,9 +19,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import astuple, fields
 from pathlib import Path
 
-from router.events import Completion, Event, Exposure, Feedback, FeedbackResult
+from router.events import (
+    Battle,
+    Completion,
+    Event,
+    Exposure,
+    Feedback,
+    FeedbackResult,
+    FeedbackStatus,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+TABLES = ("exposures", "assignments", "completions", "battles", "feedback")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exposures (
@@ -24,10 +38,21 @@ CREATE TABLE IF NOT EXISTS exposures (
     ts REAL NOT NULL,
     request_id TEXT NOT NULL,
     experiment TEXT NOT NULL,
-    variant TEXT NOT NULL,
-    unit TEXT NOT NULL
+    unit_type TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    variant TEXT,
+    reason TEXT NOT NULL,
+    exposed INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS exposures_by_experiment ON exposures (experiment, unit);
+CREATE TABLE IF NOT EXISTS assignments (
+    experiment TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    variant TEXT,
+    reason TEXT NOT NULL,
+    exposure_id INTEGER NOT NULL REFERENCES exposures (id),
+    PRIMARY KEY (experiment, unit)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS completions (
     completion_id TEXT PRIMARY KEY,
     ts REAL NOT NULL,
@@ -42,35 +67,54 @@ CREATE TABLE IF NOT EXISTS completions (
     latency_s REAL NOT NULL,
     prompt_tokens INTEGER,
     completion_tokens INTEGER,
-    error TEXT
+    error TEXT,
+    battle_id TEXT
 );
 CREATE INDEX IF NOT EXISTS completions_by_experiment ON completions (experiment, variant);
+CREATE TABLE IF NOT EXISTS battles (
+    battle_id TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    request_id TEXT NOT NULL,
+    experiment TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    variant_a TEXT NOT NULL,
+    variant_b TEXT NOT NULL,
+    completion_a TEXT NOT NULL,
+    completion_b TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS battles_by_experiment ON battles (experiment);
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY,
     ts REAL NOT NULL,
-    completion_id TEXT NOT NULL REFERENCES completions (completion_id),
     kind TEXT NOT NULL,
-    value TEXT NOT NULL,
-    idempotency_key TEXT UNIQUE
+    idempotency_key TEXT NOT NULL UNIQUE,
+    completion_id TEXT REFERENCES completions (completion_id),
+    battle_id TEXT REFERENCES battles (battle_id),
+    value TEXT,
+    number REAL,
+    name TEXT,
+    CHECK ((completion_id IS NULL) != (battle_id IS NULL))
 );
 CREATE INDEX IF NOT EXISTS feedback_by_completion ON feedback (completion_id);
+CREATE UNIQUE INDEX IF NOT EXISTS one_vote_per_battle ON feedback (battle_id) WHERE kind = 'vote';
 """
 
 
-def _insert_sql(table: str, cls: type) -> str:
+def _insert_sql(table: str, cls: type, verb: str = "INSERT") -> str:
     names = [f.name for f in fields(cls)]
-    return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    return f"{verb} INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
 
 
 _INSERT_EXPOSURE = _insert_sql("exposures", Exposure)
-_INSERT_COMPLETION = _insert_sql("completions", Completion).replace(
-    "INSERT", "INSERT OR REPLACE", 1
-)
+_INSERT_COMPLETION = _insert_sql("completions", Completion, "INSERT OR REPLACE")
+_INSERT_BATTLE = _insert_sql("battles", Battle, "INSERT OR REPLACE")
 _INSERT_FEEDBACK = _insert_sql("feedback", Feedback)
+# What makes two feedback calls "the same" for an idempotency key.
+_FEEDBACK_CONTENT = ("kind", "completion_id", "battle_id", "value", "number", "name")
 
 
 class OutcomeStore:
-    """One SQLite database file of exposures, completions and feedback."""
+    """One SQLite database file of exposures, completions, battles and feedback."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -82,7 +126,11 @@ class OutcomeStore:
         self._db.execute("PRAGMA busy_timeout=5000")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
-            raise RuntimeError(f"{self.path}: schema version {version}, expected {SCHEMA_VERSION}")
+            self._db.close()
+            raise RuntimeError(
+                f"{self.path} holds outcome schema {version}; this arena-serve writes schema "
+                f"{SCHEMA_VERSION}. Move the file aside (or set store_path) to start a new log."
+            )
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -98,44 +146,91 @@ class OutcomeStore:
                 results.append(self._apply(event))
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite rolls back by itself on some errors (full disk)
+                self._db.execute("ROLLBACK")
             raise
         return results
 
     def _apply(self, event: Event) -> FeedbackResult | None:
         if isinstance(event, Exposure):
-            self._db.execute(_INSERT_EXPOSURE, astuple(event))
-            return None
-        if isinstance(event, Completion):
+            self._apply_exposure(event)
+        elif isinstance(event, Completion):
             self._db.execute(_INSERT_COMPLETION, astuple(event))
-            return None
-        return self._apply_feedback(event)
+        elif isinstance(event, Battle):
+            self._db.execute(_INSERT_BATTLE, astuple(event))
+        else:
+            return self._apply_feedback(event)
+        return None
+
+    def _apply_exposure(self, exposure: Exposure) -> None:
+        tracked = exposure.unit_type != "request"
+        if tracked:
+            latest = self._db.execute(
+                "SELECT variant, reason FROM assignments WHERE experiment = ? AND unit = ?",
+                (exposure.experiment, exposure.unit),
+            ).fetchone()
+            if latest == (exposure.variant, exposure.reason):
+                return
+        cursor = self._db.execute(_INSERT_EXPOSURE, astuple(exposure))
+        if tracked:
+            self._db.execute(
+                "INSERT OR REPLACE INTO assignments VALUES (?, ?, ?, ?, ?)",
+                (exposure.experiment, exposure.unit, exposure.variant, exposure.reason,
+                 cursor.lastrowid),
+            )  # fmt: skip
 
     def _apply_feedback(self, feedback: Feedback) -> FeedbackResult:
-        if feedback.idempotency_key is not None:
-            row = self._db.execute(
-                "SELECT id FROM feedback WHERE idempotency_key = ?", (feedback.idempotency_key,)
-            ).fetchone()
-            if row is not None:
-                return FeedbackResult("replayed", row[0])
-        known = self._db.execute(
-            "SELECT 1 FROM completions WHERE completion_id = ?", (feedback.completion_id,)
+        row = self._db.execute(
+            f"SELECT id, {', '.join(_FEEDBACK_CONTENT)} FROM feedback WHERE idempotency_key = ?",
+            (feedback.idempotency_key,),
         ).fetchone()
+        if row is not None:
+            same = tuple(row[1:]) == tuple(getattr(feedback, name) for name in _FEEDBACK_CONTENT)
+            if not same:
+                return FeedbackResult("key_reused", row[0])
+            return self._result("replayed", row[0], feedback)
+        if feedback.battle_id is not None:
+            known = self._db.execute(
+                "SELECT 1 FROM battles WHERE battle_id = ?", (feedback.battle_id,)
+            ).fetchone()
+            if known is not None and feedback.kind == "vote":
+                voted = self._db.execute(
+                    "SELECT id FROM feedback WHERE battle_id = ? AND kind = 'vote'",
+                    (feedback.battle_id,),
+                ).fetchone()
+                if voted is not None:
+                    return FeedbackResult("already_voted", voted[0])
+        else:
+            known = self._db.execute(
+                "SELECT 1 FROM completions WHERE completion_id = ?", (feedback.completion_id,)
+            ).fetchone()
         if known is None:
-            return FeedbackResult("unknown_completion", None)
+            return FeedbackResult("unknown_target", None)
         cursor = self._db.execute(_INSERT_FEEDBACK, astuple(feedback))
-        return FeedbackResult("recorded", cursor.lastrowid)
+        return self._result("recorded", cursor.lastrowid, feedback)
+
+    def _result(
+        self, status: FeedbackStatus, feedback_id: int | None, feedback: Feedback
+    ) -> FeedbackResult:
+        """The answer to a feedback call; a vote's answer reveals the battle's two variants."""
+        if feedback.kind != "vote" or feedback.battle_id is None:
+            return FeedbackResult(status, feedback_id)
+        experiment, a, b = self._db.execute(
+            "SELECT experiment, variant_a, variant_b FROM battles WHERE battle_id = ?",
+            (feedback.battle_id,),
+        ).fetchone()
+        return FeedbackResult(status, feedback_id, (a, b), experiment)
 
     # Reads: used by tests and, later, by the analysis. They see only committed batches.
 
     def rows(self, table: str, where: str = "", params: Iterable[object] = ()) -> list[dict]:
-        if table not in ("exposures", "completions", "feedback"):
+        if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
         cursor = self._db.execute(f"SELECT * FROM {table} {where}", tuple(params))
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def count(self, table: str) -> int:
-        if table not in ("exposures", "completions", "feedback"):
+        if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
         return self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]

@@ -1,16 +1,21 @@
-"""The outcome store: ordered batches, feedback checked against completions, replays, durability."""
+"""The outcome store: exposure dedupe, battles and votes, idempotent feedback, atomic batches,
+durability and the schema version check."""
 
 from __future__ import annotations
 
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from router.events import Completion, Exposure, Feedback, FeedbackResult
-from router.store import OutcomeStore
+from router.events import Battle, Completion, Exposure, Feedback, FeedbackResult
+from router.store import SCHEMA_VERSION, TABLES, OutcomeStore
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def completion(cid: str, variant: str = "a", status: int = 200) -> Completion:
@@ -31,8 +36,41 @@ def completion(cid: str, variant: str = "a", status: int = 200) -> Completion:
     )
 
 
+def battle(bid: str = "b1", a: str = "llama", b: str = "qwen", experiment: str = "arena") -> Battle:
+    return Battle(
+        ts=1.0,
+        battle_id=bid,
+        request_id=f"req-{bid}",
+        experiment=experiment,
+        unit="alice",
+        variant_a=a,
+        variant_b=b,
+        completion_a=f"{bid}-a",
+        completion_b=f"{bid}-b",
+    )
+
+
+def exposure(
+    unit: str = "alice",
+    variant: str | None = "a",
+    reason: str = "arm",
+    experiment: str = "exp",
+    unit_type: str = "user",
+    ts: float = 1.0,
+) -> Exposure:
+    return Exposure(ts, f"req-{ts}", experiment, unit_type, unit, variant, reason, True)  # type: ignore[arg-type]
+
+
+def thumbs(cid: str, key: str, value: str = "up", ts: float = 2.0) -> Feedback:
+    return Feedback(ts, "thumbs", key, completion_id=cid, value=value)
+
+
+def vote(bid: str, key: str, value: str = "a", ts: float = 2.0) -> Feedback:
+    return Feedback(ts, "vote", key, battle_id=bid, value=value)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> OutcomeStore:
+def store(tmp_path: Path) -> Iterator[OutcomeStore]:
     s = OutcomeStore(tmp_path / "data" / "outcomes.db")
     yield s
     s.close()
@@ -41,62 +79,320 @@ def store(tmp_path: Path) -> OutcomeStore:
 def test_wal_mode_and_schema(store: OutcomeStore) -> None:
     db = sqlite3.connect(store.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"exposures", "completions", "feedback"} <= tables
+    assert tables == set(TABLES)
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    db.close()
 
 
-def test_feedback_finds_a_completion_from_the_same_batch(store: OutcomeStore) -> None:
-    results = store.write(
+# Exposures: one row per unit per experiment per change of (variant, reason).
+
+
+def test_a_repeated_exposure_is_written_once(store: OutcomeStore) -> None:
+    store.write([exposure(ts=1.0), exposure(ts=2.0)])  # within one batch
+    store.write([exposure(ts=3.0)])  # and across batches
+    [row] = store.rows("exposures")
+    assert (row["ts"], row["unit_type"], row["unit"], row["variant"], row["reason"]) == (
+        1.0,
+        "user",
+        "alice",
+        "a",
+        "arm",
+    )
+    assert row["exposed"] == 1
+    assert store.rows("assignments") == [
+        {"experiment": "exp", "unit": "alice", "variant": "a", "reason": "arm", "exposure_id": 1}
+    ]
+
+
+def test_a_changed_variant_or_reason_is_a_new_exposure(store: OutcomeStore) -> None:
+    store.write(
         [
-            Exposure(1.0, "req-1", "exp", "a", "alice"),
-            completion("c1"),
-            Feedback(2.0, "c1", "thumbs", "up", "k1"),
+            exposure(variant="a", reason="arm", ts=1.0),
+            exposure(variant="b", reason="arm", ts=2.0),  # variant changed
+            exposure(variant="b", reason="arm", ts=3.0),  # repeat: nothing
+            exposure(variant="b", reason="forced", ts=4.0),  # reason changed
+            exposure(variant="a", reason="arm", ts=5.0),  # back to the first: a change again
         ]
     )
-    assert results[:2] == [None, None]
-    assert results[2] == FeedbackResult("recorded", 1)
-    [row] = store.rows("feedback")
-    assert (row["completion_id"], row["kind"], row["value"]) == ("c1", "thumbs", "up")
-    assert store.rows("completions")[0]["prompt_tokens"] == 10
-
-
-def test_unknown_completion_is_refused_and_not_written(store: OutcomeStore) -> None:
-    assert store.write([Feedback(1.0, "nope", "thumbs", "down")]) == [
-        FeedbackResult("unknown_completion", None)
+    rows = store.rows("exposures", "ORDER BY id")
+    assert [(r["ts"], r["variant"], r["reason"]) for r in rows] == [
+        (1.0, "a", "arm"),
+        (2.0, "b", "arm"),
+        (4.0, "b", "forced"),
+        (5.0, "a", "arm"),
     ]
+    [latest] = store.rows("assignments")
+    assert (latest["variant"], latest["reason"], latest["exposure_id"]) == (
+        "a",
+        "arm",
+        rows[-1]["id"],
+    )
+
+
+def test_exposures_are_deduplicated_per_experiment_and_unit(store: OutcomeStore) -> None:
+    store.write(
+        [
+            exposure(unit="alice", experiment="exp"),
+            exposure(unit="bob", experiment="exp"),
+            exposure(unit="alice", experiment="other"),
+            exposure(unit="alice", experiment="exp"),
+            exposure(unit="bob", experiment="exp"),
+            exposure(unit="alice", experiment="other"),
+        ]
+    )
+    rows = store.rows("exposures", "ORDER BY id")
+    assert [(r["experiment"], r["unit"]) for r in rows] == [
+        ("exp", "alice"),
+        ("exp", "bob"),
+        ("other", "alice"),
+    ]
+    assert store.count("assignments") == 3
+
+
+def test_request_units_are_never_deduplicated(store: OutcomeStore) -> None:
+    same = exposure(unit="req-x", unit_type="request")
+    store.write([same, same])
+    store.write([same])
+    assert store.count("exposures") == 3
+    assert store.count("assignments") == 0
+
+
+def test_arena_exposures_without_a_variant_are_deduplicated(store: OutcomeStore) -> None:
+    store.write([exposure(variant=None, reason="arena", experiment="arena", ts=t) for t in (1, 2)])
+    store.write([exposure(variant=None, reason="arena", experiment="arena", ts=3.0)])
+    [row] = store.rows("exposures")
+    assert (row["variant"], row["reason"], row["ts"]) == (None, "arena", 1.0)
+    # A unit leaving the arena (e.g. the experiment stopped) is a change.
+    store.write([exposure(variant="llama", reason="stopped", experiment="arena", ts=4.0)])
+    assert store.count("exposures") == 2
+
+
+# Battles and votes.
+
+
+def test_battles_are_stored(store: OutcomeStore) -> None:
+    assert store.write([battle("b1"), battle("b2", a="qwen", b="llama")]) == [None, None]
+    rows = {r["battle_id"]: r for r in store.rows("battles")}
+    assert rows["b1"] == {
+        "battle_id": "b1",
+        "ts": 1.0,
+        "request_id": "req-b1",
+        "experiment": "arena",
+        "unit": "alice",
+        "variant_a": "llama",
+        "variant_b": "qwen",
+        "completion_a": "b1-a",
+        "completion_b": "b1-b",
+    }
+    assert (rows["b2"]["variant_a"], rows["b2"]["variant_b"]) == ("qwen", "llama")
+
+
+def test_a_vote_is_recorded_and_reveals_the_variants(store: OutcomeStore) -> None:
+    store.write([battle("b1", a="qwen", b="llama", experiment="arena-1")])
+    [result] = store.write([vote("b1", "k1", "b")])
+    assert result == FeedbackResult("recorded", 1, ("qwen", "llama"), "arena-1")
+    [row] = store.rows("feedback")
+    assert (row["kind"], row["battle_id"], row["completion_id"], row["value"]) == (
+        "vote",
+        "b1",
+        None,
+        "b",
+    )
+    assert row["idempotency_key"] == "k1"
+
+
+def test_a_replayed_vote_returns_the_first_answer(store: OutcomeStore) -> None:
+    store.write([battle("b1")])
+    [first] = store.write([vote("b1", "k1", "tie", ts=2.0)])
+    [again] = store.write([vote("b1", "k1", "tie", ts=9.0)])  # a retry: same content, later
+    assert first.status == "recorded"
+    assert again == FeedbackResult("replayed", first.feedback_id, ("llama", "qwen"), "arena")
+    assert store.count("feedback") == 1
+
+
+def test_a_replayed_thumbs_returns_the_first_id_and_no_reveal(store: OutcomeStore) -> None:
+    store.write([completion("c1")])
+    first, again = store.write([thumbs("c1", "k"), thumbs("c1", "k", ts=3.0)])
+    assert first == FeedbackResult("recorded", 1)
+    assert again == FeedbackResult("replayed", 1)
+    assert store.count("feedback") == 1
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        pytest.param(vote("b1", "k", "b"), id="other-value"),
+        pytest.param(vote("b2", "k", "a"), id="other-battle"),
+        pytest.param(Feedback(2.0, "custom", "k", battle_id="b1", number=1.0, name="r"), id="kind"),
+        pytest.param(thumbs("c1", "k", "up"), id="other-target-type"),
+    ],
+)
+def test_a_key_reused_for_different_feedback_is_refused(
+    store: OutcomeStore, second: Feedback
+) -> None:
+    store.write([battle("b1"), battle("b2"), completion("c1")])
+    [first] = store.write([vote("b1", "k", "a")])
+    [result] = store.write([second])
+    assert result.status == "key_reused"
+    assert result.feedback_id == first.feedback_id
+    assert result.reveal is None
+    [row] = store.rows("feedback")
+    assert (row["battle_id"], row["value"], row["kind"]) == ("b1", "a", "vote")
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        pytest.param({"number": 5.0}, id="number"),
+        pytest.param({"name": "speed"}, id="name"),
+        pytest.param({"completion_id": "c2"}, id="target"),
+    ],
+)
+def test_a_key_reused_for_a_different_custom_metric_is_refused(
+    store: OutcomeStore, second: dict
+) -> None:
+    store.write([completion("c1"), completion("c2")])
+    first = Feedback(2.0, "custom", "k", completion_id="c1", number=4.0, name="rating")
+    assert store.write([first])[0].status == "recorded"
+    assert store.write([replace(first, ts=3.0, number=4)])[0].status == "replayed"  # 4 == 4.0
+    assert store.write([replace(first, **second)])[0].status == "key_reused"
+    assert store.count("feedback") == 1
+
+
+def test_a_second_vote_on_a_battle_is_already_voted(store: OutcomeStore) -> None:
+    store.write([battle("b1")])
+    [first] = store.write([vote("b1", "k1", "a")])
+    for value in ("a", "b"):  # the same or another choice, under a new key
+        [second] = store.write([vote("b1", "k2", value)])
+        assert second == FeedbackResult("already_voted", first.feedback_id)
+    assert store.count("feedback") == 1
+    # The refused key was not stored: it is still free for other feedback.
+    store.write([battle("b2")])
+    assert store.write([vote("b2", "k2", "b")])[0].status == "recorded"
+
+
+def test_a_custom_metric_on_a_voted_battle_is_recorded(store: OutcomeStore) -> None:
+    store.write([battle("b1"), vote("b1", "k1")])
+    rating = Feedback(3.0, "custom", "k2", battle_id="b1", number=4.0, name="rating")
+    assert store.write([rating]) == [FeedbackResult("recorded", 2)]  # no reveal: not a vote
+    rows = store.rows("feedback", "ORDER BY id")
+    assert [(r["kind"], r["battle_id"], r["number"], r["name"]) for r in rows] == [
+        ("vote", "b1", None, None),
+        ("custom", "b1", 4.0, "rating"),
+    ]
+
+
+def test_a_vote_on_an_unknown_battle_is_unknown_target(store: OutcomeStore) -> None:
+    store.write([completion("b1")])  # a completion of that id is not a battle
+    assert store.write([vote("b1", "k")]) == [FeedbackResult("unknown_target", None)]
     assert store.count("feedback") == 0
 
 
-def test_replayed_idempotency_key_returns_the_first_row(store: OutcomeStore) -> None:
-    store.write([completion("c1")])
-    first = store.write([Feedback(1.0, "c1", "thumbs", "up", "key")])[0]
-    again = store.write([Feedback(2.0, "c1", "thumbs", "down", "key")])[0]
-    assert first == FeedbackResult("recorded", 1)
-    assert again == FeedbackResult("replayed", 1)
-    assert [r["value"] for r in store.rows("feedback")] == ["up"]
+# Feedback on completions.
 
 
-def test_feedback_without_key_is_recorded_each_time(store: OutcomeStore) -> None:
+@pytest.mark.parametrize(
+    ("feedback", "stored"),
+    [
+        (Feedback(2.0, "thumbs", "k", completion_id="c1", value="down"), ("down", None, None)),
+        (Feedback(2.0, "regenerate", "k", completion_id="c1"), (None, None, None)),
+        (Feedback(2.0, "copy", "k", completion_id="c1"), (None, None, None)),
+        (
+            Feedback(2.0, "custom", "k", completion_id="c1", number=0.25, name="rating"),
+            (None, 0.25, "rating"),
+        ),
+    ],
+    ids=lambda p: p.kind if isinstance(p, Feedback) else "",
+)
+def test_feedback_kinds_on_a_completion(
+    store: OutcomeStore, feedback: Feedback, stored: tuple
+) -> None:
     store.write([completion("c1")])
-    store.write([Feedback(1.0, "c1", "thumbs", "up"), Feedback(1.0, "c1", "thumbs", "up")])
+    assert store.write([feedback]) == [FeedbackResult("recorded", 1)]
+    [row] = store.rows("feedback")
+    assert (row["kind"], row["completion_id"], row["battle_id"], row["idempotency_key"]) == (
+        feedback.kind,
+        "c1",
+        None,
+        "k",
+    )
+    assert (row["value"], row["number"], row["name"]) == stored
+
+
+@pytest.mark.parametrize("kind", ["thumbs", "regenerate", "copy", "custom"])
+def test_feedback_on_an_unknown_completion_is_unknown_target(
+    store: OutcomeStore, kind: str
+) -> None:
+    store.write([battle("c1")])  # a battle of that id is not a completion
+    fb = Feedback(1.0, kind, "k", completion_id="c1", value="up" if kind == "thumbs" else None)  # type: ignore[arg-type]
+    assert store.write([fb]) == [FeedbackResult("unknown_target", None)]
+    assert store.count("feedback") == 0
+
+
+def test_feedback_finds_targets_written_earlier_in_the_same_batch(store: OutcomeStore) -> None:
+    results = store.write(
+        [
+            exposure(),
+            completion("c1"),
+            thumbs("c1", "k1"),
+            completion("b1-a"),
+            completion("b1-b"),
+            battle("b1"),
+            vote("b1", "k2", "b"),
+            vote("b1", "k3", "a"),  # a second vote in the same batch
+            thumbs("c2", "k4"),  # before its completion: not found
+            completion("c2"),
+        ]
+    )
+    assert results == [
+        None,
+        None,
+        FeedbackResult("recorded", 1),
+        None,
+        None,
+        None,
+        FeedbackResult("recorded", 2, ("llama", "qwen"), "arena"),
+        FeedbackResult("already_voted", 2),
+        FeedbackResult("unknown_target", None),
+        None,
+    ]
     assert store.count("feedback") == 2
+    assert store.rows("completions", "WHERE completion_id = 'c1'")[0]["prompt_tokens"] == 10
 
 
 def test_a_failed_batch_writes_nothing(store: OutcomeStore) -> None:
-    bad = Exposure(1.0, "req", "exp", "a", None)  # type: ignore[arg-type]  # NOT NULL violated
-    with pytest.raises(sqlite3.IntegrityError):
-        store.write([completion("c1"), bad])
-    assert store.count("completions") == 0
+    no_key = Feedback(3.0, "thumbs", None, completion_id="c1", value="up")  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.IntegrityError):  # idempotency_key NOT NULL
+        store.write([exposure(), completion("c1"), battle("b1"), vote("b1", "k"), no_key])
+    for table in TABLES:
+        assert store.count(table) == 0, table
+    assert not store._db.in_transaction
+    # Nothing half-done is left behind: the dedupe state was rolled back with the rows.
+    store.write([exposure(), completion("c1"), battle("b1")])
+    assert store.count("exposures") == 1
+    assert store.write([vote("b1", "k")])[0].status == "recorded"
 
 
-def test_reopening_keeps_rows(tmp_path: Path) -> None:
+def test_reopening_keeps_rows_and_replays(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     first = OutcomeStore(path)
-    first.write([completion("c1"), Feedback(1.0, "c1", "thumbs", "up", "k")])
+    first.write([exposure(), completion("c1"), thumbs("c1", "k1"), battle("b1"), vote("b1", "k2")])
     first.close()
     again = OutcomeStore(path)
-    assert again.count("feedback") == 1
-    assert again.write([Feedback(1.0, "c1", "thumbs", "up", "k")])[0].status == "replayed"
+    try:
+        assert again.count("feedback") == 2
+        assert again.write([thumbs("c1", "k1")]) == [FeedbackResult("replayed", 1)]
+        assert again.write([vote("b1", "k2")]) == [
+            FeedbackResult("replayed", 2, ("llama", "qwen"), "arena")
+        ]
+        assert again.write([vote("b1", "k3")]) == [FeedbackResult("already_voted", 2)]
+        again.write([exposure(ts=9.0)])
+        assert again.count("exposures") == 1
+        assert again.count("feedback") == 2
+    finally:
+        again.close()
 
 
 def test_committed_rows_survive_kill_9(tmp_path: Path) -> None:
@@ -105,16 +401,61 @@ def test_committed_rows_survive_kill_9(tmp_path: Path) -> None:
     code = (
         "import os, sys\n"
         "from router.store import OutcomeStore\n"
-        "from router.events import Completion, Feedback\n"
+        "from router.events import Battle, Completion, Exposure, Feedback\n"
         "s = OutcomeStore(sys.argv[1])\n"
         "for i in range(50):\n"
         "    c = Completion(1.0, f'c{i}', 'r', 'e', 'a', 'u', 'chat', False, 200, None, 0.1, 1,\n"
         "                   1)\n"
-        "    s.write([c,\n"
-        "             Feedback(1.0, f'c{i}', 'thumbs', 'up', f'k{i}')])\n"
+        "    b = Battle(1.0, f'b{i}', 'r', 'e', 'u', 'x', 'y', 'ca', 'cb')\n"
+        "    s.write([Exposure(1.0, 'r', 'e', 'user', f'u{i}', 'a', 'arm', True), c, b,\n"
+        "             Feedback(1.0, 'thumbs', f'k{i}', completion_id=f'c{i}', value='up'),\n"
+        "             Feedback(1.0, 'vote', f'v{i}', battle_id=f'b{i}', value='a')])\n"
         "print('acked', flush=True)\n"
         "os.kill(os.getpid(), 9)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
-    assert proc.returncode == -9 and "acked" in proc.stdout
-    assert OutcomeStore(path).count("feedback") == 50
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == -9 and "acked" in proc.stdout, proc.stderr
+    reopened = OutcomeStore(path)
+    try:
+        assert reopened.count("feedback") == 100
+        assert reopened.count("exposures") == 50
+        assert reopened.count("battles") == 50
+    finally:
+        reopened.close()
+
+
+@pytest.mark.parametrize("version", [1, SCHEMA_VERSION + 1])
+def test_a_file_of_another_schema_version_is_refused(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE exposures (id INTEGER PRIMARY KEY, ts REAL, request_id TEXT,"
+        " experiment TEXT, variant TEXT, unit TEXT)"
+    )
+    old.execute(f"PRAGMA user_version={version}")
+    old.commit()
+    old.close()
+    with pytest.raises(RuntimeError, match=rf"schema {version}\b.*schema {SCHEMA_VERSION}\b") as e:
+        OutcomeStore(path)
+    assert str(path) in str(e.value) and "Move the file aside" in str(e.value)
+    db = sqlite3.connect(path)  # left untouched
+    assert db.execute("PRAGMA user_version").fetchone()[0] == version
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"exposures"}
+    db.close()
+
+
+def test_reads_refuse_unknown_tables(store: OutcomeStore) -> None:
+    with pytest.raises(ValueError, match="unknown table"):
+        store.rows("sqlite_master")
+    with pytest.raises(ValueError, match="unknown table"):
+        store.count("feedback; DROP TABLE feedback")
+
+
+def test_a_full_disk_reports_the_real_error(store: OutcomeStore) -> None:
+    store._db.execute("PRAGMA max_page_count=20")
+    big = [replace(completion(f"c{i}"), error="x" * 2000) for i in range(200)]
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        store.write(big)
