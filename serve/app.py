@@ -2,6 +2,8 @@
 
 Turns the validated `AppConfig` into bound deployments: one `LLMServer` (Ray Serve LLM) per
 variant, the single `OutcomeLog` writer, and the `Gateway` ingress that holds handles to both.
+The experiments are not built here: they are the gateway's `user_config` in the config file,
+which Ray Serve passes to `Gateway.reconfigure` (live, without rebuilding anything).
 """
 
 from __future__ import annotations
@@ -30,11 +32,6 @@ def variant_llm_config(variant: VariantConfig) -> LLMConfig:
         },
         placement_group_config={"bundles": [{"CPU": variant.cpus_per_replica}]},
     )
-
-
-def logical_cpus_needed(config: AppConfig) -> float:
-    """Logical CPUs Ray must offer for every engine replica (gateway and log ask for none)."""
-    return sum(v.num_replicas * v.cpus_per_replica for v in config.variants)
 
 
 def build_app(args: dict[str, Any]) -> Application:

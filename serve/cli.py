@@ -1,14 +1,18 @@
 """`arena-serve`: the command line; `arena-serve serve deploy/config.yaml` is `make serve`.
 
-It reads the same Ray Serve config file that `serve deploy` takes, starts a local Ray cluster with
-enough logical CPUs for every engine replica, runs the app in the foreground and prints a ready
-line with an example call. Ctrl-C shuts the app down.
+`serve` reads the same Ray Serve config file that `serve deploy` takes, starts a local Ray
+cluster with enough logical CPUs for every engine replica, deploys the file, prints a ready line
+with an example call, and then watches the file: save an edit and it is deployed, experiments
+live (engines untouched), a config that does not validate refused with the field named. Ctrl-C
+shuts the app down. `check-config` validates a file without starting anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import math
 import os
 import signal
 import sys
@@ -19,28 +23,18 @@ from typing import Any
 
 import yaml
 
-from serve.config import PROJECT_ROOT, AppConfig, ConfigError
+from serve.config import PROJECT_ROOT, ConfigError, ServeFile
 
 DEFAULT_CONFIG = PROJECT_ROOT / "deploy" / "config.yaml"
-APP_IMPORT_PATH = "serve.app:build_app"
 
 
-def load_serve_config(path: Path) -> dict[str, Any]:
-    """The Ray Serve config file as a dict, with a clear error when it is not one."""
+def read_serve_file(path: Path) -> ServeFile:
+    """Read and validate a Serve config file that runs arena-serve (`ConfigError` if not)."""
     try:
         document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise SystemExit(f"cannot read {path}: {exc}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("applications"), list):
-        raise SystemExit(f"{path}: not a Ray Serve config file (no `applications` list)")
-    return document
-
-
-def app_entry(document: dict[str, Any], path: Path) -> dict[str, Any]:
-    for application in document["applications"]:
-        if isinstance(application, dict) and application.get("import_path") == APP_IMPORT_PATH:
-            return application
-    raise SystemExit(f"{path}: no application with import_path {APP_IMPORT_PATH}")
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    return ServeFile.from_document(document, str(path))
 
 
 def example_call(host: str, port: int, model: str) -> str:
@@ -51,51 +45,90 @@ def example_call(host: str, port: int, model: str) -> str:
     )
 
 
+def say(message: str) -> None:
+    print(f"[serve] {message}", flush=True)
+
+
+def _with_http(document: dict[str, Any], host: str, port: int) -> dict[str, Any]:
+    document = copy.deepcopy(document)
+    document["http_options"] = {**(document.get("http_options") or {}), "host": host, "port": port}
+    return document
+
+
 def serve_foreground(config_path: Path, host: str | None, port: int | None) -> int:
-    document = load_serve_config(config_path)
-    entry = app_entry(document, config_path)
     try:
-        config = AppConfig.from_args(entry.get("args") or {})
+        served = read_serve_file(config_path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    http = document.get("http_options") or {}
+    http = served.document.get("http_options") or {}
     host = host or http.get("host", "127.0.0.1")
     port = port or int(http.get("port", 8000))
 
     import ray
     from ray import serve
 
-    from serve.app import build_app, logical_cpus_needed
+    from serve.deploy import DeployError, apply, start_serve
 
-    cpus = max(os.cpu_count() or 1, int(logical_cpus_needed(config) + 0.999))
-    print(
-        f"[serve] starting Ray ({cpus} logical CPUs) and {len(config.variants)} variant engines",
-        flush=True,
-    )
+    cpus = max(os.cpu_count() or 1, math.ceil(served.app.logical_cpus_needed))
+    say(f"starting Ray ({cpus} logical CPUs) and {len(served.app.variants)} variant engines")
     started = time.perf_counter()
-    # Replica logs go to Ray's log folder, not this terminal; deploy errors still raise here.
+    # Replica logs go to Ray's log folder, not this terminal; deploy errors still show here.
     ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(
-        build_app(entry.get("args") or {}),
-        name=entry.get("name", "arena"),
-        route_prefix=entry.get("route_prefix", "/"),
-    )
-    model = config.experiments[0].name if config.experiments else config.variants[0].name
-    print(
-        f"[serve] ready in {time.perf_counter() - started:.0f} s on http://{host}:{port} "
-        f"(Ctrl-C stops). Try:\n  {example_call(host, port, model)}",
-        flush=True,
+    try:
+        client = start_serve(_with_http(served.document, host, port))
+        apply(client, _with_http(served.document, host, port), progress=say)
+    except DeployError as exc:
+        say(f"deploy failed:\n{exc}")
+        serve.shutdown()
+        ray.shutdown()
+        return 1
+    experiments = served.experiments.experiments
+    model = experiments[0].name if experiments else served.app.variants[0].name
+    say(
+        f"ready in {time.perf_counter() - started:.0f} s on http://{host}:{port} "
+        f"(Ctrl-C stops; edits to {config_path} apply live). Try:\n  "
+        f"{example_call(host, port, model)}"
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    seen = config_path.stat().st_mtime
     with contextlib.suppress(KeyboardInterrupt):
-        stop.wait()
-    print("[serve] shutting down", flush=True)
+        while not stop.wait(1.0):
+            with contextlib.suppress(OSError):
+                mtime = config_path.stat().st_mtime
+                if mtime != seen:
+                    seen = mtime
+                    served = redeploy(client, config_path, served, host, port)
+    say("shutting down")
     serve.shutdown()
     ray.shutdown()
     return 0
+
+
+def redeploy(client: Any, path: Path, current: ServeFile, host: str, port: int) -> ServeFile:
+    """Deploy an edited config file, or refuse it (naming the field) and keep the running one."""
+    from serve.deploy import DeployError, apply
+
+    try:
+        edited = read_serve_file(path)
+    except ConfigError as exc:
+        say(f"{path} changed but is not valid; still serving the previous config:\n{exc}")
+        return current
+    if edited.document == current.document:
+        return current
+    unchanged = {k: v for k, v in current.application.items() if k != "deployments"}
+    if {k: v for k, v in edited.application.items() if k != "deployments"} == unchanged:
+        say("applying the edited experiments live (engines keep running)")
+    else:
+        say("the application's args changed: Ray Serve rebuilds the application, engines included")
+    try:
+        apply(client, _with_http(edited.document, host, port), progress=say)
+    except DeployError as exc:
+        say(f"deploy failed:\n{exc}")
+        return current
+    say(f"applied {path}: experiments {', '.join(e.name for e in edited.experiments.experiments)}")
+    return edited
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,13 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_foreground(args.config, args.host, args.port)
-    document = load_serve_config(args.config)
     try:
-        AppConfig.from_args(app_entry(document, args.config).get("args") or {})
+        checked = read_serve_file(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    print(f"{args.config}: valid")
+    names = ", ".join(e.name for e in checked.experiments.experiments) or "none"
+    print(f"{args.config}: valid ({len(checked.app.variants)} variants; experiments: {names})")
     return 0
 
 

@@ -1,20 +1,42 @@
-"""The application config: the `args` of a Ray Serve config file, validated by one pydantic model.
+"""The application config, validated by pydantic models at deploy time.
 
-`AppConfig.from_args` is called by the app builder at deploy time, so a bad config fails `serve
-deploy` / `serve run` with `ConfigError`, whose message names every bad field by its path
-(`variants.0.model`, `experiments.1.arms.0.variant`, ...).
+A Ray Serve config file holds two parts of it (see `deploy/config.yaml`):
+
+- the application's `args` (`AppConfig`): variants, the outcome store, replicas. The app builder
+  validates them, so a bad one fails `serve deploy` / `serve run`. Changing them rebuilds the
+  application, engines included.
+- the gateway deployment's `user_config` (`ExperimentsConfig`): the experiments. Ray Serve hands
+  it to `Gateway.reconfigure` without restarting anything, so editing an experiment and running
+  `serve deploy` again applies it live.
+
+Errors are `ConfigError`, whose message names every bad field by its path (`variants.0.model`,
+`experiments.1.arms.0.variant`, ...).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from router.experiment import NAME_PATTERN, Experiment
+from router.experiment import NAME_PATTERN, Experiment, check_layers
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+APP_IMPORT_PATH = "serve.app:build_app"
+GATEWAY_DEPLOYMENT = "gateway"
 
 # Engine settings that work on a CPU-only machine (see README): explicit KV-cache budget, eager
 # execution. A GPU config overrides them.
@@ -28,6 +50,22 @@ DEFAULT_ENGINE_KWARGS: dict[str, Any] = {
 
 class ConfigError(ValueError):
     """A config that cannot be deployed; the message names each bad field."""
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validate(model: type[Model], data: Any, what: str, context: Any = None) -> Model:
+    """`model.model_validate(data)`, raising `ConfigError` that names each bad field."""
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where else message)
+        raise ConfigError(f"invalid {what}:\n  " + "\n  ".join(problems)) from None
 
 
 class SamplingDefaults(BaseModel):
@@ -76,17 +114,26 @@ class VariantConfig(BaseModel):
 
 
 class AppConfig(BaseModel):
-    """Everything `serve.app.build_app` needs: variants, experiments and where outcomes go."""
+    """The application's `args`: everything `serve.app.build_app` needs to bind the deployments."""
 
     model_config = ConfigDict(extra="forbid")
 
     variants: list[VariantConfig] = Field(min_length=1)
-    experiments: list[Experiment] = Field(default_factory=list)
     store_path: str = Field(default="data/outcomes.db", description="SQLite file (WAL mode).")
     gateway_replicas: int = Field(default=1, ge=1)
     check_model_files: bool = Field(
         default=True, description="Fail at deploy when a variant's model folder has no config."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _experiments_live_elsewhere(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "experiments" in data:
+            raise ValueError(
+                "experiments: they belong in the gateway's user_config (deployments: - name: "
+                "gateway, user_config: {experiments: [...]}), where changes apply live"
+            )
+        return data
 
     @model_validator(mode="after")
     def _names_resolve(self) -> AppConfig:
@@ -94,22 +141,6 @@ class AppConfig(BaseModel):
         for i, name in enumerate(variant_names):
             if variant_names.index(name) != i:
                 raise ValueError(f"variants.{i}.name: {name!r} is used by another variant")
-        seen_experiments: set[str] = set()
-        for i, experiment in enumerate(self.experiments):
-            if experiment.name in variant_names:
-                raise ValueError(
-                    f"experiments.{i}.name: {experiment.name!r} is also a variant name; "
-                    "`model` could not tell them apart"
-                )
-            if experiment.name in seen_experiments:
-                raise ValueError(f"experiments.{i}.name: {experiment.name!r} is used twice")
-            seen_experiments.add(experiment.name)
-            for j, arm in enumerate(experiment.arms):
-                if arm.variant not in variant_names:
-                    raise ValueError(
-                        f"experiments.{i}.arms.{j}.variant: {arm.variant!r} is not a configured "
-                        f"variant (known: {', '.join(variant_names)})"
-                    )
         if self.check_model_files:
             for i, variant in enumerate(self.variants):
                 if not (variant.model_path / "config.json").is_file():
@@ -124,18 +155,107 @@ class AppConfig(BaseModel):
         path = Path(self.store_path)
         return path if path.is_absolute() else PROJECT_ROOT / path
 
-    def variant(self, name: str) -> VariantConfig:
-        return next(v for v in self.variants if v.name == name)
+    @property
+    def logical_cpus_needed(self) -> float:
+        """Logical CPUs Ray must offer for every engine replica (gateway and log ask for none)."""
+        return sum(v.num_replicas * v.cpus_per_replica for v in self.variants)
 
     @classmethod
     def from_args(cls, args: dict[str, Any]) -> AppConfig:
         """Validate the Serve config `args`, raising `ConfigError` that names each bad field."""
-        try:
-            return cls.model_validate(args)
-        except ValidationError as exc:
-            problems = []
-            for error in exc.errors():
-                where = ".".join(str(part) for part in error["loc"])
-                message = error["msg"].removeprefix("Value error, ")
-                problems.append(f"{where}: {message}" if where else message)
-            raise ConfigError("invalid arena-serve config:\n  " + "\n  ".join(problems)) from None
+        return validate(cls, args, "arena-serve config")
+
+
+class ExperimentsConfig(BaseModel):
+    """The gateway's `user_config`: the experiments, applied live by `Gateway.reconfigure`.
+
+    Validated with the configured variant names as context: every variant an experiment names
+    must exist, no experiment may share a variant's name, and experiments of one layer must use
+    disjoint slices of it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    experiments: list[Experiment] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names_resolve(self, info: ValidationInfo) -> ExperimentsConfig:
+        variant_names: Sequence[str] = (info.context or {}).get("variants", ())
+        names: set[str] = set()
+        for i, experiment in enumerate(self.experiments):
+            if experiment.name in variant_names:
+                raise ValueError(
+                    f"experiments.{i}.name: {experiment.name!r} is also a variant name; "
+                    "`model` could not tell them apart"
+                )
+            if experiment.name in names:
+                raise ValueError(f"experiments.{i}.name: {experiment.name!r} is used twice")
+            names.add(experiment.name)
+            if not variant_names:
+                continue
+            named = [(f"arms.{j}.variant", arm.variant) for j, arm in enumerate(experiment.arms)]
+            named.append(("default_variant", experiment.fallback_variant))
+            named += [(f"forced.{unit}", v) for unit, v in experiment.forced.items()]
+            for where, variant in named:
+                if variant not in variant_names:
+                    raise ValueError(
+                        f"experiments.{i}.{where}: {variant!r} is not a configured variant "
+                        f"(known: {', '.join(variant_names)})"
+                    )
+        check_layers(self.experiments)
+        return self
+
+    @classmethod
+    def for_variants(cls, data: Any, variant_names: Sequence[str]) -> ExperimentsConfig:
+        """Validate a gateway `user_config` against the configured variants (`ConfigError`)."""
+        return validate(cls, data or {}, "experiments", {"variants": list(variant_names)})
+
+
+@dataclass(frozen=True)
+class ServeFile:
+    """A Ray Serve config file that runs arena-serve, with both parts validated."""
+
+    document: dict[str, Any]
+    application: dict[str, Any]
+    app: AppConfig
+    experiments: ExperimentsConfig
+
+    @classmethod
+    def from_document(
+        cls, document: Any, where: str = "config", check_model_files: bool | None = None
+    ) -> ServeFile:
+        """Check a parsed config file; `ConfigError` names the file's problem or bad field."""
+        if not isinstance(document, dict) or not isinstance(document.get("applications"), list):
+            raise ConfigError(f"{where}: not a Ray Serve config file (no `applications` list)")
+        application = next(
+            (
+                a
+                for a in document["applications"]
+                if isinstance(a, dict) and a.get("import_path") == APP_IMPORT_PATH
+            ),
+            None,
+        )
+        if application is None:
+            raise ConfigError(f"{where}: no application with import_path {APP_IMPORT_PATH}")
+        args = dict(application.get("args") or {})
+        if check_model_files is not None:
+            args["check_model_files"] = check_model_files
+        app = AppConfig.from_args(args)
+        experiments = ExperimentsConfig.for_variants(
+            gateway_user_config(application), [v.name for v in app.variants]
+        )
+        return cls(document, application, app, experiments)
+
+
+def config_revision(user_config: Any) -> str:
+    """A short, stable id of a gateway `user_config` (shown by `GET /v1/experiments`)."""
+    canonical = json.dumps(user_config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def gateway_user_config(application: dict[str, Any]) -> dict[str, Any] | None:
+    """The gateway deployment's `user_config` in one application entry of a Serve config."""
+    for deployment in application.get("deployments") or []:
+        if isinstance(deployment, dict) and deployment.get("name") == GATEWAY_DEPLOYMENT:
+            return deployment.get("user_config")
+    return None

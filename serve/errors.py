@@ -62,13 +62,18 @@ class APIError(Exception):
         )
 
 
-def from_validation_error(exc: ValidationError, prefix: str = "") -> APIError:
-    """A 400 naming the first invalid field (`messages.0.role`) and what is wrong with it."""
+def from_validation_error(exc: ValidationError, strip_first: bool = False) -> APIError:
+    """A 400 naming the first invalid field (`messages.0.role`) and what is wrong with it.
+
+    `strip_first` drops the first part of the location: the tag of a discriminated union
+    (`thumbs.value` is the `value` field).
+    """
     first = exc.errors(include_url=False)[0]
-    param = ".".join(str(part) for part in first["loc"] if part not in ("body",)) or None
-    if param and prefix:
-        param = f"{prefix}.{param}"
-    message = first["msg"]
+    loc = [str(part) for part in first["loc"] if part != "body"]
+    if strip_first and len(loc) > 1:
+        loc = loc[1:]
+    param = ".".join(loc) or None
+    message = first["msg"].removeprefix("Value error, ")
     if param:
         message = f"{param}: {message}"
     more = len(exc.errors()) - 1

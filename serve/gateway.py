@@ -1,11 +1,17 @@
 """The gateway ingress: OpenAI routes in front of the variant engines, with experiment routing.
 
 For each completion request the gateway (1) parses the JSON body, (2) resolves `model` to an
-experiment (assigning the unit to an arm with `router.assign`) or to a variant, (3) applies the
-variant's system prompt and sampling defaults, (4) calls the variant's `LLMServer` deployment and
-relays its answer — the engine's own SSE chunks, batch by batch, never re-buffered — and (5) logs
-an exposure and a completion event. The completion event is queued in the outcome log before the
+experiment (assigning the unit with the experiment's compiled plan) or to a variant, (3) applies
+the variant's system prompt and sampling defaults, (4) calls the variant's `LLMServer`
+deployment and relays its answer — the engine's own SSE chunks, batch by batch, never
+re-buffered — or, for an arena battle, two variants at once (`serve.arena`), and (5) logs the
+exposure and completion events. The completion event is queued in the outcome log before the
 client receives the end of the answer, so a feedback call on that completion id always finds it.
+
+Experiments arrive through `reconfigure` (the deployment's `user_config`), so `serve deploy` with
+edited experiments changes them live, without touching the engines. A config that fails
+validation on a running gateway is refused and reported in `GET /v1/experiments`; the previous
+experiments stay in force.
 
 It is its own FastAPI ingress rather than a subclass of Ray Serve LLM's `OpenAiIngress`: it needs
 its own error shapes, response headers, unit resolution and outcome logging around each call,
@@ -18,9 +24,10 @@ import json
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import FastAPI, Request
 from pydantic import ValidationError
@@ -29,23 +36,46 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
-
-# The engine yields vLLM's own error class; Ray's `ErrorResponse` is a subclass of it.
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.exceptions import VLLMClientError
 
-from router.assignment import assign
-from router.events import Completion, Event, Exposure, Feedback
-from serve.config import AppConfig, VariantConfig
+from router.assignment import Assignment, CompiledExperiment
+from router.events import Event, Exposure
+from router.experiment import Experiment
+from serve.arena import ArenaBattle, Side
+from serve.config import (
+    GATEWAY_DEPLOYMENT,
+    AppConfig,
+    ConfigError,
+    ExperimentsConfig,
+    config_revision,
+)
 from serve.errors import APIError, from_validation_error
-from serve.protocol import FeedbackRequest, FeedbackResponse, ModelCard, ModelList
+from serve.protocol import (
+    IDEMPOTENCY_HEADER,
+    FeedbackResponse,
+    ModelCard,
+    ModelList,
+    Reveal,
+    parse_feedback,
+)
+from serve.relay import (
+    RETRY_AFTER_S,
+    Call,
+    Endpoint,
+    engine_error,
+    first_item,
+    is_usage_chunk,
+    stream_id,
+    unavailable,
+)
 
 logger = logging.getLogger("ray.serve")
 
-Endpoint = Literal["chat", "completions"]
 _REQUEST_MODELS = {"chat": ChatCompletionRequest, "completions": CompletionRequest}
 USER_HEADER = "x-user-id"
-RETRY_AFTER_S = "1"
+SESSION_HEADER = "x-session-id"
+EXPOSURE_CACHE_SIZE = 65_536
 
 app = FastAPI(title="arena-serve gateway", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -68,55 +98,6 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     ).response()
 
 
-@dataclass(slots=True)
-class _Call:
-    """What the gateway knows about one completion request while serving it."""
-
-    endpoint: Endpoint
-    request_id: str
-    started: float
-    ts: float
-    variant: str
-    experiment: str | None
-    unit: str | None
-    stream: bool
-    wants_usage: bool = False
-    ttft_s: float | None = None
-    events: list[Event] = field(default_factory=list)
-
-    @property
-    def headers(self) -> dict[str, str]:
-        # x-request-id is set by the Serve proxy from the same request context.
-        headers = {"x-variant": self.variant}
-        if self.experiment is not None:
-            headers["x-experiment"] = self.experiment
-        return headers
-
-    def completion(
-        self,
-        completion_id: str,
-        status: int,
-        usage: Mapping[str, Any] | None = None,
-        error: str | None = None,
-    ) -> Completion:
-        return Completion(
-            ts=self.ts,
-            completion_id=completion_id,
-            request_id=self.request_id,
-            experiment=self.experiment,
-            variant=self.variant,
-            unit=self.unit,
-            endpoint=self.endpoint,
-            stream=self.stream,
-            status=status,
-            ttft_s=self.ttft_s,
-            latency_s=time.perf_counter() - self.started,
-            prompt_tokens=usage.get("prompt_tokens") if usage else None,
-            completion_tokens=usage.get("completion_tokens") if usage else None,
-            error=error,
-        )
-
-
 async def _json_object(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
@@ -126,29 +107,6 @@ async def _json_object(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
     return body
-
-
-def _engine_error(error: ErrorResponse) -> APIError:
-    info = error.error
-    status = info.code if isinstance(info.code, int) and 400 <= info.code < 600 else 500
-    if status >= 500:
-        return APIError(
-            503, info.message, code="engine_error", headers={"Retry-After": RETRY_AFTER_S}
-        )
-    return APIError(status, info.message, param=info.param, code="invalid_value")
-
-
-def _stream_id(chunk: str) -> str | None:
-    if not chunk.startswith("data: {"):
-        return None
-    try:
-        return json.loads(chunk[6:]).get("id")
-    except ValueError:
-        return None
-
-
-def _is_usage_chunk(chunk: str) -> bool:
-    return chunk.startswith("data: {") and '"choices":[]' in chunk and '"usage"' in chunk
 
 
 def _with_system_prompt(messages: Any, system_prompt: str) -> Any:
@@ -170,10 +128,53 @@ def _request_id() -> str:
     return serve.context._get_serve_request_context().request_id or f"req-{uuid.uuid4().hex}"
 
 
+def _headers(call: Call) -> dict[str, str]:
+    # x-request-id is set by the Serve proxy from the same request context.
+    headers = {"x-variant": call.variant}
+    if call.experiment is not None:
+        headers["x-experiment"] = call.experiment
+    return headers
+
+
+def _describe(experiment: Experiment, now: datetime) -> dict[str, Any]:
+    """An experiment as `GET /v1/experiments` lists it (forced unit ids are not shown)."""
+    described = experiment.model_dump(mode="json", exclude={"forced", "pairs"})
+    described["state"] = experiment.state(now)
+    described["layer"] = experiment.layer_name
+    described["default_variant"] = experiment.fallback_variant
+    described["primary_metric"] = experiment.metric
+    described["forced_units"] = len(experiment.forced)
+    if experiment.mode == "arena":
+        described["pairs"] = [p.model_dump(mode="json") for p in experiment.arena_pairs()]
+    return described
+
+
+class _ExposureCache:
+    """The (variant, reason) last sent per (experiment, unit): repeats need not be sent again.
+
+    Only an optimisation (bounded, per replica): the outcome store deduplicates exposures itself.
+    """
+
+    def __init__(self, size: int = EXPOSURE_CACHE_SIZE) -> None:
+        self._size = size
+        self._seen: OrderedDict[tuple[str, str], Assignment] = OrderedDict()
+
+    def is_new(self, experiment: str, unit: str, assignment: Assignment) -> bool:
+        key = (experiment, unit)
+        if self._seen.get(key) == assignment:
+            self._seen.move_to_end(key)
+            return False
+        self._seen[key] = assignment
+        if len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        return True
+
+
 @serve.deployment(
-    name="gateway",
+    name=GATEWAY_DEPLOYMENT,
     max_ongoing_requests=1024,
     ray_actor_options={"num_cpus": 0},
+    user_config={"experiments": []},
 )
 @serve.ingress(app)
 class Gateway:
@@ -185,11 +186,31 @@ class Gateway:
         variant_handles: dict[str, DeploymentHandle],
         outcome_log: DeploymentHandle,
     ) -> None:
-        self._variants: dict[str, VariantConfig] = {v.name: v for v in config.variants}
-        self._experiments = {e.name: e for e in config.experiments}
+        self._variants = {v.name: v for v in config.variants}
         self._handles = {name: h.options(stream=True) for name, h in variant_handles.items()}
         self._log = outcome_log
         self._created = int(time.time())
+        self._experiments: dict[str, CompiledExperiment] = {}
+        self._revision: str | None = None
+        self._rejected: dict[str, str] | None = None
+        self._exposures = _ExposureCache()
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Apply new experiments live; a bad config is refused, keeping the running ones."""
+        revision = config_revision(user_config)
+        try:
+            config = ExperimentsConfig.for_variants(user_config, list(self._variants))
+        except ConfigError as exc:
+            if self._revision is None:
+                raise  # nothing to keep serving: fail the deploy with the message
+            logger.error(
+                "experiments revision %s refused, keeping %s: %s", revision, self._revision, exc
+            )
+            self._rejected = {"revision": revision, "error": str(exc)}
+            return
+        self._experiments = {e.name: CompiledExperiment(e) for e in config.experiments}
+        self._revision, self._rejected = revision, None
+        logger.info("experiments revision %s: %s", revision, ", ".join(self._experiments) or "none")
 
     # Routes: each a few lines; the work is in the methods below.
 
@@ -201,21 +222,32 @@ class Gateway:
     async def models(self) -> ModelList:
         cards = [
             ModelCard(
-                id=e.name,
+                id=name,
                 created=self._created,
                 arena={
                     "kind": "experiment",
-                    "unit": e.unit,
-                    "arms": [a.model_dump() for a in e.arms],
+                    "mode": plan.experiment.mode,
+                    "unit": plan.experiment.unit,
+                    "arms": [a.model_dump() for a in plan.experiment.arms],
                 },
             )
-            for e in self._experiments.values()
+            for name, plan in self._experiments.items()
         ]
         cards += [
             ModelCard(id=v.name, created=self._created, arena={"kind": "variant", "model": v.model})
             for v in self._variants.values()
         ]
         return ModelList(data=cards)
+
+    @app.get("/v1/experiments")
+    async def experiments(self) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        return {
+            "object": "list",
+            "revision": self._revision,
+            "rejected": self._rejected,
+            "data": [_describe(plan.experiment, now) for plan in self._experiments.values()],
+        }
 
     @app.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
@@ -227,13 +259,8 @@ class Gateway:
 
     @app.post("/v1/feedback")
     async def feedback(self, request: Request) -> JSONResponse:
-        try:
-            given = FeedbackRequest.model_validate(await _json_object(request))
-        except ValidationError as exc:
-            raise from_validation_error(exc) from None
-        event = Feedback(
-            time.time(), given.completion_id, given.kind, given.value, given.idempotency_key
-        )
+        body = await _json_object(request)
+        event = parse_feedback(body, request.headers.get(IDEMPOTENCY_HEADER), time.time())
         try:
             result = await self._log.record_feedback.remote(event)
         except Exception as exc:
@@ -245,18 +272,43 @@ class Gateway:
                 code="log_unavailable",
                 headers={"Retry-After": RETRY_AFTER_S},
             ) from None
-        if result.status == "unknown_completion":
+        target, target_id = event.target
+        if result.status == "unknown_target":
             raise APIError(
                 404,
-                f"no completion with id {given.completion_id!r}",
-                param="completion_id",
-                code="completion_not_found",
+                f"no {target} with id {target_id!r}",
+                param=f"{target}_id",
+                code=f"{target}_not_found",
             )
+        if result.status == "already_voted":
+            raise APIError(
+                409,
+                f"battle {target_id!r} already has a vote (under another idempotency_key)",
+                param="battle_id",
+                code="battle_already_voted",
+            )
+        if result.status == "key_reused":
+            raise APIError(
+                409,
+                "idempotency_key was already used for different feedback",
+                param="idempotency_key",
+                code="idempotency_key_reused",
+            )
+        reveal = None
+        if result.reveal is not None and result.experiment is not None:
+            a, b = result.reveal
+            reveal = Reveal(experiment=result.experiment, a=a, b=b)
         answer = FeedbackResponse(
-            id=f"fb-{result.feedback_id}", completion_id=given.completion_id, status=result.status
+            id=f"fb-{result.feedback_id}",
+            kind=event.kind,
+            completion_id=event.completion_id,
+            battle_id=event.battle_id,
+            status=result.status,
+            reveal=reveal,
         )
         return JSONResponse(
-            answer.model_dump(), status_code=201 if result.status == "recorded" else 200
+            answer.model_dump(exclude_none=True),
+            status_code=201 if result.status == "recorded" else 200,
         )
 
     # Completion requests.
@@ -264,48 +316,6 @@ class Gateway:
     async def _complete(self, request: Request, endpoint: Endpoint) -> Response:
         started, ts = time.perf_counter(), time.time()
         body = await _json_object(request)
-        call = self._route(body, request.headers, endpoint, started, ts)
-        try:
-            engine_request = self._engine_request(body, call)
-        except APIError as exc:
-            await self._finish(call, call.request_id, exc.status, error=exc.message)
-            return exc.response(call.headers)
-        stream = getattr(self._handles[call.variant], endpoint).remote(engine_request)
-        try:
-            first = await stream.__anext__()
-        except Exception as exc:
-            logger.warning("variant %s failed request %s: %r", call.variant, call.request_id, exc)
-            await self._finish(call, call.request_id, 503, error=type(exc).__name__)
-            return APIError(
-                503,
-                f"variant {call.variant!r} is unavailable; retry",
-                code="variant_unavailable",
-                headers={"Retry-After": RETRY_AFTER_S},
-            ).response(call.headers)
-        head = first[0] if isinstance(first, list) and first else first
-        if isinstance(head, ErrorResponse):
-            error = _engine_error(head)
-            await self._finish(call, call.request_id, error.status, error=error.message)
-            return error.response(call.headers)
-        if not isinstance(first, list):
-            usage = first.usage.model_dump() if getattr(first, "usage", None) else None
-            await self._finish(call, first.id, 200, usage)
-            return Response(
-                first.model_dump_json(), media_type="application/json", headers=call.headers
-            )
-        call.ttft_s = time.perf_counter() - started  # only a stream shows a first token
-        return StreamingResponse(
-            self._relay(call, first, stream), media_type="text/event-stream", headers=call.headers
-        )
-
-    def _route(
-        self,
-        body: dict[str, Any],
-        headers: Mapping[str, str],
-        endpoint: Endpoint,
-        started: float,
-        ts: float,
-    ) -> _Call:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise APIError(
@@ -314,37 +324,67 @@ class Gateway:
                 param="model",
                 code="missing_model",
             )
-        request_id = _request_id()
-        unit = body.get("user")
-        if unit is not None and not isinstance(unit, str):
+        user = body.get("user")
+        if user is not None and not isinstance(user, str):
             raise APIError(400, "`user` must be a string", param="user", code="invalid_value")
-        unit = unit or headers.get(USER_HEADER) or None
+        request_id = _request_id()
         stream = body.get("stream") is True
-        experiment = self._experiments.get(model)
-        if experiment is not None:
-            if unit is None:
+        plan = self._experiments.get(model)
+        if plan is None:
+            if model not in self._variants:
+                known = ", ".join([*self._experiments, *self._variants])
+                raise APIError(
+                    404,
+                    f"the model {model!r} does not exist (known: {known})",
+                    param="model",
+                    code="model_not_found",
+                )
+            unit = user or request.headers.get(USER_HEADER) or None
+            call = Call(endpoint, request_id, started, ts, model, None, unit, stream)
+            return await self._single(body, call)
+        experiment = plan.experiment
+        unit = self._unit(experiment, user, request.headers, request_id)
+        assignment = plan.assign(unit, ts)
+        events: list[Event] = []
+        if experiment.unit == "request" or self._exposures.is_new(model, unit, assignment):
+            events.append(
+                Exposure(ts, request_id, model, experiment.unit, unit, assignment.variant,
+                         assignment.reason, assignment.exposed)
+            )  # fmt: skip
+        if assignment.variant is None:
+            return await self._battle(body, plan, unit, request_id, started, ts, endpoint, events)
+        call = Call(endpoint, request_id, started, ts, assignment.variant, model, unit, stream)
+        call.events = events
+        return await self._single(body, call)
+
+    def _unit(
+        self, experiment: Experiment, user: str | None, headers: Mapping[str, str], request_id: str
+    ) -> str:
+        """The unit the experiment assigns: the user, the session or the request itself."""
+        if experiment.unit == "request":
+            return request_id
+        if experiment.unit == "session":
+            session = headers.get(SESSION_HEADER)
+            if not session:
                 raise APIError(
                     400,
-                    f"experiment {model!r} assigns users: set the `user` field or the "
-                    "X-User-Id header",
+                    f"experiment {experiment.name!r} assigns sessions: set the X-Session-Id header",
                     param="user",
                     code="missing_unit",
                 )
-            variant = assign(experiment, unit)
-            call = _Call(endpoint, request_id, started, ts, variant, model, unit, stream)
-            call.events.append(Exposure(ts, request_id, model, variant, unit))
-            return call
-        if model in self._variants:
-            return _Call(endpoint, request_id, started, ts, model, None, unit, stream)
-        known = ", ".join([*self._experiments, *self._variants])
-        raise APIError(
-            404,
-            f"the model {model!r} does not exist (known: {known})",
-            param="model",
-            code="model_not_found",
-        )
+            return session
+        unit = user or headers.get(USER_HEADER)
+        if not unit:
+            raise APIError(
+                400,
+                f"experiment {experiment.name!r} assigns users: set the `user` field or the "
+                "X-User-Id header",
+                param="user",
+                code="missing_unit",
+            )
+        return unit
 
-    def _engine_request(self, body: dict[str, Any], call: _Call) -> Any:
+    def _engine_request(self, body: dict[str, Any], call: Call) -> Any:
         """The vLLM request for this call: the variant's defaults applied, validated."""
         variant = self._variants[call.variant]
         body = {**body, "model": call.variant}
@@ -367,11 +407,87 @@ class Gateway:
             param = getattr(exc, "parameter", None)
             raise APIError(400, str(exc), param=param, code="invalid_value") from None
 
+    def _engine_call(self, call: Call, engine_request: Any) -> DeploymentResponseGenerator:
+        return getattr(self._handles[call.variant], call.endpoint).remote(engine_request)
+
+    async def _single(self, body: dict[str, Any], call: Call) -> Response:
+        """One variant answers: relay its response or its stream as it comes."""
+        headers = _headers(call)
+        try:
+            engine_request = self._engine_request(body, call)
+        except APIError as exc:
+            await self._finish(call, call.request_id, exc.status, error=exc.message)
+            return exc.response(headers)
+        stream = self._engine_call(call, engine_request)
+        try:
+            first = await anext(stream)
+        except Exception as exc:
+            logger.warning("variant %s failed request %s: %r", call.variant, call.request_id, exc)
+            await self._finish(call, call.request_id, 503, error=type(exc).__name__)
+            return unavailable(call.variant).response(headers)
+        head = first_item(first)
+        if isinstance(head, ErrorResponse):
+            error = engine_error(head)
+            await self._finish(call, call.request_id, error.status, error=error.message)
+            return error.response(headers)
+        if not isinstance(first, list):
+            usage = first.usage.model_dump() if getattr(first, "usage", None) else None
+            await self._finish(call, first.id, 200, usage)
+            return Response(first.model_dump_json(), media_type="application/json", headers=headers)
+        call.ttft_s = time.perf_counter() - call.started  # only a stream shows a first token
+        return StreamingResponse(
+            self._relay(call, first, stream), media_type="text/event-stream", headers=headers
+        )
+
+    async def _battle(
+        self,
+        body: dict[str, Any],
+        plan: CompiledExperiment,
+        unit: str,
+        request_id: str,
+        started: float,
+        ts: float,
+        endpoint: Endpoint,
+        events: list[Event],
+    ) -> Response:
+        """An arena battle: two variants answer at once, shown as choices 0 and 1, blind."""
+        experiment = plan.experiment.name
+        headers = {"x-experiment": experiment}
+        n = body.get("n")
+        if n is not None and n != 2:
+            raise APIError(
+                400,
+                f"experiment {experiment!r} is an arena: it answers with two choices, so `n` "
+                "must be 2 or absent",
+                param="n",
+                code="invalid_value",
+            )
+        battle_id = f"battle-{uuid.uuid4().hex}"
+        stream = body.get("stream") is True
+        prepared = []
+        for index, variant in enumerate(plan.pick_pair(battle_id)):
+            label = "ab"[index]
+            call = Call(endpoint, request_id, started, ts, variant, experiment, unit, stream)
+            call.battle_id = battle_id
+            side_body = {**body, "n": 1, "request_id": f"{request_id}-{label}"}
+            try:
+                prepared.append((label, call, self._engine_request(side_body, call)))
+            except APIError as exc:
+                call.events = events
+                await self._finish(call, f"{request_id}-{label}", exc.status, error=exc.message)
+                return exc.response(headers)
+        sides = [
+            Side(label, index, call, self._engine_call(call, engine_request))
+            for index, (label, call, engine_request) in enumerate(prepared)
+        ]
+        battle = ArenaBattle(battle_id, experiment, unit, sides, self._log, events)
+        return await battle.respond(headers | {"x-battle-id": battle_id})
+
     async def _relay(
-        self, call: _Call, first: list, rest: DeploymentResponseGenerator
+        self, call: Call, first: list, rest: DeploymentResponseGenerator
     ) -> AsyncIterator[str]:
         """Pass the engine's SSE batches through; log the completion before the final [DONE]."""
-        completion_id = _stream_id(first[0]) if isinstance(first[0], str) else None
+        completion_id = stream_id(first[0]) if isinstance(first[0], str) else None
         completion_id = completion_id or call.request_id
         usage: dict[str, Any] | None = None
         logged = False
@@ -382,10 +498,10 @@ class Gateway:
                 out = []
                 for chunk in batch:
                     if isinstance(chunk, ErrorResponse):
-                        problem = _engine_error(chunk)
+                        problem = engine_error(chunk)
                         status, error = problem.status, problem.message
                         chunk = f"data: {json.dumps(problem.body())}\n\n"
-                    elif _is_usage_chunk(chunk):
+                    elif is_usage_chunk(chunk):
                         usage = json.loads(chunk[6:]).get("usage")
                         if not call.wants_usage:
                             continue
@@ -415,7 +531,7 @@ class Gateway:
 
     async def _finish(
         self,
-        call: _Call,
+        call: Call,
         completion_id: str,
         status: int,
         usage: Mapping[str, Any] | None = None,

@@ -1,4 +1,4 @@
-"""Request and response models of the gateway's own routes (feedback, model listing).
+"""Request and response models of the gateway's own routes (feedback, listings).
 
 The OpenAI completion routes reuse vLLM's request models (through `ray.serve.llm`), which the
 variant engines consume anyway; this module holds what the gateway adds to the API.
@@ -6,27 +6,138 @@ variant engines consume anyway; this module holds what the gateway adds to the A
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from router.events import Feedback
+from serve.errors import APIError, from_validation_error
+
+MAX_ID = 256
+ID = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+IDEMPOTENCY_HEADER = "idempotency-key"
 
 
-class FeedbackRequest(BaseModel):
-    """`POST /v1/feedback`: a judgement of one completion, replayable under one idempotency key."""
-
+class _FeedbackBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    completion_id: str = Field(min_length=1, max_length=256)
+    idempotency_key: ID | None = Field(
+        default=None, description="Required here or as the Idempotency-Key header."
+    )
+
+
+class ThumbsFeedback(_FeedbackBase):
     kind: Literal["thumbs"]
+    completion_id: ID
     value: Literal["up", "down"]
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+class VoteFeedback(_FeedbackBase):
+    """A pairwise vote on an arena battle: `a` and `b` are choices 0 and 1 of the answer."""
+
+    kind: Literal["vote"]
+    battle_id: ID
+    value: Literal["a", "b", "tie", "both_bad"]
+
+
+class SignalFeedback(_FeedbackBase):
+    """An implicit signal: the user asked for another answer, or copied this one."""
+
+    kind: Literal["regenerate", "copy"]
+    completion_id: ID
+
+
+class CustomFeedback(_FeedbackBase):
+    """A named numeric metric on a completion or a battle (e.g. a rating of 1 to 5)."""
+
+    kind: Literal["custom"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    value: float = Field(strict=True, allow_inf_nan=False, description="A JSON number.")
+    completion_id: ID | None = None
+    battle_id: ID | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> CustomFeedback:
+        if (self.completion_id is None) == (self.battle_id is None):
+            raise PydanticCustomError(
+                "one_target", "set exactly one of completion_id and battle_id"
+            )
+        return self
+
+
+FeedbackRequest = Annotated[
+    ThumbsFeedback | VoteFeedback | SignalFeedback | CustomFeedback, Field(discriminator="kind")
+]
+_FEEDBACK = TypeAdapter(FeedbackRequest)
+FEEDBACK_KINDS = ("thumbs", "vote", "regenerate", "copy", "custom")
+
+
+def parse_feedback(body: dict[str, Any], header_key: str | None, ts: float) -> Feedback:
+    """The feedback event of a `POST /v1/feedback` body; `APIError` 400 names the bad field."""
+    try:
+        given = _FEEDBACK.validate_python(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            raise APIError(
+                400,
+                f"kind: must be one of {', '.join(FEEDBACK_KINDS)}",
+                param="kind",
+                code="invalid_value",
+            ) from None
+        if first["type"] == "one_target":
+            raise APIError(400, first["msg"], param="completion_id", code="invalid_value") from None
+        raise from_validation_error(exc, strip_first=True) from None
+    if header_key is not None and not 1 <= len(header_key) <= MAX_ID:
+        raise APIError(
+            400,
+            f"idempotency_key: the Idempotency-Key header must have 1 to {MAX_ID} characters",
+            param="idempotency_key",
+            code="invalid_value",
+        )
+    key = given.idempotency_key or header_key
+    if key is None:
+        raise APIError(
+            400,
+            "idempotency_key: required (in the body or the Idempotency-Key header), so that a "
+            "retried call is recorded once",
+            param="idempotency_key",
+            code="missing_idempotency_key",
+        )
+    if given.idempotency_key and header_key and given.idempotency_key != header_key:
+        raise APIError(
+            400,
+            "idempotency_key: the body and the Idempotency-Key header disagree",
+            param="idempotency_key",
+            code="invalid_value",
+        )
+    if isinstance(given, CustomFeedback):
+        return Feedback(
+            ts, "custom", key, given.completion_id, given.battle_id, None, given.value, given.name
+        )
+    if isinstance(given, VoteFeedback):
+        return Feedback(ts, "vote", key, battle_id=given.battle_id, value=given.value)
+    value = given.value if isinstance(given, ThumbsFeedback) else None
+    return Feedback(ts, given.kind, key, completion_id=given.completion_id, value=value)
+
+
+class Reveal(BaseModel):
+    """Who answered a voted battle: the variants behind choices `a` (0) and `b` (1)."""
+
+    experiment: str
+    a: str
+    b: str
 
 
 class FeedbackResponse(BaseModel):
     id: str
     object: Literal["feedback"] = "feedback"
-    completion_id: str
+    kind: str
+    completion_id: str | None = None
+    battle_id: str | None = None
     status: Literal["recorded", "replayed"]
+    reveal: Reveal | None = None
 
 
 class ModelCard(BaseModel):

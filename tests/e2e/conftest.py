@@ -1,16 +1,20 @@
-"""One real Ray Serve app per test session: two tiny vLLM variants, one 50/50 experiment.
+"""One real Ray Serve app per test session: two tiny vLLM variants and four experiments.
 
-Started in-process with `serve.run` on a free loopback port; the outcome store is a temporary
-SQLite file that the tests read directly.
+Deployed declaratively, as `make serve` and `serve deploy` do (`serve.deploy`), on a free loopback
+port, so a test can redeploy edited experiments and see them applied live. The outcome store is a
+temporary SQLite file that the tests read directly.
 """
 
 from __future__ import annotations
 
+import copy
 import socket
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +23,21 @@ from serve.models import TINY_LLAMA, prepare
 
 ENGINE = {"kv_cache_memory_bytes": 128 * 1024**2, "max_model_len": 512}
 SYSTEM_PROMPT = "You are variant A. Answer briefly and precisely, in plain words."
+APP_NAME = "arena-e2e"
+TWO_ARMS = [{"variant": "tiny-a"}, {"variant": "tiny-b"}]
+EXPERIMENTS: list[dict[str, Any]] = [
+    {"name": "tiny-ab", "arms": TWO_ARMS},
+    {"name": "tiny-arena", "mode": "arena", "arms": TWO_ARMS},
+    {
+        "name": "tiny-sessions",
+        "unit": "session",
+        "allocation": 0.5,
+        "default_variant": "tiny-b",
+        "forced": {"qa-session": "tiny-a"},
+        "arms": TWO_ARMS,
+    },
+    {"name": "tiny-requests", "unit": "request", "arms": TWO_ARMS},
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -27,15 +46,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
-@dataclass(frozen=True)
+@dataclass
 class App:
     base_url: str
     store_path: Path
+    document: dict[str, Any]
+    client: Any  # Serve's controller client
 
     def db(self) -> sqlite3.Connection:
+        """The outcome store, once everything the log has queued so far is committed."""
+        from ray import serve
+
+        serve.get_deployment_handle("outcome-log", APP_NAME).flush.remote().result()
         db = sqlite3.connect(self.store_path)
         db.row_factory = sqlite3.Row
         return db
+
+    def experiments(self) -> dict[str, Any]:
+        return httpx.get(f"{self.base_url}/v1/experiments", timeout=30).json()
+
+    def deploy_experiments(self, experiments: list[dict[str, Any]]) -> None:
+        """Deploy the same file with other experiments; return once the gateway applied them."""
+        from serve.config import config_revision
+        from serve.deploy import apply
+
+        user_config = {"experiments": experiments}
+        document = copy.deepcopy(self.document)
+        document["applications"][0]["deployments"] = [
+            {"name": "gateway", "user_config": user_config}
+        ]
+        apply(self.client, document, timeout_s=120)
+        deadline = time.monotonic() + 60
+        while self.experiments()["revision"] != config_revision(user_config):
+            assert time.monotonic() < deadline, "the gateway never applied the new experiments"
+            time.sleep(0.2)
 
 
 def _free_port() -> int:
@@ -44,44 +88,55 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_document(model: Path, store: Path, port: int) -> dict[str, Any]:
+    variants = [
+        {
+            "name": "tiny-a",
+            "model": str(model),
+            "system_prompt": SYSTEM_PROMPT,
+            "sampling": {"max_tokens": 6, "temperature": 0.0},
+            "engine_kwargs": ENGINE,
+        },
+        {
+            "name": "tiny-b",
+            "model": str(model),
+            "sampling": {"max_tokens": 4},
+            "engine_kwargs": ENGINE,
+        },
+    ]
+    return {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [
+            {
+                "name": APP_NAME,
+                "route_prefix": "/",
+                "import_path": "serve.app:build_app",
+                "args": {"store_path": str(store), "variants": variants},
+                "deployments": [{"name": "gateway", "user_config": {"experiments": EXPERIMENTS}}],
+            }
+        ],
+    }
+
+
 @pytest.fixture(scope="session")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     import ray
     from ray import serve
 
-    from serve.app import build_app
+    from serve.deploy import apply, start_serve
 
     [model] = prepare([TINY_LLAMA])
     store = tmp_path_factory.mktemp("outcomes") / "outcomes.db"
-    args = {
-        "store_path": str(store),
-        "variants": [
-            {
-                "name": "tiny-a",
-                "model": str(model),
-                "system_prompt": SYSTEM_PROMPT,
-                "sampling": {"max_tokens": 6, "temperature": 0.0},
-                "engine_kwargs": ENGINE,
-            },
-            {
-                "name": "tiny-b",
-                "model": str(model),
-                "sampling": {"max_tokens": 4},
-                "engine_kwargs": ENGINE,
-            },
-        ],
-        "experiments": [
-            {"name": "tiny-ab", "arms": [{"variant": "tiny-a"}, {"variant": "tiny-b"}]},
-        ],
-    }
     port = _free_port()
+    document = serve_document(model, store, port)
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(args), name="arena-e2e", route_prefix="/")
+        client = start_serve(document)
+        apply(client, document, timeout_s=600)
         base_url = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base_url}/health", timeout=30).status_code == 200
-        yield App(base_url, store)
+        yield App(base_url, store, document, client)
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -10,10 +10,17 @@ import openai
 import pytest
 from scipy.stats import binomtest
 
-from router import Arm, Experiment, assign
+from router import Arm, Experiment
+from router import assign as assignment
 from tests.e2e.conftest import SYSTEM_PROMPT, App
 
 EXPERIMENT = Experiment(name="tiny-ab", arms=(Arm(variant="tiny-a"), Arm(variant="tiny-b")))
+
+
+def assign(experiment: Experiment, unit: str) -> str | None:
+    return assignment(experiment, unit).variant
+
+
 DEFAULT_MAX_TOKENS = {"tiny-a": 6, "tiny-b": 4}
 HELLO = [{"role": "user", "content": "Hello there, who are you?"}]
 
@@ -25,7 +32,7 @@ def client(app: App) -> openai.OpenAI:
 
 def test_models_lists_experiments_and_variants(client: openai.OpenAI) -> None:
     ids = [m.id for m in client.models.list()]
-    assert ids == ["tiny-ab", "tiny-a", "tiny-b"]
+    assert ids == ["tiny-ab", "tiny-arena", "tiny-sessions", "tiny-requests", "tiny-a", "tiny-b"]
 
 
 def test_chat_through_an_experiment(client: openai.OpenAI, app: App) -> None:
@@ -194,7 +201,9 @@ def test_feedback_right_after_a_stream_finds_it(client: openai.OpenAI, app: App)
         client.chat.completions.create(model="tiny-b", messages=HELLO, stream=True, max_tokens=2)
     )
     vote = {"completion_id": chunks[0].id, "kind": "thumbs", "value": "down"}
-    assert httpx.post(f"{app.base_url}/v1/feedback", json=vote).status_code == 201
+    headers = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+    response = httpx.post(f"{app.base_url}/v1/feedback", json=vote, headers=headers)
+    assert response.status_code == 201, response.text
 
 
 def assert_openai_error(response: httpx.Response, status: int, param: str | None = None) -> None:
@@ -269,13 +278,22 @@ def test_bad_chat_bodies_get_openai_errors(app: App, body: bytes, status: int, p
             404,
             "completion_id",
         ),
+        ({"battle_id": "battle-unknown", "kind": "vote", "value": "a"}, 404, "battle_id"),
         ({"completion_id": "x", "kind": "stars", "value": "up"}, 400, "kind"),
         ({"completion_id": "x", "kind": "thumbs", "value": "sideways"}, 400, "value"),
         ({"kind": "thumbs", "value": "up"}, 400, "completion_id"),
+        ({"battle_id": "x", "kind": "vote", "value": "c"}, 400, "value"),
     ],
 )
 def test_bad_feedback_gets_openai_errors(app: App, body: dict, status: int, param: str) -> None:
+    body = body | {"idempotency_key": f"bad-{uuid.uuid4()}"}
     assert_openai_error(httpx.post(f"{app.base_url}/v1/feedback", json=body), status, param)
+
+
+def test_feedback_needs_an_idempotency_key(app: App) -> None:
+    body = {"completion_id": "x", "kind": "thumbs", "value": "up"}
+    response = httpx.post(f"{app.base_url}/v1/feedback", json=body)
+    assert_openai_error(response, 400, "idempotency_key")
 
 
 def test_sdk_raises_typed_errors(client: openai.OpenAI) -> None:

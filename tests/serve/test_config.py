@@ -8,39 +8,54 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serve.cli import APP_IMPORT_PATH, app_entry, load_serve_config
-from serve.config import AppConfig, ConfigError
+from serve.cli import main, read_serve_file
+from serve.config import (
+    APP_IMPORT_PATH,
+    AppConfig,
+    ConfigError,
+    ExperimentsConfig,
+    ServeFile,
+    gateway_user_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "deploy" / "config.yaml"
+VARIANTS = ["smollm2-concise", "smollm2-friendly"]
 
 
-def default_args() -> dict:
-    return copy.deepcopy(app_entry(load_serve_config(DEFAULT), DEFAULT)["args"])
+def default_document() -> dict:
+    return copy.deepcopy(yaml.safe_load(DEFAULT.read_text()))
 
 
-def test_the_default_config_is_a_serve_config_with_two_variants_and_an_experiment() -> None:
-    document = yaml.safe_load(DEFAULT.read_text())
-    [application] = document["applications"]
-    assert application["import_path"] == APP_IMPORT_PATH
-    config = AppConfig.from_args(application["args"] | {"check_model_files": False})
-    assert len(config.variants) == 2
-    [experiment] = config.experiments
-    assert [a.weight for a in experiment.arms] == [1, 1]
-    assert {a.variant for a in experiment.arms} == {v.name for v in config.variants}
+def test_the_default_config_serves_two_variants_an_ab_and_an_arena_experiment() -> None:
+    served = read_serve_file(DEFAULT)
+    assert served.application["import_path"] == APP_IMPORT_PATH
+    assert [v.name for v in served.app.variants] == VARIANTS
+    ab, arena = served.experiments.experiments
+    assert (ab.mode, arena.mode) == ("ab", "arena")
+    assert [a.weight for a in ab.arms] == [1, 1]
+    for experiment in (ab, arena):
+        assert {a.variant for a in experiment.arms} == set(VARIANTS)
 
 
 def mutate(path: str, value: object) -> dict:
-    args = default_args() | {"check_model_files": False}
-    *parents, last = path.split(".")
-    node = args
+    """The default file with one change; paths start at `args.` or `experiments.`."""
+    document = default_document()
+    [application] = document["applications"]
+    application["args"]["check_model_files"] = False
+    root, *parts = path.split(".")
+    node = application["args"] if root == "args" else gateway_user_config(application)
+    if root == "experiments":
+        parts = ["experiments", *parts]
+    *parents, last = parts
     for part in parents:
         node = node[int(part)] if part.isdigit() else node[part]
+    key = int(last) if last.isdigit() else last
     if value is DELETE:
-        del node[int(last) if last.isdigit() else last]
+        del node[key]
     else:
-        node[int(last) if last.isdigit() else last] = value
-    return args
+        node[key] = value
+    return document
 
 
 DELETE = object()
@@ -49,35 +64,80 @@ DELETE = object()
 @pytest.mark.parametrize(
     ("path", "value", "named"),
     [
-        ("variants", [], "variants: List should have at least 1 item"),
-        ("variants.0.model", DELETE, "variants.0.model: Field required"),
-        ("variants.0.model", "hf://org/model", "variants.0.model: must be a local folder"),
-        ("variants.1.name", "smollm2-concise", "variants.1.name: 'smollm2-concise' is used"),
-        ("variants.0.sampling.temperature", 9, "variants.0.sampling.temperature"),
-        ("variants.0.num_replicas", 0, "variants.0.num_replicas"),
-        ("variants.0.colour", "red", "variants.0.colour: Extra inputs"),
+        ("args.variants", [], "variants: List should have at least 1 item"),
+        ("args.variants.0.model", DELETE, "variants.0.model: Field required"),
+        ("args.variants.0.model", "hf://org/model", "variants.0.model: must be a local folder"),
+        ("args.variants.1.name", "smollm2-concise", "variants.1.name: 'smollm2-concise' is used"),
+        ("args.variants.0.sampling.temperature", 9, "variants.0.sampling.temperature"),
+        ("args.variants.0.num_replicas", 0, "variants.0.num_replicas"),
+        ("args.variants.0.colour", "red", "variants.0.colour: Extra inputs"),
+        ("args.gateway_replicas", 0, "gateway_replicas"),
+        ("args.experiments", [], "experiments: they belong in the gateway's user_config"),
         ("experiments.0.arms.1.variant", "ghost", "experiments.0.arms.1.variant: 'ghost' is not"),
         ("experiments.0.arms.0.weight", -1, "experiments.0.arms.0.weight"),
         ("experiments.0.name", "smollm2-concise", "experiments.0.name: 'smollm2-concise' is also"),
+        ("experiments.1.name", "concise-vs-friendly", "experiments.1.name: 'concise-vs-friendly'"),
         ("experiments.0.unit", "device", "experiments.0.unit"),
-        ("gateway_replicas", 0, "gateway_replicas"),
+        ("experiments.0.default_variant", "ghost", "experiments.0.default_variant: 'ghost'"),
+        ("experiments.0.allocation", 1.5, "experiments.0.allocation"),
+        ("experiments.1.mode", "duel", "experiments.1.mode"),
+        ("experiments.0.guardrails.0.metric", "happiness", "experiments.0.guardrails.0.metric"),
     ],
 )
 def test_config_errors_name_the_field(path: str, value: object, named: str) -> None:
     with pytest.raises(ConfigError) as error:
-        AppConfig.from_args(mutate(path, value))
+        ServeFile.from_document(mutate(path, value))
     assert named in str(error.value)
 
 
+def test_overlapping_experiments_in_one_layer_are_refused() -> None:
+    shared = {
+        "layer": "chat",
+        "arms": [{"variant": "smollm2-concise"}, {"variant": "smollm2-friendly"}],
+    }
+    config = {
+        "experiments": [
+            {"name": "first", "layer_range": [0.0, 0.6], **shared},
+            {"name": "second", "layer_range": [0.5, 1.0], **shared},
+        ]
+    }
+    with pytest.raises(ConfigError, match=r"experiments\.1\.layer_range: 'second' overlaps"):
+        ExperimentsConfig.for_variants(config, VARIANTS)
+    config["experiments"][1]["layer_range"] = [0.6, 1.0]
+    assert len(ExperimentsConfig.for_variants(config, VARIANTS).experiments) == 2
+
+
+def test_no_user_config_means_no_experiments() -> None:
+    assert ExperimentsConfig.for_variants(None, VARIANTS).experiments == []
+
+
+def test_not_a_serve_file() -> None:
+    with pytest.raises(ConfigError, match="no `applications` list"):
+        ServeFile.from_document({"variants": []})
+    with pytest.raises(ConfigError, match="no application with import_path"):
+        ServeFile.from_document({"applications": [{"import_path": "other:app"}]})
+
+
 def test_missing_model_folder_is_reported(tmp_path: Path) -> None:
-    args = default_args()
+    args = default_document()["applications"][0]["args"]
     args["variants"][1]["model"] = str(tmp_path / "nothing-here")
     with pytest.raises(ConfigError, match=r"variants\.1\.model: no model at"):
         AppConfig.from_args(args)
 
 
 def test_defaults_fill_engine_options() -> None:
-    config = AppConfig.from_args(default_args() | {"check_model_files": False})
+    args = default_document()["applications"][0]["args"] | {"check_model_files": False}
+    config = AppConfig.from_args(args)
     engine = config.variants[0].resolved_engine_kwargs
     assert engine["enforce_eager"] is True and engine["kv_cache_memory_bytes"] > 0
     assert config.store_file.is_absolute()
+    assert config.logical_cpus_needed == 2
+
+
+def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(DEFAULT)]) == 0
+    assert "valid" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(mutate("experiments.0.arms.1.variant", "ghost")))
+    assert main(["check-config", str(bad)]) == 2
+    assert "experiments.0.arms.1.variant" in capsys.readouterr().err

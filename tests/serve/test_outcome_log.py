@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from router.events import Completion, Exposure, Feedback, FeedbackResult
+from router.events import Battle, Completion, Exposure, Feedback, FeedbackResult
 from serve.outcome_log import OutcomeWriter
 
 
@@ -20,30 +20,68 @@ def completion(cid: str) -> Completion:
     )  # fmt: skip
 
 
+def thumbs(cid: str, key: str) -> Feedback:
+    return Feedback(2.0, "thumbs", key, completion_id=cid, value="up")
+
+
 def test_feedback_after_record_sees_the_completion(tmp_path: Path) -> None:
     async def run() -> FeedbackResult:
         writer = OutcomeWriter(str(tmp_path / "o.db"))
-        await writer.record([Exposure(1.0, "r1", "e", "a", "u"), completion("c1")])
-        return await writer.record_feedback(Feedback(2.0, "c1", "thumbs", "up", "k"))
+        await writer.record(
+            [Exposure(1.0, "r1", "e", "user", "u", "a", "arm", True), completion("c1")]
+        )
+        return await writer.record_feedback(thumbs("c1", "k"))
 
     assert asyncio.run(run()) == FeedbackResult("recorded", 1)
     db = sqlite3.connect(tmp_path / "o.db")
-    assert db.execute("SELECT COUNT(*) FROM exposures").fetchone()[0] == 1
+    assert db.execute("SELECT unit_type, variant, reason FROM exposures").fetchall() == [
+        ("user", "a", "arm")
+    ]
     assert db.execute("SELECT value FROM feedback").fetchone()[0] == "up"
 
 
+def test_a_vote_after_its_battle_is_recorded_with_the_reveal(tmp_path: Path) -> None:
+    async def run() -> tuple[FeedbackResult, FeedbackResult]:
+        writer = OutcomeWriter(str(tmp_path / "o.db"))
+        await writer.record(
+            [
+                completion("ca"),
+                completion("cb"),
+                Battle(1.0, "b1", "r1", "arena", "u", "llama", "qwen", "ca", "cb"),
+            ]
+        )
+        vote = Feedback(2.0, "vote", "k", battle_id="b1", value="b")
+        return await writer.record_feedback(vote), await writer.record_feedback(vote)
+
+    first, again = asyncio.run(run())
+    assert first == FeedbackResult("recorded", 1, ("llama", "qwen"), "arena")
+    assert again == FeedbackResult("replayed", 1, ("llama", "qwen"), "arena")
+
+
 def test_concurrent_feedback_is_group_committed_in_order(tmp_path: Path) -> None:
+    batches: list[int] = []
+
     async def run() -> list[FeedbackResult]:
         writer = OutcomeWriter(str(tmp_path / "o.db"))
+        write = writer._store.write
+
+        def counted(events):
+            batches.append(len(events))
+            return write(events)
+
+        writer._store.write = counted  # type: ignore[method-assign]
         await writer.record([completion(f"c{i}") for i in range(200)])
-        votes = [Feedback(1.0, f"c{i}", "thumbs", "up", f"k{i}") for i in range(200)]
-        votes.append(Feedback(1.0, "missing", "thumbs", "up", "k-missing"))
+        votes = [thumbs(f"c{i}", f"k{i}") for i in range(200)]
+        votes.append(thumbs("missing", "k-missing"))
         return await asyncio.gather(*(writer.record_feedback(v) for v in votes))
 
     results = asyncio.run(run())
-    assert [r.status for r in results[:-1]] == ["recorded"] * 200
-    assert sorted(r.feedback_id for r in results[:-1]) == list(range(1, 201))
-    assert results[-1] == FeedbackResult("unknown_completion", None)
+    # Written in the order they were queued: the i-th call got the i-th row.
+    assert results[:-1] == [FeedbackResult("recorded", i + 1) for i in range(200)]
+    assert results[-1] == FeedbackResult("unknown_target", None)
+    # Group commit: 401 events in a handful of transactions, not one each.
+    assert sum(batches) == 401
+    assert len(batches) <= 4, batches
 
 
 def test_flush_waits_for_commit(tmp_path: Path) -> None:
@@ -72,11 +110,11 @@ def test_a_store_that_cannot_write_fails_the_feedback(tmp_path: Path) -> None:
         writer._store._db.execute("PRAGMA busy_timeout=50")
         try:
             with pytest.raises(sqlite3.OperationalError, match="locked"):
-                await writer.record_feedback(Feedback(1.0, "c1", "thumbs", "up", "k"))
+                await writer.record_feedback(thumbs("c1", "k"))
+            assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 0
         finally:
             blocker.rollback()
-        assert (await writer.record_feedback(Feedback(1.0, "c1", "thumbs", "up", "k"))).status == (
-            "recorded"
-        )
+        # The loop survived the failure, and the retry with the same key is a first write.
+        assert (await writer.record_feedback(thumbs("c1", "k"))) == FeedbackResult("recorded", 1)
 
     asyncio.run(run())

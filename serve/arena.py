@@ -1,0 +1,267 @@
+"""Arena battles: two variants answer one request at once, and the client sees two blind choices.
+
+The answer is an ordinary OpenAI response with `n=2`: `choices[0]` comes from the variant labelled
+`a`, `choices[1]` from `b` (which variant is which was drawn at random with the pair), `id` is the
+battle id and `model` is the experiment, never a variant. Streams interleave both variants'
+chunks as they arrive, each chunk's choice index rewritten. An `arena` object carries the battle
+id, the labels and each side's completion id (for thumbs on one side); the variants are revealed
+only by the answer to a vote (`POST /v1/feedback`, kind `vote`) and in reports.
+
+The battle is logged (both completions, then the `Battle` row) before the client receives the
+end of the answer, so a vote right after it finds the battle. A battle in which either side
+failed is logged as two completions and no battle: there is nothing fair to vote on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+
+from router.events import Battle, Event
+from serve.errors import APIError
+from serve.relay import DONE, Call, add_usage, engine_error, first_item, sse, unavailable
+
+logger = logging.getLogger("ray.serve")
+
+_END = object()  # a side's stream has ended
+
+
+@dataclass(slots=True)
+class Side:
+    """One variant's half of a battle."""
+
+    label: str
+    index: int
+    call: Call
+    stream: DeploymentResponseGenerator
+    completion_id: str | None = None
+    usage: dict[str, Any] | None = None
+    status: int = 200
+    error: str | None = None
+    ended: bool = False
+
+    def fail(self, problem: APIError) -> APIError:
+        self.status, self.error = problem.status, problem.message
+        return problem
+
+
+class ArenaBattle:
+    """Runs one battle: calls both sides concurrently and merges their answers."""
+
+    def __init__(
+        self,
+        battle_id: str,
+        experiment: str,
+        unit: str,
+        sides: Sequence[Side],
+        log: DeploymentHandle,
+        events: list[Event],
+    ) -> None:
+        self.battle_id = battle_id
+        self.experiment = experiment
+        self.unit = unit
+        self.sides = sides
+        self._log = log
+        self._events = events
+        self._queue: asyncio.Queue[tuple[Side, Any]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task] = []
+        self._object = "chat.completion.chunk"
+        self._created = int(time.time())
+
+    async def respond(self, headers: dict[str, str]) -> Response:
+        if self.sides[0].call.stream:
+            return await self._respond_stream(headers)
+        return await self._respond_whole(headers)
+
+    # Non-stream: one response object from each side, merged into one answer.
+
+    async def _respond_whole(self, headers: dict[str, str]) -> Response:
+        results = await asyncio.gather(
+            *(anext(side.stream) for side in self.sides), return_exceptions=True
+        )
+        problems = [self._problem(side, r) for side, r in zip(self.sides, results, strict=True)]
+        problem = next((p for p in problems if p is not None), None)
+        if problem is not None:
+            await self._record()
+            return problem.response(headers)
+        payloads = [r.model_dump() for r in results]
+        choices = []
+        usage: dict[str, int] = {}
+        for side, payload in zip(self.sides, payloads, strict=True):
+            side.completion_id = payload["id"]
+            side.usage = payload.get("usage")
+            add_usage(usage, side.usage)
+            choices += [{**choice, "index": side.index} for choice in payload["choices"]]
+        await self._record()
+        body = {
+            "id": self.battle_id,
+            "object": payloads[0]["object"],
+            "created": payloads[0]["created"],
+            "model": self.experiment,
+            "choices": choices,
+            "usage": usage,
+            "arena": self._info(),
+        }
+        return JSONResponse(body, headers=headers)
+
+    # Stream: both sides pumped into one queue; the response starts once both have begun.
+
+    async def _respond_stream(self, headers: dict[str, str]) -> Response:
+        self._tasks = [asyncio.create_task(self._pump(side)) for side in self.sides]
+        buffered: list[tuple[Side, Any]] = []
+        waiting = set(range(len(self.sides)))
+        problem: APIError | None = None
+        try:
+            while waiting:
+                side, item = await self._queue.get()
+                buffered.append((side, item))
+                if side.index in waiting:
+                    waiting.discard(side.index)
+                    problem = problem or self._problem(side, item)
+        except BaseException:
+            self._stop()
+            raise
+        if problem is not None:
+            self._stop()
+            await self._record()
+            return problem.response(headers)
+        return StreamingResponse(
+            self._events_after(buffered), media_type="text/event-stream", headers=headers
+        )
+
+    async def _pump(self, side: Side) -> None:
+        try:
+            async for batch in side.stream:
+                if side.call.ttft_s is None:
+                    side.call.ttft_s = time.perf_counter() - side.call.started
+                await self._queue.put((side, batch))
+        except Exception as exc:
+            logger.warning("arena side %s (%s) broke: %r", side.label, side.call.variant, exc)
+            await self._queue.put((side, exc))
+        finally:
+            side.ended = True
+            self._queue.put_nowait((side, _END))
+
+    async def _events_after(self, buffered: list[tuple[Side, Any]]) -> AsyncIterator[str]:
+        """Everything both sides send, interleaved as it comes, then usage and [DONE]."""
+        logged = False
+        try:
+            ended = 0
+            while ended < len(self.sides):
+                side, item = buffered.pop(0) if buffered else await self._queue.get()
+                if item is _END:
+                    ended += 1
+                elif isinstance(item, BaseException):
+                    yield sse(side.fail(self._broken(side)).body())
+                else:
+                    text = "".join(self._rewrite(side, chunk) for chunk in item)
+                    if text:
+                        yield text
+            await self._record()
+            logged = True
+            if any(side.call.wants_usage for side in self.sides):
+                usage: dict[str, int] = {}
+                for side in self.sides:
+                    add_usage(usage, side.usage)
+                yield sse(self._chunk_envelope() | {"choices": [], "usage": usage})
+            yield DONE
+        finally:
+            if not logged:  # the client left: stop both engines, log without waiting
+                self._stop()
+                self._log.record.remote(self._outcome_events())
+
+    def _rewrite(self, side: Side, chunk: Any) -> str:
+        """One engine SSE chunk as the battle shows it (an empty string drops it)."""
+        if isinstance(chunk, ErrorResponse):
+            return sse(side.fail(engine_error(chunk)).body())
+        out = []
+        for event in chunk.split("\n\n"):
+            if not event.startswith("data: {"):
+                continue  # [DONE] of one side, keep-alives: the battle sends its own
+            payload = json.loads(event[6:])
+            if payload.get("usage") is not None:
+                side.usage = payload["usage"]
+            if not payload.get("choices"):
+                continue  # a usage-only chunk: the battle sums both sides at the end
+            if side.completion_id is None:
+                side.completion_id = payload.get("id")
+                self._object = payload.get("object", self._object)
+                self._created = payload.get("created", self._created)
+                payload["arena"] = {
+                    "battle_id": self.battle_id,
+                    "label": side.label,
+                    "completion_id": side.completion_id,
+                }
+            payload.update(id=self.battle_id, model=self.experiment)
+            payload.pop("system_fingerprint", None)
+            payload.pop("usage", None)
+            for choice in payload["choices"]:
+                choice["index"] = side.index
+            out.append(sse(payload))
+        return "".join(out)
+
+    def _chunk_envelope(self) -> dict[str, Any]:
+        return {
+            "id": self.battle_id,
+            "object": self._object,
+            "created": self._created,
+            "model": self.experiment,
+        }
+
+    def _problem(self, side: Side, first: Any) -> APIError | None:
+        """Why a side cannot take part, judged on the first thing it yielded (None: it can)."""
+        if first is _END or isinstance(first, BaseException):
+            return side.fail(unavailable(side.call.variant))
+        head = first_item(first)
+        if isinstance(head, ErrorResponse):
+            return side.fail(engine_error(head))
+        return None
+
+    def _broken(self, side: Side) -> APIError:
+        return APIError(
+            503, f"choice {side.index} failed mid-stream; retry", code="variant_unavailable"
+        )
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "battle_id": self.battle_id,
+            "labels": [side.label for side in self.sides],
+            "completion_ids": [side.completion_id for side in self.sides],
+        }
+
+    def _stop(self) -> None:
+        for side in self.sides:
+            if not side.ended:
+                side.stream.cancel()
+        for task in self._tasks:
+            task.cancel()
+
+    def _outcome_events(self) -> list[Event]:
+        events = list(self._events)
+        for side in self.sides:
+            completion_id = side.completion_id or f"{side.call.request_id}-{side.label}"
+            events.append(side.call.completion(completion_id, side.status, side.usage, side.error))
+        a, b = self.sides
+        if all(side.status == 200 and side.completion_id for side in self.sides):
+            events.append(
+                Battle(a.call.ts, self.battle_id, a.call.request_id, self.experiment, self.unit,
+                       a.call.variant, b.call.variant, a.completion_id or "",
+                       b.completion_id or "")
+            )  # fmt: skip
+        return events
+
+    async def _record(self) -> None:
+        """Queue the battle's events in the outcome log (returns once queued)."""
+        try:
+            await self._log.record.remote(self._outcome_events())
+        except Exception as exc:
+            logger.error("outcome events of battle %s lost: %r", self.battle_id, exc)

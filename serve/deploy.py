@@ -1,0 +1,95 @@
+"""Deploy a Ray Serve config file from Python, the way `serve run` / `serve deploy` do, and wait.
+
+Deploying the file declaratively (rather than `serve.run` on a built app) is what makes live
+changes live: Ray Serve compares the new file with the running one, and when only the gateway's
+`user_config` changed it calls `Gateway.reconfigure` on the running replicas, engines untouched.
+`arena-serve serve` (`make serve`) and the end-to-end tests both go through here.
+
+Uses Serve's controller client (`ray.serve._private`), as Serve's own CLI does; ray is pinned to
+2.60.x in pyproject.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ray import serve
+from ray.serve._private.api import serve_start
+from ray.serve._private.client import ServeControllerClient
+from ray.serve.schema import ApplicationStatus, ServeDeploySchema
+
+
+class DeployError(RuntimeError):
+    """An application failed to deploy; the message is Serve's (it names the bad field)."""
+
+
+def start_serve(document: dict[str, Any]) -> ServeControllerClient:
+    """Start Serve (its proxy and controller) with the file's HTTP options; Ray must be up."""
+    schema = ServeDeploySchema.model_validate(document)
+    return serve_start(
+        http_options=schema.http_options.model_dump(),
+        proxy_location=schema.proxy_location,
+    )
+
+
+def apply(
+    client: ServeControllerClient,
+    document: dict[str, Any],
+    timeout_s: float = 900.0,
+    progress: Callable[[str], None] | None = None,
+) -> None:
+    """Deploy `document` and return once every application in it is RUNNING."""
+    schema = ServeDeploySchema.model_validate(document)
+    client.deploy_apps(schema)  # returns once the controller holds the new target
+    wait_running([app.name for app in schema.applications], timeout_s, progress)
+
+
+def _value(status: Any) -> str:
+    return str(getattr(status, "value", status))
+
+
+def wait_running(
+    names: list[str], timeout_s: float, progress: Callable[[str], None] | None = None
+) -> None:
+    """Poll Serve until every named application is RUNNING; `DeployError` with Serve's reasons."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while True:
+        applications = serve.status().applications
+        states = {name: applications.get(name) for name in names}
+        failed = [
+            (name, app)
+            for name, app in states.items()
+            if app is not None
+            and app.status in (ApplicationStatus.DEPLOY_FAILED, ApplicationStatus.UNHEALTHY)
+        ]
+        if failed:
+            reasons = []
+            for name, app in failed:
+                reasons.append(f"{name}: {_value(app.status)}: {app.message}")
+                reasons += [
+                    f"  {dep}: {deployment.message}"
+                    for dep, deployment in app.deployments.items()
+                    if deployment.message and _value(deployment.status) != "HEALTHY"
+                ]
+            raise DeployError("\n".join(reasons))
+        if all(
+            app is not None and app.status == ApplicationStatus.RUNNING for app in states.values()
+        ):
+            return
+        pending = sorted(
+            f"{dep} ({_value(deployment.status).lower()})"
+            for app in states.values()
+            if app is not None
+            for dep, deployment in app.deployments.items()
+            if _value(deployment.status) != "HEALTHY"
+        )
+        summary = f"waiting for {', '.join(pending)}" if pending else ""
+        if progress is not None and summary and summary != last:
+            progress(summary)
+            last = summary
+        if time.monotonic() > deadline:
+            raise DeployError(f"not running after {timeout_s:.0f} s: {summary}")
+        time.sleep(0.5)

@@ -1,0 +1,114 @@
+"""What passes between the gateway and one variant engine: the call record, SSE chunks, errors.
+
+Shared by the single-variant path (`serve.gateway`) and arena battles (`serve.arena`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# The engine yields vLLM's own error class; Ray's `ErrorResponse` is a subclass of it.
+from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+
+from router.events import Completion, Event
+from serve.errors import APIError
+
+Endpoint = Literal["chat", "completions"]
+RETRY_AFTER_S = "1"
+DONE = "data: [DONE]\n\n"
+
+
+@dataclass(slots=True)
+class Call:
+    """What the gateway knows about one engine call while serving it."""
+
+    endpoint: Endpoint
+    request_id: str
+    started: float
+    ts: float
+    variant: str
+    experiment: str | None
+    unit: str | None
+    stream: bool
+    wants_usage: bool = False
+    ttft_s: float | None = None
+    battle_id: str | None = None
+    events: list[Event] = field(default_factory=list)
+
+    def completion(
+        self,
+        completion_id: str,
+        status: int,
+        usage: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> Completion:
+        return Completion(
+            ts=self.ts,
+            completion_id=completion_id,
+            request_id=self.request_id,
+            experiment=self.experiment,
+            variant=self.variant,
+            unit=self.unit,
+            endpoint=self.endpoint,
+            stream=self.stream,
+            status=status,
+            ttft_s=self.ttft_s,
+            latency_s=time.perf_counter() - self.started,
+            prompt_tokens=usage.get("prompt_tokens") if usage else None,
+            completion_tokens=usage.get("completion_tokens") if usage else None,
+            error=error,
+            battle_id=self.battle_id,
+        )
+
+
+def engine_error(error: ErrorResponse) -> APIError:
+    """The client's view of an engine error: its 4xx as is, anything else a retryable 503."""
+    info = error.error
+    status = info.code if isinstance(info.code, int) and 400 <= info.code < 600 else 500
+    if status >= 500:
+        return APIError(
+            503, info.message, code="engine_error", headers={"Retry-After": RETRY_AFTER_S}
+        )
+    return APIError(status, info.message, param=info.param, code="invalid_value")
+
+
+def unavailable(variant: str) -> APIError:
+    return APIError(
+        503,
+        f"variant {variant!r} is unavailable; retry",
+        code="variant_unavailable",
+        headers={"Retry-After": RETRY_AFTER_S},
+    )
+
+
+def first_item(first: Any) -> Any:
+    """The first thing an engine yielded: a response, a list of SSE chunks, or an error."""
+    return first[0] if isinstance(first, list) and first else first
+
+
+def stream_id(chunk: str) -> str | None:
+    if not chunk.startswith("data: {"):
+        return None
+    try:
+        return json.loads(chunk[6:]).get("id")
+    except ValueError:
+        return None
+
+
+def is_usage_chunk(chunk: str) -> bool:
+    return chunk.startswith("data: {") and '"choices":[]' in chunk and '"usage"' in chunk
+
+
+def sse(payload: Mapping[str, Any]) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+def add_usage(total: dict[str, int], usage: Mapping[str, Any] | None) -> None:
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        value = (usage or {}).get(name)
+        if isinstance(value, int):
+            total[name] = total.get(name, 0) + value
