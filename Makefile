@@ -3,7 +3,7 @@ PY := .venv/bin/python
 CONFIG ?= deploy/config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-unit lint clean
+.PHONY: setup serve test test-unit lint bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,9 @@ test: setup
 
 test-unit: setup
 	@$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+bench: setup
+	@$(PY) -m router.bench --write
 
 lint: setup
 	@.venv/bin/ruff check .
