@@ -51,14 +51,7 @@ from serve.config import (
     config_revision,
 )
 from serve.errors import APIError, from_validation_error
-from serve.protocol import (
-    IDEMPOTENCY_HEADER,
-    FeedbackResponse,
-    ModelCard,
-    ModelList,
-    Reveal,
-    parse_feedback,
-)
+from serve.protocol import IDEMPOTENCY_HEADER, ModelCard, ModelList, feedback_answer, parse_feedback
 from serve.relay import (
     RETRY_AFTER_S,
     Call,
@@ -272,43 +265,10 @@ class Gateway:
                 code="log_unavailable",
                 headers={"Retry-After": RETRY_AFTER_S},
             ) from None
-        target, target_id = event.target
-        if result.status == "unknown_target":
-            raise APIError(
-                404,
-                f"no {target} with id {target_id!r}",
-                param=f"{target}_id",
-                code=f"{target}_not_found",
-            )
-        if result.status == "already_voted":
-            raise APIError(
-                409,
-                f"battle {target_id!r} already has a vote (under another idempotency_key)",
-                param="battle_id",
-                code="battle_already_voted",
-            )
-        if result.status == "key_reused":
-            raise APIError(
-                409,
-                "idempotency_key was already used for different feedback",
-                param="idempotency_key",
-                code="idempotency_key_reused",
-            )
-        reveal = None
-        if result.reveal is not None and result.experiment is not None:
-            a, b = result.reveal
-            reveal = Reveal(experiment=result.experiment, a=a, b=b)
-        answer = FeedbackResponse(
-            id=f"fb-{result.feedback_id}",
-            kind=event.kind,
-            completion_id=event.completion_id,
-            battle_id=event.battle_id,
-            status=result.status,
-            reveal=reveal,
-        )
+        answer = feedback_answer(event, result)
         return JSONResponse(
             answer.model_dump(exclude_none=True),
-            status_code=201 if result.status == "recorded" else 200,
+            status_code=201 if answer.status == "recorded" else 200,
         )
 
     # Completion requests.

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from router.events import Feedback
+from router.events import Feedback, FeedbackResult
 from serve.errors import APIError, from_validation_error
 
 MAX_ID = 256
@@ -138,6 +138,44 @@ class FeedbackResponse(BaseModel):
     battle_id: str | None = None
     status: Literal["recorded", "replayed"]
     reveal: Reveal | None = None
+
+
+def feedback_answer(event: Feedback, result: FeedbackResult) -> FeedbackResponse:
+    """The answer to a feedback call the store has judged; `APIError` 404/409 if refused."""
+    target, target_id = event.target
+    if result.status == "unknown_target":
+        raise APIError(
+            404,
+            f"no {target} with id {target_id!r}",
+            param=f"{target}_id",
+            code=f"{target}_not_found",
+        )
+    if result.status == "already_voted":
+        raise APIError(
+            409,
+            f"battle {target_id!r} already has a vote (under another idempotency_key)",
+            param="battle_id",
+            code="battle_already_voted",
+        )
+    if result.status == "key_reused":
+        raise APIError(
+            409,
+            "idempotency_key was already used for different feedback",
+            param="idempotency_key",
+            code="idempotency_key_reused",
+        )
+    reveal = None
+    if result.reveal is not None and result.experiment is not None:
+        a, b = result.reveal
+        reveal = Reveal(experiment=result.experiment, a=a, b=b)
+    return FeedbackResponse(
+        id=f"fb-{result.feedback_id}",
+        kind=event.kind,
+        completion_id=event.completion_id,
+        battle_id=event.battle_id,
+        status=result.status,
+        reveal=reveal,
+    )
 
 
 class ModelCard(BaseModel):

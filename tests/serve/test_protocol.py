@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from router.events import THUMBS_VALUES, VOTE_VALUES, Feedback
+from router.events import THUMBS_VALUES, VOTE_VALUES, Feedback, FeedbackResult
 from serve.errors import APIError
-from serve.protocol import FEEDBACK_KINDS, parse_feedback
+from serve.protocol import FEEDBACK_KINDS, feedback_answer, parse_feedback
 
 TS = 123.5
 
@@ -314,3 +314,49 @@ def test_any_feedback_like_object_is_feedback_or_a_400(
     given: tuple[dict[str, Any], str | None],
 ) -> None:
     check(*given)
+
+
+# What the gateway answers once the store has judged the feedback.
+
+VOTE = Feedback(TS, "vote", "k", battle_id="battle-1", value="a")
+THUMBS = Feedback(TS, "thumbs", "k", completion_id="c1", value="up")
+
+
+@pytest.mark.parametrize(
+    ("event", "result", "status", "param", "code"),
+    [
+        (
+            THUMBS,
+            FeedbackResult("unknown_target", None),
+            404,
+            "completion_id",
+            "completion_not_found",
+        ),
+        (VOTE, FeedbackResult("unknown_target", None), 404, "battle_id", "battle_not_found"),
+        (VOTE, FeedbackResult("already_voted", 3), 409, "battle_id", "battle_already_voted"),
+        (THUMBS, FeedbackResult("key_reused", 3), 409, "idempotency_key", "idempotency_key_reused"),
+    ],
+)
+def test_refused_feedback_answers(
+    event: Feedback, result: FeedbackResult, status: int, param: str, code: str
+) -> None:
+    with pytest.raises(APIError) as error:
+        feedback_answer(event, result)
+    assert (error.value.status, error.value.param, error.value.code) == (status, param, code)
+
+
+@pytest.mark.parametrize("status", ["recorded", "replayed"])
+def test_a_vote_answer_reveals_the_variants(status: str) -> None:
+    answer = feedback_answer(VOTE, FeedbackResult(status, 7, ("tiny-b", "tiny-a"), "arena"))
+    assert (answer.id, answer.status, answer.battle_id) == ("fb-7", status, "battle-1")
+    assert answer.reveal is not None
+    assert (answer.reveal.experiment, answer.reveal.a, answer.reveal.b) == (
+        "arena",
+        "tiny-b",
+        "tiny-a",
+    )
+
+
+def test_other_answers_reveal_nothing() -> None:
+    answer = feedback_answer(THUMBS, FeedbackResult("recorded", 2))
+    assert answer.reveal is None and answer.completion_id == "c1"
