@@ -1,0 +1,187 @@
+"""The reward scorer: a local one-label sequence classifier scoring (conversation, response) pairs.
+
+Loads any Hugging Face Llama-family sequence-classification model with one label (Llama, Qwen2,
+Mistral) from a local folder, renders each pair with the model's chat template (the user's
+messages, then the response as the assistant turn), and returns one float per pair: the head's
+output at each sequence's last real token (the rightmost token that is not padding, as
+transformers pools it).
+
+Two backends give the same scores within dtype tolerances:
+
+- `triton` (CUDA, or the Triton interpreter in tests): the model patched with the fused RMSNorm,
+  SwiGLU and rotary kernels (`kernels.patch`), its final norm removed from the backbone and done
+  by the fused reward head (norm, gather of the last real token, value head and bias, one
+  kernel);
+- `torch`: the unpatched model, exactly as transformers runs it (the CPU path).
+
+Batches follow a token budget: `plan_batches` sorts sequences by length and groups neighbours,
+so each batch pads little and never exceeds `token_budget` padded tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["triton", "torch"]
+Messages = Sequence[Mapping[str, Any]]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def plan_batches(
+    lengths: Sequence[int], token_budget: int, max_batch: int | None = None
+) -> list[list[int]]:
+    """Group sequence indices into batches of at most `token_budget` padded tokens.
+
+    Sequences are sorted longest first and cut into runs, so each batch holds neighbours in
+    length (little padding); a sequence longer than the budget gets a batch of its own.
+    """
+    if token_budget < 1:
+        raise ValueError("token_budget must be at least 1")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = lengths[current[0]] if current else lengths[index]
+        full = max_batch is not None and len(current) >= max_batch
+        if current and (full or (len(current) + 1) * longest > token_budget):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def last_real_index(input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
+    """Each row's rightmost token that is not padding (transformers' pooling rule)."""
+    if pad_token_id is None:
+        return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, dtype=torch.long)
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    return (positions * (input_ids != pad_token_id)).argmax(-1)
+
+
+def _auto_dtype(on_gpu: bool) -> torch.dtype:
+    """bf16 where the hardware computes it natively (GPUs, CPUs with AVX-512 BF16), else fp32."""
+    cpu_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    return torch.bfloat16 if on_gpu or cpu_bf16 else torch.float32
+
+
+def _base_model(model: nn.Module) -> nn.Module:
+    return getattr(model, model.base_model_prefix)
+
+
+class RewardScorer:
+    """One reward model on one device; `score` is synchronous and not thread-safe."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        kernels: bool | None = None,
+        max_length: int = 1024,
+    ) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.path = Path(path)
+        self.device = torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        )
+        on_gpu = self.device.type == "cuda"
+        self.dtype = DTYPES[dtype] if dtype != "auto" else _auto_dtype(on_gpu)
+        # Measured (docs/benchmarks.md): a GPU wants big batches; a CPU is compute-bound from a
+        # few hundred tokens on, and padding costs more than batching saves.
+        self.token_budget = 16_384 if on_gpu else 1024
+        self.backend: Backend = "triton" if (on_gpu if kernels is None else kernels) else "torch"
+        self.max_length = max_length
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.tokenizer.padding_side = "right"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        model = AutoModelForSequenceClassification.from_pretrained(self.path, dtype=self.dtype)
+        if model.config.num_labels != 1:
+            raise ValueError(
+                f"{self.path}: a reward model has one label, not {model.config.num_labels}"
+            )
+        self.model = model.to(self.device).eval()
+        if model.config.pad_token_id is None:  # transformers pools batches by the pad id
+            model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.pad_token_id: int = model.config.pad_token_id
+        self._head = model.score
+        backbone = _base_model(model)
+        self._final_norm = backbone.norm
+        if self.backend == "triton":
+            from kernels.patch import apply_kernels
+
+            report = apply_kernels(model)
+            backbone.norm = nn.Identity()  # the fused head normalizes the last tokens only
+            logger.info("reward scorer: patched %s", report)
+        logger.info(
+            "reward scorer %s on %s (%s): %s backend",
+            self.path.name,
+            self.device,
+            str(self.dtype).removeprefix("torch."),
+            self.backend,
+        )
+
+    def render(self, messages: Messages, response: str) -> str:
+        """The scored text: the conversation and the response as the assistant's turn."""
+        turns = [{"role": m["role"], "content": m["content"]} for m in messages]
+        turns.append({"role": "assistant", "content": response})
+        return self.tokenizer.apply_chat_template(turns, tokenize=False)
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids, keeping the last `max_length` tokens (the response's end matters most)."""
+        encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [ids[-self.max_length :] for ids in encoded]
+
+    @torch.inference_mode()
+    def score_ids(self, batch: Sequence[Sequence[int]]) -> list[float]:
+        """Scores of one batch of token id lists (padded on the right here)."""
+        longest = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), longest), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), longest), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+        input_ids = input_ids.to(self.device)
+        attention_mask = attention_mask.to(self.device)
+        last = last_real_index(input_ids, self.pad_token_id)
+        if self.backend == "torch":
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+            return logits[:, 0].float().tolist()
+        from kernels.reward_head import reward_head
+
+        hidden = _base_model(self.model)(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state
+        eps = getattr(self._final_norm, "variance_epsilon", 1e-6)
+        scores = reward_head(
+            hidden, last, self._final_norm.weight, eps, self._head.weight, self._head.bias
+        )
+        return scores.tolist()
+
+    def score(
+        self,
+        conversations: Sequence[tuple[Messages, str]],
+        token_budget: int | None = None,
+        max_batch: int | None = 64,
+    ) -> list[float]:
+        """One score per (messages, response), batched by `plan_batches` (default budget: the
+        device's, `self.token_budget`)."""
+        ids = self.encode([self.render(messages, response) for messages, response in conversations])
+        scores = [0.0] * len(ids)
+        budget = token_budget or self.token_budget
+        for group in plan_batches([len(x) for x in ids], budget, max_batch):
+            for index, value in zip(group, self.score_ids([ids[i] for i in group]), strict=True):
+                scores[index] = value
+        return scores

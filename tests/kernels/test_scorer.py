@@ -1,0 +1,106 @@
+"""The reward scorer: batching plan, pooling, and patched (Triton) scores matching transformers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kernels.patch import FusedRMSNorm, apply_kernels
+from kernels.scorer import RewardScorer, last_real_index, plan_batches
+from serve.models import MODELS_DIR, TINY_REWARD, prepare
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+ANSWERS = [
+    "Paris.",
+    "The capital of France is Paris, a city on the Seine.",
+    "I am not sure, but I think it might be Lyon or maybe Paris; let me explain at length " * 3,
+    "",
+]
+
+
+@given(
+    lengths=st.lists(st.integers(1, 300), min_size=1, max_size=60),
+    budget=st.integers(1, 2000),
+    max_batch=st.none() | st.integers(1, 16),
+)
+def test_plan_batches_covers_every_sequence_within_budget(
+    lengths: list[int], budget: int, max_batch: int | None
+) -> None:
+    batches = plan_batches(lengths, budget, max_batch)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    for batch in batches:
+        padded = len(batch) * max(lengths[i] for i in batch)
+        assert padded <= budget or len(batch) == 1  # a long sequence gets a batch of its own
+        assert max_batch is None or len(batch) <= max_batch
+    flat = [lengths[i] for batch in batches for i in batch]
+    assert flat == sorted(flat, reverse=True), "neighbours in length share a batch"
+
+
+def test_plan_batches_refuses_an_empty_budget() -> None:
+    with pytest.raises(ValueError, match="token_budget"):
+        plan_batches([3], 0)
+
+
+def test_last_real_index_is_the_rightmost_non_pad_token() -> None:
+    ids = torch.tensor([[5, 6, 0, 0], [5, 6, 7, 8], [0, 5, 0, 0]])
+    assert last_real_index(ids, 0).tolist() == [1, 3, 1]
+    assert last_real_index(ids, None).tolist() == [3, 3, 3]
+
+
+@pytest.fixture(scope="module")
+def reward_model() -> str:
+    [folder] = prepare([TINY_REWARD])
+    return str(folder)
+
+
+def test_render_puts_the_response_last(reward_model: str) -> None:
+    scorer = RewardScorer(reward_model, device="cpu", kernels=False)
+    text = scorer.render(QUESTION, "Paris.")
+    assert text.index("capital of France") < text.index("Paris.")
+    assert scorer.backend == "torch"
+
+
+def test_batching_does_not_change_scores(reward_model: str) -> None:
+    scorer = RewardScorer(reward_model, device="cpu", dtype="float32", kernels=False)
+    pairs = [(QUESTION, answer) for answer in ANSWERS]
+    alone = [scorer.score([pair])[0] for pair in pairs]
+    together = scorer.score(pairs, token_budget=64)  # several buckets
+    torch.testing.assert_close(torch.tensor(together), torch.tensor(alone), atol=1e-4, rtol=1e-4)
+
+
+def test_a_truncated_text_keeps_its_end(reward_model: str) -> None:
+    scorer = RewardScorer(reward_model, device="cpu", kernels=False, max_length=16)
+    [ids] = scorer.encode([scorer.render(QUESTION, "Paris. " * 50)])
+    assert len(ids) == 16
+    assert scorer.tokenizer.decode(ids).endswith("<|im_end|>\n")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"), [("float32", 1e-4), ("bfloat16", 5e-2), ("float16", 1e-2)]
+)
+def test_patched_scores_match_transformers(
+    reward_model: str, device: str, dtype: str, tolerance: float
+) -> None:
+    """The Triton backend (kernels patched in, fused head) against the unpatched model."""
+    pairs = [(QUESTION, answer) for answer in (ANSWERS[0], ANSWERS[1], ANSWERS[3])]  # ragged
+    reference = RewardScorer(reward_model, device=device, dtype=dtype, kernels=False)
+    patched = RewardScorer(reward_model, device=device, dtype=dtype, kernels=True)
+    assert patched.backend == "triton"
+    assert any(isinstance(m, FusedRMSNorm) for m in patched.model.modules())
+    expected, got = reference.score(pairs), patched.score(pairs)
+    torch.testing.assert_close(
+        torch.tensor(got), torch.tensor(expected), atol=tolerance, rtol=tolerance
+    )
+
+
+def test_apply_kernels_reports_what_it_replaced(reward_model: str) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(MODELS_DIR / TINY_REWARD)
+    layers = model.config.num_hidden_layers
+    report = apply_kernels(model)
+    assert report.rms_norm == 2 * layers + 1  # two per layer and the final norm
+    assert report.swiglu == layers
+    assert report.rope == ["transformers.models.llama.modeling_llama"]
