@@ -85,6 +85,22 @@ class Battle:
 
 
 @dataclass(frozen=True, slots=True)
+class Score:
+    """A reward model's score of one completion, written off the response path.
+
+    `latency_s` runs from the completion's end to its score (queueing and batching included).
+    """
+
+    ts: float
+    completion_id: str
+    experiment: str | None
+    variant: str | None
+    model: str
+    score: float
+    latency_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Feedback:
     """A judgement of a completion or a battle, under an idempotency key.
 
@@ -118,4 +134,4 @@ class FeedbackResult:
     experiment: str | None = None
 
 
-Event = Exposure | Completion | Battle | Feedback
+Event = Exposure | Completion | Battle | Score | Feedback

@@ -1,5 +1,8 @@
 """The outcome store: SQLite in WAL mode, written by exactly one writer.
 
+Tables: exposures (and assignments, their deduplication), completions, battles, scores (reward
+model), feedback.
+
 `OutcomeStore.write` applies a batch of events in order inside one transaction, so a feedback row
 that refers to a completion or battle earlier in the same batch (or any earlier batch) finds it.
 The store is synchronous and not thread-safe by design: the serving layer owns one store per
@@ -27,10 +30,11 @@ from router.events import (
     Feedback,
     FeedbackResult,
     FeedbackStatus,
+    Score,
 )
 
 SCHEMA_VERSION = 2
-TABLES = ("exposures", "assignments", "completions", "battles", "feedback")
+TABLES = ("exposures", "assignments", "completions", "battles", "scores", "feedback")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exposures (
@@ -83,6 +87,17 @@ CREATE TABLE IF NOT EXISTS battles (
     completion_b TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS battles_by_experiment ON battles (experiment);
+CREATE TABLE IF NOT EXISTS scores (
+    completion_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    ts REAL NOT NULL,
+    experiment TEXT,
+    variant TEXT,
+    score REAL NOT NULL,
+    latency_s REAL NOT NULL,
+    PRIMARY KEY (completion_id, model)
+);
+CREATE INDEX IF NOT EXISTS scores_by_experiment ON scores (experiment, variant);
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY,
     ts REAL NOT NULL,
@@ -108,6 +123,7 @@ def _insert_sql(table: str, cls: type, verb: str = "INSERT") -> str:
 _INSERT_EXPOSURE = _insert_sql("exposures", Exposure)
 _INSERT_COMPLETION = _insert_sql("completions", Completion, "INSERT OR REPLACE")
 _INSERT_BATTLE = _insert_sql("battles", Battle, "INSERT OR REPLACE")
+_INSERT_SCORE = _insert_sql("scores", Score, "INSERT OR REPLACE")
 _INSERT_FEEDBACK = _insert_sql("feedback", Feedback)
 # What makes two feedback calls "the same" for an idempotency key.
 _FEEDBACK_CONTENT = ("kind", "completion_id", "battle_id", "value", "number", "name")
@@ -158,6 +174,8 @@ class OutcomeStore:
             self._db.execute(_INSERT_COMPLETION, astuple(event))
         elif isinstance(event, Battle):
             self._db.execute(_INSERT_BATTLE, astuple(event))
+        elif isinstance(event, Score):
+            self._db.execute(_INSERT_SCORE, astuple(event))
         else:
             return self._apply_feedback(event)
         return None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from router.events import Battle, Completion, Exposure, Feedback, FeedbackResult
+from router.events import Battle, Completion, Exposure, Feedback, FeedbackResult, Score
 from router.store import SCHEMA_VERSION, TABLES, OutcomeStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,6 +170,21 @@ def test_arena_exposures_without_a_variant_are_deduplicated(store: OutcomeStore)
 
 
 # Battles and votes.
+
+
+def test_scores_are_stored_once_per_completion_and_model(store: OutcomeStore) -> None:
+    store.write([completion("c1")])
+    store.write(
+        [
+            Score(3.0, "c1", "exp", "a", "rm", 0.25, 0.5),
+            Score(4.0, "c1", "exp", "a", "rm", 0.75, 0.1),  # the same model again: replaced
+            Score(4.0, "c1", "exp", "a", "other-rm", -1.0, 0.1),
+        ]
+    )
+    rows = {r["model"]: r for r in store.rows("scores")}
+    assert set(rows) == {"rm", "other-rm"}
+    assert (rows["rm"]["score"], rows["rm"]["latency_s"]) == (0.75, 0.1)
+    assert (rows["other-rm"]["experiment"], rows["other-rm"]["variant"]) == ("exp", "a")
 
 
 def test_battles_are_stored(store: OutcomeStore) -> None:
