@@ -2,8 +2,8 @@
 
 Times `CompiledExperiment.assign` (what the gateway calls once per experiment request) over
 distinct unit ids, for the shapes of experiment the config can express, plus an arena pair draw.
-Prints a table and, with `--write`, replaces its section of `docs/benchmarks.md`, with the
-machine and the command. Target: at most 2 µs per call.
+Prints a markdown section (machine, command, table); `make bench` records it in
+`docs/benchmarks.md`. Target: at most 2 µs per call.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from pathlib import Path
 from router.assignment import CompiledExperiment
 from router.experiment import Experiment
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- router.bench:begin -->", "<!-- router.bench:end -->"
 TARGET_US = 2.0
 
 
@@ -93,33 +91,19 @@ def machine() -> str:
     return f"{cpu}; Python {platform.python_version()} ({sys.implementation.name}), one thread"
 
 
-def write(section: str) -> None:
-    block = f"{BEGIN}\n{section}\n{END}"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + "\n\n## Assignment cost (router)\n\n" + block + "\n"
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m router.bench", description=__doc__)
     parser.add_argument("--units", type=int, default=20_000)
-    parser.add_argument("--write", action="store_true", help=f"update {DOC.name}")
     args = parser.parse_args(argv)
     results = measure(args.units)
     section = (
-        f"Machine: {machine()}. Command: `make bench` (`python -m router.bench --write`); "
+        f"Machine: {machine()}. Command: `make bench` (`python -m router.bench`); "
         f"median of 7 runs over {args.units:,} distinct unit ids, each run on a fresh "
         "compiled experiment: first every unit once (hashed), then all again (remembered; "
         "arena pairs are drawn per battle, never remembered)."
         f"\n\n{table(results)}"
     )
     print(section)
-    if args.write:
-        write(section)
     return 0
 
 

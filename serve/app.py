@@ -1,7 +1,8 @@
 """The app builder: `import_path: serve.app:build_app` in a Ray Serve config file.
 
 Turns the validated `AppConfig` into bound deployments: one `LLMServer` (Ray Serve LLM) per
-variant, the single `OutcomeLog` writer, and the `Gateway` ingress that holds handles to both.
+variant, the single `OutcomeLog` writer, the `RewardScorerDeployment` when a scorer is
+configured, and the `Gateway` ingress that holds handles to them.
 The experiments are not built here: they are the gateway's `user_config` in the config file,
 which Ray Serve passes to `Gateway.reconfigure` (live, without rebuilding anything).
 """
@@ -16,6 +17,7 @@ from ray.serve.llm import LLMConfig, build_llm_deployment
 from serve.config import AppConfig, VariantConfig
 from serve.gateway import Gateway
 from serve.outcome_log import OutcomeLog
+from serve.scorer import RewardScorerDeployment
 
 VARIANT_PREFIX = "variant:"
 
@@ -42,4 +44,15 @@ def build_app(args: dict[str, Any]) -> Application:
         for v in config.variants
     }
     outcome_log = OutcomeLog.bind(str(config.store_file))
-    return Gateway.options(num_replicas=config.gateway_replicas).bind(config, engines, outcome_log)
+    scorer = None
+    if config.scorer is not None:
+        scorer = RewardScorerDeployment.options(
+            num_replicas=config.scorer.num_replicas,
+            ray_actor_options={
+                "num_cpus": config.scorer.cpus_per_replica,
+                "num_gpus": config.scorer.gpus_per_replica,
+            },
+        ).bind(config.scorer, outcome_log)
+    return Gateway.options(num_replicas=config.gateway_replicas).bind(
+        config, engines, outcome_log, scorer
+    )

@@ -18,8 +18,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 
 from router.events import Battle, Event
+from serve.best_of_n import choice_text
 from serve.errors import APIError
 from serve.relay import DONE, Call, add_usage, engine_error, first_item, sse, unavailable
 
@@ -48,6 +49,7 @@ class Side:
     status: int = 200
     error: str | None = None
     ended: bool = False
+    text: list[str] = field(default_factory=list)
 
     def fail(self, problem: APIError) -> APIError:
         self.status, self.error = problem.status, problem.message
@@ -65,6 +67,7 @@ class ArenaBattle:
         sides: Sequence[Side],
         log: DeploymentHandle,
         events: list[Event],
+        score: Callable[[Call, str, str], None] | None = None,
     ) -> None:
         self.battle_id = battle_id
         self.experiment = experiment
@@ -72,6 +75,7 @@ class ArenaBattle:
         self.sides = sides
         self._log = log
         self._events = events
+        self._score = score
         self._queue: asyncio.Queue[tuple[Side, Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._object = "chat.completion.chunk"
@@ -99,6 +103,7 @@ class ArenaBattle:
         for side, payload in zip(self.sides, payloads, strict=True):
             side.completion_id = payload["id"]
             side.usage = payload.get("usage")
+            side.text = [choice_text(c) for c in payload["choices"][:1]]
             add_usage(usage, side.usage)
             choices += [{**choice, "index": side.index} for choice in payload["choices"]]
         await self._record()
@@ -206,6 +211,9 @@ class ArenaBattle:
             payload.pop("usage", None)
             for choice in payload["choices"]:
                 choice["index"] = side.index
+                side.text.append(
+                    (choice.get("delta") or {}).get("content") or choice.get("text") or ""
+                )
             out.append(sse(payload))
         return "".join(out)
 
@@ -260,8 +268,12 @@ class ArenaBattle:
         return events
 
     async def _record(self) -> None:
-        """Queue the battle's events in the outcome log (returns once queued)."""
+        """Queue the battle's events in the outcome log (returns once queued), then score."""
         try:
             await self._log.record.remote(self._outcome_events())
         except Exception as exc:
             logger.error("outcome events of battle %s lost: %r", self.battle_id, exc)
+        if self._score is not None:
+            for side in self.sides:
+                if side.status == 200 and side.completion_id:
+                    self._score(side.call, side.completion_id, "".join(side.text))

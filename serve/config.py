@@ -20,7 +20,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -83,6 +83,56 @@ class SamplingDefaults(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+def _local_folder(value: str) -> str:
+    if "://" in value:
+        raise ValueError("must be a local folder: nothing is fetched from a model hub")
+    return value
+
+
+def _resolve(path: str) -> Path:
+    resolved = Path(path)
+    return resolved if resolved.is_absolute() else PROJECT_ROOT / resolved
+
+
+class ScorerConfig(BaseModel):
+    """The reward scorer: a local one-label sequence classifier, batched in its own deployment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="Local reward model folder (absolute, or relative).")
+    sample_rate: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="Fraction of served completions scored."
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    kernels: bool | None = Field(
+        default=None, description="Triton kernels; default: on CUDA only (the CPU runs PyTorch)."
+    )
+    max_batch_size: int = Field(default=32, ge=1, le=1024)
+    batch_wait_s: float = Field(default=0.02, ge=0.0, le=5.0)
+    token_budget: int | None = Field(
+        default=None,
+        ge=64,
+        description="Padded tokens per forward; default: 16,384 on a GPU, 1,024 on a CPU.",
+    )
+    max_length: int = Field(default=1024, ge=16, description="Tokens kept per scored text.")
+    timeout_s: float = Field(
+        default=10.0, gt=0, description="How long best-of-n waits for scores before answering."
+    )
+    max_in_flight: int = Field(
+        default=256, ge=1, description="Per gateway replica; beyond it, completions go unscored."
+    )
+    num_replicas: int = Field(default=1, ge=1)
+    cpus_per_replica: float = Field(default=1.0, ge=0)
+    gpus_per_replica: float = Field(default=0.0, ge=0)
+
+    _model_is_local = field_validator("model")(_local_folder)
+
+    @property
+    def model_path(self) -> Path:
+        return _resolve(self.model)
+
+
 class VariantConfig(BaseModel):
     """One model variant: a vLLM engine in its own deployment, plus what the gateway adds."""
 
@@ -95,18 +145,19 @@ class VariantConfig(BaseModel):
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     num_replicas: int = Field(default=1, ge=1)
     cpus_per_replica: float = Field(default=1.0, gt=0)
+    best_of_n: int | None = Field(
+        default=None,
+        ge=2,
+        le=16,
+        description="Generate this many candidates in one engine call and answer with the one "
+        "the reward scorer ranks highest (needs `scorer`).",
+    )
 
-    @field_validator("model")
-    @classmethod
-    def _model_is_local(cls, value: str) -> str:
-        if "://" in value:
-            raise ValueError("must be a local folder: nothing is fetched from a model hub")
-        return value
+    _model_is_local = field_validator("model")(_local_folder)
 
     @property
     def model_path(self) -> Path:
-        path = Path(self.model)
-        return path if path.is_absolute() else PROJECT_ROOT / path
+        return _resolve(self.model)
 
     @property
     def resolved_engine_kwargs(self) -> dict[str, Any]:
@@ -119,6 +170,9 @@ class AppConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     variants: list[VariantConfig] = Field(min_length=1)
+    scorer: ScorerConfig | None = Field(
+        default=None, description="Reward-model scoring of served completions; off when absent."
+    )
     store_path: str = Field(default="data/outcomes.db", description="SQLite file (WAL mode).")
     gateway_replicas: int = Field(default=1, ge=1)
     check_model_files: bool = Field(
@@ -141,12 +195,17 @@ class AppConfig(BaseModel):
         for i, name in enumerate(variant_names):
             if variant_names.index(name) != i:
                 raise ValueError(f"variants.{i}.name: {name!r} is used by another variant")
+        for i, variant in enumerate(self.variants):
+            if variant.best_of_n is not None and self.scorer is None:
+                raise ValueError(f"variants.{i}.best_of_n: needs a `scorer` to rank candidates")
         if self.check_model_files:
-            for i, variant in enumerate(self.variants):
-                if not (variant.model_path / "config.json").is_file():
+            folders = [(f"variants.{i}.model", v.model_path) for i, v in enumerate(self.variants)]
+            if self.scorer is not None:
+                folders.append(("scorer.model", self.scorer.model_path))
+            for where, folder in folders:
+                if not (folder / "config.json").is_file():
                     raise ValueError(
-                        f"variants.{i}.model: no model at {variant.model_path} "
-                        "(run `python -m serve.models prepare`)"
+                        f"{where}: no model at {folder} (run `python -m serve.models prepare`)"
                     )
         return self
 
@@ -157,8 +216,9 @@ class AppConfig(BaseModel):
 
     @property
     def logical_cpus_needed(self) -> float:
-        """Logical CPUs Ray must offer for every engine replica (gateway and log ask for none)."""
-        return sum(v.num_replicas * v.cpus_per_replica for v in self.variants)
+        """Logical CPUs Ray must offer for every engine and scorer replica (the rest ask none)."""
+        scorer = self.scorer.num_replicas * self.scorer.cpus_per_replica if self.scorer else 0.0
+        return sum(v.num_replicas * v.cpus_per_replica for v in self.variants) + scorer
 
     @classmethod
     def from_args(cls, args: dict[str, Any]) -> AppConfig:

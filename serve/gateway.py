@@ -20,8 +20,10 @@ and none of `OpenAiIngress`'s middleware stack (CORS, HTTP metrics, request-id) 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import time
 import uuid
 from collections import OrderedDict
@@ -40,9 +42,10 @@ from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.exceptions import VLLMClientError
 
 from router.assignment import Assignment, CompiledExperiment
-from router.events import Event, Exposure
+from router.events import Event, Exposure, Score
 from router.experiment import Experiment
 from serve.arena import ArenaBattle, Side
+from serve.best_of_n import as_stream, best_response, choice_text
 from serve.config import (
     GATEWAY_DEPLOYMENT,
     AppConfig,
@@ -56,12 +59,14 @@ from serve.relay import (
     RETRY_AFTER_S,
     Call,
     Endpoint,
+    chunk_text,
     engine_error,
     first_item,
     is_usage_chunk,
     stream_id,
     unavailable,
 )
+from serve.scorer import ScoreJob
 
 logger = logging.getLogger("ray.serve")
 
@@ -114,6 +119,29 @@ def _with_system_prompt(messages: Any, system_prompt: str) -> Any:
     ):
         return [{**first, "content": f"{system_prompt}\n\n{first['content']}"}, *messages[1:]]
     return [{"role": "system", "content": system_prompt}, *messages]
+
+
+def _conversation(body: dict[str, Any], endpoint: Endpoint) -> list[dict[str, str]] | None:
+    """The client's conversation as the reward model reads it (text parts only)."""
+    if endpoint == "completions":
+        prompt = body.get("prompt")
+        return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else None
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return None
+    turns = []
+    for message in messages:
+        if not isinstance(message, dict):
+            return None
+        content = message.get("content")
+        if isinstance(content, list):  # content parts: keep the text ones
+            content = "".join(
+                p.get("text", "")
+                for p in content
+                if isinstance(p, dict) and p.get("type") == "text"
+            )
+        turns.append({"role": str(message.get("role")), "content": content or ""})
+    return turns
 
 
 def _request_id() -> str:
@@ -178,8 +206,12 @@ class Gateway:
         config: AppConfig,
         variant_handles: dict[str, DeploymentHandle],
         outcome_log: DeploymentHandle,
+        scorer: DeploymentHandle | None = None,
     ) -> None:
         self._variants = {v.name: v for v in config.variants}
+        self._scorer = scorer
+        self._scoring = config.scorer
+        self._scoring_tasks: set[asyncio.Task] = set()
         self._handles = {name: h.options(stream=True) for name, h in variant_handles.items()}
         self._log = outcome_log
         self._created = int(time.time())
@@ -372,6 +404,34 @@ class Gateway:
 
     async def _single(self, body: dict[str, Any], call: Call) -> Response:
         """One variant answers: relay its response or its stream as it comes."""
+        variant = self._variants[call.variant]
+        if variant.best_of_n is not None and self._scorer is not None:
+            return await self._best_of_n(body, call, variant.best_of_n)
+        if self._sampled():
+            call.prompt = _conversation(body, call.endpoint)
+        answer = await self._first_answer(body, call)
+        if isinstance(answer, Response):
+            return answer
+        first, stream = answer
+        if not isinstance(first, list):
+            usage = first.usage.model_dump() if getattr(first, "usage", None) else None
+            await self._finish(call, first.id, 200, usage)
+            if call.prompt is not None and first.choices:
+                self._score_later(call, first.id, choice_text(first.choices[0].model_dump()))
+            return Response(
+                first.model_dump_json(), media_type="application/json", headers=_headers(call)
+            )
+        call.ttft_s = time.perf_counter() - call.started  # only a stream shows a first token
+        return StreamingResponse(
+            self._relay(call, first, stream),
+            media_type="text/event-stream",
+            headers=_headers(call),
+        )
+
+    async def _first_answer(
+        self, body: dict[str, Any], call: Call
+    ) -> tuple[Any, DeploymentResponseGenerator] | Response:
+        """Call the engine; its first yield and the stream, or the error response (logged)."""
         headers = _headers(call)
         try:
             engine_request = self._engine_request(body, call)
@@ -390,14 +450,82 @@ class Gateway:
             error = engine_error(head)
             await self._finish(call, call.request_id, error.status, error=error.message)
             return error.response(headers)
-        if not isinstance(first, list):
-            usage = first.usage.model_dump() if getattr(first, "usage", None) else None
-            await self._finish(call, first.id, 200, usage)
-            return Response(first.model_dump_json(), media_type="application/json", headers=headers)
-        call.ttft_s = time.perf_counter() - call.started  # only a stream shows a first token
-        return StreamingResponse(
-            self._relay(call, first, stream), media_type="text/event-stream", headers=headers
-        )
+        return first, stream
+
+    async def _best_of_n(self, body: dict[str, Any], call: Call, n: int) -> Response:
+        """Generate n candidates in one engine call; answer with the one the scorer ranks best."""
+        assert self._scorer is not None and self._scoring is not None
+        if body.get("n") not in (None, 1):
+            raise APIError(
+                400,
+                f"variant {call.variant!r} answers with the best of {n} candidates: `n` must be "
+                "1 or absent",
+                param="n",
+                code="invalid_value",
+            )
+        wants_stream = call.stream
+        if wants_stream:
+            options = body.get("stream_options")
+            call.wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        # The engine answers whole (candidates must be scored before one is shown).
+        whole = {f: v for f, v in body.items() if f not in ("stream", "stream_options")}
+        call.stream = False
+        answer = await self._first_answer({**whole, "n": n}, call)
+        call.stream = wants_stream
+        if isinstance(answer, Response):
+            return answer
+        payload = answer[0].model_dump()
+        conversation = _conversation(body, call.endpoint) or []
+        jobs = [
+            ScoreJob(payload["id"], call.experiment, call.variant, conversation,
+                     choice_text(choice), time.time())
+            for choice in sorted(payload["choices"], key=lambda c: c["index"])
+        ]  # fmt: skip
+        scores, problem = None, None
+        try:
+            scores = await asyncio.wait_for(
+                self._scorer.score.remote(jobs), timeout=self._scoring.timeout_s
+            )
+        except Exception as exc:  # a slow or failed scorer must not fail the answer
+            problem = f"scorer unavailable ({type(exc).__name__}); first candidate returned"
+            logger.warning("best-of-%d for %s unscored: %r", n, call.request_id, exc)
+        model = self._scoring.model_path.name
+        response = best_response(payload, scores, model, problem)
+        if scores is not None:
+            best = response["reward"]["score"]
+            call.events.append(
+                Score(time.time(), payload["id"], call.experiment, call.variant, model, best,
+                      time.perf_counter() - call.started)
+            )  # fmt: skip
+        await self._finish(call, payload["id"], 200, payload.get("usage"))
+        headers = _headers(call)
+        if wants_stream:
+            text = as_stream(response, call.endpoint, call.wants_usage)
+            return Response(text, media_type="text/event-stream", headers=headers)
+        return JSONResponse(response, headers=headers)
+
+    def _sampled(self) -> bool:
+        """Whether this completion goes to the reward scorer (its sample rate)."""
+        return self._scoring is not None and random.random() < self._scoring.sample_rate
+
+    def _score_later(self, call: Call, completion_id: str, text: str) -> None:
+        """Send a finished completion to the scorer without waiting; never fails the caller."""
+        if self._scorer is None or self._scoring is None or call.prompt is None:
+            return
+        if len(self._scoring_tasks) >= self._scoring.max_in_flight:
+            logger.warning("scorer backlog full: completion %s left unscored", completion_id)
+            return
+        job = ScoreJob(completion_id, call.experiment, call.variant, call.prompt, text, time.time())
+        task = asyncio.get_running_loop().create_task(self._send_score(job))
+        self._scoring_tasks.add(task)
+        task.add_done_callback(self._scoring_tasks.discard)
+
+    async def _send_score(self, job: ScoreJob) -> None:
+        assert self._scorer is not None
+        try:
+            await self._scorer.score_and_log.remote(job)
+        except Exception as exc:
+            logger.warning("completion %s not scored: %r", job.completion_id, exc)
 
     async def _battle(
         self,
@@ -440,7 +568,13 @@ class Gateway:
             Side(label, index, call, self._engine_call(call, engine_request))
             for index, (label, call, engine_request) in enumerate(prepared)
         ]
-        battle = ArenaBattle(battle_id, experiment, unit, sides, self._log, events)
+        if self._sampled():
+            conversation = _conversation(body, endpoint)
+            for side in sides:
+                side.call.prompt = conversation
+        battle = ArenaBattle(
+            battle_id, experiment, unit, sides, self._log, events, self._score_later
+        )
         return await battle.respond(headers | {"x-battle-id": battle_id})
 
     async def _relay(
@@ -452,6 +586,7 @@ class Gateway:
         usage: dict[str, Any] | None = None
         logged = False
         status, error = 200, None
+        text: list[str] | None = [] if call.prompt is not None else None
         batch: list | None = first
         try:
             while batch is not None:
@@ -468,6 +603,10 @@ class Gateway:
                     elif chunk.startswith("data: [DONE]") and not logged:
                         logged = True
                         await self._finish(call, completion_id, status, usage, error)
+                        if text is not None and status == 200:
+                            self._score_later(call, completion_id, "".join(text))
+                    elif text is not None:
+                        text.append(chunk_text(chunk))
                     out.append(chunk)
                 if out:
                     yield "".join(out)

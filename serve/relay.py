@@ -37,6 +37,7 @@ class Call:
     wants_usage: bool = False
     ttft_s: float | None = None
     battle_id: str | None = None
+    prompt: list[dict[str, str]] | None = None  # set when the completion will be scored
     events: list[Event] = field(default_factory=list)
 
     def completion(
@@ -112,3 +113,20 @@ def add_usage(total: dict[str, int], usage: Mapping[str, Any] | None) -> None:
         value = (usage or {}).get(name)
         if isinstance(value, int):
             total[name] = total.get(name, 0) + value
+
+
+def chunk_text(chunk: str) -> str:
+    """The text a chat or completions SSE chunk adds to its first choice ("" if none)."""
+    if not chunk.startswith("data: {"):
+        return ""
+    try:
+        choices = json.loads(chunk[6:]).get("choices") or []
+    except ValueError:
+        return ""
+    if not choices:
+        return ""
+    choice = choices[0]
+    delta = choice.get("delta")
+    if isinstance(delta, dict):
+        return delta.get("content") or ""
+    return choice.get("text") or ""

@@ -1,4 +1,5 @@
-"""One real Ray Serve app per test session: two tiny vLLM variants and four experiments.
+"""One real Ray Serve app per test session: three tiny vLLM variants (one answering best-of-3),
+a tiny reward scorer and four experiments.
 
 Deployed declaratively, as `make serve` and `serve deploy` do (`serve.deploy`), on a free loopback
 port, so a test can redeploy edited experiments and see them applied live. The outcome store is a
@@ -19,11 +20,12 @@ from typing import Any
 import httpx
 import pytest
 
-from serve.models import TINY_LLAMA, prepare
+from serve.models import TINY_LLAMA, TINY_REWARD, prepare
 
 ENGINE = {"kv_cache_memory_bytes": 128 * 1024**2, "max_model_len": 512}
 SYSTEM_PROMPT = "You are variant A. Answer briefly and precisely, in plain words."
 APP_NAME = "arena-e2e"
+BEST_OF = 3
 TWO_ARMS = [{"variant": "tiny-a"}, {"variant": "tiny-b"}]
 EXPERIMENTS: list[dict[str, Any]] = [
     {"name": "tiny-ab", "arms": TWO_ARMS},
@@ -88,7 +90,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_document(model: Path, store: Path, port: int) -> dict[str, Any]:
+def serve_document(model: Path, reward: Path, store: Path, port: int) -> dict[str, Any]:
     variants = [
         {
             "name": "tiny-a",
@@ -103,7 +105,15 @@ def serve_document(model: Path, store: Path, port: int) -> dict[str, Any]:
             "sampling": {"max_tokens": 4},
             "engine_kwargs": ENGINE,
         },
+        {
+            "name": "tiny-best",
+            "model": str(model),
+            "sampling": {"max_tokens": 5, "temperature": 1.0},
+            "best_of_n": BEST_OF,
+            "engine_kwargs": ENGINE,
+        },
     ]
+    scorer = {"model": str(reward), "dtype": "float32", "max_batch_size": 8, "batch_wait_s": 0.01}
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": port},
@@ -112,7 +122,7 @@ def serve_document(model: Path, store: Path, port: int) -> dict[str, Any]:
                 "name": APP_NAME,
                 "route_prefix": "/",
                 "import_path": "serve.app:build_app",
-                "args": {"store_path": str(store), "variants": variants},
+                "args": {"store_path": str(store), "variants": variants, "scorer": scorer},
                 "deployments": [{"name": "gateway", "user_config": {"experiments": EXPERIMENTS}}],
             }
         ],
@@ -126,11 +136,11 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
 
     from serve.deploy import apply, start_serve
 
-    [model] = prepare([TINY_LLAMA])
+    model, reward = prepare([TINY_LLAMA, TINY_REWARD])
     store = tmp_path_factory.mktemp("outcomes") / "outcomes.db"
     port = _free_port()
-    document = serve_document(model, store, port)
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    document = serve_document(model, reward, store, port)
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)  # 3 engines + scorer
     try:
         client = start_serve(document)
         apply(client, document, timeout_s=600)

@@ -32,7 +32,15 @@ def client(app: App) -> openai.OpenAI:
 
 def test_models_lists_experiments_and_variants(client: openai.OpenAI) -> None:
     ids = [m.id for m in client.models.list()]
-    assert ids == ["tiny-ab", "tiny-arena", "tiny-sessions", "tiny-requests", "tiny-a", "tiny-b"]
+    assert ids == [
+        "tiny-ab",
+        "tiny-arena",
+        "tiny-sessions",
+        "tiny-requests",
+        "tiny-a",
+        "tiny-b",
+        "tiny-best",
+    ]
 
 
 def test_chat_through_an_experiment(client: openai.OpenAI, app: App) -> None:

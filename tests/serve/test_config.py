@@ -82,12 +82,25 @@ DELETE = object()
         ("experiments.0.allocation", 1.5, "experiments.0.allocation"),
         ("experiments.1.mode", "duel", "experiments.1.mode"),
         ("experiments.0.guardrails.0.metric", "happiness", "experiments.0.guardrails.0.metric"),
+        ("args.variants.0.best_of_n", 1, "variants.0.best_of_n"),
+        ("args.scorer.sample_rate", 2, "scorer.sample_rate"),
+        ("args.scorer.model", "hf://org/rm", "scorer.model: must be a local folder"),
+        ("args.scorer.colour", "red", "scorer.colour: Extra inputs"),
     ],
 )
 def test_config_errors_name_the_field(path: str, value: object, named: str) -> None:
     with pytest.raises(ConfigError) as error:
         ServeFile.from_document(mutate(path, value))
     assert named in str(error.value)
+
+
+def test_best_of_n_needs_a_scorer() -> None:
+    document = mutate("args.variants.0.best_of_n", 4)
+    del document["applications"][0]["args"]["scorer"]
+    with pytest.raises(ConfigError, match=r"variants\.0\.best_of_n: needs a `scorer`"):
+        ServeFile.from_document(document)
+    document["applications"][0]["args"]["scorer"] = {"model": "models/smollm2-reward"}
+    assert ServeFile.from_document(document).app.variants[0].best_of_n == 4
 
 
 def test_overlapping_experiments_in_one_layer_are_refused() -> None:
@@ -131,7 +144,8 @@ def test_defaults_fill_engine_options() -> None:
     engine = config.variants[0].resolved_engine_kwargs
     assert engine["enforce_eager"] is True and engine["kv_cache_memory_bytes"] > 0
     assert config.store_file.is_absolute()
-    assert config.logical_cpus_needed == 2
+    assert config.scorer is not None and config.scorer.model_path.name == "smollm2-reward"
+    assert config.logical_cpus_needed == 3  # two engines and the scorer
 
 
 def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

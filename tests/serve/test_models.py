@@ -9,10 +9,19 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from serve.models import MODELS_DIR, SMOLLM2, STAMP, TINY_LLAMA, TINY_REWARD, is_prepared, prepare
+from serve.models import (
+    MODELS_DIR,
+    SMOLLM2,
+    SMOLLM2_REWARD,
+    STAMP,
+    TINY_LLAMA,
+    TINY_REWARD,
+    is_prepared,
+    prepare,
+)
 
 
-@pytest.mark.parametrize("name", [SMOLLM2, TINY_LLAMA, TINY_REWARD])
+@pytest.mark.parametrize("name", [SMOLLM2, TINY_LLAMA, TINY_REWARD, SMOLLM2_REWARD])
 def test_setup_prepared_every_model(name: str) -> None:
     folder = MODELS_DIR / name
     assert is_prepared(folder, name)
@@ -31,6 +40,23 @@ def test_tiny_reward_model_scores_a_batch() -> None:
     with torch.no_grad():
         scores = model(**batch).logits
     assert scores.shape == (2, 1) and torch.isfinite(scores).all()
+
+
+def test_the_demo_reward_model_is_smollm2_with_a_deterministic_head() -> None:
+    """Its backbone is SmolLM2's; its value head the unit direction from " bad" to " good"."""
+    from safetensors.torch import load_file
+
+    reward = load_file(MODELS_DIR / SMOLLM2_REWARD / "model.safetensors")
+    causal = load_file(MODELS_DIR / SMOLLM2 / "model.safetensors")
+    config = json.loads((MODELS_DIR / SMOLLM2_REWARD / "config.json").read_text())
+    assert len(config["id2label"]) == 1 and config["architectures"] == [
+        "LlamaForSequenceClassification"
+    ]
+    key = "model.layers.0.mlp.up_proj.weight"
+    assert torch.equal(reward[key], causal[key])
+    head = reward["score.weight"].float()
+    assert head.shape == (1, config["hidden_size"])
+    assert abs(head.norm().item() - 1.0) < 1e-2
 
 
 def test_prepare_skips_what_is_ready_and_rebuilds_what_is_not(tmp_path: Path) -> None:

@@ -1,0 +1,76 @@
+"""Best-of-n: a variant generates k candidates in one engine call; the reward model picks one.
+
+The gateway asks the engine for `n = k` choices, sends them to the RewardScorer (awaited, with a
+timeout), and answers with the highest-scored candidate as `choices[0]`, its score in a `reward`
+object beside the other candidates' scores. A scorer that is down or slow never fails the
+answer: the first candidate is returned, with `reward.score` null and the reason. Usage counts
+every candidate, since every candidate was generated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from serve.relay import DONE, Endpoint, sse
+
+
+def pick_best(scores: Sequence[float] | None) -> int:
+    """The index of the highest score (the first on ties; 0 without scores or with NaN)."""
+    if not scores or any(math.isnan(s) for s in scores):
+        return 0
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
+def best_response(
+    payload: dict[str, Any],
+    scores: Sequence[float] | None,
+    model: str,
+    problem: str | None = None,
+) -> dict[str, Any]:
+    """The engine's n-choice response reduced to its best choice, with the `reward` object."""
+    best = pick_best(scores)
+    choices = sorted(payload["choices"], key=lambda c: c["index"])
+    reward: dict[str, Any] = {
+        "model": model,
+        "score": scores[best] if scores else None,
+        "best_of": len(choices),
+        "scores": list(scores) if scores else None,
+        "chosen": choices[best]["index"],
+    }
+    if problem is not None:
+        reward["error"] = problem
+    return {**payload, "choices": [{**choices[best], "index": 0}], "reward": reward}
+
+
+def choice_text(choice: dict[str, Any]) -> str:
+    message = choice.get("message")
+    if isinstance(message, dict):
+        return message.get("content") or ""
+    return choice.get("text") or ""
+
+
+def as_stream(response: dict[str, Any], endpoint: Endpoint, wants_usage: bool) -> str:
+    """A chosen answer as an SSE stream (best-of-n cannot stream before it has scored)."""
+    [choice] = response["choices"]
+    envelope = {
+        "id": response["id"],
+        "object": "chat.completion.chunk" if endpoint == "chat" else "text_completion",
+        "created": response["created"],
+        "model": response["model"],
+    }
+    if endpoint == "chat":
+        delta = {"role": "assistant", "content": choice_text(choice)}
+        first = {"index": 0, "delta": delta, "finish_reason": None}
+        last = {"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason")}
+    else:
+        first = {"index": 0, "text": choice_text(choice), "finish_reason": None}
+        last = {"index": 0, "text": "", "finish_reason": choice.get("finish_reason")}
+    events = [
+        sse(envelope | {"choices": [first], "reward": response["reward"]}),
+        sse(envelope | {"choices": [last]}),
+    ]
+    if wants_usage:
+        events.append(sse(envelope | {"choices": [], "usage": response.get("usage")}))
+    return "".join(events) + DONE

@@ -1,0 +1,93 @@
+"""The RewardScorer deployment: dynamic batching in front of `kernels.scorer.RewardScorer`.
+
+Requests from every gateway replica meet here; `@serve.batch` gathers them (up to
+`max_batch_size`, waiting at most `batch_wait_s`), and the scorer splits each gathered batch by
+its token budget into length buckets, so one forward pads little. The model runs on one worker
+thread, off the event loop.
+
+Two entry points: `score_and_log` (the gateway fires it after a completion ends and never waits:
+the score lands in the outcome log as a `Score` event) and `score` (best-of-n awaits it, with a
+timeout, to rank candidates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from router.events import Score
+from serve.config import ScorerConfig
+
+logger = logging.getLogger("ray.serve")
+
+SCORER_DEPLOYMENT = "reward-scorer"
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreJob:
+    """One response to score, with what the `Score` event needs to name it."""
+
+    completion_id: str
+    experiment: str | None
+    variant: str | None
+    messages: Sequence[Mapping[str, Any]]
+    response: str
+    ended: float  # Unix time the completion ended
+
+
+@serve.deployment(name=SCORER_DEPLOYMENT, max_ongoing_requests=4096)
+class RewardScorerDeployment:
+    """Scores responses in batches; its failures never reach a user's answer."""
+
+    def __init__(self, config: ScorerConfig, outcome_log: DeploymentHandle) -> None:
+        from kernels.scorer import RewardScorer
+
+        self._config = config
+        self._log = outcome_log
+        self._scorer = RewardScorer(
+            config.model_path,
+            device=config.device,
+            dtype=config.dtype,
+            kernels=config.kernels,
+            max_length=config.max_length,
+        )
+        self._model = config.model_path.name
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward-scorer")
+        self._batch.set_max_batch_size(config.max_batch_size)
+        self._batch.set_batch_wait_timeout_s(config.batch_wait_s)
+        logger.info("reward scorer ready: %s, %s backend", self._model, self._scorer.backend)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.02)
+    async def _batch(self, jobs: list[ScoreJob]) -> list[float]:
+        conversations = [(job.messages, job.response) for job in jobs]
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor,
+            self._scorer.score,
+            conversations,
+            self._config.token_budget,
+            self._config.max_batch_size,
+        )
+
+    async def score(self, jobs: list[ScoreJob]) -> list[float]:
+        """Scores of several responses (best-of-n candidates), batched with everyone else's."""
+        return list(await asyncio.gather(*(self._batch(job) for job in jobs)))
+
+    async def score_and_log(self, job: ScoreJob) -> None:
+        """Score one finished completion and record the `Score` event."""
+        value = await self._batch(job)
+        now = time.time()
+        await self._log.record.remote(
+            [Score(now, job.completion_id, job.experiment, job.variant, self._model, value,
+                   max(0.0, now - job.ended))]
+        )  # fmt: skip
+
+    def backend(self) -> str:
+        return self._scorer.backend
