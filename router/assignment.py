@@ -73,6 +73,13 @@ def _prefix(salt: str, key: str) -> blake2b:
     return blake2b(f"{salt}\x1f{key}\x1f".encode(), digest_size=8)
 
 
+def _uniform(prefix: blake2b, unit: bytes) -> float:
+    """`unit_interval` from a prefix hasher."""
+    hasher = prefix.copy()
+    hasher.update(unit)
+    return ((int.from_bytes(hasher.digest(), "big") >> 11) + 0.5) * _INV_TOP_53
+
+
 def _bucket(prefix: blake2b, unit: bytes) -> int:
     hasher = prefix.copy()
     hasher.update(unit)
@@ -113,6 +120,7 @@ class CompiledExperiment:
         "_layer",
         "_memo",
         "_pair_cumulative",
+        "_pair_hashers",
         "_pairs",
         "_salt",
         "_start",
@@ -154,6 +162,7 @@ class CompiledExperiment:
         self._forced = {unit: Assignment(v, "forced") for unit, v in experiment.forced.items()}
         pairs = experiment.arena_pairs() if self._arena else ()
         self._pairs = tuple(pair.variants for pair in pairs)
+        self._pair_hashers = (_prefix(salt, "#pair"), _prefix(salt, "#order"))
         total = sum(pair.weight for pair in pairs)
         running = 0.0
         cumulative = []
@@ -217,10 +226,12 @@ class CompiledExperiment:
         """The two variants of one arena battle, in the order they are shown (choice 0, 1)."""
         if not self._arena:
             raise ValueError(f"experiment {self.experiment.name!r} is not an arena experiment")
-        draw = unit_interval(self._salt, "#pair", battle_id)
+        encoded = battle_id.encode()
+        pair_prefix, order_prefix = self._pair_hashers
+        draw = _uniform(pair_prefix, encoded)
         index = min(bisect_right(self._pair_cumulative, draw), len(self._pairs) - 1)
         first, second = self._pairs[index]
-        if unit_interval(self._salt, "#order", battle_id) < 0.5:
+        if _uniform(order_prefix, encoded) < 0.5:
             return second, first
         return first, second
 
