@@ -82,6 +82,15 @@ class Battle:
     variant_b: str
     completion_a: str
     completion_b: str
+    # Style of each answer, for style control: completion tokens and markdown counts.
+    tokens_a: int | None = None
+    tokens_b: int | None = None
+    headers_a: int = 0
+    headers_b: int = 0
+    list_items_a: int = 0
+    list_items_b: int = 0
+    bold_a: int = 0
+    bold_b: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,7 +84,15 @@ CREATE TABLE IF NOT EXISTS battles (
     variant_a TEXT NOT NULL,
     variant_b TEXT NOT NULL,
     completion_a TEXT NOT NULL,
-    completion_b TEXT NOT NULL
+    completion_b TEXT NOT NULL,
+    tokens_a INTEGER,
+    tokens_b INTEGER,
+    headers_a INTEGER NOT NULL,
+    headers_b INTEGER NOT NULL,
+    list_items_a INTEGER NOT NULL,
+    list_items_b INTEGER NOT NULL,
+    bold_a INTEGER NOT NULL,
+    bold_b INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS battles_by_experiment ON battles (experiment);
 CREATE TABLE IF NOT EXISTS scores (

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 
 from router.events import Battle, Event
+from router.style import markdown_counts
 from serve.best_of_n import choice_text
 from serve.errors import APIError
 from serve.relay import DONE, Call, add_usage, engine_error, first_item, sse, unavailable
@@ -54,6 +55,11 @@ class Side:
     def fail(self, problem: APIError) -> APIError:
         self.status, self.error = problem.status, problem.message
         return problem
+
+
+def _tokens(side: Side) -> int | None:
+    value = (side.usage or {}).get("completion_tokens")
+    return value if isinstance(value, int) else None
 
 
 class ArenaBattle:
@@ -260,10 +266,13 @@ class ArenaBattle:
             events.append(side.call.completion(completion_id, side.status, side.usage, side.error))
         a, b = self.sides
         if all(side.status == 200 and side.completion_id for side in self.sides):
+            style_a, style_b = (markdown_counts("".join(side.text)) for side in self.sides)
             events.append(
                 Battle(a.call.ts, self.battle_id, a.call.request_id, self.experiment, self.unit,
                        a.call.variant, b.call.variant, a.completion_id or "",
-                       b.completion_id or "")
+                       b.completion_id or "", _tokens(a), _tokens(b),
+                       style_a.headers, style_b.headers, style_a.list_items,
+                       style_b.list_items, style_a.bold, style_b.bold)
             )  # fmt: skip
         return events
 

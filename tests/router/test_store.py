@@ -200,8 +200,32 @@ def test_battles_are_stored(store: OutcomeStore) -> None:
         "variant_b": "qwen",
         "completion_a": "b1-a",
         "completion_b": "b1-b",
+        "tokens_a": None,
+        "tokens_b": None,
+        "headers_a": 0,
+        "headers_b": 0,
+        "list_items_a": 0,
+        "list_items_b": 0,
+        "bold_a": 0,
+        "bold_b": 0,
     }
     assert (rows["b2"]["variant_a"], rows["b2"]["variant_b"]) == ("qwen", "llama")
+    styled = replace(battle("b3"), tokens_a=40, tokens_b=9, headers_a=2, list_items_b=3, bold_a=1)
+    store.write([styled])
+    [row] = store.rows("battles", "WHERE battle_id = ?", ["b3"])
+    assert (
+        row["tokens_a"],
+        row["tokens_b"],
+        row["headers_a"],
+        row["list_items_b"],
+        row["bold_a"],
+    ) == (
+        40,
+        9,
+        2,
+        3,
+        1,
+    )
 
 
 def test_a_vote_is_recorded_and_reveals_the_variants(store: OutcomeStore) -> None:
