@@ -1,0 +1,11 @@
+"""The analysis of an experiment from its outcome log: pure numpy/scipy, no cluster.
+
+`build_report(store, experiment)` is the entry point (`router.analysis.report`); the statistics
+live in `stats` (A/B: ratio metrics by the delta method, CUPED, sample-ratio test, mSPRT,
+Holm, bootstrap percentiles) and `arena` (Bradley–Terry leaderboard with bootstrap intervals
+and style control).
+"""
+
+from router.analysis.report import ExperimentReport, build_report
+
+__all__ = ["ExperimentReport", "build_report"]

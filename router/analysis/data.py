@@ -1,0 +1,296 @@
+"""What the analysis reads from the outcome log: per-unit data of one experiment, as numpy arrays.
+
+Units are counted by intent to treat: each exposed unit belongs to the group of its *first*
+exposure (`arm` exposures by variant, `holdout` exposures to the group "holdout"), whatever it
+was served later; forced, unallocated and out-of-slice units are not in the analysis. Every
+completion of the experiment is one row, attributed to its unit's group, with its feedback and
+reward score joined on, so a metric is a per-unit sum of a row column (`Rows.unit_sums`).
+
+A/B pre-period data (for CUPED) are the same unit's completions before its first exposure, on
+any model: rows of `Rows` kind too. In an arena, battles (not users) are randomized: each
+variant's group holds its battle completions, each its own unit, and the voted battles come with
+their style columns.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HOLDOUT = "holdout"
+
+# Per-completion columns: name -> SQL expression over the joined row.
+_ROW_COLUMNS = {
+    "ts": "c.ts",
+    "ok": "c.status = 200",
+    "error": "c.status != 200",
+    "ttft_s": "c.ttft_s",
+    "latency_s": "c.latency_s",
+    "completion_tokens": "COALESCE(c.completion_tokens, 0)",
+    "thumbs_up": "COALESCE(f.up, 0)",
+    "thumbs_down": "COALESCE(f.down, 0)",
+    "regenerate": "COALESCE(f.regen, 0)",
+    "copy": "COALESCE(f.copy, 0)",
+    "score": "s.score",
+}
+_ROW_SELECT = f"""
+SELECT c.unit, c.completion_id, {", ".join(_ROW_COLUMNS.values())}
+FROM completions c
+LEFT JOIN (
+    SELECT completion_id,
+           SUM(kind = 'thumbs' AND value = 'up') AS up,
+           SUM(kind = 'thumbs' AND value = 'down') AS down,
+           SUM(kind = 'regenerate') AS regen,
+           SUM(kind = 'copy') AS copy
+    FROM feedback WHERE completion_id IS NOT NULL GROUP BY completion_id
+) f USING (completion_id)
+LEFT JOIN (SELECT completion_id, AVG(score) AS score FROM scores GROUP BY completion_id) s
+    USING (completion_id)
+"""
+
+
+@dataclass
+class Rows:
+    """Completions as columns, each row tied to a unit index (into the owner's unit list)."""
+
+    unit: np.ndarray  # int index per row
+    columns: dict[str, np.ndarray]  # float arrays; NaN where a value is missing
+    custom: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # custom metric name -> (row index, value) of each custom feedback on these completions
+
+    @property
+    def size(self) -> int:
+        return len(self.unit)
+
+    def unit_sums(self, column: str, n_units: int, mask: np.ndarray | None = None) -> np.ndarray:
+        """Per-unit sum of a column (missing values count 0), optionally over masked rows."""
+        values = np.nan_to_num(self.columns[column], nan=0.0)
+        keep = np.ones(self.size, dtype=bool) if mask is None else mask
+        return np.bincount(self.unit[keep], weights=values[keep], minlength=n_units)
+
+    def unit_counts(self, column: str, n_units: int, mask: np.ndarray | None = None) -> np.ndarray:
+        """Per-unit number of rows where the column has a value."""
+        present = ~np.isnan(self.columns[column])
+        keep = present if mask is None else present & mask
+        return np.bincount(self.unit[keep], minlength=n_units).astype(float)
+
+    def custom_sums(
+        self, name: str, n_units: int, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-unit (sum, count) of the custom feedback `name`."""
+        rows, values = self.custom.get(name, (np.zeros(0, dtype=int), np.zeros(0)))
+        if mask is not None:
+            keep = mask[rows]
+            rows, values = rows[keep], values[keep]
+        units = self.unit[rows]
+        sums = np.bincount(units, weights=values, minlength=n_units)
+        counts = np.bincount(units, minlength=n_units).astype(float)
+        return sums, counts
+
+
+@dataclass
+class Group:
+    """One arm (or the holdout) of an A/B experiment: its units and their completions."""
+
+    name: str
+    units: list[str]
+    first_exposure: np.ndarray  # ts per unit
+    rows: Rows
+    pre: Rows  # completions of these units before their first exposure
+
+    @property
+    def n_units(self) -> int:
+        return len(self.units)
+
+
+@dataclass
+class BattleRows:
+    """Voted battles of an arena experiment."""
+
+    ts: np.ndarray
+    variant_a: list[str]
+    variant_b: list[str]
+    vote: list[str]
+    tokens: np.ndarray  # [n, 2] completion tokens of a and b (0 if unknown)
+    markdown: np.ndarray  # [n, 2, 3] headers, list items, bold of a and b
+    battles: int  # all logged battles, voted or not
+    pairs: dict[tuple[str, str], int]  # battles per unordered pair (sorted names), voted or not
+
+
+@dataclass
+class ExperimentData:
+    name: str
+    groups: dict[str, Group]
+    battles: BattleRows | None
+    start: float | None  # first exposure
+    end: float | None  # last completion
+
+
+def _connect(path: str | Path) -> sqlite3.Connection:
+    db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=30)
+    db.execute("PRAGMA query_only = ON")
+    return db
+
+
+def _rows(
+    db: sqlite3.Connection,
+    where: str,
+    params: Sequence[object],
+    units: dict[str, int] | None = None,
+    unit_expr: str = "c.unit",
+) -> tuple[Rows, dict[str, int]]:
+    """Completion rows matching `where` as columns, with the unit index of each row.
+
+    With `units`, rows of other units are dropped; without, every new unit gets the next index.
+    """
+    select = _ROW_SELECT.replace("SELECT c.unit,", f"SELECT {unit_expr},", 1)
+    cursor = db.execute(f"{select} WHERE {where}", tuple(params))
+    known = {} if units is None else units
+    unit_index, ids, values = [], [], []
+    for unit, completion_id, *row in cursor:
+        index = known.get(unit)
+        if index is None:
+            if units is not None:
+                continue
+            index = known[unit] = len(known)
+        unit_index.append(index)
+        ids.append(completion_id)
+        values.append(row)
+    table = np.array(values, dtype=float).reshape(len(values), len(_ROW_COLUMNS))
+    columns = {name: table[:, i] for i, name in enumerate(_ROW_COLUMNS)}
+    rows = Rows(np.array(unit_index, dtype=np.int64), columns)
+    if ids:
+        position = {cid: i for i, cid in enumerate(ids)}
+        custom: dict[str, tuple[list[int], list[float]]] = {}
+        for completion_id, name, number in db.execute(
+            "SELECT f.completion_id, f.name, f.number FROM feedback f "
+            f"JOIN completions c USING (completion_id) WHERE f.kind = 'custom' AND {where}",
+            tuple(params),
+        ):
+            row = position.get(completion_id)
+            if row is not None:
+                entry = custom.setdefault(name, ([], []))
+                entry[0].append(row)
+                entry[1].append(float(number))
+        rows.custom = {
+            name: (np.array(r, dtype=np.int64), np.array(v, dtype=float))
+            for name, (r, v) in custom.items()
+        }
+    return rows, known
+
+
+def load(path: str | Path, experiment: str, until: float | None = None) -> ExperimentData:
+    """Everything the report of `experiment` needs from the store at `path` (read-only)."""
+    db = _connect(path)
+    try:
+        return _load(db, experiment, until if until is not None else float("inf"))
+    finally:
+        db.close()
+
+
+def _load(db: sqlite3.Connection, experiment: str, until: float) -> ExperimentData:
+    battles = _battles(db, experiment, until)
+    groups = _arena_groups(db, experiment, until) if battles else _ab_groups(db, experiment, until)
+    start_end = db.execute(
+        "SELECT (SELECT MIN(ts) FROM exposures WHERE experiment = ?), "
+        "(SELECT MAX(ts) FROM completions WHERE experiment = ? AND ts <= ?)",
+        (experiment, experiment, until),
+    ).fetchone()
+    return ExperimentData(experiment, groups, battles, start_end[0], start_end[1])
+
+
+def _ab_groups(db: sqlite3.Connection, experiment: str, until: float) -> dict[str, Group]:
+    """A/B groups: exposed units by their first exposure, and their completions."""
+    exposures = db.execute(
+        "SELECT unit, variant, reason, MIN(ts) FROM exposures "
+        "WHERE experiment = ? AND exposed = 1 AND ts <= ? GROUP BY unit",
+        (experiment, until),
+    ).fetchall()
+    members: dict[str, list[tuple[str, float]]] = {}
+    for unit, variant, reason, ts in exposures:
+        group = HOLDOUT if reason == "holdout" else variant
+        if group is not None:
+            members.setdefault(group, []).append((unit, ts))
+    groups = {}
+    for name, units in sorted(members.items()):
+        index = {unit: i for i, (unit, _) in enumerate(units)}
+        first = np.array([ts for _, ts in units], dtype=float)
+        rows, _ = _rows(
+            db, "c.experiment = ? AND c.battle_id IS NULL AND c.ts <= ?", (experiment, until), index
+        )
+        pre = _pre_period(db, experiment, index, first)
+        groups[name] = Group(name, [u for u, _ in units], first, rows, pre)
+    return groups
+
+
+def _arena_groups(db: sqlite3.Connection, experiment: str, until: float) -> dict[str, Group]:
+    """Arena groups: each variant's battle completions, each completion its own unit (battles,
+    not users, are what is randomized in an arena)."""
+    variants = [
+        v
+        for (v,) in db.execute(
+            "SELECT DISTINCT variant FROM completions "
+            "WHERE experiment = ? AND battle_id IS NOT NULL",
+            (experiment,),
+        )
+    ]
+    groups = {}
+    for variant in sorted(variants):
+        rows, index = _rows(
+            db,
+            "c.experiment = ? AND c.battle_id IS NOT NULL AND c.variant = ? AND c.ts <= ?",
+            (experiment, variant, until),
+            unit_expr="c.completion_id",
+        )
+        empty = Rows(np.zeros(0, dtype=np.int64), {k: np.zeros(0) for k in _ROW_COLUMNS})
+        groups[variant] = Group(variant, list(index), rows.columns["ts"].copy(), rows, empty)
+    return groups
+
+
+def _pre_period(
+    db: sqlite3.Connection, experiment: str, index: dict[str, int], first: np.ndarray
+) -> Rows:
+    """The units' completions before their first exposure, on any model (CUPED covariates)."""
+    rows, _ = _rows(db, "(c.experiment IS NULL OR c.experiment != ?)", (experiment,), index)
+    keep = rows.columns["ts"] < first[rows.unit] if rows.size else np.zeros(0, dtype=bool)
+    kept = {name: column[keep] for name, column in rows.columns.items()}
+    return Rows(rows.unit[keep], kept)
+
+
+def _battles(db: sqlite3.Connection, experiment: str, until: float) -> BattleRows | None:
+    total = db.execute(
+        "SELECT COUNT(*) FROM battles WHERE experiment = ? AND ts <= ?", (experiment, until)
+    ).fetchone()[0]
+    if not total:
+        return None
+    voted = db.execute(
+        "SELECT b.ts, b.variant_a, b.variant_b, v.value, COALESCE(b.tokens_a, 0), "
+        "COALESCE(b.tokens_b, 0), b.headers_a, b.headers_b, b.list_items_a, b.list_items_b, "
+        "b.bold_a, b.bold_b FROM battles b JOIN feedback v "
+        "ON v.battle_id = b.battle_id AND v.kind = 'vote' WHERE b.experiment = ? AND b.ts <= ? "
+        "ORDER BY b.ts",
+        (experiment, until),
+    ).fetchall()
+    table = np.array([row[4:] for row in voted], dtype=float).reshape(len(voted), 8)
+    pairs: dict[tuple[str, str], int] = {}
+    for a, b, count in db.execute(
+        "SELECT variant_a, variant_b, COUNT(*) FROM battles WHERE experiment = ? AND ts <= ? "
+        "GROUP BY variant_a, variant_b",
+        (experiment, until),
+    ):
+        key = (min(a, b), max(a, b))
+        pairs[key] = pairs.get(key, 0) + count
+    return BattleRows(
+        ts=np.array([row[0] for row in voted], dtype=float),
+        variant_a=[row[1] for row in voted],
+        variant_b=[row[2] for row in voted],
+        vote=[row[3] for row in voted],
+        tokens=table[:, :2],
+        markdown=np.stack([table[:, [2, 4, 6]], table[:, [3, 5, 7]]], axis=1),
+        battles=total,
+        pairs=pairs,
+    )

@@ -1,0 +1,598 @@
+"""The experiment report: metrics per arm, comparisons, sequential tests, leaderboard, verdict.
+
+`build_report(store, experiment)` reads the outcome log (read-only) and answers the question a
+team runs the experiment for: ship the treatment or not. Every figure comes with its interval;
+the JSON form (`ExperimentReport.model_dump`) is what `GET /v1/experiments/{name}/report`
+returns and what the CLI renders as tables, plots and an HTML page.
+
+Decision rules (`_verdict`), per treatment against the control (the experiment's default
+variant):
+
+- a sample-ratio mismatch invalidates the experiment: do not ship;
+- a guardrail whose whole interval lies beyond its bound fails: do not ship — and a treatment
+  that wins on its primary metric (votes, thumbs) while failing the reward-score guardrail is
+  named as the sycophancy pattern;
+- the primary metric significantly worse (always-valid p-value, so daily looks are fine): do not
+  ship; significantly better with every guardrail passing (interval inside its bound): ship;
+  anything else: keep running.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from router.analysis import arena as arena_stats
+from router.analysis import stats
+from router.analysis.data import HOLDOUT, ExperimentData, Group, load
+from router.analysis.metrics import (
+    QUANTILES,
+    RATIOS,
+    covariate,
+    higher_is_better,
+    is_quantile,
+    quantile_values,
+    ratio_parts,
+)
+from router.experiment import Experiment, Guardrail
+
+ALPHA = 0.05
+LOOKS = 20  # sequential looks when the experiment is younger than two days; daily after
+Decision = Literal["ship", "do not ship", "keep running"]
+Status = Literal["pass", "fail", "inconclusive"]
+
+
+def _number(value: float | None) -> float | None:
+    """JSON has no NaN: missing figures are null."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+class Interval(BaseModel):
+    value: float | None
+    low: float | None
+    high: float | None
+
+    @classmethod
+    def of(cls, estimate: stats.Estimate) -> Interval:
+        return cls(
+            value=_number(estimate.value),
+            low=_number(estimate.ci[0]),
+            high=_number(estimate.ci[1]),
+        )
+
+
+class MetricValue(BaseModel):
+    metric: str
+    group: str
+    estimate: Interval
+    units: int
+
+
+class Comparison(BaseModel):
+    metric: str
+    treatment: str
+    control: str
+    absolute: Interval
+    relative: Interval
+    p_value: float | None
+    p_adjusted: float | None = Field(description="Holm-adjusted over this treatment's metrics.")
+    cuped: bool
+    variance_reduction: float | None
+
+
+class Look(BaseModel):
+    """The primary metric at one look: always-valid p-value and confidence sequence."""
+
+    ts: float
+    treatment: str
+    difference: float | None
+    p_value: float | None
+    naive_p_value: float | None
+    cs_low: float | None
+    cs_high: float | None
+
+
+class GuardrailResult(BaseModel):
+    metric: str
+    treatment: str
+    change: Interval
+    relative: bool
+    max_increase: float | None
+    max_decrease: float | None
+    status: Status
+
+
+class SampleRatio(BaseModel):
+    groups: list[str]
+    counts: list[int]
+    expected: list[float]
+    p_value: float | None
+    mismatch: bool
+
+
+class LeaderboardRow(BaseModel):
+    variant: str
+    rating: float | None
+    low: float | None
+    high: float | None
+    rating_style_controlled: float | None
+    style_low: float | None
+    style_high: float | None
+    battles: int
+
+
+class HeadToHead(BaseModel):
+    """P(treatment beats control) from the ratings, with its bootstrap interval."""
+
+    treatment: str
+    control: str
+    probability: Interval
+    probability_style_controlled: Interval
+
+
+class ArenaSection(BaseModel):
+    battles: int
+    votes: int
+    leaderboard: list[LeaderboardRow]
+    win_rate: dict[str, dict[str, float | None]]
+    pair_battles: dict[str, dict[str, int]]
+    head_to_head: list[HeadToHead]
+    style_coefficients: dict[str, float] | None
+    style_intervals: str = Field(
+        default="bootstrap",
+        description="bootstrap, or asymptotic (Wald draws) when refitting every replicate on "
+        "this many battles would be too slow",
+    )
+
+
+class Verdict(BaseModel):
+    decision: Decision
+    variant: str | None = Field(description="The variant to ship, when the decision is ship.")
+    reasons: list[str]
+    sycophancy: list[str] = Field(
+        description="Treatments that win on votes or thumbs while failing the reward guardrail."
+    )
+
+
+class ExperimentReport(BaseModel):
+    experiment: str
+    mode: str
+    generated_at: float
+    seconds: float = Field(description="How long the analysis took.")
+    start: float | None
+    end: float | None
+    control: str
+    primary_metric: str
+    units: dict[str, int]
+    sample_ratio: SampleRatio | None
+    metrics: list[MetricValue]
+    comparisons: list[Comparison]
+    sequential: list[Look]
+    guardrails: list[GuardrailResult]
+    arena: ArenaSection | None
+    verdict: Verdict
+    notes: list[str]
+
+
+def build_report(
+    store: str | Path,
+    experiment: Experiment,
+    *,
+    now: float | None = None,
+    reps: int = 200,
+    progress: bool = False,
+) -> ExperimentReport:
+    """Analyse `experiment` from the outcome store at `store`, as of `now` (default: the end)."""
+    started = time.perf_counter()
+    data = load(store, experiment.name, now)
+    control = _control(experiment, data)
+    notes: list[str] = []
+    metric_names = _metrics(experiment, data)
+    groups = [g for g in data.groups.values() if g.n_units]
+    treatments = [g.name for g in groups if g.name not in (control, HOLDOUT)]
+    values = [
+        MetricValue(metric=m, group=g.name, estimate=Interval.of(_estimate(g, m, reps)),
+                    units=g.n_units)
+        for m in metric_names
+        for g in groups
+    ]  # fmt: skip
+    comparisons = _comparisons(data, control, treatments, metric_names, reps)
+    arena = _arena(experiment, data, control, reps, progress) if data.battles else None
+    sequential = [] if arena else _sequential(experiment, data, control, treatments)
+    guardrails = _guardrails(experiment, comparisons)
+    sample_ratio = _sample_ratio(experiment, data, notes)
+    if experiment.mode == "arena" and arena is None:
+        notes.append("no battles logged yet")
+    verdict = _verdict(experiment, control, treatments, comparisons, sequential, guardrails,
+                       sample_ratio, arena)  # fmt: skip
+    return ExperimentReport(
+        experiment=experiment.name,
+        mode=experiment.mode,
+        generated_at=time.time(),
+        seconds=time.perf_counter() - started,
+        start=data.start,
+        end=data.end,
+        control=control,
+        primary_metric=experiment.metric,
+        units={g.name: g.n_units for g in data.groups.values()},
+        sample_ratio=sample_ratio,
+        metrics=values,
+        comparisons=comparisons,
+        sequential=sequential,
+        guardrails=guardrails,
+        arena=arena,
+        verdict=verdict,
+        notes=notes,
+    )
+
+
+def _control(experiment: Experiment, data: ExperimentData) -> str:
+    arms = [arm.variant for arm in experiment.arms]
+    fallback = experiment.fallback_variant
+    return fallback if fallback in arms else arms[0]
+
+
+def _metrics(experiment: Experiment, data: ExperimentData) -> list[str]:
+    """Every standard metric, plus custom ones named in the config or found in the log."""
+    names = [*RATIOS, *QUANTILES]
+    wanted = [experiment.metric, *(g.metric for g in experiment.guardrails)]
+    for group in data.groups.values():
+        wanted += [f"custom:{name}" for name in group.rows.custom]
+    for name in wanted:
+        if name.startswith("custom:") and name not in names:
+            names.append(name)
+    return names
+
+
+def _estimate(group: Group, metric: str, reps: int) -> stats.Estimate:
+    if is_quantile(metric):
+        values, units = quantile_values(group, metric)
+        return stats.quantile_estimate(values, units, QUANTILES[metric][1], ALPHA, reps)
+    num, den = ratio_parts(group, metric)
+    return stats.ratio_estimate(num, den, ALPHA)
+
+
+def _compare(t: Group, c: Group, metric: str, reps: int) -> stats.Lift:
+    if is_quantile(metric):
+        q = QUANTILES[metric][1]
+        values_t, units_t = quantile_values(t, metric)
+        values_c, units_c = quantile_values(c, metric)
+        return stats.compare_quantile(values_t, units_t, values_c, units_c, q, ALPHA, reps)
+    num_t, den_t = ratio_parts(t, metric)
+    num_c, den_c = ratio_parts(c, metric)
+    x_t, x_c = covariate(t, metric), covariate(c, metric)
+    if x_t is None or x_c is None:
+        x_t = x_c = None
+    return stats.compare_ratio(num_t, den_t, num_c, den_c, ALPHA, x_t, x_c)
+
+
+def _comparisons(
+    data: ExperimentData, control: str, treatments: list[str], metrics: list[str], reps: int
+) -> list[Comparison]:
+    if control not in data.groups:
+        return []
+    out = []
+    for name in treatments:
+        lifts = {m: _compare(data.groups[name], data.groups[control], m, reps) for m in metrics}
+        adjusted = stats.holm([lift.p_value for lift in lifts.values()])
+        for (metric, lift), p_adjusted in zip(lifts.items(), adjusted, strict=True):
+            out.append(
+                Comparison(metric=metric, treatment=name, control=control,
+                           absolute=Interval.of(lift.absolute),
+                           relative=Interval.of(lift.relative),
+                           p_value=_number(lift.p_value), p_adjusted=_number(p_adjusted),
+                           cuped=lift.cuped, variance_reduction=_number(lift.variance_reduction))
+            )  # fmt: skip
+    return out
+
+
+def _look_times(start: float, end: float) -> np.ndarray:
+    day = 86_400.0
+    if end - start >= 2 * day:
+        return np.append(np.arange(start + day, end, day), end)
+    return np.linspace(start, end, LOOKS + 1)[1:]
+
+
+def _sequential(
+    experiment: Experiment, data: ExperimentData, control: str, treatments: list[str]
+) -> list[Look]:
+    """The primary metric at each look (daily, or 20 looks for a young experiment)."""
+    metric = experiment.metric
+    if is_quantile(metric) or metric == "vote_win_rate" or control not in data.groups:
+        return []
+    if data.start is None or data.end is None or data.end <= data.start:
+        return []
+    looks = []
+    c = data.groups[control]
+    for name in treatments:
+        t = data.groups[name]
+        times = _look_times(data.start, data.end)
+        diffs, variances, naive = [], [], []
+        for at in times:
+            lift = stats.compare_ratio(*ratio_parts(t, metric, at), *ratio_parts(c, metric, at))
+            diffs.append(lift.absolute.value)
+            variances.append(lift.absolute.se**2)
+            naive.append(lift.p_value)
+        control_value = stats.ratio_estimate(*ratio_parts(c, metric)).value
+        tau2 = stats.default_tau2(control_value if math.isfinite(control_value) else 1.0)
+        diff_arr, var_arr = np.array(diffs, dtype=float), np.array(variances, dtype=float)
+        valid = np.isfinite(diff_arr) & np.isfinite(var_arr) & (var_arr > 0)
+        p_values = np.full(len(times), np.nan)
+        if valid.any():
+            p_values[valid] = stats.always_valid_p_values(diff_arr[valid], var_arr[valid], tau2)
+        for at, diff, var, p, naive_p in zip(times, diffs, variances, p_values, naive,
+                                             strict=True):  # fmt: skip
+            low = high = None
+            if math.isfinite(diff) and math.isfinite(var) and var > 0:
+                low, high = stats.confidence_sequence(diff, var, tau2, ALPHA)
+            looks.append(
+                Look(ts=float(at), treatment=name, difference=_number(diff),
+                     p_value=_number(p), naive_p_value=_number(naive_p),
+                     cs_low=_number(low), cs_high=_number(high))
+            )  # fmt: skip
+    return looks
+
+
+def _guardrail_status(guardrail: Guardrail, change: Interval) -> Status:
+    """Fail when the whole interval is beyond a bound, pass when it is all within them."""
+    low, high = change.low, change.high
+    if low is None or high is None:
+        return "inconclusive"
+    up, down = guardrail.max_increase, guardrail.max_decrease
+    if (up is not None and low > up) or (down is not None and high < -down):
+        return "fail"
+    if (up is None or high <= up) and (down is None or low >= -down):
+        return "pass"
+    return "inconclusive"
+
+
+def _guardrails(experiment: Experiment, comparisons: list[Comparison]) -> list[GuardrailResult]:
+    by_key = {(c.metric, c.treatment): c for c in comparisons}
+    treatments = sorted({c.treatment for c in comparisons})
+    out = []
+    for guardrail in experiment.guardrails:
+        for treatment in treatments:
+            comparison = by_key.get((guardrail.metric, treatment))
+            if comparison is None:
+                continue
+            change = comparison.relative if guardrail.relative else comparison.absolute
+            out.append(
+                GuardrailResult(metric=guardrail.metric, treatment=treatment, change=change,
+                                relative=guardrail.relative,
+                                max_increase=guardrail.max_increase,
+                                max_decrease=guardrail.max_decrease,
+                                status=_guardrail_status(guardrail, change))
+            )  # fmt: skip
+    return out
+
+
+def _sample_ratio(
+    experiment: Experiment, data: ExperimentData, notes: list[str]
+) -> SampleRatio | None:
+    """Units per arm against the arm weights (A/B), or battles per pair against pair weights."""
+    if experiment.mode == "arena":
+        if data.battles is None:
+            return None
+        pairs = experiment.arena_pairs()
+        names = [" vs ".join(sorted(p.variants)) for p in pairs]
+        counts = [data.battles.pairs.get(tuple(sorted(p.variants)), 0) for p in pairs]  # type: ignore[arg-type]
+        weights = [p.weight for p in pairs]
+    else:
+        arms = [arm for arm in experiment.arms if arm.weight > 0]
+        names = [arm.variant for arm in arms]
+        counts = [data.groups[n].n_units if n in data.groups else 0 for n in names]
+        weights = [arm.weight for arm in arms]
+    if len(names) < 2 or sum(counts) == 0:
+        return None
+    test = stats.sample_ratio_test(counts, weights)
+    if experiment.mode == "ab" and any(a.weight == 0 for a in experiment.arms):
+        notes.append("arms with weight 0 are left out of the sample-ratio test")
+    return SampleRatio(groups=names, counts=list(test.counts), expected=list(test.expected),
+                       p_value=_number(test.p_value), mismatch=test.mismatch)  # fmt: skip
+
+
+def _arena(
+    experiment: Experiment, data: ExperimentData, control: str, reps: int, progress: bool
+) -> ArenaSection | None:
+    rows = data.battles
+    if rows is None:
+        return None
+    votes = len(rows.vote)
+    names = sorted({*rows.variant_a, *rows.variant_b} | {a.variant for a in experiment.arms})
+    pair_battles: dict[str, dict[str, int]] = {n: {} for n in names}
+    for (a, b), count in rows.pairs.items():
+        pair_battles.setdefault(a, {})[b] = count
+        pair_battles.setdefault(b, {})[a] = count
+    if votes == 0:
+        return ArenaSection(battles=rows.battles, votes=0, leaderboard=[], win_rate={},
+                            pair_battles=pair_battles, head_to_head=[],
+                            style_coefficients=None)  # fmt: skip
+    style = arena_stats.style_features(rows.tokens[:, 0], rows.tokens[:, 1],
+                                       rows.markdown[:, 0], rows.markdown[:, 1])  # fmt: skip
+    battles = arena_stats.Battles.from_votes(rows.variant_a, rows.variant_b, rows.vote, style)
+    plain = arena_stats.leaderboard(battles, reps=reps, alpha=ALPHA, progress=progress)
+    styled = arena_stats.leaderboard(battles, style=True, reps=reps, alpha=ALPHA, progress=progress)
+    win_rate, _ = arena_stats.win_matrix(battles)
+    models = list(battles.models)
+    board = sorted(
+        (
+            LeaderboardRow(variant=m, rating=_number(plain.rating[i]),
+                           low=_number(plain.ci[i, 0]), high=_number(plain.ci[i, 1]),
+                           rating_style_controlled=_number(styled.rating[i]),
+                           style_low=_number(styled.ci[i, 0]), style_high=_number(styled.ci[i, 1]),
+                           battles=int(plain.battles[i]))
+            for i, m in enumerate(models)
+        ),
+        key=lambda row: -(row.rating or -math.inf),
+    )  # fmt: skip
+    head_to_head = []
+    if control in models:
+        for name in models:
+            if name != control:
+                head_to_head.append(
+                    HeadToHead(treatment=name, control=control,
+                               probability=_win_interval(plain, name, control),
+                               probability_style_controlled=_win_interval(styled, name, control))
+                )  # fmt: skip
+    coefficients = None
+    if styled.style_coefficients is not None:
+        labels = ["length", "headers", "list_items", "bold"]
+        coefficients = {
+            label: float(v) for label, v in zip(labels, styled.style_coefficients, strict=False)
+        }
+    matrix = {
+        a: {b: _number(win_rate[i, j]) for j, b in enumerate(models) if i != j}
+        for i, a in enumerate(models)
+    }
+    return ArenaSection(battles=rows.battles, votes=votes, leaderboard=board, win_rate=matrix,
+                        pair_battles=pair_battles, head_to_head=head_to_head,
+                        style_coefficients=coefficients,
+                        style_intervals=styled.method)  # fmt: skip
+
+
+def _win_interval(ratings: arena_stats.Ratings, i: str, j: str) -> Interval:
+    """P(i beats j) at the ratings, with the percentile interval over the bootstrap replicates."""
+    point, low, high = ratings.win_probability(i, j, ALPHA)
+    return Interval(value=_number(point), low=_number(low), high=_number(high))
+
+
+def _significant(
+    value: float | None, low: float | None, high: float | None, metric: str, null: float = 0.0
+) -> int:
+    """+1 significantly better, -1 significantly worse, 0 neither (by the interval)."""
+    if low is None or high is None or value is None:
+        return 0
+    better = 1 if higher_is_better(metric) else -1
+    if low > null:
+        return better
+    if high < null:
+        return -better
+    return 0
+
+
+def _primary_effect(
+    experiment: Experiment,
+    treatment: str,
+    comparisons: Iterable[Comparison],
+    sequential: list[Look],
+    arena: ArenaSection | None,
+) -> tuple[int, str]:
+    """How the treatment does on the primary metric (+1, -1, 0) and the evidence, in words."""
+    metric = experiment.metric
+    if metric == "vote_win_rate":
+        if arena is None:
+            return 0, "no votes yet"
+        match = next((h for h in arena.head_to_head if h.treatment == treatment), None)
+        if match is None:
+            return 0, "no battles against the control"
+        p = match.probability
+        effect = _significant(p.value, p.low, p.high, metric, null=0.5)
+        return effect, (
+            f"wins {_pct(p.value)} of votes against {match.control} "
+            f"(interval {_pct(p.low)}–{_pct(p.high)})"
+        )
+    looks = [look for look in sequential if look.treatment == treatment]
+    comparison = next(
+        (c for c in comparisons if c.metric == metric and c.treatment == treatment), None
+    )
+    if comparison is None:
+        return 0, f"no {metric} data"
+    if looks:
+        last = looks[-1]
+        p = min((look.p_value for look in looks if look.p_value is not None), default=None)
+        effect = 0
+        if p is not None and p < ALPHA:
+            effect = _significant(last.difference, last.cs_low, last.cs_high, metric)
+        return effect, (
+            f"{metric} {_signed(comparison.absolute.value)} "
+            f"(always-valid p {_fmt(p)}, confidence sequence {_fmt(last.cs_low)} to "
+            f"{_fmt(last.cs_high)})"
+        )
+    a = comparison.absolute
+    return _significant(a.value, a.low, a.high, metric), (
+        f"{metric} {_signed(a.value)} (interval {_fmt(a.low)} to {_fmt(a.high)})"
+    )
+
+
+def _verdict(
+    experiment: Experiment,
+    control: str,
+    treatments: list[str],
+    comparisons: list[Comparison],
+    sequential: list[Look],
+    guardrails: list[GuardrailResult],
+    sample_ratio: SampleRatio | None,
+    arena: ArenaSection | None,
+) -> Verdict:
+    if sample_ratio is not None and sample_ratio.mismatch:
+        return Verdict(
+            decision="do not ship",
+            variant=None,
+            reasons=[
+                f"sample-ratio mismatch (p = {_fmt(sample_ratio.p_value)}): counts "
+                f"{sample_ratio.counts} against expected "
+                f"{[round(e) for e in sample_ratio.expected]}; assignment or logging is broken, "
+                "so no comparison can be trusted"
+            ],
+            sycophancy=[],
+        )
+    if not treatments:
+        return Verdict(decision="keep running", variant=None,
+                       reasons=["no treatment has units yet"], sycophancy=[])  # fmt: skip
+    reasons, sycophancy, shippable, blocked = [], [], [], []
+    for name in treatments:
+        effect, evidence = _primary_effect(experiment, name, comparisons, sequential, arena)
+        mine = [g for g in guardrails if g.treatment == name]
+        failed = [g for g in mine if g.status == "fail"]
+        pending = [g for g in mine if g.status == "inconclusive"]
+        if failed:
+            blocked.append(name)
+            names = ", ".join(g.metric for g in failed)
+            reasons.append(f"{name}: fails guardrail {names}; {evidence}")
+            if effect > 0 and any(g.metric == "reward_score" for g in failed):
+                sycophancy.append(name)
+                reasons.append(
+                    f"{name} wins on {experiment.metric} while losing on the reward-score "
+                    "guardrail: the sycophancy pattern (preferred, but judged worse)"
+                )
+        elif effect < 0:
+            blocked.append(name)
+            reasons.append(f"{name}: worse than {control}: {evidence}")
+        elif effect > 0 and not pending:
+            shippable.append(name)
+            reasons.append(f"{name}: better than {control}, every guardrail passing: {evidence}")
+        elif effect > 0:
+            reasons.append(
+                f"{name}: better than {control} ({evidence}), but guardrails "
+                f"{', '.join(g.metric for g in pending)} are not yet conclusive"
+            )
+        else:
+            reasons.append(f"{name}: no significant difference yet: {evidence}")
+    if shippable:
+        decision: Decision = "ship"
+    elif len(blocked) == len(treatments):
+        decision = "do not ship"
+    else:
+        decision = "keep running"
+    return Verdict(decision=decision, variant=shippable[0] if shippable else None,
+                   reasons=reasons, sycophancy=sycophancy)  # fmt: skip
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3g}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"

@@ -1,0 +1,155 @@
+"""Simulated outcome logs with a known truth: for the report's tests and its benchmark.
+
+`simulate_ab` writes exposures, completions, feedback and scores of an A/B experiment whose
+per-arm rates are given; `simulate_arena` writes battles and votes from true ratings, with an
+optional pure length bias (voters prefer the longer answer whatever its quality). Both go through
+`OutcomeStore.write`, as the gateway's events do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from router.assignment import compile_experiment
+from router.events import Battle, Completion, Event, Exposure, Feedback, Score
+from router.experiment import Experiment
+from router.store import OutcomeStore
+
+DAY = 86_400.0
+T0 = 1_800_000_000.0  # a fixed start, so simulated logs are reproducible
+
+
+@dataclass
+class Arm:
+    """The truth of one arm: per-completion probabilities and means."""
+
+    thumbs_up: float = 0.2
+    thumbs_down: float = 0.05
+    regenerate: float = 0.05
+    error: float = 0.01
+    reward: float = 0.0
+    ttft_s: float = 0.2
+    latency_s: float = 1.0
+    tokens: float = 60.0
+
+
+@dataclass
+class Traffic:
+    units: int = 2_000
+    requests_per_unit: float = 3.0
+    days: float = 7.0
+    pre_period: bool = False  # each unit also has completions before its first exposure
+    split: Mapping[str, float] | None = None  # actual share per arm (else the hash assignment)
+    unit_effect: float = 0.5  # spread of per-unit propensity (makes requests of a unit correlated)
+    seed: int = 0
+    arms: dict[str, Arm] = field(default_factory=dict)
+
+
+def _write(path: str | Path, events: list[Event], batch: int = 50_000) -> None:
+    store = OutcomeStore(path)
+    try:
+        for i in range(0, len(events), batch):
+            store.write(events[i : i + batch])
+    finally:
+        store.close()
+
+
+def simulate_ab(path: str | Path, experiment: Experiment, traffic: Traffic) -> int:
+    """Write an A/B experiment's log; returns the number of completions."""
+    rng = np.random.default_rng(traffic.seed)
+    plan = compile_experiment(experiment)
+    names = [arm.variant for arm in experiment.arms]
+    events: list[Event] = []
+    completions = 0
+    for u in range(traffic.units):
+        unit = f"user-{traffic.seed}-{u}"
+        if traffic.split is not None:
+            variant = str(rng.choice(list(traffic.split), p=list(traffic.split.values())))
+            reason = "arm"
+        else:
+            answer = plan.assign(unit, T0)
+            variant, reason = answer.variant or names[0], answer.reason
+        truth = traffic.arms.get(variant, Arm())
+        start = T0 + rng.uniform(0, traffic.days * DAY * 0.9)
+        events.append(
+            Exposure(start, f"req-{unit}", experiment.name, experiment.unit, unit, variant,
+                     reason, reason in ("arm", "holdout"))  # type: ignore[arg-type]
+        )  # fmt: skip
+        propensity = rng.lognormal(0, traffic.unit_effect)
+        n = rng.poisson(traffic.requests_per_unit) + 1
+        times = np.sort(rng.uniform(start, T0 + traffic.days * DAY, n))
+        if traffic.pre_period:
+            times = np.concatenate([start - rng.uniform(1, DAY, 2), times])
+        for i, ts in enumerate(times):
+            pre = ts < start
+            cid = f"c-{unit}-{i}"
+            ok = rng.random() >= truth.error
+            up = ok and rng.random() < min(1.0, truth.thumbs_up * propensity)
+            down = ok and not up and rng.random() < min(1.0, truth.thumbs_down * propensity)
+            events.append(
+                Completion(float(ts), cid, f"r-{cid}", None if pre else experiment.name,
+                           variant, unit, "chat", True, 200 if ok else 503,
+                           float(rng.exponential(truth.ttft_s)) if ok else None,
+                           float(rng.exponential(truth.latency_s)), 20,
+                           int(rng.poisson(truth.tokens)) if ok else None)
+            )  # fmt: skip
+            completions += 1
+            if up or down:
+                events.append(Feedback(float(ts) + 1, "thumbs", f"k-{cid}", completion_id=cid,
+                                       value="up" if up else "down"))  # fmt: skip
+            if ok and rng.random() < truth.regenerate:
+                events.append(Feedback(float(ts) + 2, "regenerate", f"r-{cid}", completion_id=cid))
+            if ok:
+                score = float(rng.normal(truth.reward, 1.0))
+                events.append(Score(float(ts) + 1, cid, None if pre else experiment.name,
+                                    variant, "rm", score, 0.5))  # fmt: skip
+    _write(path, events)
+    return completions
+
+
+def simulate_arena(
+    path: str | Path,
+    experiment: Experiment,
+    *,
+    battles: int,
+    ratings: Mapping[str, float],
+    length_bias: float = 0.0,
+    longer: Mapping[str, float] | None = None,
+    rewards: Mapping[str, float] | None = None,
+    tie_rate: float = 0.1,
+    seed: int = 0,
+) -> None:
+    """Write battles and their votes: P(a beats b) from `ratings` (Elo scale), shifted by
+    `length_bias` times the normalized length difference; `longer` scales each variant's
+    answer length; `rewards` are each variant's mean reward score."""
+    rng = np.random.default_rng(seed)
+    plan = compile_experiment(experiment)
+    events: list[Event] = []
+    for i in range(battles):
+        battle_id = f"battle-{seed}-{i}"
+        a, b = plan.pick_pair(battle_id)
+        ts = T0 + i * 10.0
+        tokens_a = int(rng.poisson(100 * (longer or {}).get(a, 1.0))) + 1
+        tokens_b = int(rng.poisson(100 * (longer or {}).get(b, 1.0))) + 1
+        logit = (ratings[a] - ratings[b]) * np.log(10) / 400
+        logit += length_bias * (tokens_a - tokens_b) / (tokens_a + tokens_b)
+        p_a = 1 / (1 + np.exp(-logit))
+        draw = rng.random()
+        vote = "tie" if draw < tie_rate else ("a" if rng.random() < p_a else "b")
+        ids = (f"{battle_id}-a", f"{battle_id}-b")
+        for cid, variant, tokens in ((ids[0], a, tokens_a), (ids[1], b, tokens_b)):
+            events.append(
+                Completion(ts, cid, battle_id, experiment.name, variant, f"u{i % 500}", "chat",
+                           False, 200, None, 1.0, 20, tokens, battle_id=battle_id)
+            )  # fmt: skip
+            if rewards is not None:
+                score = float(rng.normal(rewards[variant], 1.0))
+                events.append(Score(ts, cid, experiment.name, variant, "rm", score, 0.5))
+        events.append(Battle(ts, battle_id, battle_id, experiment.name, f"u{i % 500}", a, b,
+                             ids[0], ids[1], tokens_a, tokens_b))  # fmt: skip
+        events.append(Feedback(ts + 5, "vote", f"v-{battle_id}", battle_id=battle_id, value=vote))
+    _write(path, events)

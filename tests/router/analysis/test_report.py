@@ -1,0 +1,137 @@
+"""The report on simulated logs with a known truth: each verdict is reached for the right reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router.analysis import build_report
+from router.analysis.simulate import Arm, Traffic, simulate_ab, simulate_arena
+from router.experiment import Experiment
+
+GUARDRAILS = [
+    {"metric": "reward_score", "max_decrease": 0.15},
+    {"metric": "error_rate", "max_increase": 0.03},
+]
+
+
+def ab(**extra: object) -> Experiment:
+    return Experiment.model_validate(
+        {"name": "ab", "arms": [{"variant": "a"}, {"variant": "b"}], "guardrails": GUARDRAILS}
+        | extra
+    )
+
+
+def arena(**extra: object) -> Experiment:
+    return Experiment.model_validate(
+        {"name": "duel", "mode": "arena", "arms": [{"variant": "a"}, {"variant": "b"}],
+         "guardrails": [{"metric": "reward_score", "max_decrease": 0.2}]} | extra
+    )  # fmt: skip
+
+
+def test_a_better_treatment_with_healthy_guardrails_ships(tmp_path: Path) -> None:
+    store = tmp_path / "o.db"
+    arms = {"a": Arm(thumbs_up=0.2), "b": Arm(thumbs_up=0.3)}
+    simulate_ab(store, ab(), Traffic(units=3000, arms=arms, seed=1))
+    report = build_report(store, ab(), reps=100)
+    assert report.control == "a" and set(report.units) == {"a", "b"}
+    assert report.verdict.decision == "ship" and report.verdict.variant == "b"
+    assert {g.metric: g.status for g in report.guardrails} == {
+        "reward_score": "pass",
+        "error_rate": "pass",
+    }
+    up = next(c for c in report.comparisons if c.metric == "thumbs_up_rate")
+    assert up.relative.low < 0.5 < up.relative.high  # the truth: +50 %
+    assert report.sequential and report.sequential[-1].p_value < 0.05
+    assert not report.sample_ratio.mismatch
+
+
+def test_winning_thumbs_while_losing_reward_is_the_sycophancy_pattern(tmp_path: Path) -> None:
+    store = tmp_path / "o.db"
+    arms = {"a": Arm(thumbs_up=0.2), "b": Arm(thumbs_up=0.3, reward=-0.5)}
+    simulate_ab(store, ab(), Traffic(units=3000, arms=arms, seed=2))
+    report = build_report(store, ab(), reps=100)
+    assert report.verdict.decision == "do not ship"
+    assert report.verdict.sycophancy == ["b"]
+    assert any("sycophancy" in reason for reason in report.verdict.reasons)
+
+
+def test_no_difference_keeps_running(tmp_path: Path) -> None:
+    store = tmp_path / "o.db"
+    simulate_ab(store, ab(), Traffic(units=1500, arms={"a": Arm(), "b": Arm()}, seed=3))
+    report = build_report(store, ab(), reps=100)
+    assert report.verdict.decision == "keep running" and report.verdict.sycophancy == []
+
+
+def test_a_sample_ratio_mismatch_invalidates_the_experiment(tmp_path: Path) -> None:
+    store = tmp_path / "o.db"
+    traffic = Traffic(units=4000, split={"a": 0.45, "b": 0.55}, arms={"b": Arm(thumbs_up=0.4)})
+    simulate_ab(store, ab(), traffic)
+    report = build_report(store, ab(), reps=50)
+    assert report.sample_ratio.mismatch
+    assert report.verdict.decision == "do not ship"
+    assert "sample-ratio mismatch" in report.verdict.reasons[0]
+
+
+def test_cuped_uses_the_pre_period(tmp_path: Path) -> None:
+    store = tmp_path / "o.db"
+    traffic = Traffic(units=2000, pre_period=True, unit_effect=1.0, seed=4,
+                      arms={"a": Arm(thumbs_up=0.2), "b": Arm(thumbs_up=0.2)})  # fmt: skip
+    simulate_ab(store, ab(), traffic)
+    report = build_report(store, ab(), reps=50)
+    up = next(c for c in report.comparisons if c.metric == "thumbs_up_rate")
+    assert up.cuped and up.variance_reduction > 0.05
+
+
+def test_holdout_is_its_own_group(tmp_path: Path) -> None:
+    store = tmp_path / "o.db"
+    experiment = ab(holdout=0.2)
+    simulate_ab(store, experiment, Traffic(units=2000, seed=5))
+    report = build_report(store, experiment, reps=50)
+    assert set(report.units) == {"a", "b", "holdout"}
+    assert {c.treatment for c in report.comparisons} == {"b"}
+
+
+def test_an_arena_leaderboard_and_its_verdict(tmp_path: Path) -> None:
+    store = tmp_path / "o.db"
+    simulate_arena(store, arena(), battles=2000, ratings={"a": 1000, "b": 1070},
+                   rewards={"a": 0.0, "b": 0.0})  # fmt: skip
+    report = build_report(store, arena(), reps=100)
+    board = report.arena.leaderboard
+    assert [row.variant for row in board] == ["b", "a"]
+    [h2h] = report.arena.head_to_head
+    assert h2h.probability.low < 0.6 < h2h.probability.high  # the truth: 1070 vs 1000 -> 0.60
+    assert report.verdict.decision == "ship" and report.verdict.variant == "b"
+
+
+def test_an_arena_winner_with_a_worse_reward_is_named(tmp_path: Path) -> None:
+    store = tmp_path / "o.db"
+    simulate_arena(store, arena(), battles=2000, ratings={"a": 1000, "b": 1100},
+                   rewards={"a": 0.0, "b": -0.6})  # fmt: skip
+    report = build_report(store, arena(), reps=100)
+    assert report.verdict.decision == "do not ship"
+    assert report.verdict.sycophancy == ["b"]
+
+
+def test_style_control_removes_a_length_bias(tmp_path: Path) -> None:
+    store = tmp_path / "o.db"
+    simulate_arena(store, arena(), battles=3000, ratings={"a": 1000, "b": 1000},
+                   length_bias=3.0, longer={"b": 2.0})  # fmt: skip
+    report = build_report(store, arena(), reps=100)
+    [h2h] = report.arena.head_to_head
+    assert h2h.probability.low > 0.5  # b "wins" only by writing longer answers
+    styled = h2h.probability_style_controlled
+    assert styled.low < 0.5 < styled.high
+    assert report.arena.style_coefficients["length"] > 0
+
+
+@pytest.mark.parametrize("mode", ["ab", "arena"])
+def test_an_empty_log_gives_a_report(tmp_path: Path, mode: str) -> None:
+    from router.store import OutcomeStore
+
+    OutcomeStore(tmp_path / "o.db").close()
+    experiment = ab() if mode == "ab" else arena()
+    report = build_report(tmp_path / "o.db", experiment, reps=10)
+    assert report.verdict.decision == "keep running"
+    assert report.model_dump_json()  # JSON-safe: no NaN
