@@ -131,6 +131,40 @@ def redeploy(client: Any, path: Path, current: ServeFile, host: str, port: int) 
     return edited
 
 
+def report_command(args: argparse.Namespace) -> int:
+    """Print the experiment's report and write its plots and HTML page."""
+    try:
+        served = read_serve_file(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    experiments = {e.name: e for e in served.experiments.experiments}
+    experiment = experiments.get(args.experiment)
+    if experiment is None:
+        known = ", ".join(experiments) or "none"
+        print(
+            f"no experiment {args.experiment!r} in {args.config} (known: {known})", file=sys.stderr
+        )
+        return 2
+    store = args.store or served.app.store_file
+    if not store.is_file():
+        print(f"no outcome log at {store}", file=sys.stderr)
+        return 2
+    from router.analysis import build_report
+    from serve.report import print_report, write_html, write_plots
+
+    report = build_report(store, experiment, reps=args.reps, progress=not args.json)
+    if args.json:
+        print(report.model_dump_json(indent=2))
+        return 0
+    print_report(report)
+    folder = args.out or PROJECT_ROOT / "reports" / experiment.name
+    plots = write_plots(report, folder)
+    page = write_html(report, plots, folder)
+    print(f"wrote {', '.join(str(p) for p in [*plots, page])}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="arena-serve", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,9 +174,20 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int, default=None)
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
+    report = commands.add_parser("report", help="analyse an experiment from the outcome log")
+    report.add_argument("--experiment", required=True, help="the experiment's name")
+    report.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    report.add_argument("--store", type=Path, help="the SQLite outcome log (default: config's)")
+    report.add_argument(
+        "--out", type=Path, help="folder for plots and HTML (default: reports/NAME)"
+    )
+    report.add_argument("--reps", type=int, default=200, help="bootstrap replicates")
+    report.add_argument("--json", action="store_true", help="print the JSON report instead")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_foreground(args.config, args.host, args.port)
+    if args.command == "report":
+        return report_command(args)
     try:
         checked = read_serve_file(args.config)
     except ConfigError as exc:

@@ -274,6 +274,25 @@ class Gateway:
             "data": [_describe(plan.experiment, now) for plan in self._experiments.values()],
         }
 
+    @app.get("/v1/experiments/{name}/report")
+    async def experiment_report(self, name: str) -> JSONResponse:
+        plan = self._experiments.get(name)
+        if plan is None:
+            raise APIError(
+                404, f"no experiment named {name!r}", param="name", code="experiment_not_found"
+            )
+        try:
+            report = await self._log.report.remote(plan.experiment)
+        except Exception as exc:
+            logger.error("report of %s failed: %r", name, exc)
+            raise APIError(
+                503,
+                "the report could not be computed; retry",
+                code="report_unavailable",
+                headers={"Retry-After": RETRY_AFTER_S},
+            ) from None
+        return JSONResponse(report)
+
     @app.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
         return await self._complete(request, "chat")

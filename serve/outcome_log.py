@@ -11,12 +11,15 @@ rather than a false 2xx.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from ray import serve
 
 from router.events import Event, Feedback, FeedbackResult
+from router.experiment import Experiment
 from router.store import OutcomeStore
 
 logger = logging.getLogger("ray.serve")
@@ -104,7 +107,25 @@ class OutcomeWriter:
     ray_actor_options={"num_cpus": 0},
 )
 class OutcomeLog(OutcomeWriter):
-    """Exactly one replica: SQLite has one writer, and every gateway replica sends it events."""
+    """Exactly one replica: SQLite has one writer, and every gateway replica sends it events.
+
+    It also answers reports: the analysis reads the same file through its own read-only
+    connection, on threads of its own, so the writer never waits for it (WAL readers do not
+    block the writer).
+    """
+
+    def __init__(self, store_path: str, max_batch: int = 1024) -> None:
+        super().__init__(store_path, max_batch)
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="outcome-report")
+
+    async def report(self, experiment: Experiment, reps: int = 200) -> dict[str, Any]:
+        """The experiment's report as JSON, over everything recorded before the call."""
+        from router.analysis import build_report
+
+        await self.flush()
+        analyse = functools.partial(build_report, self._store.path, experiment, reps=reps)
+        report = await asyncio.get_running_loop().run_in_executor(self._readers, analyse)
+        return report.model_dump(mode="json")
 
     async def check_health(self) -> None:
         if self._task is not None and self._task.done():

@@ -1,0 +1,73 @@
+"""`arena-serve report`: terminal tables, PNG plots and a self-contained HTML page."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from router.analysis.simulate import Arm, Traffic, simulate_ab, simulate_arena
+from serve.cli import main, read_serve_file
+
+ROOT = Path(__file__).resolve().parents[2]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """The default config with its store moved to a temporary file."""
+    document = copy.deepcopy(yaml.safe_load((ROOT / "deploy" / "config.yaml").read_text()))
+    document["applications"][0]["args"]["store_path"] = str(tmp_path / "outcomes.db")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_an_ab_report_writes_its_plots_and_page(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served = read_serve_file(config)
+    experiment = served.experiments.experiments[0]
+    arms = {"smollm2-friendly": Arm(thumbs_up=0.35)}
+    simulate_ab(served.app.store_file, experiment, Traffic(units=1500, arms=arms))
+    out = tmp_path / "report"
+    assert main(["report", "--experiment", experiment.name, "--config", str(config),
+                 "--out", str(out), "--reps", "50"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "verdict:" in printed and "thumbs_up_rate" in printed
+    assert {p.name for p in out.iterdir()} == {
+        "lift_forest.png",
+        "sequential_p_value.png",
+        "report.html",
+    }
+    for png in ("lift_forest.png", "sequential_p_value.png"):
+        assert (out / png).read_bytes().startswith(PNG)
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "Verdict" in page
+
+
+def test_an_arena_report_draws_the_leaderboard(config: Path, tmp_path: Path) -> None:
+    served = read_serve_file(config)
+    experiment = served.experiments.experiments[1]
+    simulate_arena(served.app.store_file, experiment, battles=600,
+                   ratings={"smollm2-concise": 1000, "smollm2-friendly": 1050})  # fmt: skip
+    out = tmp_path / "report"
+    assert main(["report", "--experiment", experiment.name, "--config", str(config),
+                 "--out", str(out), "--reps", "50"]) == 0  # fmt: skip
+    assert (out / "leaderboard.png").read_bytes().startswith(PNG)
+
+
+def test_json_output_and_errors(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", "--experiment", "concise-vs-friendly", "--config", str(config)]) == 2
+    assert "no outcome log" in capsys.readouterr().err
+    served = read_serve_file(config)
+    simulate_ab(served.app.store_file, served.experiments.experiments[0], Traffic(units=50))
+    assert main(["report", "--experiment", "nope", "--config", str(config)]) == 2
+    assert "no experiment 'nope'" in capsys.readouterr().err
+    assert main(["report", "--experiment", "concise-vs-friendly", "--config", str(config),
+                 "--json", "--reps", "10"]) == 0  # fmt: skip
+    assert '"verdict"' in capsys.readouterr().out
