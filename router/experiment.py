@@ -33,6 +33,7 @@ State = Literal["scheduled", "running", "stopped"]
 # Metrics the outcome log can compute per arm (the analysis defines them); `custom:NAME` is the
 # mean of the custom numeric feedback called NAME.
 METRICS = (
+    "requests_per_unit",
     "thumbs_up_rate",
     "thumbs_down_rate",
     "regenerate_rate",

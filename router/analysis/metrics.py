@@ -25,8 +25,9 @@ QUANTILES = {
     "latency_p50_s": ("latency_s", 0.50),
     "latency_p95_s": ("latency_s", 0.95),
 }
-RATIOS = (*RATES, "error_rate", "completion_tokens", "reward_score")
+RATIOS = ("requests_per_unit", *RATES, "error_rate", "completion_tokens", "reward_score")
 HIGHER_IS_BETTER = {
+    "requests_per_unit": True,  # engagement: units that come back
     "thumbs_up_rate": True,
     "thumbs_down_rate": False,
     "regenerate_rate": False,
@@ -55,6 +56,8 @@ def rows_parts(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-unit (numerator, denominator) of a ratio metric over `rows` (masked rows only)."""
     ok = rows.unit_sums("ok", n_units, mask)
+    if metric == "requests_per_unit":
+        return ok + rows.unit_sums("error", n_units, mask), np.ones(n_units)
     if metric in RATES:
         return rows.unit_sums(RATES[metric], n_units, mask), ok
     if metric == "error_rate":
