@@ -6,7 +6,7 @@ Plain frozen dataclasses: they cross process boundaries (pickled through Ray) an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from router.assignment import Reason
@@ -135,12 +135,17 @@ class Feedback:
 
 @dataclass(frozen=True, slots=True)
 class FeedbackResult:
-    """What the store did with a `Feedback`; `reveal` names a voted battle's variants (a, b)."""
+    """What the store did with a `Feedback`; `reveal` names a voted battle's variants (a, b).
+
+    `target` is the (experiment, variant) of the judged completion (variant None for a battle),
+    for metrics only: it is not part of the answer and not compared.
+    """
 
     status: FeedbackStatus
     feedback_id: int | None
     reveal: tuple[str, str] | None = None
     experiment: str | None = None
+    target: tuple[str | None, str | None] = field(default=(None, None), compare=False)
 
 
 Event = Exposure | Completion | Battle | Score | Feedback

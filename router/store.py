@@ -239,13 +239,19 @@ class OutcomeStore:
         self, status: FeedbackStatus, feedback_id: int | None, feedback: Feedback
     ) -> FeedbackResult:
         """The answer to a feedback call; a vote's answer reveals the battle's two variants."""
-        if feedback.kind != "vote" or feedback.battle_id is None:
-            return FeedbackResult(status, feedback_id)
-        experiment, a, b = self._db.execute(
-            "SELECT experiment, variant_a, variant_b FROM battles WHERE battle_id = ?",
-            (feedback.battle_id,),
+        if feedback.battle_id is not None:
+            experiment, a, b = self._db.execute(
+                "SELECT experiment, variant_a, variant_b FROM battles WHERE battle_id = ?",
+                (feedback.battle_id,),
+            ).fetchone()
+            if feedback.kind == "vote":
+                return FeedbackResult(status, feedback_id, (a, b), experiment, (experiment, None))
+            return FeedbackResult(status, feedback_id, target=(experiment, None))
+        target = self._db.execute(
+            "SELECT experiment, variant FROM completions WHERE completion_id = ?",
+            (feedback.completion_id,),
         ).fetchone()
-        return FeedbackResult(status, feedback_id, (a, b), experiment)
+        return FeedbackResult(status, feedback_id, target=tuple(target) if target else (None, None))
 
     # Reads: used by tests and, later, by the analysis. They see only committed batches.
 

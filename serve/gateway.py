@@ -31,7 +31,10 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+import ray
 from fastapi import FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
@@ -54,6 +57,7 @@ from serve.config import (
     config_revision,
 )
 from serve.errors import APIError, from_validation_error
+from serve.metrics import merge_engine_metrics
 from serve.protocol import IDEMPOTENCY_HEADER, ModelCard, ModelList, feedback_answer, parse_feedback
 from serve.relay import (
     RETRY_AFTER_S,
@@ -242,6 +246,29 @@ class Gateway:
     @app.get("/health")
     async def health(self) -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics(self) -> Response:
+        """The gateway's metrics (from the outcome log: every replica's) and the engines'."""
+        try:
+            ours = await self._log.metrics.remote()
+        except Exception as exc:
+            logger.error("metrics unavailable: %r", exc)
+            raise APIError(503, "metrics unavailable; retry", code="metrics_unavailable") from None
+        engines = merge_engine_metrics(await self._node_metrics())
+        return Response(ours + engines, media_type=CONTENT_TYPE_LATEST)
+
+    async def _node_metrics(self) -> list[str]:
+        """Each live Ray node's metrics exposition (where the vLLM engines report)."""
+        nodes = await asyncio.to_thread(ray.nodes)
+        urls = [
+            f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
+            for n in nodes
+            if n.get("Alive") and n.get("MetricsExportPort")
+        ]
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            answers = await asyncio.gather(*(client.get(u) for u in urls), return_exceptions=True)
+        return [a.text for a in answers if isinstance(a, httpx.Response) and a.status_code == 200]
 
     @app.get("/v1/models")
     async def models(self) -> ModelList:

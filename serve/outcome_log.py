@@ -21,6 +21,7 @@ from ray import serve
 from router.events import Event, Feedback, FeedbackResult
 from router.experiment import Experiment
 from router.store import OutcomeStore
+from serve.metrics import OutcomeMetrics
 
 logger = logging.getLogger("ray.serve")
 
@@ -73,6 +74,7 @@ class OutcomeWriter:
                 logger.exception("outcome batch of %d failed; retrying one by one", len(events))
                 await self._write_one_by_one(batch)
                 continue
+            self._observe(events, results)
             self._resolve(batch, iter(results))
 
     async def _write_one_by_one(self, batch: list[_Entry]) -> None:
@@ -89,8 +91,12 @@ class OutcomeWriter:
                 if done is not None and not done.done():
                     done.set_exception(exc)
                 continue
+            self._observe([event], [result])
             if done is not None and not done.done():
                 done.set_result(result)
+
+    def _observe(self, events: list[Event], results: list[FeedbackResult | None]) -> None:
+        """Called with every committed batch; the deployment counts them for /metrics."""
 
     @staticmethod
     def _resolve(batch: list[_Entry], results) -> None:
@@ -117,6 +123,20 @@ class OutcomeLog(OutcomeWriter):
     def __init__(self, store_path: str, max_batch: int = 1024) -> None:
         super().__init__(store_path, max_batch)
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="outcome-report")
+        self._metrics = OutcomeMetrics()
+
+    def _observe(self, events: list[Event], results: list[FeedbackResult | None]) -> None:
+        try:
+            self._metrics.observe(events, results)
+        except Exception:  # a metrics bug must never fail a write
+            logger.exception("metrics of a batch of %d not counted", len(events))
+
+    def metrics(self) -> str:
+        """The Prometheus exposition of everything committed so far (all gateway replicas)."""
+        return self._metrics.exposition()
+
+    def observe_scorer_batch(self, size: int) -> None:
+        self._metrics.scorer_batch.observe(size)
 
     async def report(self, experiment: Experiment, reps: int = 200) -> dict[str, Any]:
         """The experiment's report as JSON, over everything recorded before the call."""

@@ -67,6 +67,7 @@ class RewardScorerDeployment:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.02)
     async def _batch(self, jobs: list[ScoreJob]) -> list[float]:
+        self._log.observe_scorer_batch.remote(len(jobs))  # for /metrics; not awaited
         conversations = [(job.messages, job.response) for job in jobs]
         return await asyncio.get_running_loop().run_in_executor(
             self._executor,

@@ -26,6 +26,7 @@ ENGINE = {"kv_cache_memory_bytes": 128 * 1024**2, "max_model_len": 512}
 SYSTEM_PROMPT = "You are variant A. Answer briefly and precisely, in plain words."
 APP_NAME = "arena-e2e"
 BEST_OF = 3
+GATEWAY_REPLICAS = 2  # metrics and logs must be right across replicas
 TWO_ARMS = [{"variant": "tiny-a"}, {"variant": "tiny-b"}]
 EXPERIMENTS: list[dict[str, Any]] = [
     {"name": "tiny-ab", "arms": TWO_ARMS},
@@ -122,7 +123,12 @@ def serve_document(model: Path, reward: Path, store: Path, port: int) -> dict[st
                 "name": APP_NAME,
                 "route_prefix": "/",
                 "import_path": "serve.app:build_app",
-                "args": {"store_path": str(store), "variants": variants, "scorer": scorer},
+                "args": {
+                    "store_path": str(store),
+                    "variants": variants,
+                    "scorer": scorer,
+                    "gateway_replicas": GATEWAY_REPLICAS,
+                },
                 "deployments": [{"name": "gateway", "user_config": {"experiments": EXPERIMENTS}}],
             }
         ],

@@ -1,0 +1,161 @@
+"""Prometheus metrics of the gateway, computed where every replica's events meet: the outcome log.
+
+Every gateway replica already sends each request's exposure and completion, every feedback and
+every score to the one `OutcomeLog`; counting there (after the events are committed) gives
+totals that are right with any number of gateway replicas, costs the request path nothing, and
+never counts a request twice. `GET /metrics` on any gateway replica returns this registry, plus
+the vLLM engine metrics (`ray_vllm_*`) that Ray Serve LLM exports on each Ray node's metrics
+port, merged into one exposition.
+
+Conventions: base units in names (`_seconds`), `_total` counters, labels bounded by the config
+(experiment, variant, endpoint, status class, feedback kind and value) — never a user, request or
+completion id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from router.events import Battle, Completion, Event, Exposure, Feedback, FeedbackResult, Score
+
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+SCORE_BUCKETS = (-4, -3, -2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 3, 4)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+ENGINE_PREFIX = "ray_vllm_"
+
+
+def _status_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+class OutcomeMetrics:
+    """The gateway's metrics, fed with committed outcome events."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        request = ["experiment", "variant"]
+        self.requests = Counter(
+            "arena_requests", "Completion requests served, by outcome.",
+            [*request, "endpoint", "status"], registry=self.registry,
+        )  # fmt: skip
+        self.duration = Histogram(
+            "arena_request_duration_seconds", "Time from request to the end of the answer.",
+            [*request, "endpoint", "stream"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.ttft = Histogram(
+            "arena_time_to_first_token_seconds", "Time to the first streamed chunk.",
+            request, buckets=TTFT_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.itl = Histogram(
+            "arena_inter_token_latency_seconds",
+            "Mean time between tokens after the first, one observation per streamed completion.",
+            request, buckets=ITL_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.prompt_tokens = Counter(
+            "arena_prompt_tokens", "Prompt tokens of served completions.", request,
+            registry=self.registry,
+        )  # fmt: skip
+        self.completion_tokens = Counter(
+            "arena_completion_tokens", "Generated tokens of served completions.", request,
+            registry=self.registry,
+        )  # fmt: skip
+        self.assignments = Counter(
+            "arena_assignments", "Units (newly) assigned in an experiment, by reason.",
+            ["experiment", "variant", "reason"], registry=self.registry,
+        )  # fmt: skip
+        self.battles = Counter(
+            "arena_battles", "Arena battles served (both sides answered).", ["experiment"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.feedback = Counter(
+            "arena_feedback", "Feedback recorded (replays not counted), by kind and value.",
+            [*request, "kind", "value"], registry=self.registry,
+        )  # fmt: skip
+        self.scores = Histogram(
+            "arena_reward_score", "Reward-model scores of served completions.", request,
+            buckets=SCORE_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.score_lag = Histogram(
+            "arena_scoring_delay_seconds", "From a completion's end to its reward score.",
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.scorer_batch = Histogram(
+            "arena_scorer_batch_size", "Responses per reward-scorer batch.",
+            buckets=BATCH_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+
+    def observe(self, events: Sequence[Event], results: Sequence[FeedbackResult | None]) -> None:
+        """Count a committed batch (`results` as `OutcomeStore.write` returned them)."""
+        for event, result in zip(events, results, strict=True):
+            if isinstance(event, Completion):
+                self._completion(event)
+            elif isinstance(event, Exposure):
+                variant = event.variant or "(arena)"
+                self.assignments.labels(event.experiment, variant, event.reason).inc()
+            elif isinstance(event, Battle):
+                self.battles.labels(event.experiment).inc()
+            elif isinstance(event, Score):
+                labels = (event.experiment or "", event.variant or "")
+                self.scores.labels(*labels).observe(event.score)
+                self.score_lag.observe(event.latency_s)
+            elif isinstance(event, Feedback) and result is not None and result.status == "recorded":
+                experiment, variant = result.target
+                self.feedback.labels(experiment or "", variant or "", event.kind,
+                                     event.value or "").inc()  # fmt: skip
+
+    def _completion(self, event: Completion) -> None:
+        labels = (event.experiment or "", event.variant or "")
+        self.requests.labels(*labels, event.endpoint, _status_class(event.status)).inc()
+        if event.status != 200:
+            return
+        stream = "true" if event.stream else "false"
+        self.duration.labels(*labels, event.endpoint, stream).observe(event.latency_s)
+        if event.prompt_tokens:
+            self.prompt_tokens.labels(*labels).inc(event.prompt_tokens)
+        if event.completion_tokens:
+            self.completion_tokens.labels(*labels).inc(event.completion_tokens)
+        if event.ttft_s is not None:
+            self.ttft.labels(*labels).observe(event.ttft_s)
+            if event.completion_tokens and event.completion_tokens > 1:
+                gap = (event.latency_s - event.ttft_s) / (event.completion_tokens - 1)
+                self.itl.labels(*labels).observe(max(0.0, gap))
+
+    def exposition(self) -> str:
+        return generate_latest(self.registry).decode()
+
+
+def merge_engine_metrics(expositions: Iterable[str], prefix: str = ENGINE_PREFIX) -> str:
+    """The `prefix` families of several Prometheus expositions (one per Ray node) as one: each
+    family's HELP and TYPE once, then every node's samples of it."""
+    families: dict[str, dict[str, list[str]]] = {}
+    for text in expositions:
+        for line in text.splitlines():
+            if line.startswith(("# HELP ", "# TYPE ")):
+                name = line.split(" ", 3)[2]
+                if name.startswith(prefix):
+                    family = families.setdefault(name, {"meta": [], "samples": []})
+                    if not any(m.startswith(line[:6]) for m in family["meta"]):
+                        family["meta"].append(line)
+            elif line.startswith(prefix):
+                name = line.split("{", 1)[0].split(" ", 1)[0]
+                family = _family_of(name, families)
+                families.setdefault(family, {"meta": [], "samples": []})["samples"].append(line)
+    out = []
+    for family in families.values():
+        out += family["meta"] + family["samples"]
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def _family_of(sample: str, families: dict[str, dict[str, list[str]]]) -> str:
+    """A sample's family: histogram and summary samples carry a suffix (`_bucket`, ...)."""
+    if sample in families:
+        return sample
+    for suffix in ("_bucket", "_count", "_sum", "_created", "_total"):
+        base = sample.removesuffix(suffix)
+        if base != sample and base in families:
+            return base
+    return sample

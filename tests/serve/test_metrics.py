@@ -1,0 +1,97 @@
+"""Metrics: counted from committed events, labelled by config only, merged with the engines'."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from router.events import Battle, Completion, Exposure, Feedback, FeedbackResult, Score
+from serve.metrics import OutcomeMetrics, merge_engine_metrics
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def completion(cid: str, status: int = 200, stream: bool = True) -> Completion:
+    return Completion(1.0, cid, "r", "exp", "a", "alice", "chat", stream, status,
+                      0.2 if stream else None, 1.2, 7, 11)  # fmt: skip
+
+
+def test_completions_are_counted_with_bounded_labels() -> None:
+    metrics = OutcomeMetrics()
+    events = [completion("c1"), completion("c2"), completion("c3", status=503)]
+    metrics.observe(events, [None] * 3)
+    found = samples(metrics.exposition())
+    labels = (("endpoint", "chat"), ("experiment", "exp"), ("variant", "a"))
+    assert found[("arena_requests_total", (*labels[:1], ("experiment", "exp"), ("status", "2xx"),
+                                           ("variant", "a")))] == 2  # fmt: skip
+    assert found[("arena_requests_total", (*labels[:1], ("experiment", "exp"), ("status", "5xx"),
+                                           ("variant", "a")))] == 1  # fmt: skip
+    exp_variant = (("experiment", "exp"), ("variant", "a"))
+    assert found[("arena_completion_tokens_total", exp_variant)] == 22
+    assert found[("arena_prompt_tokens_total", exp_variant)] == 14
+    assert found[("arena_time_to_first_token_seconds_count", exp_variant)] == 2
+    assert found[("arena_inter_token_latency_seconds_sum", exp_variant)] == 2 * (1.0 / 10)
+    assert not any("alice" in str(key) or "c1" in str(key) for key in found), "no per-user labels"
+
+
+def test_feedback_assignments_battles_and_scores() -> None:
+    metrics = OutcomeMetrics()
+    events = [
+        Exposure(1.0, "r", "exp", "user", "alice", "a", "arm", True),
+        Battle(1.0, "b1", "r", "duel", "alice", "a", "b", "b1-a", "b1-b"),
+        Score(2.0, "c1", "exp", "a", "rm", 0.7, 0.4),
+        Feedback(3.0, "thumbs", "k1", completion_id="c1", value="up"),
+        Feedback(3.0, "thumbs", "k1", completion_id="c1", value="up"),
+        Feedback(3.0, "vote", "k2", battle_id="b1", value="tie"),
+    ]
+    results = [
+        None, None, None,
+        FeedbackResult("recorded", 1, target=("exp", "a")),
+        FeedbackResult("replayed", 1, target=("exp", "a")),
+        FeedbackResult("recorded", 2, ("a", "b"), "duel", ("duel", None)),
+    ]  # fmt: skip
+    metrics.observe(events, results)
+    metrics.scorer_batch.observe(8)
+    found = samples(metrics.exposition())
+    assert found[("arena_assignments_total", (("experiment", "exp"), ("reason", "arm"),
+                                              ("variant", "a")))] == 1  # fmt: skip
+    assert found[("arena_battles_total", (("experiment", "duel"),))] == 1
+    thumbs = (("experiment", "exp"), ("kind", "thumbs"), ("value", "up"), ("variant", "a"))
+    assert found[("arena_feedback_total", thumbs)] == 1  # the replay is not counted
+    vote = (("experiment", "duel"), ("kind", "vote"), ("value", "tie"), ("variant", ""))
+    assert found[("arena_feedback_total", vote)] == 1
+    # Negative buckets: prometheus_client exposes no _sum (it could decrease), only buckets.
+    assert found[("arena_reward_score_count", (("experiment", "exp"), ("variant", "a")))] == 1
+    assert found[("arena_scorer_batch_size_count", ())] == 1
+
+
+NODE = """# HELP ray_vllm_num_requests_running Running requests.
+# TYPE ray_vllm_num_requests_running gauge
+ray_vllm_num_requests_running{{model_name="v",node="{node}"}} 2.0
+# HELP ray_vllm_e2e_request_latency_seconds Latency.
+# TYPE ray_vllm_e2e_request_latency_seconds histogram
+ray_vllm_e2e_request_latency_seconds_bucket{{le="1.0",node="{node}"}} 3.0
+ray_vllm_e2e_request_latency_seconds_count{{node="{node}"}} 3.0
+ray_vllm_e2e_request_latency_seconds_sum{{node="{node}"}} 1.5
+# HELP ray_serve_num_http_requests Not an engine metric.
+# TYPE ray_serve_num_http_requests counter
+ray_serve_num_http_requests_total 9.0
+"""
+
+
+def test_engine_metrics_of_several_nodes_merge_into_one_valid_exposition() -> None:
+    merged = merge_engine_metrics([NODE.format(node="n1"), NODE.format(node="n2")])
+    families = {f.name: f for f in text_string_to_metric_families(merged)}  # parses: valid
+    assert set(families) == {
+        "ray_vllm_num_requests_running",
+        "ray_vllm_e2e_request_latency_seconds",
+    }
+    assert len(families["ray_vllm_num_requests_running"].samples) == 2
+    assert merged.count("# TYPE ray_vllm_num_requests_running") == 1
+    assert "ray_serve" not in merged
+    assert merge_engine_metrics([]) == ""
