@@ -39,10 +39,12 @@ def variant_llm_config(variant: VariantConfig) -> LLMConfig:
 def build_app(args: dict[str, Any]) -> Application:
     """Validate `args` (raising `ConfigError` naming each bad field) and bind the application."""
     config = AppConfig.from_args(args)
-    engines = {
+    owned = {
         v.name: build_llm_deployment(variant_llm_config(v), name_prefix=VARIANT_PREFIX)
         for v in config.variants
+        if v.engine is None
     }
+    engines = {v.name: owned[v.engine_name] for v in config.variants}  # prompt-only: shared
     outcome_log = OutcomeLog.bind(str(config.store_file))
     scorer = None
     if config.scorer is not None:

@@ -134,12 +134,23 @@ class ScorerConfig(BaseModel):
 
 
 class VariantConfig(BaseModel):
-    """One model variant: a vLLM engine in its own deployment, plus what the gateway adds."""
+    """One model variant: a vLLM engine in its own deployment, plus what the gateway adds.
+
+    A prompt-only variant names another variant's `engine` instead of a `model`: it has its own
+    system prompt, sampling defaults and best-of-n, and shares that variant's engine replicas.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=NAME_PATTERN)
-    model: str = Field(description="Local model folder (absolute, or relative to the project).")
+    model: str | None = Field(
+        default=None, description="Local model folder (absolute, or relative to the project)."
+    )
+    engine: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="Serve from this other variant's engine (no engine of its own).",
+    )
     system_prompt: str | None = None
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -153,11 +164,27 @@ class VariantConfig(BaseModel):
         "the reward scorer ranks highest (needs `scorer`).",
     )
 
-    _model_is_local = field_validator("model")(_local_folder)
+    @field_validator("model")
+    @classmethod
+    def _model_is_local(cls, value: str | None) -> str | None:
+        return None if value is None else _local_folder(value)
+
+    @model_validator(mode="after")
+    def _model_or_engine(self) -> VariantConfig:
+        if (self.model is None) == (self.engine is None):
+            raise ValueError("set exactly one of `model` (an engine of its own) and `engine`")
+        return self
 
     @property
     def model_path(self) -> Path:
+        if self.model is None:
+            raise ValueError(f"variant {self.name!r} shares the engine of {self.engine!r}")
         return _resolve(self.model)
+
+    @property
+    def engine_name(self) -> str:
+        """The variant whose engine serves this one (itself, unless prompt-only)."""
+        return self.engine or self.name
 
     @property
     def resolved_engine_kwargs(self) -> dict[str, Any]:
@@ -195,11 +222,21 @@ class AppConfig(BaseModel):
         for i, name in enumerate(variant_names):
             if variant_names.index(name) != i:
                 raise ValueError(f"variants.{i}.name: {name!r} is used by another variant")
+        owners = {v.name for v in self.variants if v.engine is None}
         for i, variant in enumerate(self.variants):
             if variant.best_of_n is not None and self.scorer is None:
                 raise ValueError(f"variants.{i}.best_of_n: needs a `scorer` to rank candidates")
+            if variant.engine is not None and variant.engine not in owners:
+                raise ValueError(
+                    f"variants.{i}.engine: {variant.engine!r} is not a variant with an engine of "
+                    f"its own (those are: {', '.join(sorted(owners))})"
+                )
         if self.check_model_files:
-            folders = [(f"variants.{i}.model", v.model_path) for i, v in enumerate(self.variants)]
+            folders = [
+                (f"variants.{i}.model", v.model_path)
+                for i, v in enumerate(self.variants)
+                if v.engine is None
+            ]
             if self.scorer is not None:
                 folders.append(("scorer.model", self.scorer.model_path))
             for where, folder in folders:
@@ -218,7 +255,8 @@ class AppConfig(BaseModel):
     def logical_cpus_needed(self) -> float:
         """Logical CPUs Ray must offer for every engine and scorer replica (the rest ask none)."""
         scorer = self.scorer.num_replicas * self.scorer.cpus_per_replica if self.scorer else 0.0
-        return sum(v.num_replicas * v.cpus_per_replica for v in self.variants) + scorer
+        engines = [v for v in self.variants if v.engine is None]
+        return sum(v.num_replicas * v.cpus_per_replica for v in engines) + scorer
 
     @classmethod
     def from_args(cls, args: dict[str, Any]) -> AppConfig:

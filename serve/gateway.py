@@ -286,7 +286,11 @@ class Gateway:
             for name, plan in self._experiments.items()
         ]
         cards += [
-            ModelCard(id=v.name, created=self._created, arena={"kind": "variant", "model": v.model})
+            ModelCard(
+                id=v.name,
+                created=self._created,
+                arena={"kind": "variant", "model": v.model, "engine": v.engine_name},
+            )
             for v in self._variants.values()
         ]
         return ModelList(data=cards)
@@ -425,7 +429,7 @@ class Gateway:
     def _engine_request(self, body: dict[str, Any], call: Call) -> Any:
         """The vLLM request for this call: the variant's defaults applied, validated."""
         variant = self._variants[call.variant]
-        body = {**body, "model": call.variant}
+        body = {**body, "model": variant.engine_name}  # the engine's served model id
         for name, value in variant.sampling.as_request_fields().items():
             if body.get(name) is None:
                 body[name] = value

@@ -1,5 +1,5 @@
-"""One real Ray Serve app per test session: three tiny vLLM variants (one answering best-of-3),
-a tiny reward scorer and four experiments.
+"""One real Ray Serve app per test session: three variants on two tiny vLLM engines (one variant
+prompt-only, answering best-of-3), a tiny reward scorer, two gateway replicas, four experiments.
 
 Deployed declaratively, as `make serve` and `serve deploy` do (`serve.deploy`), on a free loopback
 port, so a test can redeploy edited experiments and see them applied live. The outcome store is a
@@ -107,11 +107,10 @@ def serve_document(model: Path, reward: Path, store: Path, port: int) -> dict[st
             "engine_kwargs": ENGINE,
         },
         {
-            "name": "tiny-best",
-            "model": str(model),
+            "name": "tiny-best",  # prompt-only: tiny-b's engine, its own sampling and best-of-n
+            "engine": "tiny-b",
             "sampling": {"max_tokens": 5, "temperature": 1.0},
             "best_of_n": BEST_OF,
-            "engine_kwargs": ENGINE,
         },
     ]
     scorer = {"model": str(reward), "dtype": "float32", "max_batch_size": 8, "batch_wait_s": 0.01}
@@ -146,7 +145,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     store = tmp_path_factory.mktemp("outcomes") / "outcomes.db"
     port = _free_port()
     document = serve_document(model, reward, store, port)
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)  # 3 engines + scorer
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)  # 2 engines + scorer
     try:
         client = start_serve(document)
         apply(client, document, timeout_s=600)

@@ -65,7 +65,7 @@ DELETE = object()
     ("path", "value", "named"),
     [
         ("args.variants", [], "variants: List should have at least 1 item"),
-        ("args.variants.0.model", DELETE, "variants.0.model: Field required"),
+        ("args.variants.0.model", DELETE, "variants.0: set exactly one of `model`"),
         ("args.variants.0.model", "hf://org/model", "variants.0.model: must be a local folder"),
         ("args.variants.1.name", "smollm2-concise", "variants.1.name: 'smollm2-concise' is used"),
         ("args.variants.0.sampling.temperature", 9, "variants.0.sampling.temperature"),
@@ -92,6 +92,20 @@ def test_config_errors_name_the_field(path: str, value: object, named: str) -> N
     with pytest.raises(ConfigError) as error:
         ServeFile.from_document(mutate(path, value))
     assert named in str(error.value)
+
+
+def test_prompt_only_variants_share_an_engine() -> None:
+    document = mutate("args.variants.1.engine", "smollm2-concise")
+    del document["applications"][0]["args"]["variants"][1]["model"]
+    app = ServeFile.from_document(document).app
+    assert [v.engine_name for v in app.variants] == ["smollm2-concise", "smollm2-concise"]
+    assert app.logical_cpus_needed == 2  # one engine and the scorer
+    with pytest.raises(ConfigError, match=r"variants\.1: .*exactly one of `model`"):
+        ServeFile.from_document(mutate("args.variants.1.engine", "smollm2-concise"))
+    variants = document["applications"][0]["args"]["variants"]
+    variants.append({"name": "third", "engine": "smollm2-friendly"})
+    with pytest.raises(ConfigError, match=r"variants\.2\.engine: 'smollm2-friendly' is not"):
+        ServeFile.from_document(document)
 
 
 def test_best_of_n_needs_a_scorer() -> None:
