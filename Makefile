@@ -5,7 +5,7 @@ PY := .venv/bin/python
 CONFIG ?= deploy/config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-unit lint bench bench-kernels clean
+.PHONY: setup serve test test-unit lint load bench bench-kernels bench-serving clean
 
 setup:
 	@bash scripts/setup.sh
@@ -28,6 +28,12 @@ test-unit: setup
 bench: setup
 	@$(PY) -m router.bench | $(PY) scripts/bench_section.py router.bench "Assignment cost (router)"
 	@$(MAKE) --no-print-directory bench-kernels
+
+load: setup
+	@$(PY) -m loadtests.run_load
+
+bench-serving: setup
+	@$(PY) -m loadtests.serving_bench | $(PY) scripts/bench_section.py loadtests.serving_bench "Serving: vLLM direct, Ray Serve LLM, arena-serve"
 
 bench-kernels: setup
 	@$(PY) -m kernels.bench | $(PY) scripts/bench_section.py kernels.bench "Reward-model kernels and scorer"

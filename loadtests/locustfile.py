@@ -1,0 +1,123 @@
+"""Simulated users of the default config, with a preference whose truth is known.
+
+- `ChatUser`: a stable user id, think time, chats on the A/B experiment (half of them streamed,
+  with time to first token reported as its own locust metric, "TTFT"), and thumbs: up with
+  probability `THUMBS_UP[variant]` (the variant is in the `x-variant` header).
+- `ArenaUser`: asks the arena experiment, reads both blind answers, and votes for the shorter one
+  with probability `PREFER_SHORTER` (else the longer). The vote's answer reveals the variants, so
+  each battle's chance that `smollm2-concise` won is known; these are appended to the file named
+  by `ARENA_TRUTH`, and `loadtests.run_load` checks the report's estimate against their mean.
+
+Run by `make load` (`python -m loadtests.run_load`), or by hand:
+`locust -f loadtests/locustfile.py --headless -u 6 -r 2 -t 120s --host http://127.0.0.1:8000`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import uuid
+
+from locust import HttpUser, between, task
+
+AB_EXPERIMENT = "concise-vs-friendly"
+ARENA_EXPERIMENT = "smollm2-arena"
+THUMBS_UP = {"smollm2-concise": 0.3, "smollm2-friendly": 0.6}
+PREFER_SHORTER = 0.8
+QUESTIONS = [
+    "What is the capital of France?",
+    "How do I boil an egg?",
+    "Why do cats purr?",
+    "Give me a tip for sleeping better.",
+    "What is photosynthesis?",
+    "Suggest a name for a goldfish.",
+    "How far is the Moon?",
+    "What should I pack for a weekend hike?",
+]
+
+
+def _feedback(user: HttpUser, body: dict) -> dict | None:
+    body["idempotency_key"] = uuid.uuid4().hex
+    with user.client.post("/v1/feedback", json=body, name="feedback", catch_response=True) as r:
+        if r.status_code == 201:
+            return r.json()
+        r.failure(f"feedback answered {r.status_code}: {r.text[:200]}")
+    return None
+
+
+class ChatUser(HttpUser):
+    weight = 2
+    wait_time = between(1, 3)
+
+    def on_start(self) -> None:
+        self.user_id = f"load-{uuid.uuid4().hex[:10]}"
+
+    @task(3)
+    def chat(self) -> None:
+        body = {"model": AB_EXPERIMENT, "user": self.user_id, "max_tokens": 48,
+                "messages": [{"role": "user", "content": random.choice(QUESTIONS)}]}  # fmt: skip
+        with self.client.post(
+            "/v1/chat/completions", json=body, name="chat", catch_response=True
+        ) as r:
+            if r.status_code != 200:
+                r.failure(f"{r.status_code}: {r.text[:200]}")
+                return
+            completion = r.json()
+            variant = r.headers.get("x-variant", "")
+        if random.random() < THUMBS_UP.get(variant, 0.0):
+            _feedback(self, {"completion_id": completion["id"], "kind": "thumbs", "value": "up"})
+
+    @task(2)
+    def chat_stream(self) -> None:
+        body = {"model": AB_EXPERIMENT, "user": self.user_id, "max_tokens": 48, "stream": True,
+                "messages": [{"role": "user", "content": random.choice(QUESTIONS)}]}  # fmt: skip
+        started = time.perf_counter()
+        first = None
+        with self.client.post("/v1/chat/completions", json=body, name="chat (stream)",
+                              stream=True, catch_response=True) as r:  # fmt: skip
+            if r.status_code != 200:
+                r.failure(f"{r.status_code}")
+                return
+            for line in r.iter_lines():
+                if first is None and line.startswith(b"data: {"):
+                    first = time.perf_counter()
+        if first is not None:
+            self.environment.events.request.fire(
+                request_type="TTFT", name="chat (stream)",
+                response_time=1e3 * (first - started), response_length=0, exception=None,
+                context={},
+            )  # fmt: skip
+
+
+class ArenaUser(HttpUser):
+    weight = 2
+    wait_time = between(1, 3)
+
+    def on_start(self) -> None:
+        self.user_id = f"voter-{uuid.uuid4().hex[:10]}"
+
+    @task
+    def battle_and_vote(self) -> None:
+        body = {"model": ARENA_EXPERIMENT, "user": self.user_id, "n": 2, "max_tokens": 48,
+                "messages": [{"role": "user", "content": random.choice(QUESTIONS)}]}  # fmt: skip
+        with self.client.post(
+            "/v1/chat/completions", json=body, name="arena", catch_response=True
+        ) as r:
+            if r.status_code != 200:
+                r.failure(f"{r.status_code}: {r.text[:200]}")
+                return
+            battle = r.json()
+        a, b = (choice["message"]["content"] or "" for choice in battle["choices"])
+        shorter = "a" if len(a) <= len(b) else "b"
+        longer = "b" if shorter == "a" else "a"
+        vote = shorter if random.random() < PREFER_SHORTER else longer
+        answer = _feedback(self, {"battle_id": battle["id"], "kind": "vote", "value": vote})
+        if answer is None or "ARENA_TRUTH" not in os.environ:
+            return
+        reveal = answer["reveal"]
+        concise = "a" if reveal["a"] == "smollm2-concise" else "b"
+        p_concise = PREFER_SHORTER if concise == shorter else 1 - PREFER_SHORTER
+        with open(os.environ["ARENA_TRUTH"], "a") as truth:
+            truth.write(json.dumps({"battle_id": battle["id"], "p_concise": p_concise}) + "\n")

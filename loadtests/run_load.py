@@ -1,0 +1,122 @@
+"""`make load`: serve the default config, run locust against it, then check the report.
+
+1. Starts `arena-serve serve` on a free loopback port with the default config, its outcome log in
+   a fresh file under `data/load/` (so earlier runs do not mix in).
+2. Runs `loadtests/locustfile.py` headless, bounded in users and time, writing CSV and HTML
+   reports under `data/load/`.
+3. Builds the arena experiment's report and checks that it recovers the simulated voters' known
+   preference: the interval of P(smollm2-friendly beats smollm2-concise) must cover the truth
+   (1 minus the mean chance that concise won, from each battle's own rule). Exits 1 if not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "deploy" / "config.yaml"
+ARENA = "smollm2-arena"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.run_load", description=__doc__)
+    parser.add_argument("--users", type=int, default=6)
+    parser.add_argument("--spawn-rate", type=float, default=2)
+    parser.add_argument("--time", default="180s", help="locust run time, e.g. 180s or 5m")
+    args = parser.parse_args(argv)
+    folder = ROOT / "data" / "load" / time.strftime("%Y%m%d-%H%M%S")
+    folder.mkdir(parents=True)
+    document = copy.deepcopy(yaml.safe_load(CONFIG.read_text()))
+    document["applications"][0]["args"]["store_path"] = str(folder / "outcomes.db")
+    config = folder / "config.yaml"
+    config.write_text(yaml.safe_dump(document))
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server_log = (folder / "serve.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serve.cli", "serve", str(config), "--port", str(port)],
+        cwd=ROOT, stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        print(f"[load] starting the default config on {base} (log: {folder / 'serve.log'})")
+        deadline = time.monotonic() + 900
+        while True:
+            if server.poll() is not None:
+                print(f"[load] the server exited; see {folder / 'serve.log'}", file=sys.stderr)
+                return 1
+            try:
+                if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                print("[load] the server was not ready in 15 minutes", file=sys.stderr)
+                return 1
+            time.sleep(2)
+        truth = folder / "arena_truth.jsonl"
+        print(f"[load] locust: {args.users} users for {args.time}")
+        locust = subprocess.run(
+            [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"),
+             "--headless", "-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.time,
+             "--host", base, "--csv", str(folder / "locust"), "--html",
+             str(folder / "locust.html"), "--only-summary"],
+            cwd=ROOT, env={**os.environ, "ARENA_TRUTH": str(truth)}, check=False,
+        )  # fmt: skip
+        if locust.returncode not in (0, 1):  # 1: some requests failed; the report still counts
+            print(f"[load] locust exited with {locust.returncode}", file=sys.stderr)
+            return 1
+        return check(config, folder, truth)
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        try:
+            server.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def check(config: Path, folder: Path, truth: Path) -> int:
+    """Report on the arena experiment and compare it with the voters' known preference."""
+    from router.analysis import build_report
+    from serve.cli import read_serve_file
+
+    served = read_serve_file(config)
+    experiment = next(e for e in served.experiments.experiments if e.name == ARENA)
+    report = build_report(served.app.store_file, experiment)
+    (folder / "report.json").write_text(report.model_dump_json(indent=2))
+    rows = [json.loads(line) for line in truth.read_text().splitlines()] if truth.exists() else []
+    if not rows or report.arena is None or not report.arena.head_to_head:
+        print("[load] no voted battles: nothing to check", file=sys.stderr)
+        return 1
+    expected = 1 - sum(row["p_concise"] for row in rows) / len(rows)
+    [duel] = report.arena.head_to_head
+    p = duel.probability
+    covered = p.low is not None and p.high is not None and p.low <= expected <= p.high
+    print(
+        f"[load] {len(rows)} votes: P({duel.treatment} beats {duel.control}) = {p.value:.3f} "
+        f"[{p.low:.3f}, {p.high:.3f}]; the voters' truth {expected:.3f}: "
+        + ("recovered" if covered else "NOT recovered")
+    )
+    print(f"[load] verdict: {report.verdict.decision}; reports in {folder}")
+    return 0 if covered else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,349 @@
+"""The side-by-side serving benchmark: `python -m loadtests.serving_bench` (`make bench-serving`).
+
+Three servers on the same engine settings (SmolLM2-135M-Instruct, one vLLM engine, eager, bf16,
+a 512 MiB KV cache, 2,048 tokens of context), one after the other on 127.0.0.1:
+
+- (a) `vllm`: the vLLM OpenAI server itself (`python -m vllm.entrypoints.openai.api_server`);
+- (b) `ray-serve-llm`: Ray Serve LLM's own `build_openai_app` over one `LLMServer`;
+- (c) `arena-serve`: this gateway, the requests naming an A/B experiment whose two arms are
+  variants sharing that one engine (users spread over both arms), outcome log on, no scorer.
+
+Each is driven by the same streamed chat requests (fixed prompts, 64 tokens each with
+`ignore_eos`, temperature 0) at concurrency 1, 8 and 32, after a warm-up. The table reports
+throughput (tokens/s, requests/s), time to first token p50/p99, mean inter-token latency and
+end-to-end latency p50/p99, each system also as a ratio to (a). Prints markdown with the machine
+and command; `make bench-serving` records it in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "smollm2-135m-instruct"
+MODEL_ID = "smollm2"
+KV_CACHE = 512 * 1024**2
+MAX_MODEL_LEN = 2048
+MAX_TOKENS = 64
+LEVELS = {1: 12, 8: 48, 32: 160}  # concurrency -> requests
+REPEATS = 2  # each level runs this many times per system; the figures are the medians
+PROMPTS = [
+    "Explain why the sky is blue.",
+    "Write a short poem about autumn leaves.",
+    "What are three tips for learning a new language?",
+    "Summarize the plot of a heist movie in a few sentences.",
+    "How does a refrigerator keep food cold?",
+    "Give me a recipe idea that uses lentils.",
+    "What is the difference between weather and climate?",
+    "Describe a good morning routine.",
+]
+SYSTEMS = ("vllm", "ray-serve-llm", "arena-serve")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def engine_kwargs() -> dict[str, object]:
+    return {
+        "enforce_eager": True,
+        "kv_cache_memory_bytes": KV_CACHE,
+        "max_model_len": MAX_MODEL_LEN,
+        "dtype": "bfloat16",
+    }
+
+
+# The servers: each runs in a child process (`python -m loadtests.serving_bench serve SYSTEM`).
+
+
+def serve_vllm(port: int) -> int:
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(MODEL),
+        "--served-model-name", MODEL_ID, "--enforce-eager", "--kv-cache-memory-bytes",
+        str(KV_CACHE), "--max-model-len", str(MAX_MODEL_LEN), "--dtype", "bfloat16",
+        "--host", "127.0.0.1", "--port", str(port), "--disable-uvicorn-access-log",
+    ]  # fmt: skip
+    os.execv(sys.executable, command)
+    return 1  # not reached
+
+
+def _block_forever() -> int:
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    while not stop:
+        time.sleep(0.5)
+    return 0
+
+
+def serve_ray_llm(port: int) -> int:
+    import ray
+    from ray import serve
+    from ray.serve.llm import LLMConfig, build_openai_app
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    config = LLMConfig(
+        model_loading_config={"model_id": MODEL_ID, "model_source": str(MODEL)},
+        engine_kwargs=engine_kwargs(),
+        deployment_config={"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
+        placement_group_config={"bundles": [{"CPU": 1}]},
+    )
+    serve.run(build_openai_app({"llm_configs": [config]}), name="llm", route_prefix="/")
+    return _block_forever()
+
+
+def arena_document(port: int, store: Path) -> dict[str, object]:
+    variants = [
+        {"name": MODEL_ID, "model": str(MODEL), "engine_kwargs": engine_kwargs()},
+        {"name": f"{MODEL_ID}-b", "engine": MODEL_ID},
+    ]
+    experiment = {"name": "bench-ab", "arms": [{"variant": MODEL_ID}, {"variant": f"{MODEL_ID}-b"}]}
+    return {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [
+            {
+                "name": "arena",
+                "route_prefix": "/",
+                "import_path": "serve.app:build_app",
+                "args": {"store_path": str(store), "variants": variants},
+                "deployments": [{"name": "gateway", "user_config": {"experiments": [experiment]}}],
+            }
+        ],
+    }
+
+
+def serve_arena(port: int) -> int:
+    import ray
+
+    from serve.deploy import apply, start_serve
+
+    store = Path(tempfile.mkdtemp(prefix="bench-")) / "outcomes.db"
+    document = arena_document(port, store)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    apply(start_serve(document), document)
+    return _block_forever()
+
+
+SERVERS = {"vllm": serve_vllm, "ray-serve-llm": serve_ray_llm, "arena-serve": serve_arena}
+
+
+@contextmanager
+def running(system: str, log: Path) -> Iterator[str]:
+    """Start `system` in a child process; yield its base URL once it answers.
+
+    Ray starts its workers at niceness 15 (below the load generator, which runs on the same
+    cores here); the benchmark runs them at 0, as the vLLM server runs, so that every system's
+    engine competes with the client on equal terms.
+    """
+    port = free_port()
+    env = {**os.environ, "RAY_worker_niceness": "0"}
+    with log.open("w") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "loadtests.serving_bench", "serve", system, str(port)],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if child.poll() is not None:
+                raise RuntimeError(f"{system} exited with {child.returncode}; see {log}")
+            try:
+                if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{system} not ready after 600 s; see {log}")
+            time.sleep(1)
+        yield base
+    finally:
+        os.killpg(child.pid, signal.SIGTERM)
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        if system != "vllm":
+            subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"],
+                           capture_output=True, check=False)  # fmt: skip
+
+
+# The load.
+
+
+@dataclass
+class Result:
+    ttft: float
+    e2e: float
+    tokens: int
+    itl: float | None
+
+
+async def one_request(client: httpx.AsyncClient, base: str, model: str, prompt: str) -> Result:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0.0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "user": f"user-{uuid.uuid4().hex[:12]}",
+    }
+    started = time.perf_counter()
+    first = last = None
+    tokens = 0
+    async with client.stream("POST", f"{base}/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            now = time.perf_counter()
+            if chunk.get("choices") and chunk["choices"][0].get("delta", {}).get("content"):
+                first = first or now
+                last = now
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+    end = time.perf_counter()
+    first = first or end
+    itl = (last - first) / (tokens - 1) if last is not None and tokens > 1 else None
+    return Result(first - started, end - started, tokens, itl)
+
+
+async def run_level(base: str, model: str, concurrency: int, requests: int) -> dict[str, float]:
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+        await asyncio.gather(*(one_request(client, base, model, p) for p in PROMPTS[:2]))
+        gate = asyncio.Semaphore(concurrency)
+
+        async def bounded(i: int) -> Result:
+            async with gate:
+                return await one_request(client, base, model, PROMPTS[i % len(PROMPTS)])
+
+        started = time.perf_counter()
+        results = await asyncio.gather(*(bounded(i) for i in range(requests)))
+        wall = time.perf_counter() - started
+    ttft = sorted(r.ttft for r in results)
+    e2e = sorted(r.e2e for r in results)
+    itl = [r.itl for r in results if r.itl is not None]
+
+    def pct(values: list[float], q: float) -> float:
+        return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+    return {
+        "tokens_per_s": sum(r.tokens for r in results) / wall,
+        "requests_per_s": len(results) / wall,
+        "ttft_p50": pct(ttft, 0.5),
+        "ttft_p99": pct(ttft, 0.99),
+        "itl_mean": statistics.fmean(itl) if itl else float("nan"),
+        "e2e_p50": pct(e2e, 0.5),
+        "e2e_p99": pct(e2e, 0.99),
+    }
+
+
+def table(results: dict[str, dict[int, dict[str, float]]]) -> str:
+    lines = [
+        "| concurrency | system | tokens/s | req/s | TTFT p50 ms | TTFT p99 ms | ITL ms | "
+        "E2E p50 s | E2E p99 s | throughput vs vLLM | TTFT p50 vs vLLM |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for level in LEVELS:
+        base = results.get("vllm", {}).get(level)
+        for system in SYSTEMS:
+            r = results.get(system, {}).get(level)
+            if r is None:
+                continue
+            ratio = f"{r['tokens_per_s'] / base['tokens_per_s']:.3f}×" if base else "—"
+            ttft = f"{1e3 * (r['ttft_p50'] - base['ttft_p50']):+.1f} ms" if base else "—"
+            lines.append(
+                f"| {level} | {system} | {r['tokens_per_s']:.1f} | {r['requests_per_s']:.2f} | "
+                f"{1e3 * r['ttft_p50']:.0f} | {1e3 * r['ttft_p99']:.0f} | "
+                f"{1e3 * r['itl_mean']:.1f} | {r['e2e_p50']:.2f} | {r['e2e_p99']:.2f} | "
+                f"{ratio} | {ttft} |"
+            )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.serving_bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    child = commands.add_parser("serve", help="(internal) run one server in the foreground")
+    child.add_argument("system", choices=SYSTEMS)
+    child.add_argument("port", type=int)
+    parser.add_argument("--systems", nargs="*", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument("--logs", type=Path, default=ROOT / "data" / "bench" / "serving")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return SERVERS[args.system](args.port)
+    args.logs.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    for system in args.systems:
+        model = "bench-ab" if system == "arena-serve" else MODEL_ID
+        print(f"[bench-serving] {system}: starting", file=sys.stderr, flush=True)
+        with running(system, args.logs / f"{system}.log") as base:
+            results[system] = {}
+            for concurrency, requests in LEVELS.items():
+                runs = [
+                    asyncio.run(run_level(base, model, concurrency, requests))
+                    for _ in range(REPEATS)
+                ]
+                results[system][concurrency] = {
+                    key: statistics.median(run[key] for run in runs) for key in runs[0]
+                }
+                tokens = results[system][concurrency]["tokens_per_s"]
+                print(f"[bench-serving] {system} c={concurrency}: {tokens:.0f} tok/s",
+                      file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"Machine: {machine()}. Command: `make bench-serving` (`python -m "
+        f"loadtests.serving_bench`); the three systems run one after another on the same "
+        f"engine settings; streamed chat, {MAX_TOKENS} tokens per answer (ignore_eos), "
+        f"temperature 0; requests per level: "
+        f"{', '.join(f'{n} at concurrency {c}' for c, n in LEVELS.items())}, each level run "
+        f"{REPEATS} times (medians); Ray workers at niceness 0 like the vLLM server; client "
+        f"on the same cores.\n\n{table(results)}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

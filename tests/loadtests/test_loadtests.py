@@ -1,0 +1,60 @@
+"""The load-test tooling: the benchmark's gateway config is valid, its table is right, and the
+load check recovers (or refuses) a simulated preference."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import yaml
+
+from loadtests import run_load, serving_bench
+from router.analysis.simulate import simulate_arena
+from serve.cli import read_serve_file
+from serve.config import ServeFile
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_benchmark_gateway_config_is_valid(tmp_path: Path) -> None:
+    served = ServeFile.from_document(serving_bench.arena_document(8000, tmp_path / "o.db"))
+    assert [v.engine_name for v in served.app.variants] == ["smollm2", "smollm2"]
+    [experiment] = served.experiments.experiments
+    assert experiment.name == "bench-ab" and served.app.logical_cpus_needed == 1
+
+
+def test_the_table_reports_ratios_to_vllm() -> None:
+    row = {"tokens_per_s": 100.0, "requests_per_s": 1.0, "ttft_p50": 0.1, "ttft_p99": 0.2,
+           "itl_mean": 0.03, "e2e_p50": 2.0, "e2e_p99": 3.0}  # fmt: skip
+    slower = row | {"tokens_per_s": 80.0, "ttft_p50": 0.125}
+    text = serving_bench.table({"vllm": {1: row}, "arena-serve": {1: slower}})
+    [line] = [line for line in text.splitlines() if "| arena-serve |" in line]
+    assert "0.800×" in line and "+25.0 ms" in line
+
+
+def _load_folder(tmp_path: Path) -> tuple[Path, Path]:
+    document = copy.deepcopy(yaml.safe_load((ROOT / "deploy" / "config.yaml").read_text()))
+    document["applications"][0]["args"]["store_path"] = str(tmp_path / "outcomes.db")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(document))
+    experiment = next(
+        e for e in read_serve_file(config).experiments.experiments if e.name == run_load.ARENA
+    )
+    # Friendly wins 70 % (1147 vs 1000 on the Elo scale).
+    simulate_arena(tmp_path / "outcomes.db", experiment, battles=800, tie_rate=0.0,
+                   ratings={"smollm2-concise": 1000, "smollm2-friendly": 1147})  # fmt: skip
+    return config, tmp_path / "truth.jsonl"
+
+
+def test_the_load_check_recovers_a_known_preference(tmp_path: Path) -> None:
+    config, truth = _load_folder(tmp_path)
+    truth.write_text("\n".join(json.dumps({"p_concise": 0.3}) for _ in range(800)))
+    assert run_load.check(config, tmp_path, truth) == 0
+    assert (tmp_path / "report.json").is_file()
+
+
+def test_the_load_check_fails_when_the_truth_is_elsewhere(tmp_path: Path) -> None:
+    config, truth = _load_folder(tmp_path)
+    truth.write_text("\n".join(json.dumps({"p_concise": 0.7}) for _ in range(800)))
+    assert run_load.check(config, tmp_path, truth) == 1
