@@ -15,25 +15,19 @@ import argparse
 import copy
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import yaml
+
+from loadtests.processes import stop
+from serve.deploy import free_port, use_throughput_mode
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "deploy" / "config.yaml"
 ARENA = "smollm2-arena"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,12 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     document["applications"][0]["args"]["store_path"] = str(folder / "outcomes.db")
     config = folder / "config.yaml"
     config.write_text(yaml.safe_dump(document))
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     server_log = (folder / "serve.log").open("w")
+    env = dict(os.environ)
+    use_throughput_mode(env, side_ports=True)  # as `make serve`, beside one if it runs
     server = subprocess.Popen(
         [sys.executable, "-m", "serve.cli", "serve", str(config), "--port", str(port)],
-        cwd=ROOT, stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT, stdout=server_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
     )  # fmt: skip
     try:
         print(f"[load] starting the default config on {base} (log: {folder / 'serve.log'})")
@@ -62,11 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             if server.poll() is not None:
                 print(f"[load] the server exited; see {folder / 'serve.log'}", file=sys.stderr)
                 return 1
-            try:
-                if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+            # The CLI's ready line comes once every deployment runs; the gateway answers
+            # `/v1/models` earlier, while the engines are still loading.
+            if "[serve] ready in" in (folder / "serve.log").read_text(errors="replace"):
+                break
             if time.monotonic() > deadline:
                 print("[load] the server was not ready in 15 minutes", file=sys.stderr)
                 return 1
@@ -85,11 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return check(config, folder, truth)
     finally:
-        os.killpg(server.pid, signal.SIGINT)
-        try:
-            server.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop(server)
 
 
 def check(config: Path, folder: Path, truth: Path) -> int:
@@ -98,7 +89,7 @@ def check(config: Path, folder: Path, truth: Path) -> int:
     from serve.cli import read_serve_file
 
     served = read_serve_file(config)
-    experiment = next(e for e in served.experiments.experiments if e.name == ARENA)
+    experiment = next(e for e in served.gateway.experiments if e.name == ARENA)
     report = build_report(served.app.store_file, experiment)
     (folder / "report.json").write_text(report.model_dump_json(indent=2))
     rows = [json.loads(line) for line in truth.read_text().splitlines()] if truth.exists() else []

@@ -1,18 +1,24 @@
 """The side-by-side serving benchmark: `python -m loadtests.serving_bench` (`make bench-serving`).
 
-Three servers on the same engine settings (SmolLM2-135M-Instruct, one vLLM engine, eager, bf16,
-a 512 MiB KV cache, 2,048 tokens of context), one after the other on 127.0.0.1:
+Servers on the same engine settings (SmolLM2-135M-Instruct, one vLLM engine, eager, bf16, a
+512 MiB KV cache, 2,048 tokens of context), one after the other on 127.0.0.1 (`SYSTEMS`):
 
 - (a) `vllm`: the vLLM OpenAI server itself (`python -m vllm.entrypoints.openai.api_server`);
-- (b) `ray-serve-llm`: Ray Serve LLM's own `build_openai_app` over one `LLMServer`;
-- (c) `arena-serve`: this gateway, the requests naming an A/B experiment whose two arms are
-  variants sharing that one engine (users spread over both arms), outcome log on, no scorer.
+- (b) Ray Serve LLM's own `build_openai_app` over one `LLMServer`: with Ray Serve's defaults
+  (`ray-serve-llm`, its Python HTTP proxy), in Ray Serve's high-throughput mode
+  (`ray-serve-llm-ht`: HAProxy, gRPC between replicas) and with its experimental direct streaming
+  (`ray-serve-llm-direct`: HAProxy straight to vLLM's own app in the replica; one model only);
+- (c) `arena-serve`: this gateway as `make serve` runs it, the requests naming an A/B experiment
+  whose two arms are variants sharing that one engine (users spread over both arms), outcome log
+  on, no scorer; also with 100 ms stream batches (`arena-serve-100ms`) and with Ray Serve's
+  defaults (`arena-serve-proxy`), to show what each setting buys.
 
 Each is driven by the same streamed chat requests (fixed prompts, 64 tokens each with
-`ignore_eos`, temperature 0) at concurrency 1, 8 and 32, after a warm-up. The table reports
-throughput (tokens/s, requests/s), time to first token p50/p99, mean inter-token latency and
-end-to-end latency p50/p99, each system also as a ratio to (a). Prints markdown with the machine
-and command; `make bench-serving` records it in docs/benchmarks.md.
+`ignore_eos`, temperature 0) at concurrency 1, 8 and 32, after a warm-up at that concurrency.
+The table reports throughput (tokens/s, requests/s), time to first token p50/p99, mean
+inter-token latency and end-to-end latency p50/p99, each also as a ratio to (a), then the
+targets. Prints markdown with the machine and command; `make bench-serving` records it in
+docs/benchmarks.md. Nothing of one server outlives it into the next one's run (`stop`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,10 +37,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import httpx
+
+from loadtests.processes import stop
+from serve.deploy import THROUGHPUT_MODE, free_port, use_throughput_mode
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "smollm2-135m-instruct"
@@ -55,13 +64,36 @@ PROMPTS = [
     "What is the difference between weather and climate?",
     "Describe a good morning routine.",
 ]
-SYSTEMS = ("vllm", "ray-serve-llm", "arena-serve")
+RAY_DEFAULTS = {name: "0" for name in THROUGHPUT_MODE}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@dataclass(frozen=True)
+class System:
+    server: Literal["vllm", "ray-serve-llm", "arena-serve"]
+    what: str
+    env: dict[str, str] = field(default_factory=dict)
+    stream_interval_ms: float | None = None  # arena-serve: its variant's setting
+
+
+SYSTEMS = {
+    "vllm": System("vllm", "the vLLM OpenAI server"),
+    "ray-serve-llm": System(
+        "ray-serve-llm", "Ray Serve LLM `build_openai_app`, Ray Serve defaults", RAY_DEFAULTS
+    ),
+    "ray-serve-llm-ht": System(
+        "ray-serve-llm", "the same in Ray Serve's high-throughput mode", THROUGHPUT_MODE
+    ),
+    "ray-serve-llm-direct": System(
+        "ray-serve-llm",
+        "the same with direct streaming (experimental)",
+        THROUGHPUT_MODE | {"RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1"},
+    ),
+    "arena-serve": System("arena-serve", "this gateway, as `make serve` runs it", THROUGHPUT_MODE),
+    "arena-serve-100ms": System(
+        "arena-serve", "the same with 100 ms stream batches", THROUGHPUT_MODE, 100.0
+    ),
+    "arena-serve-proxy": System("arena-serve", "the same on Ray Serve defaults", RAY_DEFAULTS),
+}
 
 
 def engine_kwargs() -> dict[str, object]:
@@ -76,7 +108,7 @@ def engine_kwargs() -> dict[str, object]:
 # The servers: each runs in a child process (`python -m loadtests.serving_bench serve SYSTEM`).
 
 
-def serve_vllm(port: int) -> int:
+def serve_vllm(port: int, _: System) -> int:
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(MODEL),
         "--served-model-name", MODEL_ID, "--enforce-eager", "--kv-cache-memory-bytes",
@@ -87,7 +119,12 @@ def serve_vllm(port: int) -> int:
     return 1  # not reached
 
 
-def _block_forever() -> int:
+def _serve_until_stopped() -> int:
+    """Block until SIGTERM, then shut Serve down gracefully: its engines exit with it (a Ray
+    that is only killed leaves vLLM's engine processes behind, spinning)."""
+    import ray
+    from ray import serve
+
     stop = False
 
     def _stop(*_: object) -> None:
@@ -97,10 +134,12 @@ def _block_forever() -> int:
     signal.signal(signal.SIGTERM, _stop)
     while not stop:
         time.sleep(0.5)
+    serve.shutdown()
+    ray.shutdown()
     return 0
 
 
-def serve_ray_llm(port: int) -> int:
+def serve_ray_llm(port: int, _: System) -> int:
     import ray
     from ray import serve
     from ray.serve.llm import LLMConfig, build_openai_app
@@ -114,12 +153,15 @@ def serve_ray_llm(port: int) -> int:
         placement_group_config={"bundles": [{"CPU": 1}]},
     )
     serve.run(build_openai_app({"llm_configs": [config]}), name="llm", route_prefix="/")
-    return _block_forever()
+    return _serve_until_stopped()
 
 
-def arena_document(port: int, store: Path) -> dict[str, object]:
+def arena_document(port: int, store: Path, stream_interval_ms: float | None = None) -> dict:
+    engine: dict[str, object] = {"engine_kwargs": engine_kwargs()}
+    if stream_interval_ms is not None:
+        engine["stream_interval_ms"] = stream_interval_ms
     variants = [
-        {"name": MODEL_ID, "model": str(MODEL), "engine_kwargs": engine_kwargs()},
+        {"name": MODEL_ID, "model": str(MODEL), **engine},
         {"name": f"{MODEL_ID}-b", "engine": MODEL_ID},
     ]
     experiment = {"name": "bench-ab", "arms": [{"variant": MODEL_ID}, {"variant": f"{MODEL_ID}-b"}]}
@@ -138,35 +180,57 @@ def arena_document(port: int, store: Path) -> dict[str, object]:
     }
 
 
-def serve_arena(port: int) -> int:
+def serve_arena(port: int, system: System) -> int:
     import ray
 
     from serve.deploy import apply, start_serve
 
     store = Path(tempfile.mkdtemp(prefix="bench-")) / "outcomes.db"
-    document = arena_document(port, store)
+    document = arena_document(port, store, system.stream_interval_ms)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     apply(start_serve(document), document)
-    return _block_forever()
+    return _serve_until_stopped()
 
 
 SERVERS = {"vllm": serve_vllm, "ray-serve-llm": serve_ray_llm, "arena-serve": serve_arena}
 
 
 @contextmanager
-def running(system: str, log: Path) -> Iterator[str]:
-    """Start `system` in a child process; yield its base URL once it answers.
+def model_of(system: str) -> str:
+    return "bench-ab" if SYSTEMS[system].server == "arena-serve" else MODEL_ID
+
+
+def answers(base: str, model: str) -> bool:
+    """Whether the server answers a one-token chat (a gateway answers `/v1/models` before its
+    engines are up, so nothing less shows that a system is ready)."""
+    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1,
+            "user": "ready-check"}  # fmt: skip
+    try:
+        return httpx.post(f"{base}/v1/chat/completions", json=body, timeout=10).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def running(system: str, log: Path, own_session: bool = False) -> Iterator[str]:
+    """Start `system` in a child process; yield its base URL once it answers a chat.
 
     Ray starts its workers at niceness 15 (below the load generator, which runs on the same
     cores here); the benchmark runs them at 0, as the vLLM server runs, so that every system's
-    engine competes with the client on equal terms.
+    engine competes with the client on equal terms. For the same reason the server stays in the
+    client's session: with Linux's autogroup scheduling a server in a session of its own is one
+    scheduling group against the client's, which halves the Ray-based systems' throughput here
+    and leaves vLLM's own server unchanged (`--own-session` measures that; docs/benchmarks.md).
+    Ray's side ports are free ones.
     """
     port = free_port()
-    env = {**os.environ, "RAY_worker_niceness": "0"}
+    env = {**os.environ, **SYSTEMS[system].env, "RAY_worker_niceness": "0"}
+    if SYSTEMS[system].server != "vllm":
+        use_throughput_mode(env, side_ports=True)  # only the ports: the mode is set above
     with log.open("w") as out:
         child = subprocess.Popen(
             [sys.executable, "-m", "loadtests.serving_bench", "serve", system, str(port)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=own_session,
+            env=env, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
@@ -174,25 +238,14 @@ def running(system: str, log: Path) -> Iterator[str]:
         while True:
             if child.poll() is not None:
                 raise RuntimeError(f"{system} exited with {child.returncode}; see {log}")
-            try:
-                if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+            if answers(base, model_of(system)):
+                break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{system} not ready after 600 s; see {log}")
             time.sleep(1)
         yield base
     finally:
-        os.killpg(child.pid, signal.SIGTERM)
-        try:
-            child.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-        if system != "vllm":
-            subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"],
-                           capture_output=True, check=False)  # fmt: skip
+        stop(child)
 
 
 # The load.
@@ -241,8 +294,10 @@ async def one_request(client: httpx.AsyncClient, base: str, model: str, prompt: 
 async def run_level(base: str, model: str, concurrency: int, requests: int) -> dict[str, float]:
     limits = httpx.Limits(max_connections=concurrency + 4)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
-        await asyncio.gather(*(one_request(client, base, model, p) for p in PROMPTS[:2]))
         gate = asyncio.Semaphore(concurrency)
+        # Warm-up at the level's own concurrency (the engine's batch shapes, connections).
+        await asyncio.gather(*(one_request(client, base, model, p) for p in
+                               (PROMPTS * concurrency)[: max(2, concurrency)]))  # fmt: skip
 
         async def bounded(i: int) -> Result:
             async with gate:
@@ -292,6 +347,32 @@ def table(results: dict[str, dict[int, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def targets(results: dict[str, dict[int, dict[str, float]]]) -> str:
+    """The issue's targets, met or not, from the figures of this run."""
+
+    def throughput(system: str) -> float | None:
+        return results.get(system, {}).get(32, {}).get("tokens_per_s")
+
+    ours, lines = throughput("arena-serve"), []
+    checks = [("vllm", 0.95, "direct vLLM"), ("ray-serve-llm", 1.1, "Ray Serve LLM (defaults)"),
+              ("ray-serve-llm-ht", 1.1, "Ray Serve LLM (high-throughput mode)"),
+              ("ray-serve-llm-direct", 1.1, "Ray Serve LLM (direct streaming)")]  # fmt: skip
+    for other, target, name in checks:
+        theirs = throughput(other)
+        if ours and theirs:
+            ratio = ours / theirs
+            verdict = "met" if ratio >= target else "missed"
+            lines.append(f"- throughput at concurrency 32, arena-serve / {name}: {ratio:.3f}× "
+                         f"(target ≥ {target}×: {verdict})")  # fmt: skip
+    one, base = results.get("arena-serve", {}).get(1), results.get("vllm", {}).get(1)
+    if one and base:
+        overhead = 1e3 * (one["ttft_p50"] - base["ttft_p50"])
+        verdict = "met" if overhead <= 5 else "missed"
+        lines.append(f"- TTFT p50 at concurrency 1, arena-serve over direct vLLM: "
+                     f"{overhead:+.1f} ms (target ≤ 5 ms: {verdict})")  # fmt: skip
+    return "\n".join(lines)
+
+
 def machine() -> str:
     cpu = platform.machine()
     try:
@@ -308,24 +389,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtests.serving_bench", description=__doc__)
     commands = parser.add_subparsers(dest="command")
     child = commands.add_parser("serve", help="(internal) run one server in the foreground")
-    child.add_argument("system", choices=SYSTEMS)
+    child.add_argument("system", choices=list(SYSTEMS))
     child.add_argument("port", type=int)
-    parser.add_argument("--systems", nargs="*", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument("--systems", nargs="*", choices=list(SYSTEMS), default=list(SYSTEMS))
     parser.add_argument("--logs", type=Path, default=ROOT / "data" / "bench" / "serving")
+    parser.add_argument("--levels", nargs="*", type=int, choices=list(LEVELS), default=list(LEVELS))
+    parser.add_argument("--repeats", type=int, default=REPEATS)
+    parser.add_argument(
+        "--own-session", action="store_true", help="each server in a session of its own (setsid)"
+    )
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return SERVERS[args.system](args.port)
+        return SERVERS[SYSTEMS[args.system].server](args.port, SYSTEMS[args.system])
     args.logs.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[int, dict[str, float]]] = {}
     for system in args.systems:
-        model = "bench-ab" if system == "arena-serve" else MODEL_ID
+        model = model_of(system)
         print(f"[bench-serving] {system}: starting", file=sys.stderr, flush=True)
-        with running(system, args.logs / f"{system}.log") as base:
+        with running(system, args.logs / f"{system}.log", args.own_session) as base:
             results[system] = {}
-            for concurrency, requests in LEVELS.items():
+            for concurrency in args.levels:
                 runs = [
-                    asyncio.run(run_level(base, model, concurrency, requests))
-                    for _ in range(REPEATS)
+                    asyncio.run(run_level(base, model, concurrency, LEVELS[concurrency]))
+                    for _ in range(args.repeats)
                 ]
                 results[system][concurrency] = {
                     key: statistics.median(run[key] for run in runs) for key in runs[0]
@@ -333,14 +419,18 @@ def main(argv: list[str] | None = None) -> int:
                 tokens = results[system][concurrency]["tokens_per_s"]
                 print(f"[bench-serving] {system} c={concurrency}: {tokens:.0f} tok/s",
                       file=sys.stderr, flush=True)  # fmt: skip
+    systems = "; ".join(f"`{name}`: {SYSTEMS[name].what}" for name in args.systems)
     print(
         f"Machine: {machine()}. Command: `make bench-serving` (`python -m "
-        f"loadtests.serving_bench`); the three systems run one after another on the same "
-        f"engine settings; streamed chat, {MAX_TOKENS} tokens per answer (ignore_eos), "
+        f"loadtests.serving_bench`). The systems run one after another on the same engine "
+        f"settings ({systems}); streamed chat, {MAX_TOKENS} tokens per answer (ignore_eos), "
         f"temperature 0; requests per level: "
-        f"{', '.join(f'{n} at concurrency {c}' for c, n in LEVELS.items())}, each level run "
-        f"{REPEATS} times (medians); Ray workers at niceness 0 like the vLLM server; client "
-        f"on the same cores.\n\n{table(results)}"
+        f"{', '.join(f'{LEVELS[c]} at concurrency {c}' for c in args.levels)}, after a warm-up "
+        f"at that concurrency, each level run {args.repeats} times (medians); Ray workers at "
+        f"niceness 0 like the vLLM server; client on the same cores"
+        f"{', each server in a session of its own' if args.own_session else ', in its session'}."
+        f"\n\n{table(results)}\n\n"
+        f"{targets(results)}"
     )
     return 0
 

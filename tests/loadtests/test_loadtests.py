@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_benchmark_gateway_config_is_valid(tmp_path: Path) -> None:
     served = ServeFile.from_document(serving_bench.arena_document(8000, tmp_path / "o.db"))
     assert [v.engine_name for v in served.app.variants] == ["smollm2", "smollm2"]
-    [experiment] = served.experiments.experiments
+    [experiment] = served.gateway.experiments
     assert experiment.name == "bench-ab" and served.app.logical_cpus_needed == 1
 
 
@@ -39,7 +39,7 @@ def _load_folder(tmp_path: Path) -> tuple[Path, Path]:
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(document))
     experiment = next(
-        e for e in read_serve_file(config).experiments.experiments if e.name == run_load.ARENA
+        e for e in read_serve_file(config).gateway.experiments if e.name == run_load.ARENA
     )
     # Friendly wins 70 % (1147 vs 1000 on the Elo scale).
     simulate_arena(tmp_path / "outcomes.db", experiment, battles=800, tie_rate=0.0,
