@@ -1,8 +1,9 @@
 """The app builder: `import_path: serve.app:build_app` in a Ray Serve config file.
 
-Turns the validated `AppConfig` into bound deployments: one `LLMServer` (Ray Serve LLM) per
-variant, the single `OutcomeLog` writer, the `RewardScorerDeployment` when a scorer is
-configured, and the `Gateway` ingress that holds handles to them.
+Turns the validated `AppConfig` into bound deployments: one `VariantServer` (Ray Serve LLM's
+`LLMServer` with the first token unbatched, `serve.variant`) per engine, the single `OutcomeLog`
+writer, the `RewardScorerDeployment` when a scorer is configured, and the `Gateway` ingress that
+holds handles to them.
 The experiments are not built here: they are the gateway's `user_config` in the config file,
 which Ray Serve passes to `Gateway.reconfigure` (live, without rebuilding anything).
 """
@@ -18,6 +19,7 @@ from serve.config import AppConfig, VariantConfig
 from serve.gateway import Gateway
 from serve.outcome_log import OutcomeLog
 from serve.scorer import RewardScorerDeployment
+from serve.variant import VariantServer
 
 VARIANT_PREFIX = "variant:"
 
@@ -33,6 +35,8 @@ def variant_llm_config(variant: VariantConfig) -> LLMConfig:
             "ray_actor_options": {"num_cpus": 0},
         },
         placement_group_config={"bundles": [{"CPU": variant.cpus_per_replica}]},
+        server_cls=VariantServer,
+        experimental_configs={"stream_batching_interval_ms": variant.stream_interval_ms},
     )
 
 

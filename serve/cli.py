@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import getpass
 import math
 import os
 import signal
@@ -65,10 +66,11 @@ def serve_foreground(config_path: Path, host: str | None, port: int | None) -> i
     host = host or http.get("host", "127.0.0.1")
     port = port or int(http.get("port", 8000))
 
+    from serve.deploy import DeployError, apply, start_serve, use_throughput_mode
+
+    use_throughput_mode()  # before Ray starts: its processes read it
     import ray
     from ray import serve
-
-    from serve.deploy import DeployError, apply, start_serve
 
     cpus = max(os.cpu_count() or 1, math.ceil(served.app.logical_cpus_needed))
     say(f"starting Ray ({cpus} logical CPUs) and {len(served.app.variants)} variant engines")
@@ -83,7 +85,7 @@ def serve_foreground(config_path: Path, host: str | None, port: int | None) -> i
         serve.shutdown()
         ray.shutdown()
         return 1
-    experiments = served.experiments.experiments
+    experiments = served.gateway.experiments
     model = experiments[0].name if experiments else served.app.variants[0].name
     say(
         f"ready in {time.perf_counter() - started:.0f} s on http://{host}:{port} "
@@ -127,7 +129,7 @@ def redeploy(client: Any, path: Path, current: ServeFile, host: str, port: int) 
     except DeployError as exc:
         say(f"deploy failed:\n{exc}")
         return current
-    say(f"applied {path}: experiments {', '.join(e.name for e in edited.experiments.experiments)}")
+    say(f"applied {path}: experiments {', '.join(e.name for e in edited.gateway.experiments)}")
     return edited
 
 
@@ -138,7 +140,7 @@ def report_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    experiments = {e.name: e for e in served.experiments.experiments}
+    experiments = {e.name: e for e in served.gateway.experiments}
     experiment = experiments.get(args.experiment)
     if experiment is None:
         known = ", ".join(experiments) or "none"
@@ -172,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
     run.add_argument("--host", default=None)
     run.add_argument("--port", type=int, default=None)
+    hashed = commands.add_parser(
+        "hash-key", help="print an API key's sha256 for `auth.keys` (reads the key from stdin)"
+    )
+    hashed.add_argument("key", nargs="?", help="the key (default: read it without echo)")
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
     report = commands.add_parser("report", help="analyse an experiment from the outcome log")
@@ -188,12 +194,21 @@ def main(argv: list[str] | None = None) -> int:
         return serve_foreground(args.config, args.host, args.port)
     if args.command == "report":
         return report_command(args)
+    if args.command == "hash-key":
+        from serve.auth import hash_key
+
+        key = args.key or (getpass.getpass("API key: ") if sys.stdin.isatty() else input())
+        if not key.strip():
+            print("no key given", file=sys.stderr)
+            return 2
+        print(hash_key(key.strip()))
+        return 0
     try:
         checked = read_serve_file(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    names = ", ".join(e.name for e in checked.experiments.experiments) or "none"
+    names = ", ".join(e.name for e in checked.gateway.experiments) or "none"
     print(f"{args.config}: valid ({len(checked.app.variants)} variants; experiments: {names})")
     return 0
 

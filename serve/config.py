@@ -5,9 +5,9 @@ A Ray Serve config file holds two parts of it (see `deploy/config.yaml`):
 - the application's `args` (`AppConfig`): variants, the outcome store, replicas. The app builder
   validates them, so a bad one fails `serve deploy` / `serve run`. Changing them rebuilds the
   application, engines included.
-- the gateway deployment's `user_config` (`ExperimentsConfig`): the experiments. Ray Serve hands
-  it to `Gateway.reconfigure` without restarting anything, so editing an experiment and running
-  `serve deploy` again applies it live.
+- the gateway deployment's `user_config` (`GatewayConfig`): the experiments, API keys and
+  request limits. Ray Serve hands it to `Gateway.reconfigure` without restarting anything, so
+  editing them and running `serve deploy` again applies them live.
 
 Errors are `ConfigError`, whose message names every bad field by its path (`variants.0.model`,
 `experiments.1.arms.0.variant`, ...).
@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from router.experiment import NAME_PATTERN, Experiment, check_layers
+from serve.auth import AuthConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 APP_IMPORT_PATH = "serve.app:build_app"
@@ -163,6 +164,13 @@ class VariantConfig(BaseModel):
         description="Generate this many candidates in one engine call and answer with the one "
         "the reward scorer ranks highest (needs `scorer`).",
     )
+    stream_interval_ms: float = Field(
+        default=50.0,
+        ge=0.0,
+        le=1000.0,
+        description="The engine sends a stream's first chunk at once, then what it generated "
+        "every this many ms (0: every chunk alone). Longer: less CPU per token, burstier text.",
+    )
 
     @field_validator("model")
     @classmethod
@@ -173,6 +181,12 @@ class VariantConfig(BaseModel):
     def _model_or_engine(self) -> VariantConfig:
         if (self.model is None) == (self.engine is None):
             raise ValueError("set exactly one of `model` (an engine of its own) and `engine`")
+        engine_only = {"engine_kwargs", "num_replicas", "cpus_per_replica", "stream_interval_ms"}
+        if self.engine is not None and (shared := engine_only & self.model_fields_set):
+            raise ValueError(
+                f"{', '.join(sorted(shared))}: set on the variant that owns the engine "
+                f"({self.engine!r}); a prompt-only variant shares it"
+            )
         return self
 
     @property
@@ -264,20 +278,40 @@ class AppConfig(BaseModel):
         return validate(cls, args, "arena-serve config")
 
 
-class ExperimentsConfig(BaseModel):
-    """The gateway's `user_config`: the experiments, applied live by `Gateway.reconfigure`.
+class RequestLimits(BaseModel):
+    """What one request may ask for, and how much a gateway replica takes on at once."""
 
-    Validated with the configured variant names as context: every variant an experiment names
-    must exist, no experiment may share a variant's name, and experiments of one layer must use
-    disjoint slices of it.
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_bytes: int = Field(default=1024**2, ge=1024, le=64 * 1024**2)
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="Cap on `max_tokens` (the engine checks the context)."
+    )
+    max_n: int = Field(default=8, ge=2, le=128, description="Cap on `n` (choices per request).")
+    max_in_flight: int = Field(
+        default=256,
+        ge=1,
+        description="Completion requests one gateway replica serves at once; beyond, 503.",
+    )
+
+
+class GatewayConfig(BaseModel):
+    """The gateway's `user_config`: experiments, API keys and limits, applied live.
+
+    Ray Serve hands it to `Gateway.reconfigure` without restarting anything. Validated with the
+    configured variant names as context: every variant an experiment names must exist, no
+    experiment may share a variant's name, and experiments of one layer must use disjoint
+    slices of it.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     experiments: list[Experiment] = Field(default_factory=list)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    limits: RequestLimits = Field(default_factory=RequestLimits)
 
     @model_validator(mode="after")
-    def _names_resolve(self, info: ValidationInfo) -> ExperimentsConfig:
+    def _names_resolve(self, info: ValidationInfo) -> GatewayConfig:
         variant_names: Sequence[str] = (info.context or {}).get("variants", ())
         names: set[str] = set()
         for i, experiment in enumerate(self.experiments):
@@ -304,9 +338,9 @@ class ExperimentsConfig(BaseModel):
         return self
 
     @classmethod
-    def for_variants(cls, data: Any, variant_names: Sequence[str]) -> ExperimentsConfig:
+    def for_variants(cls, data: Any, variant_names: Sequence[str]) -> GatewayConfig:
         """Validate a gateway `user_config` against the configured variants (`ConfigError`)."""
-        return validate(cls, data or {}, "experiments", {"variants": list(variant_names)})
+        return validate(cls, data or {}, "gateway user_config", {"variants": list(variant_names)})
 
 
 @dataclass(frozen=True)
@@ -316,7 +350,7 @@ class ServeFile:
     document: dict[str, Any]
     application: dict[str, Any]
     app: AppConfig
-    experiments: ExperimentsConfig
+    gateway: GatewayConfig
 
     @classmethod
     def from_document(
@@ -339,10 +373,10 @@ class ServeFile:
         if check_model_files is not None:
             args["check_model_files"] = check_model_files
         app = AppConfig.from_args(args)
-        experiments = ExperimentsConfig.for_variants(
+        gateway = GatewayConfig.for_variants(
             gateway_user_config(application), [v.name for v in app.variants]
         )
-        return cls(document, application, app, experiments)
+        return cls(document, application, app, gateway)
 
 
 def config_revision(user_config: Any) -> str:

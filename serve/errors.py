@@ -13,6 +13,8 @@ from http import HTTPStatus
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
+RETRY_AFTER_S = "1"  # what a retryable 429 or 503 tells the client to wait
+
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",

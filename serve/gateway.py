@@ -47,20 +47,22 @@ from vllm.exceptions import VLLMClientError
 from router.assignment import Assignment, CompiledExperiment
 from router.events import Event, Exposure, Score
 from router.experiment import Experiment
+from serve import admission
 from serve.arena import ArenaBattle, Side
+from serve.auth import KeyRing, Principal
 from serve.best_of_n import as_stream, best_response, choice_text
 from serve.config import (
     GATEWAY_DEPLOYMENT,
     AppConfig,
     ConfigError,
-    ExperimentsConfig,
+    GatewayConfig,
+    RequestLimits,
     config_revision,
 )
-from serve.errors import APIError, from_validation_error
+from serve.errors import RETRY_AFTER_S, APIError, from_validation_error
 from serve.metrics import merge_engine_metrics
 from serve.protocol import IDEMPOTENCY_HEADER, ModelCard, ModelList, feedback_answer, parse_feedback
 from serve.relay import (
-    RETRY_AFTER_S,
     Call,
     Endpoint,
     chunk_text,
@@ -100,8 +102,24 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     ).response()
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+async def _json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The request's JSON object body, read no further than `max_bytes` (then a 413)."""
+    declared = request.headers.get("content-length", "")
+    size, chunks = int(declared) if declared.isdigit() else 0, []
+    if size <= max_bytes:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                break
+            chunks.append(chunk)
+    if size > max_bytes:
+        raise APIError(
+            413,
+            f"the request body is larger than this gateway accepts ({max_bytes:,} bytes)",
+            code="body_too_large",
+        )
+    raw = b"".join(chunks)
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -109,6 +127,9 @@ async def _json_object(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
     return body
+
+
+app.add_middleware(admission.InFlightLimit)
 
 
 def _with_system_prompt(messages: Any, system_prompt: str) -> Any:
@@ -146,6 +167,10 @@ def _conversation(body: dict[str, Any], endpoint: Endpoint) -> list[dict[str, st
             )
         turns.append({"role": str(message.get("role")), "content": content or ""})
     return turns
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _request_id() -> str:
@@ -223,13 +248,17 @@ class Gateway:
         self._revision: str | None = None
         self._rejected: dict[str, str] | None = None
         self._exposures = _ExposureCache()
+        self._replicas = config.gateway_replicas
+        self._keys = KeyRing()
+        self._limits = RequestLimits()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply new experiments live; a bad config is refused, keeping the running ones."""
         revision = config_revision(user_config)
         try:
-            config = ExperimentsConfig.for_variants(user_config, list(self._variants))
-        except ConfigError as exc:
+            config = GatewayConfig.for_variants(user_config, list(self._variants))
+            keys = KeyRing.build(config.auth, self._replicas)
+        except (ConfigError, ValueError) as exc:
             if self._revision is None:
                 raise  # nothing to keep serving: fail the deploy with the message
             logger.error(
@@ -238,6 +267,12 @@ class Gateway:
             self._rejected = {"revision": revision, "error": str(exc)}
             return
         self._experiments = {e.name: CompiledExperiment(e) for e in config.experiments}
+        self._keys, self._limits = keys, config.limits
+        # Through the module: a global of this file would be copied into the replica with
+        # the pickled deployment class, apart from the middleware's.
+        admission.IN_FLIGHT.limit = config.limits.max_in_flight
+        if keys.open:
+            logger.warning("no API keys configured: every route is open (auth.keys)")
         self._revision, self._rejected = revision, None
         logger.info("experiments revision %s: %s", revision, ", ".join(self._experiments) or "none")
 
@@ -270,8 +305,15 @@ class Gateway:
             answers = await asyncio.gather(*(client.get(u) for u in urls), return_exceptions=True)
         return [a.text for a in answers if isinstance(a, httpx.Response) and a.status_code == 200]
 
+    def _caller(self, request: Request, admin: bool = False) -> Principal:
+        """The key's principal (401/403 otherwise), admitted by its rate limit (429)."""
+        principal = self._keys.authenticate(request.headers.get("authorization"), admin)
+        self._keys.admit(principal)
+        return principal
+
     @app.get("/v1/models")
-    async def models(self) -> ModelList:
+    async def models(self, request: Request) -> ModelList:
+        self._caller(request)
         cards = [
             ModelCard(
                 id=name,
@@ -296,7 +338,8 @@ class Gateway:
         return ModelList(data=cards)
 
     @app.get("/v1/experiments")
-    async def experiments(self) -> dict[str, Any]:
+    async def experiments(self, request: Request) -> dict[str, Any]:
+        self._caller(request, admin=True)
         now = datetime.now(UTC)
         return {
             "object": "list",
@@ -306,7 +349,8 @@ class Gateway:
         }
 
     @app.get("/v1/experiments/{name}/report")
-    async def experiment_report(self, name: str) -> JSONResponse:
+    async def experiment_report(self, name: str, request: Request) -> JSONResponse:
+        self._caller(request, admin=True)
         plan = self._experiments.get(name)
         if plan is None:
             raise APIError(
@@ -334,7 +378,8 @@ class Gateway:
 
     @app.post("/v1/feedback")
     async def feedback(self, request: Request) -> JSONResponse:
-        body = await _json_object(request)
+        self._caller(request)
+        body = await _json_object(request, self._limits.max_body_bytes)
         event = parse_feedback(body, request.headers.get(IDEMPOTENCY_HEADER), time.time())
         try:
             result = await self._log.record_feedback.remote(event)
@@ -357,7 +402,9 @@ class Gateway:
 
     async def _complete(self, request: Request, endpoint: Endpoint) -> Response:
         started, ts = time.perf_counter(), time.time()
-        body = await _json_object(request)
+        self._caller(request)
+        body = await _json_object(request, self._limits.max_body_bytes)
+        self._check_limits(body)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise APIError(
@@ -398,6 +445,27 @@ class Gateway:
         call = Call(endpoint, request_id, started, ts, assignment.variant, model, unit, stream)
         call.events = events
         return await self._single(body, call)
+
+    def _check_limits(self, body: dict[str, Any]) -> None:
+        """400 for a request asking for more than this gateway's limits allow."""
+        cap = self._limits.max_tokens
+        for name in ("max_tokens", "max_completion_tokens"):
+            value = body.get(name)
+            if cap is not None and _is_int(value) and value > cap:
+                raise APIError(
+                    400,
+                    f"`{name}` is {value}; this gateway allows at most {cap}",
+                    param=name,
+                    code="max_tokens_exceeded",
+                )
+        n = body.get("n")
+        if _is_int(n) and n > self._limits.max_n:
+            raise APIError(
+                400,
+                f"`n` is {n}; this gateway allows at most {self._limits.max_n} choices",
+                param="n",
+                code="n_exceeded",
+            )
 
     def _unit(
         self, experiment: Experiment, user: str | None, headers: Mapping[str, str], request_id: str

@@ -15,10 +15,9 @@ from typing import Any, Literal
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 
 from router.events import Completion, Event
-from serve.errors import APIError
+from serve.errors import RETRY_AFTER_S, APIError
 
 Endpoint = Literal["chat", "completions"]
-RETRY_AFTER_S = "1"
 DONE = "data: [DONE]\n\n"
 
 

@@ -9,7 +9,7 @@ temporary SQLite file that the tests read directly.
 from __future__ import annotations
 
 import copy
-import socket
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -27,6 +27,10 @@ SYSTEM_PROMPT = "You are variant A. Answer briefly and precisely, in plain words
 APP_NAME = "arena-e2e"
 BEST_OF = 3
 GATEWAY_REPLICAS = 2  # metrics and logs must be right across replicas
+# An admin key the gateway reads from its environment (set before Ray starts, so its workers
+# inherit it); the security tests switch keys on live, and switch them off again.
+ADMIN_KEY_ENV = "ARENA_E2E_ADMIN_KEY"
+ADMIN_KEY = "sk-e2e-admin-7f3a9c1e5b2d4068"
 TWO_ARMS = [{"variant": "tiny-a"}, {"variant": "tiny-b"}]
 EXPERIMENTS: list[dict[str, Any]] = [
     {"name": "tiny-ab", "arms": TWO_ARMS},
@@ -65,30 +69,28 @@ class App:
         db.row_factory = sqlite3.Row
         return db
 
-    def experiments(self) -> dict[str, Any]:
-        return httpx.get(f"{self.base_url}/v1/experiments", timeout=30).json()
+    def experiments(self, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        return httpx.get(f"{self.base_url}/v1/experiments", headers=headers, timeout=30).json()
 
     def deploy_experiments(self, experiments: list[dict[str, Any]]) -> None:
         """Deploy the same file with other experiments; return once the gateway applied them."""
+        self.deploy_gateway({"experiments": experiments})
+
+    def deploy_gateway(self, user_config: dict[str, Any]) -> None:
+        """Deploy the same file with another gateway `user_config`, applied live."""
         from serve.config import config_revision
         from serve.deploy import apply
 
-        user_config = {"experiments": experiments}
         document = copy.deepcopy(self.document)
         document["applications"][0]["deployments"] = [
             {"name": "gateway", "user_config": user_config}
         ]
         apply(self.client, document, timeout_s=120)
         deadline = time.monotonic() + 60
-        while self.experiments()["revision"] != config_revision(user_config):
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        while self.experiments(headers)["revision"] != config_revision(user_config):
             assert time.monotonic() < deadline, "the gateway never applied the new experiments"
             time.sleep(0.2)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve_document(model: Path, reward: Path, store: Path, port: int) -> dict[str, Any]:
@@ -139,11 +141,13 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     import ray
     from ray import serve
 
-    from serve.deploy import apply, start_serve
+    from serve.deploy import apply, free_port, start_serve, use_throughput_mode
 
+    use_throughput_mode(side_ports=True)  # as `make serve` runs, beside any other cluster
+    os.environ[ADMIN_KEY_ENV] = ADMIN_KEY
     model, reward = prepare([TINY_LLAMA, TINY_REWARD])
     store = tmp_path_factory.mktemp("outcomes") / "outcomes.db"
-    port = _free_port()
+    port = free_port()
     document = serve_document(model, reward, store, port)
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)  # 2 engines + scorer
     try:

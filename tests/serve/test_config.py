@@ -13,7 +13,7 @@ from serve.config import (
     APP_IMPORT_PATH,
     AppConfig,
     ConfigError,
-    ExperimentsConfig,
+    GatewayConfig,
     ServeFile,
     gateway_user_config,
 )
@@ -31,7 +31,7 @@ def test_the_default_config_serves_two_variants_an_ab_and_an_arena_experiment() 
     served = read_serve_file(DEFAULT)
     assert served.application["import_path"] == APP_IMPORT_PATH
     assert [v.name for v in served.app.variants] == VARIANTS
-    ab, arena = served.experiments.experiments
+    ab, arena = served.gateway.experiments
     assert (ab.mode, arena.mode) == ("ab", "arena")
     assert [a.weight for a in ab.arms] == [1, 1]
     for experiment in (ab, arena):
@@ -106,6 +106,20 @@ def test_prompt_only_variants_share_an_engine() -> None:
     variants.append({"name": "third", "engine": "smollm2-friendly"})
     with pytest.raises(ConfigError, match=r"variants\.2\.engine: 'smollm2-friendly' is not"):
         ServeFile.from_document(document)
+    variants[2] = {"name": "third", "engine": "smollm2-concise", "stream_interval_ms": 10}
+    with pytest.raises(ConfigError, match=r"variants\.2: stream_interval_ms: set on the variant"):
+        ServeFile.from_document(document)
+
+
+def test_each_engine_is_a_variant_server_with_its_stream_interval() -> None:
+    from serve.app import variant_llm_config
+    from serve.variant import VariantServer
+
+    document = mutate("args.variants.0.stream_interval_ms", 20)
+    variant = ServeFile.from_document(document).app.variants[0]
+    llm = variant_llm_config(variant)
+    assert llm.server_cls is VariantServer
+    assert llm.experimental_configs["stream_batching_interval_ms"] == 20
 
 
 def test_best_of_n_needs_a_scorer() -> None:
@@ -129,13 +143,13 @@ def test_overlapping_experiments_in_one_layer_are_refused() -> None:
         ]
     }
     with pytest.raises(ConfigError, match=r"experiments\.1\.layer_range: 'second' overlaps"):
-        ExperimentsConfig.for_variants(config, VARIANTS)
+        GatewayConfig.for_variants(config, VARIANTS)
     config["experiments"][1]["layer_range"] = [0.6, 1.0]
-    assert len(ExperimentsConfig.for_variants(config, VARIANTS).experiments) == 2
+    assert len(GatewayConfig.for_variants(config, VARIANTS).experiments) == 2
 
 
 def test_no_user_config_means_no_experiments() -> None:
-    assert ExperimentsConfig.for_variants(None, VARIANTS).experiments == []
+    assert GatewayConfig.for_variants(None, VARIANTS).experiments == []
 
 
 def test_not_a_serve_file() -> None:

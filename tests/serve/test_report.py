@@ -29,7 +29,7 @@ def test_an_ab_report_writes_its_plots_and_page(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     served = read_serve_file(config)
-    experiment = served.experiments.experiments[0]
+    experiment = served.gateway.experiments[0]
     arms = {"smollm2-friendly": Arm(thumbs_up=0.35)}
     simulate_ab(served.app.store_file, experiment, Traffic(units=1500, arms=arms))
     out = tmp_path / "report"
@@ -50,7 +50,7 @@ def test_an_ab_report_writes_its_plots_and_page(
 
 def test_an_arena_report_draws_the_leaderboard(config: Path, tmp_path: Path) -> None:
     served = read_serve_file(config)
-    experiment = served.experiments.experiments[1]
+    experiment = served.gateway.experiments[1]
     simulate_arena(served.app.store_file, experiment, battles=600,
                    ratings={"smollm2-concise": 1000, "smollm2-friendly": 1050})  # fmt: skip
     out = tmp_path / "report"
@@ -65,7 +65,7 @@ def test_json_output_and_errors(
     assert main(["report", "--experiment", "concise-vs-friendly", "--config", str(config)]) == 2
     assert "no outcome log" in capsys.readouterr().err
     served = read_serve_file(config)
-    simulate_ab(served.app.store_file, served.experiments.experiments[0], Traffic(units=50))
+    simulate_ab(served.app.store_file, served.gateway.experiments[0], Traffic(units=50))
     assert main(["report", "--experiment", "nope", "--config", str(config)]) == 2
     assert "no experiment 'nope'" in capsys.readouterr().err
     assert main(["report", "--experiment", "concise-vs-friendly", "--config", str(config),

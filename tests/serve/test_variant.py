@@ -1,0 +1,106 @@
+"""VariantServer stream batching: the first chunk at once, the rest batched, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from serve.variant import first_then_batched
+
+
+async def timed(delays: list[float], fail: bool = False) -> AsyncIterator[int]:
+    for index, delay in enumerate(delays):
+        await asyncio.sleep(delay)
+        yield index
+    if fail:
+        raise RuntimeError("engine failed")
+
+
+async def collect(stream: AsyncIterator[list[int]]) -> list[tuple[float, list[int]]]:
+    started = time.perf_counter()
+    return [(time.perf_counter() - started, batch) async for batch in stream]
+
+
+def test_the_first_chunk_is_not_held_for_the_interval() -> None:
+    batches = asyncio.run(collect(first_then_batched(timed([0.01] * 20), interval_s=0.5)))
+    first_at, first = batches[0]
+    assert first == [0] and first_at < 0.25  # Ray Serve LLM's batcher would wait 0.5 s
+    assert [i for _, batch in batches for i in batch] == list(range(20))
+    assert len(batches) <= 3  # the rest came in one or two batches, not 19
+
+
+def test_chunks_that_arrive_together_go_together() -> None:
+    # vLLM yields the role chunk and the first token together: one message, not two.
+    batches = asyncio.run(collect(first_then_batched(timed([0.0, 0.0, 0.0]), interval_s=1.0)))
+    assert [batch for _, batch in batches] == [[0, 1, 2]]
+
+
+def test_the_end_of_the_stream_is_not_held_for_the_interval() -> None:
+    batches = asyncio.run(collect(first_then_batched(timed([0.0, 0.02]), interval_s=5.0)))
+    assert [batch for _, batch in batches] == [[0], [1]]
+    assert batches[-1][0] < 1.0
+
+
+def test_an_empty_stream_yields_nothing() -> None:
+    assert asyncio.run(collect(first_then_batched(timed([]), interval_s=0.05))) == []
+
+
+def test_an_engine_error_comes_after_the_chunks_before_it() -> None:
+    async def run() -> list[list[int]]:
+        seen = []
+        with pytest.raises(RuntimeError, match="engine failed"):
+            async for batch in first_then_batched(timed([0.0, 0.01], fail=True), 0.02):
+                seen.append(batch)
+        return seen
+
+    assert [i for batch in asyncio.run(run()) for i in batch] == [0, 1]
+
+
+def test_closing_the_stream_cancels_the_engine_generator() -> None:
+    cancelled = asyncio.Event()
+
+    async def endless() -> AsyncIterator[int]:
+        try:
+            index = 0
+            while True:
+                await asyncio.sleep(0.005)
+                yield index
+                index += 1
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def run() -> bool:
+        stream = first_then_batched(endless(), 0.02)
+        await anext(stream)
+        await anext(stream)
+        await stream.aclose()  # the client left
+        await asyncio.wait_for(cancelled.wait(), 1.0)
+        return True
+
+    assert asyncio.run(run())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    delays=st.lists(st.sampled_from([0.0, 0.0, 0.001, 0.004]), max_size=30),
+    interval=st.sampled_from([0.001, 0.003, 0.01]),
+    fail=st.booleans(),
+)
+def test_every_item_arrives_once_in_order(delays: list[float], interval: float, fail: bool) -> None:
+    async def run() -> list[int]:
+        seen: list[int] = []
+        try:
+            async for batch in first_then_batched(timed(delays, fail), interval):
+                assert batch, "no empty batches"
+                seen += batch
+        except RuntimeError:
+            assert fail
+        return seen
+
+    assert asyncio.run(run()) == list(range(len(delays)))
