@@ -82,6 +82,7 @@ SESSION_HEADER = "x-session-id"
 EXPOSURE_CACHE_SIZE = 65_536
 
 app = FastAPI(title="arena-serve gateway", docs_url=None, redoc_url=None, openapi_url=None)
+app.add_middleware(admission.InFlightLimit)
 
 
 @app.exception_handler(APIError)
@@ -105,15 +106,17 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 async def _json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     """The request's JSON object body, read no further than `max_bytes` (then a 413)."""
     declared = request.headers.get("content-length", "")
-    size, chunks = int(declared) if declared.isdigit() else 0, []
-    if size <= max_bytes:
-        size = 0
+    too_large = declared.isdigit() and int(declared) > max_bytes  # then not even read
+    chunks: list[bytes] = []
+    size = 0
+    if not too_large:
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_bytes:
+                too_large = True
                 break
             chunks.append(chunk)
-    if size > max_bytes:
+    if too_large:
         raise APIError(
             413,
             f"the request body is larger than this gateway accepts ({max_bytes:,} bytes)",
@@ -127,9 +130,6 @@ async def _json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
     return body
-
-
-app.add_middleware(admission.InFlightLimit)
 
 
 def _with_system_prompt(messages: Any, system_prompt: str) -> Any:
