@@ -125,7 +125,7 @@ async def _json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     raw = b"".join(chunks)
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; too deep
         raise APIError(400, "the request body is not valid JSON", code="invalid_json") from None
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
@@ -144,6 +144,21 @@ def _with_system_prompt(messages: Any, system_prompt: str) -> Any:
     ):
         return [{**first, "content": f"{system_prompt}\n\n{first['content']}"}, *messages[1:]]
     return [{"role": "system", "content": system_prompt}, *messages]
+
+
+def _check_contents(messages: Any) -> None:
+    """400 for a message whose `content` is a JSON object: vLLM's models take it for an iterable
+    of parts, lazily, and the request then cannot be sent to the engine at all."""
+    if not isinstance(messages, list):
+        return  # validation reports the problem
+    for i, message in enumerate(messages):
+        if isinstance(message, dict) and isinstance(message.get("content"), dict):
+            raise APIError(
+                400,
+                f"messages.{i}.content: must be a string or a list of content parts",
+                param=f"messages.{i}.content",
+                code="invalid_value",
+            )
 
 
 def _conversation(body: dict[str, Any], endpoint: Endpoint) -> list[dict[str, str]] | None:
@@ -501,8 +516,10 @@ class Gateway:
         for name, value in variant.sampling.as_request_fields().items():
             if body.get(name) is None:
                 body[name] = value
-        if call.endpoint == "chat" and variant.system_prompt:
-            body["messages"] = _with_system_prompt(body.get("messages"), variant.system_prompt)
+        if call.endpoint == "chat":
+            _check_contents(body.get("messages"))
+            if variant.system_prompt:
+                body["messages"] = _with_system_prompt(body.get("messages"), variant.system_prompt)
         if call.stream:
             options = body.get("stream_options")
             if options is None or isinstance(options, dict):
