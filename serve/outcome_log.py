@@ -6,6 +6,12 @@ no delay when idle. `record` returns once its events are queued, so anything rec
 feedback call is written before that feedback is checked. `record_feedback` returns only after the
 transaction holding its row has committed; a write that fails raises, so the gateway answers 503
 rather than a false 2xx.
+
+When the store itself cannot write (`sqlite3.OperationalError`: a locked file, a full disk, an
+I/O error) the batch's feedback fails at once (the client retries it with its idempotency key)
+and every other event stays queued, in order, for the next try after a backoff: an outage of
+the store loses no exposure or completion, up to `max_pending` of them kept in memory. Any other
+failure is taken for a bad event, and the batch is written one by one to isolate it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,10 +38,16 @@ _Entry = tuple[Event | None, asyncio.Future | None]
 class OutcomeWriter:
     """Queue plus group-commit loop around an `OutcomeStore`; usable without Ray (tests)."""
 
-    def __init__(self, store_path: str, max_batch: int = 1024) -> None:
+    RETRY_S = (0.05, 2.0)  # backoff while the store cannot write: first and longest wait
+
+    def __init__(
+        self, store_path: str, max_batch: int = 1024, max_pending: int = 1_000_000
+    ) -> None:
         self._store = OutcomeStore(store_path)
         self._max_batch = max_batch
+        self._max_pending = max_pending
         self._queue: asyncio.Queue[_Entry] = asyncio.Queue()
+        self._carried: list[_Entry] = []  # kept from a batch the store could not write
         # SQLite calls block; one thread keeps them off the event loop and in order.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outcome-writer")
         self._task: asyncio.Task | None = None
@@ -61,21 +74,56 @@ class OutcomeWriter:
         self._queue.put_nowait((None, done))
         await done
 
+    @property
+    def pending(self) -> int:
+        """Events queued or carried, not yet committed."""
+        return self._queue.qsize() + len(self._carried)
+
+    async def _next_batch(self) -> list[_Entry]:
+        batch, self._carried = self._carried, []
+        if not batch:
+            batch.append(await self._queue.get())
+        while len(batch) < self._max_batch and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        wait = self.RETRY_S[0]
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = await self._next_batch()
             events = [event for event, _ in batch if event is not None]
             try:
                 results = await loop.run_in_executor(self._executor, self._store.write, events)
+            except sqlite3.OperationalError as exc:  # the store, not the events
+                self._carry(batch, exc)
+                await asyncio.sleep(wait)
+                wait = min(2 * wait, self.RETRY_S[1])
+                continue
             except Exception:
                 logger.exception("outcome batch of %d failed; retrying one by one", len(events))
                 await self._write_one_by_one(batch)
                 continue
+            wait = self.RETRY_S[0]
             self._observe(events, results)
             self._resolve(batch, iter(results))
+
+    def _carry(self, batch: list[_Entry], exc: Exception) -> None:
+        """Fail the batch's feedback now (503, retried by the client); keep the rest, in order."""
+        kept = []
+        for event, done in batch:
+            if isinstance(event, Feedback):
+                if done is not None and not done.done():
+                    done.set_exception(exc)
+            else:
+                kept.append((event, done))
+        dropped = max(0, len(kept) - self._max_pending)
+        if dropped:
+            logger.error("outcome store down too long: %d oldest events lost", dropped)
+        self._carried = kept[dropped:]
+        logger.error(
+            "outcome store cannot write (%s): %d events kept for the next try", exc, len(kept)
+        )
 
     async def _write_one_by_one(self, batch: list[_Entry]) -> None:
         loop = asyncio.get_running_loop()
@@ -142,7 +190,7 @@ class OutcomeLog(OutcomeWriter):
         """The experiment's report as JSON, over everything recorded before the call."""
         from router.analysis import build_report
 
-        await self.flush()
+        await asyncio.wait_for(self.flush(), timeout=30)  # a store that cannot write: 503
         analyse = functools.partial(build_report, self._store.path, experiment, reps=reps)
         report = await asyncio.get_running_loop().run_in_executor(self._readers, analyse)
         return report.model_dump(mode="json")

@@ -118,3 +118,56 @@ def test_a_store_that_cannot_write_fails_the_feedback(tmp_path: Path) -> None:
         assert (await writer.record_feedback(thumbs("c1", "k"))) == FeedbackResult("recorded", 1)
 
     asyncio.run(run())
+
+
+def test_a_full_disk_fails_feedback_and_keeps_every_other_event(tmp_path: Path) -> None:
+    """SQLITE_FULL (a page cap stands in for the disk): feedback 503s, completions wait."""
+    path = tmp_path / "o.db"
+
+    async def run() -> None:
+        writer = OutcomeWriter(str(path))
+        writer.RETRY_S = (0.01, 0.05)
+        await writer.record([completion("c0")])
+        await writer.flush()
+        db = writer._store._db
+        [(pages,)] = db.execute("PRAGMA page_count").fetchall()
+        db.execute(f"PRAGMA max_page_count={pages}")  # no room for one more page
+        big = [completion(f"c{i}-" + "x" * 4000) for i in range(1, 40)]
+        await writer.record(big)
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            await writer.record_feedback(thumbs("c0", "k"))
+        await asyncio.sleep(0.2)  # retries, still full
+        assert writer.pending >= len(big)
+        db.execute("PRAGMA max_page_count=1073741823")  # space again
+        await asyncio.wait_for(writer.flush(), 5)
+        assert writer.pending == 0
+        assert (await writer.record_feedback(thumbs("c0", "k"))) == FeedbackResult("recorded", 1)
+
+    asyncio.run(run())
+    ids = [
+        r[0]
+        for r in sqlite3.connect(path).execute(
+            "SELECT completion_id FROM completions ORDER BY rowid"
+        )
+    ]
+    assert ids == ["c0", *(f"c{i}-" + "x" * 4000 for i in range(1, 40))]  # all of them, in order
+
+
+def test_a_locked_store_delays_events_but_loses_none(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+
+    async def run() -> None:
+        writer = OutcomeWriter(str(path))
+        writer.RETRY_S = (0.01, 0.05)
+        await writer.flush()
+        writer._store._db.execute("PRAGMA busy_timeout=20")
+        blocker = sqlite3.connect(path, timeout=0)
+        blocker.execute("BEGIN EXCLUSIVE")
+        await writer.record([completion(f"c{i}") for i in range(5)])
+        await asyncio.sleep(0.3)
+        assert writer.pending == 5
+        blocker.rollback()
+        await asyncio.wait_for(writer.flush(), 5)
+
+    asyncio.run(run())
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM completions").fetchone()[0] == 5

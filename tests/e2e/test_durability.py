@@ -1,0 +1,60 @@
+"""Records under a store that cannot write: feedback is refused with 503, never falsely
+acknowledged, and nothing else is lost."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+
+import httpx
+
+from tests.e2e.conftest import App
+
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+def chat(app: App) -> str:
+    response = httpx.post(
+        f"{app.base_url}/v1/chat/completions",
+        json={"model": "tiny-b", "messages": HELLO},
+        timeout=60,
+    )
+    assert response.status_code == 200
+    return response.json()["id"]
+
+
+def thumbs(app: App, completion_id: str, key: str) -> httpx.Response:
+    return httpx.post(
+        f"{app.base_url}/v1/feedback",
+        json={"completion_id": completion_id, "kind": "thumbs", "value": "up",
+              "idempotency_key": key},
+        timeout=60,
+    )  # fmt: skip
+
+
+def test_a_locked_store_means_503_for_feedback_and_no_lost_completion(app: App) -> None:
+    before = chat(app)
+    with app.db():
+        pass  # committed
+    blocker = sqlite3.connect(app.store_path, timeout=0, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # longer than the store's 5 s busy timeout
+    try:
+        during = chat(app)  # answered: its events wait in the outcome log
+        key = uuid.uuid4().hex
+        started = time.monotonic()
+        refused = thumbs(app, before, key)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "log_unavailable"
+        assert refused.headers["retry-after"] == "1"
+        assert time.monotonic() - started < 30
+    finally:
+        blocker.rollback()
+        blocker.close()
+    again = thumbs(app, before, key)  # the client's retry, same key
+    assert again.status_code == 201, again.text
+    with app.db() as db:
+        ids = {r["completion_id"] for r in db.execute("SELECT completion_id FROM completions")}
+        rows = db.execute("SELECT COUNT(*) FROM feedback WHERE idempotency_key = ?", (key,))
+        assert rows.fetchone()[0] == 1
+    assert {before, during} <= ids
