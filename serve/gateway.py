@@ -61,6 +61,7 @@ from serve.config import (
 )
 from serve.errors import RETRY_AFTER_S, APIError, from_validation_error
 from serve.metrics import merge_engine_metrics
+from serve.openapi import openapi_document
 from serve.protocol import IDEMPOTENCY_HEADER, ModelCard, ModelList, feedback_answer, parse_feedback
 from serve.relay import (
     Call,
@@ -292,6 +293,11 @@ class Gateway:
         logger.info("experiments revision %s: %s", revision, ", ".join(self._experiments) or "none")
 
     # Routes: each a few lines; the work is in the methods below.
+
+    @app.get("/openapi.json")
+    async def openapi(self) -> JSONResponse:
+        """This gateway's routes, bodies and errors as OpenAPI 3.1 (`serve.openapi`)."""
+        return JSONResponse(openapi_document())
 
     @app.get("/health")
     async def health(self) -> dict[str, str]:

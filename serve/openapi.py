@@ -1,0 +1,139 @@
+"""The gateway's OpenAPI 3.1 document (`GET /openapi.json`), built from the models it validates
+with: vLLM's chat and completion requests, the feedback union, the listings, and OpenAI's error
+shape on every route. The routes read raw bodies (to answer bad ones in OpenAI's shape), so
+FastAPI cannot infer this; schemathesis tests the running gateway against it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
+
+from serve.protocol import FeedbackRequest, FeedbackResponse, ModelList
+
+REF = "#/components/schemas/"
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+_ERRORS = {
+    "400": "invalid request",
+    "401": "missing or wrong API key",
+    "403": "an admin route with a client key",
+    "404": "unknown model, completion, battle or route",
+    "409": "a battle already voted, or an idempotency key reused",
+    "413": "body over `limits.max_body_bytes`",
+    "429": "over the key's rate limit (`Retry-After`)",
+    "503": "at capacity, or an engine or the outcome log unavailable (`Retry-After`)",
+}
+_BEARER = [{"bearer": []}]
+
+
+def _components(models: dict[str, Any]) -> dict[str, Any]:
+    """Each model's JSON schema under its name, with its `$defs` lifted to components."""
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    for name, model in models.items():
+        adapter = model if isinstance(model, TypeAdapter) else TypeAdapter(model)
+        schema = adapter.json_schema(ref_template=REF + "{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[name] = schema
+    return schemas
+
+
+def _responses(ok: str, schema: str | None, content_type: str = "application/json") -> dict:
+    answer: dict[str, Any] = {"description": "success"}
+    if schema is not None:
+        answer["content"] = {content_type: {"schema": {"$ref": REF + schema}}}
+    error = {"content": {"application/json": {"schema": {"$ref": REF + "Error"}}}}
+    return {ok: answer, **{code: {"description": what, **error} for code, what in _ERRORS.items()}}
+
+
+def _body(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": REF + schema}}}}
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    models: dict[str, type[BaseModel] | TypeAdapter] = {
+        "ChatCompletionRequest": ChatCompletionRequest,
+        "CompletionRequest": CompletionRequest,
+        "FeedbackRequest": TypeAdapter(FeedbackRequest),
+        "FeedbackResponse": FeedbackResponse,
+        "ModelList": ModelList,
+    }
+    stream = {"text/event-stream": {"schema": {"type": "string"}}}
+    completion_answer = {"description": "an OpenAI completion, or its SSE stream"}
+    completion_answer["content"] = {"application/json": {"schema": {"type": "object"}}, **stream}
+
+    def completion_route(summary: str, schema: str) -> dict[str, Any]:
+        responses = _responses("200", None)
+        responses["200"] = completion_answer
+        return {
+            "post": {
+                "summary": summary,
+                "security": _BEARER,
+                "requestBody": _body(schema),
+                "responses": responses,
+            }
+        }
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "arena-serve gateway", "version": "1"},
+        "components": {
+            "schemas": _components(models),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": {
+            "/v1/chat/completions": completion_route(
+                "Chat; `model` names an experiment or a variant", "ChatCompletionRequest"
+            ),
+            "/v1/completions": completion_route("Text completion", "CompletionRequest"),
+            "/v1/feedback": {
+                "post": {
+                    "summary": "Thumbs, vote, regenerate, copy or custom feedback",
+                    "security": _BEARER,
+                    "requestBody": _body("FeedbackRequest"),
+                    "responses": {
+                        **_responses("201", "FeedbackResponse"),
+                        "200": {"description": "a replay of the same key"},
+                    },
+                }
+            },
+            "/v1/models": {
+                "get": {"security": _BEARER, "responses": _responses("200", "ModelList")}
+            },
+            "/v1/experiments": {"get": {"security": _BEARER, "responses": _responses("200", None)}},
+            "/v1/experiments/{name}/report": {
+                "get": {
+                    "security": _BEARER,
+                    "parameters": [
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": _responses("200", None),
+                }
+            },
+            "/health": {"get": {"responses": {"200": {"description": "the gateway is up"}}}},
+            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus exposition"}}}},
+        },
+    }
