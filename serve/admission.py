@@ -26,6 +26,7 @@ class InFlight:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.count = 0
+        self.draining = False  # shutting down: no new completion is taken on
 
 
 IN_FLIGHT = InFlight(RequestLimits().max_in_flight)  # until the gateway applies its config
@@ -47,6 +48,14 @@ class InFlightLimit:
         if scope["type"] != "http" or not scope["path"].endswith(LIMITED_PATHS):
             return await self.app(scope, receive, send)
         counter = self.counter
+        if counter.draining:
+            error = APIError(
+                503,
+                "the gateway is shutting down; retry",
+                code="shutting_down",
+                headers={"Retry-After": RETRY_AFTER_S, "Connection": "close"},
+            )
+            return await error.response()(scope, receive, send)
         if counter.count >= counter.limit:
             error = APIError(
                 503,

@@ -33,6 +33,8 @@ def variant_llm_config(variant: VariantConfig) -> LLMConfig:
         deployment_config={
             "num_replicas": variant.num_replicas,
             "ray_actor_options": {"num_cpus": 0},
+            "max_ongoing_requests": variant.max_ongoing_requests,
+            "max_queued_requests": variant.max_queued_requests,
         },
         placement_group_config={"bundles": [{"CPU": variant.cpus_per_replica}]},
         server_cls=VariantServer,

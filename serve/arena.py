@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+from ray.serve.handle import DeploymentResponseGenerator
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 
@@ -30,7 +30,16 @@ from router.events import Battle, Event
 from router.style import markdown_counts
 from serve.best_of_n import choice_text
 from serve.errors import APIError
-from serve.relay import DONE, Call, add_usage, engine_error, first_item, sse, unavailable
+from serve.relay import (
+    DONE,
+    Call,
+    OutcomeSender,
+    add_usage,
+    engine_error,
+    first_item,
+    sse,
+    unavailable,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -71,7 +80,7 @@ class ArenaBattle:
         experiment: str,
         unit: str,
         sides: Sequence[Side],
-        log: DeploymentHandle,
+        log: OutcomeSender,
         events: list[Event],
         score: Callable[[Call, str, str], None] | None = None,
     ) -> None:
@@ -188,7 +197,7 @@ class ArenaBattle:
         finally:
             if not logged:  # the client left: stop both engines, log without waiting
                 self._stop()
-                self._log.record.remote(self._outcome_events())
+                self._log.later(self._outcome_events(), f"battle {self.battle_id}")
 
     def _rewrite(self, side: Side, chunk: Any) -> str:
         """One engine SSE chunk as the battle shows it (an empty string drops it)."""
@@ -234,7 +243,8 @@ class ArenaBattle:
     def _problem(self, side: Side, first: Any) -> APIError | None:
         """Why a side cannot take part, judged on the first thing it yielded (None: it can)."""
         if first is _END or isinstance(first, BaseException):
-            return side.fail(unavailable(side.call.variant))
+            failure = first if isinstance(first, BaseException) else None
+            return side.fail(unavailable(side.call.variant, failure))
         head = first_item(first)
         if isinstance(head, ErrorResponse):
             return side.fail(engine_error(head))
@@ -278,10 +288,7 @@ class ArenaBattle:
 
     async def _record(self) -> None:
         """Queue the battle's events in the outcome log (returns once queued), then score."""
-        try:
-            await self._log.record.remote(self._outcome_events())
-        except Exception as exc:
-            logger.error("outcome events of battle %s lost: %r", self.battle_id, exc)
+        await self._log.send(self._outcome_events(), f"battle {self.battle_id}")
         if self._score is not None:
             for side in self.sides:
                 if side.status == 200 and side.completion_id:

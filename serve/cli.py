@@ -4,7 +4,8 @@
 cluster with enough logical CPUs for every engine replica, deploys the file, prints a ready line
 with an example call, and then watches the file: save an edit and it is deployed, experiments
 live (engines untouched), a config that does not validate refused with the field named. Ctrl-C
-shuts the app down. `check-config` validates a file without starting anything.
+or SIGTERM drains the app (no new completions; those in flight finish and are logged; the log
+commits) and shuts it down. `check-config` validates a file without starting anything.
 """
 
 from __future__ import annotations
@@ -66,7 +67,13 @@ def serve_foreground(config_path: Path, host: str | None, port: int | None) -> i
     host = host or http.get("host", "127.0.0.1")
     port = port or int(http.get("port", 8000))
 
-    from serve.deploy import DeployError, apply, start_serve, use_throughput_mode
+    from serve.deploy import (
+        DeployError,
+        apply,
+        drain_and_shutdown,
+        start_serve,
+        use_throughput_mode,
+    )
 
     use_throughput_mode()  # before Ray starts: its processes read it
     import ray
@@ -76,7 +83,14 @@ def serve_foreground(config_path: Path, host: str | None, port: int | None) -> i
     say(f"starting Ray ({cpus} logical CPUs) and {len(served.app.variants)} variant engines")
     started = time.perf_counter()
     # Replica logs go to Ray's log folder, not this terminal; deploy errors still show here.
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    # A cluster of its own ("local"), never one that happens to run on this machine already.
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        include_dashboard=False,
+        logging_level="WARNING",
+        log_to_driver=False,
+    )
     try:
         client = start_serve(_with_http(served.document, host, port))
         apply(client, _with_http(served.document, host, port), progress=say)
@@ -102,8 +116,12 @@ def serve_foreground(config_path: Path, host: str | None, port: int | None) -> i
                 if mtime != seen:
                     seen = mtime
                     served = redeploy(client, config_path, served, host, port)
-    say("shutting down")
-    serve.shutdown()
+    say("draining: no new completions; finishing those in flight and committing the log")
+    try:
+        drain_and_shutdown(client, _with_http(served.document, host, port), progress=say)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now
+        say("interrupted: shutting down without draining")
+        serve.shutdown()
     ray.shutdown()
     return 0
 

@@ -38,6 +38,8 @@ from serve.auth import AuthConfig
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 APP_IMPORT_PATH = "serve.app:build_app"
 GATEWAY_DEPLOYMENT = "gateway"
+OUTCOME_LOG_DEPLOYMENT = "outcome-log"
+DRAIN_S = 60.0  # how long a stopping gateway replica lets its streams finish
 
 # Engine settings that work on a CPU-only machine (see README): explicit KV-cache budget, eager
 # execution. A GPU config overrides them.
@@ -157,6 +159,18 @@ class VariantConfig(BaseModel):
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     num_replicas: int = Field(default=1, ge=1)
     cpus_per_replica: float = Field(default=1.0, gt=0)
+    max_ongoing_requests: int = Field(
+        default=256,
+        ge=1,
+        description="Requests one engine replica serves at once (vLLM batches them); more wait "
+        "in each gateway replica's queue.",
+    )
+    max_queued_requests: int = Field(
+        default=512,
+        ge=1,
+        description="Requests each gateway replica holds waiting for this engine; beyond it, "
+        "503 `variant_overloaded` with `Retry-After`.",
+    )
     best_of_n: int | None = Field(
         default=None,
         ge=2,
@@ -181,7 +195,14 @@ class VariantConfig(BaseModel):
     def _model_or_engine(self) -> VariantConfig:
         if (self.model is None) == (self.engine is None):
             raise ValueError("set exactly one of `model` (an engine of its own) and `engine`")
-        engine_only = {"engine_kwargs", "num_replicas", "cpus_per_replica", "stream_interval_ms"}
+        engine_only = {
+            "engine_kwargs",
+            "num_replicas",
+            "cpus_per_replica",
+            "stream_interval_ms",
+            "max_ongoing_requests",
+            "max_queued_requests",
+        }
         if self.engine is not None and (shared := engine_only & self.model_fields_set):
             raise ValueError(
                 f"{', '.join(sorted(shared))}: set on the variant that owns the engine "
@@ -309,6 +330,11 @@ class GatewayConfig(BaseModel):
     experiments: list[Experiment] = Field(default_factory=list)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     limits: RequestLimits = Field(default_factory=RequestLimits)
+    draining: bool = Field(
+        default=False,
+        description="Refuse new completions (503 `shutting_down`, `Retry-After`), finish the "
+        "ones in flight and send their records; `arena-serve serve` sets it before it stops.",
+    )
 
     @model_validator(mode="after")
     def _names_resolve(self, info: ValidationInfo) -> GatewayConfig:

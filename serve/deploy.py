@@ -11,6 +11,8 @@ Uses Serve's controller client (`ray.serve._private`), as Serve's own CLI does; 
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import os
 import socket
 import time
@@ -22,12 +24,20 @@ from ray.serve._private.api import serve_start
 from ray.serve._private.client import ServeControllerClient
 from ray.serve.schema import ApplicationStatus, ServeDeploySchema
 
+from serve.config import DRAIN_S, GATEWAY_DEPLOYMENT, OUTCOME_LOG_DEPLOYMENT
+
 # Ray Serve's high-throughput mode (Ray >= 2.55; Ray's guide "Enable High Throughput on Ray
 # Serve"): HAProxy, in C, takes the HTTP port in place of Serve's Python proxy and forwards to each
 # gateway replica's own HTTP server (direct ingress); replicas call each other over gRPC and run
 # user code on their own event loop. Measured here it takes Serve's share of a 2-core machine
 # from a third to under a tenth (docs/benchmarks.md). Ray's processes read it when they start.
 THROUGHPUT_MODE = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+# HAProxy replays a request on another gateway replica when the one it went to closed without
+# answering (its process died), not only when it could not connect (Ray's default, which keeps
+# non-idempotent requests from running twice). For this gateway a replay costs at worst a
+# completion logged that no client saw (the replica died between the commit and the reply):
+# records are written as a request ends, and feedback carries its idempotency key.
+HAPROXY_RETRY_ON = {"RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response"}
 # The fixed ports the mode also binds (HAProxy's stats and metrics, Serve's fallback proxy).
 _SIDE_PORTS = (
     "RAY_SERVE_HAPROXY_STATS_PORT",
@@ -51,7 +61,7 @@ def use_throughput_mode(
     `side_ports` moves the mode's fixed side ports to free ones, so that a test or benchmark
     cluster can run beside another (`make serve`) on the same machine.
     """
-    for name, value in THROUGHPUT_MODE.items():
+    for name, value in (THROUGHPUT_MODE | HAPROXY_RETRY_ON).items():
         env.setdefault(name, value)
     if side_ports:
         for name in _SIDE_PORTS:
@@ -130,3 +140,51 @@ def wait_running(
         if time.monotonic() > deadline:
             raise DeployError(f"not running after {timeout_s:.0f} s: {summary}")
         time.sleep(0.5)
+
+
+def draining(document: dict[str, Any]) -> dict[str, Any]:
+    """The same file with each gateway's `user_config` set to drain (`GatewayConfig.draining`)."""
+    document = copy.deepcopy(document)
+    for application in document["applications"]:
+        deployments = application.setdefault("deployments", [])
+        gateway = next((d for d in deployments if d.get("name") == GATEWAY_DEPLOYMENT), None)
+        if gateway is None:
+            gateway = {"name": GATEWAY_DEPLOYMENT}
+            deployments.append(gateway)
+        gateway["user_config"] = {**(gateway.get("user_config") or {}), "draining": True}
+    return document
+
+
+def drain_and_shutdown(
+    client: ServeControllerClient,
+    document: dict[str, Any],
+    progress: Callable[[str], None] = print,
+) -> None:
+    """Finish what the apps have taken on, then shut Serve down.
+
+    Ray Serve stops every deployment of an app at once, so on a plain shutdown the outcome log
+    can stop before a gateway's last streams end, and their records are lost. Here the gateways
+    first refuse new completions and finish the ones in flight (their `reconfigure` returns
+    once done, so the deploy returns once every replica is), then the log commits what it has,
+    then Serve shuts down. A step that fails is reported through `progress`; the shutdown
+    happens regardless.
+    """
+    try:
+        apply(client, draining(document), timeout_s=DRAIN_S + 60)
+    except Exception as exc:
+        progress(f"drain incomplete ({type(exc).__name__}: {exc}); shutting down anyway")
+    names = [application["name"] for application in document["applications"]]
+    asyncio.run(_flush_and_shutdown(names, progress))
+
+
+async def _flush_and_shutdown(apps: list[str], progress: Callable[[str], None]) -> None:
+    # In one event loop: in throughput mode a handle's router runs on its caller's loop, and
+    # Serve's shutdown closes the handles it made.
+    try:
+        for app in apps:
+            log = serve.get_deployment_handle(OUTCOME_LOG_DEPLOYMENT, app)
+            await asyncio.wait_for(log.flush.remote(), timeout=30)
+    except Exception as exc:
+        progress(f"drain incomplete: the log did not flush ({type(exc).__name__}: {exc})")
+    progress("shutting down")
+    await serve.shutdown_async()

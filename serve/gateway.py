@@ -52,6 +52,7 @@ from serve.arena import ArenaBattle, Side
 from serve.auth import KeyRing, Principal
 from serve.best_of_n import as_stream, best_response, choice_text
 from serve.config import (
+    DRAIN_S,
     GATEWAY_DEPLOYMENT,
     AppConfig,
     ConfigError,
@@ -66,6 +67,7 @@ from serve.protocol import IDEMPOTENCY_HEADER, ModelCard, ModelList, feedback_an
 from serve.relay import (
     Call,
     Endpoint,
+    OutcomeSender,
     chunk_text,
     engine_error,
     first_item,
@@ -81,6 +83,7 @@ _REQUEST_MODELS = {"chat": ChatCompletionRequest, "completions": CompletionReque
 USER_HEADER = "x-user-id"
 SESSION_HEADER = "x-session-id"
 EXPOSURE_CACHE_SIZE = 65_536
+SEND_ON_STOP_S = 10.0  # and then its outcome events and score jobs reach their deployments
 
 app = FastAPI(title="arena-serve gateway", docs_url=None, redoc_url=None, openapi_url=None)
 app.add_middleware(admission.InFlightLimit)
@@ -241,6 +244,8 @@ class _ExposureCache:
     max_ongoing_requests=1024,
     ray_actor_options={"num_cpus": 0},
     user_config={"experiments": []},
+    # A replica being replaced (redeploy, scale-down, shutdown) first finishes its streams.
+    graceful_shutdown_timeout_s=DRAIN_S,
 )
 @serve.ingress(app)
 class Gateway:
@@ -259,6 +264,7 @@ class Gateway:
         self._scoring_tasks: set[asyncio.Task] = set()
         self._handles = {name: h.options(stream=True) for name, h in variant_handles.items()}
         self._log = outcome_log
+        self._outcomes = OutcomeSender(outcome_log)
         self._created = int(time.time())
         self._experiments: dict[str, CompiledExperiment] = {}
         self._revision: str | None = None
@@ -268,8 +274,13 @@ class Gateway:
         self._keys = KeyRing()
         self._limits = RequestLimits()
 
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Apply new experiments live; a bad config is refused, keeping the running ones."""
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Apply new experiments live; a bad config is refused, keeping the running ones.
+
+        With `draining` set, returns only once the requests in flight are answered and their
+        records sent (at most `DRAIN_S`): Ray Serve reports the deploy done when every replica
+        has, so `arena-serve serve` knows when it may stop the outcome log.
+        """
         revision = config_revision(user_config)
         try:
             config = GatewayConfig.for_variants(user_config, list(self._variants))
@@ -287,10 +298,34 @@ class Gateway:
         # Through the module: a global of this file would be copied into the replica with
         # the pickled deployment class, apart from the middleware's.
         admission.IN_FLIGHT.limit = config.limits.max_in_flight
+        admission.IN_FLIGHT.draining = config.draining
+        if config.draining:
+            await self._drain()
         if keys.open:
             logger.warning("no API keys configured: every route is open (auth.keys)")
         self._revision, self._rejected = revision, None
         logger.info("experiments revision %s: %s", revision, ", ".join(self._experiments) or "none")
+
+    async def _drain(self) -> None:
+        """Wait for the completions in flight, then for the records and scores they sent."""
+        deadline = time.monotonic() + DRAIN_S
+        while admission.IN_FLIGHT.count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await self._sent(deadline - time.monotonic())
+        if admission.IN_FLIGHT.count:
+            logger.error("drained with %d requests still in flight", admission.IN_FLIGHT.count)
+
+    async def _sent(self, timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) for the events and score jobs sent without waiting."""
+        pending = self._outcomes.pending | self._scoring_tasks
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=max(0.1, timeout_s))
+            if late:
+                logger.error("%d outcome sends or score jobs unfinished at stop", len(late))
+
+    async def __del__(self) -> None:
+        """Ray Serve calls this on a graceful stop, once this replica's requests are done."""
+        await self._sent(SEND_ON_STOP_S)
 
     # Routes: each a few lines; the work is in the methods below.
 
@@ -585,7 +620,7 @@ class Gateway:
         except Exception as exc:
             logger.warning("variant %s failed request %s: %r", call.variant, call.request_id, exc)
             await self._finish(call, call.request_id, 503, error=type(exc).__name__)
-            return unavailable(call.variant).response(headers)
+            return unavailable(call.variant, exc).response(headers)
         head = first_item(first)
         if isinstance(head, ErrorResponse):
             error = engine_error(head)
@@ -714,7 +749,7 @@ class Gateway:
             for side in sides:
                 side.call.prompt = conversation
         battle = ArenaBattle(
-            battle_id, experiment, unit, sides, self._log, events, self._score_later
+            battle_id, experiment, unit, sides, self._outcomes, events, self._score_later
         )
         return await battle.respond(headers | {"x-battle-id": battle_id})
 
@@ -767,7 +802,7 @@ class Gateway:
             if not logged:
                 # The client may be gone (cancelled task): send without awaiting the answer.
                 call.events.append(call.completion(completion_id, status, usage, error))
-                self._log.record.remote(call.events)
+                self._outcomes.later(call.events, call.request_id)
 
     async def _finish(
         self,
@@ -779,7 +814,4 @@ class Gateway:
     ) -> None:
         """Queue this call's events in the outcome log (returns once queued, not committed)."""
         call.events.append(call.completion(completion_id, status, usage, error))
-        try:
-            await self._log.record.remote(call.events)
-        except Exception as exc:
-            logger.error("outcome events of %s lost: %r", call.request_id, exc)
+        await self._outcomes.send(call.events, call.request_id)

@@ -2,10 +2,11 @@
 
 Events are queued in arrival order and written by one background task with group commit: each
 write takes everything queued so far in one SQLite transaction, so batches grow with load and add
-no delay when idle. `record` returns once its events are queued, so anything recorded before a
-feedback call is written before that feedback is checked. `record_feedback` returns only after the
-transaction holding its row has committed; a write that fails raises, so the gateway answers 503
-rather than a false 2xx.
+no delay when idle. `record` returns once its events are queued (or, with `committed`, once
+they are committed: the gateway's completions), so anything recorded before a feedback call is
+written before that feedback is checked. `record_feedback` returns only after the transaction
+holding its row has committed; a write that fails raises, so the gateway answers 503 rather
+than a false 2xx.
 
 When the store itself cannot write (`sqlite3.OperationalError`: a locked file, a full disk, an
 I/O error) the batch's feedback fails at once (the client retries it with its idempotency key)
@@ -28,11 +29,14 @@ from ray import serve
 from router.events import Event, Feedback, FeedbackResult
 from router.experiment import Experiment
 from router.store import OutcomeStore
+from serve.config import OUTCOME_LOG_DEPLOYMENT
 from serve.metrics import OutcomeMetrics
 
 logger = logging.getLogger("ray.serve")
 
 _Entry = tuple[Event | None, asyncio.Future | None]
+COMMIT_WAIT_S = 2.0  # what `record(committed=True)` waits for a store that cannot write
+FLUSH_ON_STOP_S = 20.0  # within Ray Serve's graceful shutdown timeout for the replica
 
 
 class OutcomeWriter:
@@ -56,10 +60,21 @@ class OutcomeWriter:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def record(self, events: list[Event]) -> None:
+    async def record(
+        self, events: list[Event], committed: bool = False, wait_s: float = COMMIT_WAIT_S
+    ) -> bool:
+        """Queue the events; whether they are committed. With `committed`, wait for that, at
+        most `wait_s`: a store that is slow or cannot write keeps them queued (False)."""
         self._ensure_running()
         for event in events:
             self._queue.put_nowait((event, None))
+        if not committed:
+            return False
+        try:
+            await asyncio.wait_for(asyncio.shield(self.flush()), timeout=wait_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def record_feedback(self, feedback: Feedback) -> FeedbackResult:
         self._ensure_running()
@@ -76,7 +91,7 @@ class OutcomeWriter:
 
     @property
     def pending(self) -> int:
-        """Events queued or carried, not yet committed."""
+        """Entries queued or carried, not yet committed: events, and marks of waiting flushes."""
         return self._queue.qsize() + len(self._carried)
 
     async def _next_batch(self) -> list[_Entry]:
@@ -155,10 +170,11 @@ class OutcomeWriter:
 
 
 @serve.deployment(
-    name="outcome-log",
+    name=OUTCOME_LOG_DEPLOYMENT,
     num_replicas=1,
     max_ongoing_requests=100_000,
     ray_actor_options={"num_cpus": 0},
+    graceful_shutdown_timeout_s=30,
 )
 class OutcomeLog(OutcomeWriter):
     """Exactly one replica: SQLite has one writer, and every gateway replica sends it events.
@@ -172,6 +188,14 @@ class OutcomeLog(OutcomeWriter):
         super().__init__(store_path, max_batch)
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="outcome-report")
         self._metrics = OutcomeMetrics()
+
+    async def __del__(self) -> None:
+        """A graceful stop (redeploy, shutdown) commits everything queued before the process
+        exits; Ray Serve calls this once the replica has no request left."""
+        try:
+            await asyncio.wait_for(self.flush(), timeout=FLUSH_ON_STOP_S)
+        except Exception as exc:
+            logger.error("outcome log stopped with %d events unwritten: %r", self.pending, exc)
 
     def _observe(self, events: list[Event], results: list[FeedbackResult | None]) -> None:
         try:

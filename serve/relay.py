@@ -5,17 +5,24 @@ Shared by the single-variant path (`serve.gateway`) and arena battles (`serve.ar
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
 
 # The engine yields vLLM's own error class; Ray's `ErrorResponse` is a subclass of it.
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 
 from router.events import Completion, Event
 from serve.errors import RETRY_AFTER_S, APIError
+
+logger = logging.getLogger("ray.serve")
 
 Endpoint = Literal["chat", "completions"]
 DONE = "data: [DONE]\n\n"
@@ -76,7 +83,15 @@ def engine_error(error: ErrorResponse) -> APIError:
     return APIError(status, info.message, param=info.param, code="invalid_value")
 
 
-def unavailable(variant: str) -> APIError:
+def unavailable(variant: str, exc: BaseException | None = None) -> APIError:
+    """The retryable 503 for an engine call that failed: its queue full, or the engine gone."""
+    if isinstance(exc, BackPressureError):
+        return APIError(
+            503,
+            f"variant {variant!r} is at capacity (its queue is full); retry",
+            code="variant_overloaded",
+            headers={"Retry-After": RETRY_AFTER_S},
+        )
     return APIError(
         503,
         f"variant {variant!r} is unavailable; retry",
@@ -129,3 +144,63 @@ def chunk_text(chunk: str) -> str:
     if isinstance(delta, dict):
         return delta.get("content") or ""
     return choice.get("text") or ""
+
+
+class OutcomeSender:
+    """Sends a call's events to the outcome log and sees them committed, without ever failing
+    the call or holding it up for long.
+
+    `send` returns once the log has committed the events (so a log killed right after loses
+    nothing the client saw) or, past `HOLD_S`, leaves the delivery to go on behind. The log
+    itself answers after at most its own short wait when the store is slow or cannot write
+    (the events stay queued there); a log whose process died is retried with backoff while
+    Ray Serve starts a new one, up to `RETRY_FOR_S`. `later` does not wait at all, for a
+    caller that may be cancelled (its client left); `pending` lets a stopping replica see
+    every delivery through.
+    """
+
+    HOLD_S = 10.0  # what a caller waits at most: the client's last byte waits with it
+    RETRY_S = (0.1, 2.0)  # first and longest wait between tries
+    RETRY_FOR_S = 120.0
+
+    def __init__(self, log: DeploymentHandle) -> None:
+        self._log = log
+        self._tasks: set[asyncio.Task] = set()
+
+    async def send(self, events: list[Event], what: str) -> None:
+        """Returns once the events are committed, or after `HOLD_S`; never raises."""
+        await asyncio.wait({self._deliver_later(events, what)}, timeout=self.HOLD_S)
+
+    def later(self, events: list[Event], what: str) -> None:
+        self._deliver_later(events, what)
+
+    def _deliver_later(self, events: list[Event], what: str) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(self._deliver(events, what))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _deliver(self, events: list[Event], what: str) -> None:
+        deadline = time.monotonic() + self.RETRY_FOR_S
+        wait = self.RETRY_S[0]
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                # Unanswered while no log replica is up: Ray Serve queues the call meanwhile.
+                await asyncio.wait_for(self._log.record.remote(events, committed=True), left)
+                return
+            except TimeoutError:
+                problem: BaseException = TimeoutError(f"no log took them in {self.RETRY_FOR_S} s")
+            except Exception as exc:  # the log's process died with the call
+                problem = exc
+            if time.monotonic() + wait >= deadline:
+                logger.error("outcome events of %s lost: %r", what, problem)
+                return
+            if wait == self.RETRY_S[0]:
+                logger.warning("outcome events of %s not sent (%r); retrying", what, problem)
+            await asyncio.sleep(wait)
+            wait = min(2 * wait, self.RETRY_S[1])
+
+    @property
+    def pending(self) -> set[asyncio.Task]:
+        return set(self._tasks)

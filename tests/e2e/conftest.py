@@ -23,6 +23,9 @@ import pytest
 from serve.models import TINY_LLAMA, TINY_REWARD, prepare
 
 ENGINE = {"kv_cache_memory_bytes": 128 * 1024**2, "max_model_len": 512}
+# tiny-a's engine takes this many requests at once, and each gateway replica queues this many
+# more for it; beyond them, 503 `variant_overloaded`.
+ENGINE_ONGOING, ENGINE_QUEUED = 16, 16
 SYSTEM_PROMPT = "You are variant A. Answer briefly and precisely, in plain words."
 APP_NAME = "arena-e2e"
 BEST_OF = 3
@@ -101,6 +104,8 @@ def serve_document(model: Path, reward: Path, store: Path, port: int) -> dict[st
             "system_prompt": SYSTEM_PROMPT,
             "sampling": {"max_tokens": 6, "temperature": 0.0},
             "engine_kwargs": ENGINE,
+            "max_ongoing_requests": ENGINE_ONGOING,
+            "max_queued_requests": ENGINE_QUEUED,
         },
         {
             "name": "tiny-b",

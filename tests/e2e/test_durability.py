@@ -1,17 +1,20 @@
-"""Records under a store that cannot write: feedback is refused with 503, never falsely
-acknowledged, and nothing else is lost."""
+"""Records under a store that cannot write, and while the gateways drain: feedback is refused
+with 503, never falsely acknowledged; streams in flight finish and are logged; nothing is lost."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import threading
 import time
 import uuid
 
 import httpx
 
-from tests.e2e.conftest import App
+from tests.e2e.conftest import EXPERIMENTS, App
 
 HELLO = [{"role": "user", "content": "Hello"}]
+STREAMS = 6
 
 
 def chat(app: App) -> str:
@@ -58,3 +61,59 @@ def test_a_locked_store_means_503_for_feedback_and_no_lost_completion(app: App) 
         rows = db.execute("SELECT COUNT(*) FROM feedback WHERE idempotency_key = ?", (key,))
         assert rows.fetchone()[0] == 1
     assert {before, during} <= ids
+
+
+def test_draining_finishes_the_streams_in_flight_logs_them_and_refuses_new_ones(app: App) -> None:
+    """What `arena-serve serve` does on SIGTERM before it stops Serve
+    (`serve.deploy.drain_and_shutdown`): the gateways refuse new completions with a retryable
+    503, finish every stream in flight and send its records; the deploy returns once they have."""
+    body = {"model": "tiny-a", "messages": HELLO, "max_tokens": 400, "ignore_eos": True,
+            "stream": True}  # fmt: skip
+    started = threading.Barrier(STREAMS + 1)
+    streams: list[str] = []
+
+    def stream() -> None:
+        with httpx.stream("POST", f"{app.base_url}/v1/chat/completions", json=body,
+                          timeout=300) as response:  # fmt: skip
+            lines = response.iter_lines()
+            first = next(line for line in lines if line.startswith("data: {"))
+            started.wait(timeout=120)
+            streams.append("\n".join([first, *lines]))
+
+    clients = [threading.Thread(target=stream) for _ in range(STREAMS)]
+    for client in clients:
+        client.start()
+    started.wait(timeout=120)  # every stream has begun
+    drained = threading.Thread(
+        target=app.deploy_gateway, args=({"experiments": EXPERIMENTS, "draining": True},)
+    )
+    drained.start()
+    try:
+        refused = None
+        deadline = time.monotonic() + 60
+        new = {"model": "tiny-b", "messages": HELLO}
+        while refused is None and drained.is_alive() and time.monotonic() < deadline:
+            answer = httpx.post(f"{app.base_url}/v1/chat/completions", json=new, timeout=60)
+            if answer.status_code == 503:
+                refused = answer
+            time.sleep(0.05)
+        drained.join(timeout=300)
+        for client in clients:
+            client.join(timeout=300)
+    finally:
+        app.deploy_gateway({"experiments": EXPERIMENTS})
+    assert refused is not None, "no new completion was refused while draining"
+    assert refused.json()["error"]["code"] == "shutting_down"
+    assert refused.headers["retry-after"] == "1"
+    assert len(streams) == STREAMS
+    ids = set()
+    for text in streams:
+        events = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]" and '"error"' not in text, text[-300:]
+        ids.add(json.loads(events[0])["id"])
+    with app.db() as db:
+        marks = ",".join("?" * len(ids))
+        query = f"SELECT completion_id, status FROM completions WHERE completion_id IN ({marks})"
+        logged = dict(db.execute(query, sorted(ids)).fetchall())
+    assert logged == dict.fromkeys(ids, 200)
+    assert chat(app)  # serving again

@@ -122,6 +122,25 @@ def test_each_engine_is_a_variant_server_with_its_stream_interval() -> None:
     assert llm.experimental_configs["stream_batching_interval_ms"] == 20
 
 
+def test_engine_deployments_carry_their_queue_limits() -> None:
+    from ray.serve.exceptions import BackPressureError
+
+    from serve.app import variant_llm_config
+    from serve.relay import unavailable
+
+    document = mutate("args.variants.0.max_queued_requests", 7)
+    variant = ServeFile.from_document(document).app.variants[0]
+    options = variant_llm_config(variant).deployment_config
+    assert options["max_queued_requests"] == 7 and options["max_ongoing_requests"] == 256
+    with pytest.raises(ConfigError, match=r"variants\.0\.max_queued_requests"):
+        ServeFile.from_document(mutate("args.variants.0.max_queued_requests", 0))
+    full = unavailable("a", BackPressureError(num_queued_requests=7, max_queued_requests=7))
+    gone = unavailable("a", RuntimeError("actor died"))
+    retry = {"Retry-After": "1"}
+    assert (full.status, full.code, full.headers) == (503, "variant_overloaded", retry)
+    assert (gone.status, gone.code, gone.headers) == (503, "variant_unavailable", retry)
+
+
 def test_best_of_n_needs_a_scorer() -> None:
     document = mutate("args.variants.0.best_of_n", 4)
     del document["applications"][0]["args"]["scorer"]
@@ -183,3 +202,18 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     bad.write_text(yaml.safe_dump(mutate("experiments.0.arms.1.variant", "ghost")))
     assert main(["check-config", str(bad)]) == 2
     assert "experiments.0.arms.1.variant" in capsys.readouterr().err
+
+
+def test_draining_sets_the_gateways_user_config_and_nothing_else() -> None:
+    from serve.deploy import draining
+
+    document = mutate("args.variants.0.stream_interval_ms", 20)
+    drained = draining(document)
+    [gateway] = drained["applications"][0]["deployments"]
+    original = document["applications"][0]["deployments"][0]["user_config"]
+    assert gateway["user_config"] == original | {"draining": True}
+    assert "draining" not in original  # a copy
+    ServeFile.from_document(drained)  # still a valid file
+    del document["applications"][0]["deployments"]
+    [gateway] = draining(document)["applications"][0]["deployments"]
+    assert gateway == {"name": "gateway", "user_config": {"draining": True}}

@@ -122,3 +122,25 @@ def test_the_body_reader_caps_its_size(
     with pytest.raises(APIError) as caught:
         asyncio.run(run())
     assert caught.value.status == status
+
+
+def test_a_draining_gateway_refuses_new_completions_and_serves_the_rest() -> None:
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def run() -> None:
+        counter = InFlight(limit=8)
+        counter.draining = True
+        middleware = InFlightLimit(app, counter)
+        [start, body] = await call(middleware, "/v1/chat/completions")
+        assert start["status"] == 503
+        assert {(b"retry-after", b"1"), (b"connection", b"close")} <= set(start["headers"])
+        assert json.loads(body["body"])["error"]["code"] == "shutting_down"
+        [start, _] = await call(middleware, "/v1/feedback")  # votes are still taken
+        assert start["status"] == 201
+        counter.draining = False
+        [start, _] = await call(middleware, "/v1/completions")
+        assert start["status"] == 201
+
+    asyncio.run(run())

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from router.events import Battle, Completion, Exposure, Feedback, FeedbackResult
 from serve.outcome_log import OutcomeWriter
+from serve.relay import OutcomeSender
 
 
 def completion(cid: str) -> Completion:
@@ -171,3 +174,133 @@ def test_a_locked_store_delays_events_but_loses_none(tmp_path: Path) -> None:
 
     asyncio.run(run())
     assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM completions").fetchone()[0] == 5
+
+
+def test_a_graceful_stop_commits_what_is_queued(tmp_path: Path) -> None:
+    """Ray Serve calls the deployment's `__del__` when it stops the replica gracefully."""
+    from serve.outcome_log import OutcomeLog
+
+    async def run() -> None:
+        log = OutcomeLog.func_or_class(str(tmp_path / "o.db"))
+        await log.record([completion(f"c{i}") for i in range(100)])
+        await log.__del__()
+
+    asyncio.run(run())
+    db = sqlite3.connect(tmp_path / "o.db")
+    assert db.execute("SELECT COUNT(*) FROM completions").fetchone()[0] == 100
+
+
+def test_record_with_committed_returns_once_the_rows_are_in_the_store(tmp_path: Path) -> None:
+    async def run() -> int:
+        writer = OutcomeWriter(str(tmp_path / "o.db"))
+        assert await writer.record([completion("c1"), completion("c2")], committed=True)
+        db = sqlite3.connect(tmp_path / "o.db")  # another connection sees the commit
+        return db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+
+    assert asyncio.run(run()) == 2
+
+
+def test_record_with_committed_waits_only_so_long_for_a_locked_store(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+
+    async def run() -> None:
+        writer = OutcomeWriter(str(path))
+        writer.RETRY_S = (0.01, 0.05)
+        await writer.flush()
+        writer._store._db.execute("PRAGMA busy_timeout=20")
+        blocker = sqlite3.connect(path, timeout=0)
+        blocker.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        assert not await writer.record([completion("c1")], committed=True, wait_s=0.2)
+        assert time.monotonic() - started < 2 and writer.pending == 2  # the event and its mark
+        blocker.rollback()
+        await asyncio.wait_for(writer.flush(), 5)
+
+    asyncio.run(run())
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM completions").fetchone()[0] == 1
+
+
+class FakeLog:
+    """A stand-in for the outcome log's handle: `record.remote(...)` fails `failures` times,
+    then takes `delay_s` and keeps what it got."""
+
+    def __init__(self, failures: int = 0, delay_s: float = 0.0) -> None:
+        self.failures, self.delay_s = failures, delay_s
+        self.calls = 0
+        self.received: list[list] = []
+        self.record = self
+
+    def remote(self, events: list, committed: bool = False) -> Any:
+        assert committed
+        self.calls += 1
+        fails = self.calls <= self.failures
+
+        async def answer() -> bool:
+            if fails:
+                raise RuntimeError("ActorDiedError")
+            await asyncio.sleep(self.delay_s)
+            self.received.append(events)
+            return True
+
+        return answer()
+
+
+def sender(log: FakeLog, **overrides: Any) -> OutcomeSender:
+    outcomes = OutcomeSender(log)  # type: ignore[arg-type]
+    outcomes.RETRY_S = (0.01, 0.02)
+    for name, value in overrides.items():
+        setattr(outcomes, name, value)
+    return outcomes
+
+
+def test_a_send_returns_once_committed_or_after_its_hold() -> None:
+    async def run() -> None:
+        log = FakeLog()
+        outcomes = sender(log)
+        await outcomes.send(["e"], "r1")
+        assert log.received == [["e"]] and not outcomes.pending
+        slow = FakeLog(delay_s=0.5)
+        outcomes = sender(slow, HOLD_S=0.05)
+        started = time.monotonic()
+        await outcomes.send(["e"], "r2")
+        assert time.monotonic() - started < 0.4 and slow.received == []  # the caller goes on
+        await asyncio.wait(outcomes.pending, timeout=5)
+        assert slow.received == [["e"]]  # and the delivery went on behind it
+
+    asyncio.run(run())
+
+
+def test_a_send_to_a_dead_log_is_retried_until_it_takes_it() -> None:
+    async def run() -> None:
+        log = FakeLog(failures=3)
+        outcomes = sender(log)
+        await outcomes.send(["e1", "e2"], "r1")  # the log comes back within HOLD_S
+        assert log.received == [["e1", "e2"]] and log.calls == 4 and not outcomes.pending
+        outcomes.later(["e3"], "r2")
+        await asyncio.wait(outcomes.pending)
+        assert log.received == [["e1", "e2"], ["e3"]]
+
+    asyncio.run(run())
+
+
+def test_past_its_hold_a_send_returns_and_retries_behind() -> None:
+    async def run() -> None:
+        log = FakeLog(failures=12)
+        outcomes = sender(log, HOLD_S=0.03)
+        await outcomes.send(["e"], "r1")
+        assert log.received == [] and outcomes.pending
+        await asyncio.wait(outcomes.pending, timeout=5)
+        assert log.received == [["e"]]
+
+    asyncio.run(run())
+
+
+def test_a_send_gives_up_after_its_retry_window(caplog: pytest.LogCaptureFixture) -> None:
+    async def run() -> None:
+        outcomes = sender(FakeLog(failures=10**6), HOLD_S=0.03, RETRY_FOR_S=0.1)
+        await outcomes.send(["e"], "r1")
+        await asyncio.wait(outcomes.pending, timeout=5)
+        assert not outcomes.pending
+
+    asyncio.run(run())
+    assert "outcome events of r1 lost" in caplog.text
