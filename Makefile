@@ -5,7 +5,7 @@ PY := .venv/bin/python
 CONFIG ?= deploy/config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-unit lint load bench bench-kernels bench-serving clean
+.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving clean
 
 setup:
 	@bash scripts/setup.sh
@@ -34,6 +34,9 @@ load: setup
 
 bench-serving: setup
 	@$(PY) -m loadtests.serving_bench | $(PY) scripts/bench_section.py loadtests.serving_bench "Serving: vLLM direct, Ray Serve LLM, arena-serve"
+
+soak: setup
+	@$(PY) -m loadtests.soak | $(PY) scripts/bench_section.py loadtests.soak "Soak: twice the saturation rate"
 
 bench-kernels: setup
 	@$(PY) -m kernels.bench | $(PY) scripts/bench_section.py kernels.bench "Reward-model kernels and scorer"

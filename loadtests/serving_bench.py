@@ -65,6 +65,7 @@ PROMPTS = [
     "Describe a good morning routine.",
 ]
 RAY_DEFAULTS = {name: "0" for name in THROUGHPUT_MODE}
+STORE_ENV = "ARENA_BENCH_STORE"  # where an arena-serve system keeps its outcome store
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class System:
     what: str
     env: dict[str, str] = field(default_factory=dict)
     stream_interval_ms: float | None = None  # arena-serve: its variant's setting
+    limits: dict[str, int] | None = None  # arena-serve: the gateway's request limits
 
 
 SYSTEMS = {
@@ -94,6 +96,16 @@ SYSTEMS = {
     ),
     "arena-serve-proxy": System("arena-serve", "the same on Ray Serve defaults", RAY_DEFAULTS),
 }
+# Servers other benchmarks start the same way (not part of this one's table).
+OTHER_SYSTEMS = {
+    "arena-serve-soak": System(
+        "arena-serve",
+        "this gateway, each replica admitting 64 requests at once (`make soak`)",
+        THROUGHPUT_MODE,
+        limits={"max_in_flight": 64},
+    ),
+}
+KNOWN_SYSTEMS = SYSTEMS | OTHER_SYSTEMS
 
 
 def engine_kwargs() -> dict[str, object]:
@@ -156,7 +168,12 @@ def serve_ray_llm(port: int, _: System) -> int:
     return _serve_until_stopped()
 
 
-def arena_document(port: int, store: Path, stream_interval_ms: float | None = None) -> dict:
+def arena_document(
+    port: int,
+    store: Path,
+    stream_interval_ms: float | None = None,
+    limits: dict[str, int] | None = None,
+) -> dict:
     engine: dict[str, object] = {"engine_kwargs": engine_kwargs()}
     if stream_interval_ms is not None:
         engine["stream_interval_ms"] = stream_interval_ms
@@ -165,6 +182,9 @@ def arena_document(port: int, store: Path, stream_interval_ms: float | None = No
         {"name": f"{MODEL_ID}-b", "engine": MODEL_ID},
     ]
     experiment = {"name": "bench-ab", "arms": [{"variant": MODEL_ID}, {"variant": f"{MODEL_ID}-b"}]}
+    gateway: dict[str, object] = {"experiments": [experiment]}
+    if limits is not None:
+        gateway["limits"] = limits
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": port},
@@ -174,7 +194,7 @@ def arena_document(port: int, store: Path, stream_interval_ms: float | None = No
                 "route_prefix": "/",
                 "import_path": "serve.app:build_app",
                 "args": {"store_path": str(store), "variants": variants},
-                "deployments": [{"name": "gateway", "user_config": {"experiments": [experiment]}}],
+                "deployments": [{"name": "gateway", "user_config": gateway}],
             }
         ],
     }
@@ -185,8 +205,8 @@ def serve_arena(port: int, system: System) -> int:
 
     from serve.deploy import apply, start_serve
 
-    store = Path(tempfile.mkdtemp(prefix="bench-")) / "outcomes.db"
-    document = arena_document(port, store, system.stream_interval_ms)
+    store = Path(os.environ.get(STORE_ENV) or Path(tempfile.mkdtemp(prefix="bench-")) / "out.db")
+    document = arena_document(port, store, system.stream_interval_ms, system.limits)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     apply(start_serve(document), document)
     return _serve_until_stopped()
@@ -195,9 +215,8 @@ def serve_arena(port: int, system: System) -> int:
 SERVERS = {"vllm": serve_vllm, "ray-serve-llm": serve_ray_llm, "arena-serve": serve_arena}
 
 
-@contextmanager
 def model_of(system: str) -> str:
-    return "bench-ab" if SYSTEMS[system].server == "arena-serve" else MODEL_ID
+    return "bench-ab" if KNOWN_SYSTEMS[system].server == "arena-serve" else MODEL_ID
 
 
 def answers(base: str, model: str) -> bool:
@@ -211,6 +230,7 @@ def answers(base: str, model: str) -> bool:
         return False
 
 
+@contextmanager
 def running(system: str, log: Path, own_session: bool = False) -> Iterator[str]:
     """Start `system` in a child process; yield its base URL once it answers a chat.
 
@@ -223,8 +243,8 @@ def running(system: str, log: Path, own_session: bool = False) -> Iterator[str]:
     Ray's side ports are free ones.
     """
     port = free_port()
-    env = {**os.environ, **SYSTEMS[system].env, "RAY_worker_niceness": "0"}
-    if SYSTEMS[system].server != "vllm":
+    env = {**os.environ, **KNOWN_SYSTEMS[system].env, "RAY_worker_niceness": "0"}
+    if KNOWN_SYSTEMS[system].server != "vllm":
         use_throughput_mode(env, side_ports=True)  # only the ports: the mode is set above
     with log.open("w") as out:
         child = subprocess.Popen(
@@ -291,6 +311,14 @@ async def one_request(client: httpx.AsyncClient, base: str, model: str, prompt: 
     return Result(first - started, end - started, tokens, itl)
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank quantile `q` of `values` (NaN when there are none)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
 async def run_level(base: str, model: str, concurrency: int, requests: int) -> dict[str, float]:
     limits = httpx.Limits(max_connections=concurrency + 4)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
@@ -306,21 +334,17 @@ async def run_level(base: str, model: str, concurrency: int, requests: int) -> d
         started = time.perf_counter()
         results = await asyncio.gather(*(bounded(i) for i in range(requests)))
         wall = time.perf_counter() - started
-    ttft = sorted(r.ttft for r in results)
-    e2e = sorted(r.e2e for r in results)
+    ttft = [r.ttft for r in results]
+    e2e = [r.e2e for r in results]
     itl = [r.itl for r in results if r.itl is not None]
-
-    def pct(values: list[float], q: float) -> float:
-        return values[min(len(values) - 1, round(q * (len(values) - 1)))]
-
     return {
         "tokens_per_s": sum(r.tokens for r in results) / wall,
         "requests_per_s": len(results) / wall,
-        "ttft_p50": pct(ttft, 0.5),
-        "ttft_p99": pct(ttft, 0.99),
+        "ttft_p50": percentile(ttft, 0.5),
+        "ttft_p99": percentile(ttft, 0.99),
         "itl_mean": statistics.fmean(itl) if itl else float("nan"),
-        "e2e_p50": pct(e2e, 0.5),
-        "e2e_p99": pct(e2e, 0.99),
+        "e2e_p50": percentile(e2e, 0.5),
+        "e2e_p99": percentile(e2e, 0.99),
     }
 
 
@@ -389,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtests.serving_bench", description=__doc__)
     commands = parser.add_subparsers(dest="command")
     child = commands.add_parser("serve", help="(internal) run one server in the foreground")
-    child.add_argument("system", choices=list(SYSTEMS))
+    child.add_argument("system", choices=list(KNOWN_SYSTEMS))
     child.add_argument("port", type=int)
     parser.add_argument("--systems", nargs="*", choices=list(SYSTEMS), default=list(SYSTEMS))
     parser.add_argument("--logs", type=Path, default=ROOT / "data" / "bench" / "serving")
@@ -400,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return SERVERS[SYSTEMS[args.system].server](args.port, SYSTEMS[args.system])
+        system = KNOWN_SYSTEMS[args.system]
+        return SERVERS[system.server](args.port, system)
     args.logs.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[int, dict[str, float]]] = {}
     for system in args.systems:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from loadtests import run_load, serving_bench
+from loadtests import run_load, serving_bench, soak
 from router.analysis.simulate import simulate_arena
 from serve.cli import read_serve_file
 from serve.config import ServeFile
@@ -22,6 +22,34 @@ def test_the_benchmark_gateway_config_is_valid(tmp_path: Path) -> None:
     assert [v.engine_name for v in served.app.variants] == ["smollm2", "smollm2"]
     [experiment] = served.gateway.experiments
     assert experiment.name == "bench-ab" and served.app.logical_cpus_needed == 1
+
+
+def test_each_system_has_its_model_and_starts_as_a_context(tmp_path: Path) -> None:
+    assert serving_bench.model_of("vllm") == "smollm2"
+    assert serving_bench.model_of("arena-serve-soak") == "bench-ab"
+    server = serving_bench.running("vllm", tmp_path / "log")  # nothing starts before `with`
+    assert hasattr(server, "__enter__") and not (tmp_path / "log").exists()
+
+
+def test_the_soak_gateway_sheds_at_its_own_limit(tmp_path: Path) -> None:
+    system = serving_bench.OTHER_SYSTEMS[soak.SYSTEM]
+    document = serving_bench.arena_document(8000, tmp_path / "o.db", limits=system.limits)
+    assert ServeFile.from_document(document).gateway.limits.max_in_flight == 64
+
+
+def test_the_soak_counts_acknowledged_feedback_in_the_store(tmp_path: Path) -> None:
+    from router.events import Completion, Feedback
+    from router.store import OutcomeStore
+
+    store = OutcomeStore(str(tmp_path / "o.db"))
+    store.write([Completion(1.0, "c1", "r1", None, "a", None, "chat", True, 200, 0.1, 0.2, 3, 4)])
+    store.write([Feedback(2.0, "thumbs", f"k{i}", completion_id="c1", value="up") for i in (1, 2)])
+    assert soak.stored_keys(tmp_path / "o.db", ["k1", "k2", "k3"]) == 2
+    tally = soak.Tally(admitted_ttft=[0.1, 0.2], admitted_e2e=[1.0, 2.0], shed=2,
+                       acknowledged=["k1", "k2", "k3"])  # fmt: skip
+    text = soak.report(10.0, 20.0, 60.0, tally, stored=2)
+    [row] = [line for line in text.splitlines() if line.startswith("| 10.00")]
+    assert row.endswith("| 3 | 2 | 1 |") and "| 0.500 |" in row  # 1 lost; 2 of 4 shed
 
 
 def test_the_table_reports_ratios_to_vllm() -> None:
