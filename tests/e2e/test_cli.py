@@ -3,17 +3,13 @@ ready line, and on SIGTERM it drains (the streams in flight finish and are logge
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import httpx
 import yaml
 
 from loadtests.processes import stop
@@ -21,10 +17,9 @@ from serve.config import PROJECT_ROOT
 from serve.deploy import free_port, use_throughput_mode
 from serve.models import TINY_LLAMA, prepare
 from tests.e2e.conftest import ENGINE
+from tests.e2e.streams import check_finished_and_logged, streams_in_flight
 
 STREAMS = 4
-BODY = {"model": "tiny", "messages": [{"role": "user", "content": "Count."}], "max_tokens": 400,
-        "ignore_eos": True, "stream": True}  # fmt: skip
 
 
 def write_config(folder: Path) -> Path:
@@ -72,37 +67,11 @@ def test_sigterm_drains_the_streams_in_flight_logs_them_and_exits(tmp_path: Path
     try:
         ready = wait_for_line(log, child, "[serve] ready in", timeout_s=600)
         assert f"http://127.0.0.1:{port}" in ready
-        base = f"http://127.0.0.1:{port}"
-        started = threading.Barrier(STREAMS + 1)
-        streams: list[str] = []
-
-        def stream() -> None:
-            with httpx.stream("POST", f"{base}/v1/chat/completions", json=BODY,
-                              timeout=300) as response:  # fmt: skip
-                lines = response.iter_lines()
-                first = next(line for line in lines if line.startswith("data: {"))
-                started.wait(timeout=300)
-                streams.append("\n".join([first, *lines]))
-
-        clients = [threading.Thread(target=stream) for _ in range(STREAMS)]
-        for client in clients:
-            client.start()
-        started.wait(timeout=300)  # every stream has begun
-        child.send_signal(signal.SIGTERM)
-        for client in clients:
-            client.join(timeout=300)
+        with streams_in_flight(f"http://127.0.0.1:{port}", "tiny", STREAMS) as texts:
+            child.send_signal(signal.SIGTERM)
         assert child.wait(timeout=300) == 0, log.read_text()[-3000:]
     finally:
         stop(child)
     output = log.read_text()
     assert "draining" in output and "drain incomplete" not in output, output[-3000:]
-    assert len(streams) == STREAMS
-    ids = set()
-    for text in streams:
-        events = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
-        assert events[-1] == "[DONE]" and '"error"' not in text, text[-300:]
-        ids.add(json.loads(events[0])["id"])
-    db = sqlite3.connect(tmp_path / "outcomes.db")
-    marks = ",".join("?" * len(ids))
-    query = f"SELECT completion_id, status FROM completions WHERE completion_id IN ({marks})"
-    assert dict(db.execute(query, sorted(ids)).fetchall()) == dict.fromkeys(ids, 200)
+    check_finished_and_logged(texts, STREAMS, tmp_path / "outcomes.db")

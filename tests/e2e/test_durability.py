@@ -3,7 +3,6 @@ with 503, never falsely acknowledged; streams in flight finish and are logged; n
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -12,6 +11,7 @@ import uuid
 import httpx
 
 from tests.e2e.conftest import EXPERIMENTS, App
+from tests.e2e.streams import check_finished_and_logged, streams_in_flight
 
 HELLO = [{"role": "user", "content": "Hello"}]
 STREAMS = 6
@@ -67,53 +67,26 @@ def test_draining_finishes_the_streams_in_flight_logs_them_and_refuses_new_ones(
     """What `arena-serve serve` does on SIGTERM before it stops Serve
     (`serve.deploy.drain_and_shutdown`): the gateways refuse new completions with a retryable
     503, finish every stream in flight and send its records; the deploy returns once they have."""
-    body = {"model": "tiny-a", "messages": HELLO, "max_tokens": 400, "ignore_eos": True,
-            "stream": True}  # fmt: skip
-    started = threading.Barrier(STREAMS + 1)
-    streams: list[str] = []
-
-    def stream() -> None:
-        with httpx.stream("POST", f"{app.base_url}/v1/chat/completions", json=body,
-                          timeout=300) as response:  # fmt: skip
-            lines = response.iter_lines()
-            first = next(line for line in lines if line.startswith("data: {"))
-            started.wait(timeout=120)
-            streams.append("\n".join([first, *lines]))
-
-    clients = [threading.Thread(target=stream) for _ in range(STREAMS)]
-    for client in clients:
-        client.start()
-    started.wait(timeout=120)  # every stream has begun
-    drained = threading.Thread(
-        target=app.deploy_gateway, args=({"experiments": EXPERIMENTS, "draining": True},)
-    )
-    drained.start()
-    try:
-        refused = None
-        deadline = time.monotonic() + 60
-        new = {"model": "tiny-b", "messages": HELLO}
-        while refused is None and drained.is_alive() and time.monotonic() < deadline:
-            answer = httpx.post(f"{app.base_url}/v1/chat/completions", json=new, timeout=60)
-            if answer.status_code == 503:
-                refused = answer
-            time.sleep(0.05)
-        drained.join(timeout=300)
-        for client in clients:
-            client.join(timeout=300)
-    finally:
-        app.deploy_gateway({"experiments": EXPERIMENTS})
+    with streams_in_flight(app.base_url, "tiny-a", STREAMS) as texts:
+        drained = threading.Thread(
+            target=app.deploy_gateway, args=({"experiments": EXPERIMENTS, "draining": True},)
+        )
+        drained.start()
+        try:
+            refused = None
+            deadline = time.monotonic() + 60
+            new = {"model": "tiny-b", "messages": HELLO}
+            while refused is None and drained.is_alive() and time.monotonic() < deadline:
+                answer = httpx.post(f"{app.base_url}/v1/chat/completions", json=new, timeout=60)
+                if answer.status_code == 503:
+                    refused = answer
+                time.sleep(0.05)
+            drained.join(timeout=300)
+        finally:
+            app.deploy_gateway({"experiments": EXPERIMENTS})
     assert refused is not None, "no new completion was refused while draining"
     assert refused.json()["error"]["code"] == "shutting_down"
     assert refused.headers["retry-after"] == "1"
-    assert len(streams) == STREAMS
-    ids = set()
-    for text in streams:
-        events = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
-        assert events[-1] == "[DONE]" and '"error"' not in text, text[-300:]
-        ids.add(json.loads(events[0])["id"])
-    with app.db() as db:
-        marks = ",".join("?" * len(ids))
-        query = f"SELECT completion_id, status FROM completions WHERE completion_id IN ({marks})"
-        logged = dict(db.execute(query, sorted(ids)).fetchall())
-    assert logged == dict.fromkeys(ids, 200)
+    app.db().close()  # everything queued is committed
+    check_finished_and_logged(texts, STREAMS, app.store_path)
     assert chat(app)  # serving again

@@ -156,16 +156,22 @@ def test_a_full_disk_fails_feedback_and_keeps_every_other_event(tmp_path: Path) 
     assert ids == ["c0", *(f"c{i}-" + "x" * 4000 for i in range(1, 40))]  # all of them, in order
 
 
+async def locked_writer(path: Path) -> tuple[OutcomeWriter, sqlite3.Connection]:
+    """A writer on a store another connection holds locked (roll that back to unlock)."""
+    writer = OutcomeWriter(str(path))
+    writer.RETRY_S = (0.01, 0.05)
+    await writer.flush()
+    writer._store._db.execute("PRAGMA busy_timeout=20")
+    blocker = sqlite3.connect(path, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")
+    return writer, blocker
+
+
 def test_a_locked_store_delays_events_but_loses_none(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
 
     async def run() -> None:
-        writer = OutcomeWriter(str(path))
-        writer.RETRY_S = (0.01, 0.05)
-        await writer.flush()
-        writer._store._db.execute("PRAGMA busy_timeout=20")
-        blocker = sqlite3.connect(path, timeout=0)
-        blocker.execute("BEGIN EXCLUSIVE")
+        writer, blocker = await locked_writer(path)
         await writer.record([completion(f"c{i}") for i in range(5)])
         await asyncio.sleep(0.3)
         assert writer.pending == 5
@@ -204,12 +210,7 @@ def test_record_with_committed_waits_only_so_long_for_a_locked_store(tmp_path: P
     path = tmp_path / "o.db"
 
     async def run() -> None:
-        writer = OutcomeWriter(str(path))
-        writer.RETRY_S = (0.01, 0.05)
-        await writer.flush()
-        writer._store._db.execute("PRAGMA busy_timeout=20")
-        blocker = sqlite3.connect(path, timeout=0)
-        blocker.execute("BEGIN EXCLUSIVE")
+        writer, blocker = await locked_writer(path)
         started = time.monotonic()
         assert not await writer.record([completion("c1")], committed=True, wait_s=0.2)
         assert time.monotonic() - started < 2 and writer.pending == 2  # the event and its mark
