@@ -39,7 +39,7 @@ THROUGHPUT_MODE = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIM
 # records are written as a request ends, and feedback carries its idempotency key.
 HAPROXY_RETRY_ON = {"RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response"}
 # The fixed ports the mode also binds (HAProxy's stats and metrics, Serve's fallback proxy).
-_SIDE_PORTS = (
+SIDE_PORTS = (
     "RAY_SERVE_HAPROXY_STATS_PORT",
     "RAY_SERVE_HAPROXY_METRICS_PORT",
     "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
@@ -64,7 +64,7 @@ def use_throughput_mode(
     for name, value in (THROUGHPUT_MODE | HAPROXY_RETRY_ON).items():
         env.setdefault(name, value)
     if side_ports:
-        for name in _SIDE_PORTS:
+        for name in SIDE_PORTS:
             env.setdefault(name, str(free_port()))
 
 

@@ -14,7 +14,7 @@ import yaml
 
 from loadtests.processes import stop
 from serve.config import PROJECT_ROOT
-from serve.deploy import free_port, use_throughput_mode
+from serve.deploy import SIDE_PORTS, free_port, use_throughput_mode
 from serve.models import TINY_LLAMA, prepare
 from tests.e2e.conftest import ENGINE
 from tests.e2e.streams import check_finished_and_logged, streams_in_flight
@@ -56,7 +56,9 @@ def wait_for_line(log: Path, child: subprocess.Popen, text: str, timeout_s: floa
 
 def test_sigterm_drains_the_streams_in_flight_logs_them_and_exits(tmp_path: Path) -> None:
     config, port, log = write_config(tmp_path), free_port(), tmp_path / "serve.log"
-    env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
+    # Not the session app's cluster, nor its side ports (this process set them for it).
+    drop = {"RAY_ADDRESS", *SIDE_PORTS}
+    env = {name: value for name, value in os.environ.items() if name not in drop}
     use_throughput_mode(env, side_ports=True)
     with log.open("w") as out:
         child = subprocess.Popen(
