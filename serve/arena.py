@@ -287,7 +287,7 @@ class ArenaBattle:
         return events
 
     async def _record(self) -> None:
-        """Queue the battle's events in the outcome log (returns once queued), then score."""
+        """Send the battle's events to the outcome log (returns once committed), then score."""
         await self._log.send(self._outcome_events(), f"battle {self.battle_id}")
         if self._score is not None:
             for side in self.sides:

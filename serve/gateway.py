@@ -812,6 +812,6 @@ class Gateway:
         usage: Mapping[str, Any] | None = None,
         error: str | None = None,
     ) -> None:
-        """Queue this call's events in the outcome log (returns once queued, not committed)."""
+        """Send this call's events to the outcome log; returns once committed (`OutcomeSender`)."""
         call.events.append(call.completion(completion_id, status, usage, error))
         await self._outcomes.send(call.events, call.request_id)

@@ -86,17 +86,11 @@ def engine_error(error: ErrorResponse) -> APIError:
 def unavailable(variant: str, exc: BaseException | None = None) -> APIError:
     """The retryable 503 for an engine call that failed: its queue full, or the engine gone."""
     if isinstance(exc, BackPressureError):
-        return APIError(
-            503,
-            f"variant {variant!r} is at capacity (its queue is full); retry",
-            code="variant_overloaded",
-            headers={"Retry-After": RETRY_AFTER_S},
-        )
+        why, code = "is at capacity (its queue is full)", "variant_overloaded"
+    else:
+        why, code = "is unavailable", "variant_unavailable"
     return APIError(
-        503,
-        f"variant {variant!r} is unavailable; retry",
-        code="variant_unavailable",
-        headers={"Retry-After": RETRY_AFTER_S},
+        503, f"variant {variant!r} {why}; retry", code=code, headers={"Retry-After": RETRY_AFTER_S}
     )
 
 
@@ -169,12 +163,10 @@ class OutcomeSender:
 
     async def send(self, events: list[Event], what: str) -> None:
         """Returns once the events are committed, or after `HOLD_S`; never raises."""
-        await asyncio.wait({self._deliver_later(events, what)}, timeout=self.HOLD_S)
+        await asyncio.wait({self.later(events, what)}, timeout=self.HOLD_S)
 
-    def later(self, events: list[Event], what: str) -> None:
-        self._deliver_later(events, what)
-
-    def _deliver_later(self, events: list[Event], what: str) -> asyncio.Task:
+    def later(self, events: list[Event], what: str) -> asyncio.Task:
+        """Deliver from a tracked task of its own; the caller need not wait for it."""
         task = asyncio.get_running_loop().create_task(self._deliver(events, what))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
