@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ctypes
+import platform
+import sys
+
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kernels.patch import FusedRMSNorm, apply_kernels
-from kernels.scorer import RewardScorer, last_real_index, plan_batches
+from kernels.scorer import RewardScorer, last_real_index, plan_batches, retain_freed_memory
 from serve.models import MODELS_DIR, TINY_REWARD, prepare
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -65,9 +69,14 @@ def test_render_puts_the_response_last(reward_model: str) -> None:
 def test_batching_does_not_change_scores(reward_model: str) -> None:
     scorer = RewardScorer(reward_model, device="cpu", dtype="float32", kernels=False)
     pairs = [(QUESTION, answer) for answer in ANSWERS]
+    ids = scorer.encode([scorer.render(*pair) for pair in pairs])
     alone = [scorer.score([pair])[0] for pair in pairs]
-    together = scorer.score(pairs, token_budget=64)  # several buckets
-    torch.testing.assert_close(torch.tensor(together), torch.tensor(alone), atol=1e-4, rtol=1e-4)
+    for budget in (2 * max(map(len, ids)), 10_000):  # two padded buckets; then one batch
+        assert len(plan_batches([len(x) for x in ids], budget)) < len(pairs)
+        together = scorer.score(pairs, token_budget=budget)
+        torch.testing.assert_close(
+            torch.tensor(together), torch.tensor(alone), atol=1e-4, rtol=1e-4
+        )
 
 
 def test_a_truncated_text_keeps_its_end(reward_model: str) -> None:
@@ -104,3 +113,36 @@ def test_apply_kernels_reports_what_it_replaced(reward_model: str) -> None:
     assert report.rms_norm == 2 * layers + 1  # two per layer and the final norm
     assert report.swiglu == layers
     assert report.rope == ["transformers.models.llama.modeling_llama"]
+
+
+class MallInfo2(ctypes.Structure):
+    """glibc's `struct mallinfo2` (malloc.h), for the main arena."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                     "uordblks", "fordblks", "keepcost")
+    ]  # fmt: skip
+
+
+def test_freed_activations_stay_in_the_heap_after_retain_freed_memory() -> None:
+    """A 24 MiB block (an activation of a large batch) comes from the heap, not its own mmap,
+    and stays there once freed: the next op reuses it without page-faulting it in again."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt and mallinfo2 are glibc's")
+    libc = ctypes.CDLL("libc.so.6")
+    if not hasattr(libc, "mallinfo2"):
+        pytest.skip("glibc before 2.33 has no mallinfo2")
+    libc.mallinfo2.restype = MallInfo2
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    size = 24 << 20
+    assert retain_freed_memory()
+    mapped = libc.mallinfo2().hblkhd
+    block = libc.malloc(size)
+    assert block
+    try:
+        assert libc.mallinfo2().hblkhd == mapped, "the block got an mmap of its own"
+    finally:
+        libc.free(block)
+    assert libc.mallinfo2().fordblks >= size, "the freed block went back to the kernel"
