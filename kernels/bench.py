@@ -18,8 +18,10 @@ import contextlib
 import logging
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -31,6 +33,7 @@ import torch
 from kernels.reward_head import reward_head, reward_head_reference
 from kernels.rms_norm import rms_norm, rms_norm_reference
 from kernels.rope import apply_rotary, apply_rotary_reference
+from kernels.scorer import RewardScorer, retain_freed_memory
 from kernels.swiglu import swiglu, swiglu_reference
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -145,56 +148,128 @@ def peak_bandwidth(device: torch.device) -> tuple[float, str]:
     return measured, f"CPU, measured large-copy bandwidth {measured / 1e9:.1f} GB/s"
 
 
+def _figure(value: float) -> str:
+    """One decimal from 1 up, two significant digits below (a latency-bound kernel's GB/s)."""
+    return f"{value:.1f}" if value >= 1 else f"{value:.2g}"
+
+
 def kernel_table(device: torch.device, dtype: torch.dtype, small: bool) -> str:
     peak, _ = peak_bandwidth(device)
     on_gpu = device.type == "cuda"
     lines = [
-        "| kernel | size | path | µs per call | GB/s | % of peak |",
-        "|---|---|---|---:|---:|---:|",
+        "| kernel | size | path | µs per call | GB/s | % of peak | vs eager |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
     for case in cases(device, dtype, small):
         paths = [("eager", case.reference), ("torch.compile", case.compiled)]
         if on_gpu:
-            paths.insert(0, ("Triton", case.triton))
+            paths.append(("Triton", case.triton))
+        eager = None
         for path, fn in paths:
             seconds = _time(fn, device)
+            eager = eager or seconds
             bandwidth = case.bytes_moved / seconds
             lines.append(
                 f"| {case.kernel} | {case.size} | {path} | {seconds * 1e6:.1f} | "
-                f"{bandwidth / 1e9:.1f} | {100 * bandwidth / peak:.0f} % |"
+                f"{_figure(bandwidth / 1e9)} | {_figure(100 * bandwidth / peak)} % | "
+                f"{eager / seconds:.2f}× |"
             )
     return "\n".join(lines)
 
 
-def scorer_table(device: torch.device, sequences: int, model: Path) -> str:
-    from kernels.scorer import RewardScorer
+Pair = tuple[list[dict[str, str]], str]
 
-    prompts = [[{"role": "user", "content": f"Question {i}: what is {i} plus {i}?"}]
+
+def workloads(sequences: int) -> dict[str, list[Pair]]:
+    """Conversations to score: chat answers of 1 to 32 short sentences, and one-line answers."""
+    prompts = [[{"role": "user", "content": f"Question {i}: how do I plan a trip to town {i}?"}]
                for i in range(sequences)]  # fmt: skip
-    answers = [f"It is {2 * i}. " * (1 + i % 7) for i in range(sequences)]
-    pairs = list(zip(prompts, answers, strict=True))
+    chat = [
+        " ".join(f"Step {j + 1} costs {i + j} coins." for j in range(1 + (13 * i) % 32))
+        for i in range(sequences)
+    ]
+    short = [f"It costs {2 * i} coins." for i in range(sequences)]
+    return {
+        "chat answers": list(zip(prompts, chat, strict=True)),
+        "one-line answers": list(zip(prompts, short, strict=True)),
+    }
+
+
+def bench_model(path: Path, workdir: Path) -> tuple[Path, str]:
+    """The reward model to time and its name: its own weights, or random weights of its shape
+    when only its config and tokenizer came along (a lent GPU machine takes 64 MiB of files;
+    the speed of a forward does not depend on the weights' values)."""
+    if any(path.glob("*.safetensors")):
+        return path, path.name
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(path))
+    model.save_pretrained(workdir)
+    for file in path.iterdir():
+        if file.name.startswith(("tokenizer", "special_tokens")) or file.suffix == ".jinja":
+            shutil.copy(file, workdir / file.name)
+    return workdir, f"{path.name} with random weights of its shape"
+
+
+def gemm_rate(device: torch.device, dtype: torch.dtype, hidden: int, intermediate: int) -> float:
+    """FLOP/s of the model's widest linear layer on 1,024 tokens: the most a forward can reach."""
+    x = torch.randn(1024, hidden, device=device, dtype=dtype)
+    w = torch.randn(intermediate, hidden, device=device, dtype=dtype)
+    seconds = _time(lambda: torch.nn.functional.linear(x, w), device)
+    return 2 * x.shape[0] * hidden * intermediate / seconds
+
+
+def scorer_table(device: torch.device, sequences: int, model: Path, name: str) -> str:
+    """Sequences/s per workload and backend, one at a time against token-budget batches; on a
+    CPU, also the most batching could gain there (the linear layers' FLOPs at the GEMM rate)."""
     backends = [("transformers eager", False)] + (
         [("patched (Triton)", True)] if device.type == "cuda" else []
     )
+    scorers = [(label, RewardScorer(model, device=device.type, kernels=k)) for label, k in backends]
+    reference = scorers[0][1]
     lines = [
-        "| scorer | dtype | batching | sequences/s | vs one at a time |",
-        "|---|---|---|---:|---:|",
+        "| workload | tokens (min / mean / max) | scorer | batching | sequences/s "
+        "| vs one at a time | vs transformers eager |",
+        "|---|---|---|---|---:|---:|---:|",
     ]
-    for label, kernels in backends:
-        scorer = RewardScorer(model, device=device.type, kernels=kernels)
-        scorer.score(pairs[:4])  # warm-up
-        started = time.perf_counter()
-        for pair in pairs:
-            scorer.score([pair])
-        one = sequences / (time.perf_counter() - started)
-        started = time.perf_counter()
-        scorer.score(pairs)
-        batched = sequences / (time.perf_counter() - started)
-        dtype = str(scorer.dtype).removeprefix("torch.")
-        budget = f"batches of ≤ {scorer.token_budget:,} padded tokens"
-        lines.append(f"| {label} | {dtype} | one at a time | {one:.1f} | 1.0× |")
-        lines.append(f"| {label} | {dtype} | {budget} | {batched:.1f} | {batched / one:.1f}× |")
-    return "\n".join(lines)
+    bounds = []
+    for workload, pairs in workloads(sequences).items():
+        lengths = [len(ids) for ids in reference.encode([reference.render(*p) for p in pairs])]
+        tokens = f"{min(lengths)} / {sum(lengths) / len(lengths):.0f} / {max(lengths)}"
+        eager: dict[str, float] = {}
+        for label, scorer in scorers:
+            scorer.score(pairs[:4])  # warm-up
+            started = time.perf_counter()
+            for pair in pairs:
+                scorer.score([pair])
+            one = len(pairs) / (time.perf_counter() - started)
+            started = time.perf_counter()
+            scorer.score(pairs)
+            batched = len(pairs) / (time.perf_counter() - started)
+            budget = f"batches of ≤ {scorer.token_budget:,} padded tokens"
+            for batching, rate in (("one at a time", one), (budget, batched)):
+                base = eager.setdefault(batching, rate)
+                lines.append(
+                    f"| {workload} | {tokens} | {label} | {batching} | {rate:.1f} | "
+                    f"{rate / one:.1f}× | {rate / base:.2f}× |"
+                )
+            if device.type == "cpu":
+                config = scorer.model.config
+                rate = gemm_rate(device, scorer.dtype, config.hidden_size, config.intermediate_size)
+                linear = sum(m.weight.numel() for m in scorer.model.modules()
+                             if isinstance(m, torch.nn.Linear))  # fmt: skip
+                floor_s = 2 * linear * sum(lengths) / len(lengths) / rate
+                bounds.append(
+                    f"- {workload}: the linear layers alone take {floor_s * 1e3:.1f} ms per "
+                    f"sequence at this CPU's {str(scorer.dtype).removeprefix('torch.')} GEMM rate "
+                    f"({rate / 1e9:.0f} GFLOP/s on 1,024 tokens); one at a time takes "
+                    f"{1e3 / one:.1f} ms, so no batching can exceed {1 / one / floor_s:.1f}× here."
+                )
+    dtype = str(reference.dtype).removeprefix("torch.")
+    head = f"Scorer ({name}, {dtype}), {sequences} conversations per workload:\n\n"
+    tail = "\n\nWhat batching can gain on this CPU:\n\n" + "\n".join(bounds) if bounds else ""
+    return head + "\n".join(lines) + tail
 
 
 def machine(device: torch.device) -> str:
@@ -213,7 +288,9 @@ def machine(device: torch.device) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kernels.bench", description=__doc__)
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--sequences", type=int, default=64)
+    parser.add_argument(
+        "--sequences", type=int, help="per workload (default: 64 on a CPU, 512 on a GPU)"
+    )
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("kernels.bench times real kernels: unset TRITON_INTERPRET", file=sys.stderr)
@@ -222,22 +299,34 @@ def main(argv: list[str] | None = None) -> int:
     torch._logging.set_logs(dynamo=logging.ERROR)  # graph-break notes of the references
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype)
+    if device.type == "cpu":  # as the CPU scorer runs: without it, eager times swing 10×
+        retain_freed_memory()
+    sequences = args.sequences or (512 if device.type == "cuda" else 64)
     reward_model = MODELS / "smollm2-reward"
     if not (reward_model / "config.json").is_file():
         reward_model = MODELS / "tiny-reward"
     _, peak = peak_bandwidth(device)
+    note = (
+        ""
+        if device.type == "cuda"
+        else (
+            " No GPU: Triton rows need one; the PyTorch paths are what the CPU scorer runs, "
+            "with glibc keeping freed memory as the scorer has it do."
+        )
+    )
     print(
         f"Machine: {machine(device)}; {peak}. Command: `make bench-kernels` "
-        f"(`python -m kernels.bench --dtype {args.dtype}`). "
-        + (
-            ""
-            if device.type == "cuda"
-            else "No GPU: Triton rows need one; the PyTorch paths are what the CPU scorer runs."
-        )
-        + f"\n\n{kernel_table(device, dtype, small=device.type != 'cuda')}\n\n"
-        f"Scorer ({reward_model.name}, {args.sequences} conversations of 30 to 230 tokens):\n\n"
-        f"{scorer_table(device, args.sequences, reward_model)}"
+        f"(`python -m kernels.bench --dtype {args.dtype}`).{note}\n\n"
+        f"{kernel_table(device, dtype, small=device.type != 'cuda')}\n\n"
+        "GB/s counts the bytes a fused kernel must move (inputs read once, outputs written "
+        "once), for every path alike. The reward head reads only each sequence's last real "
+        'row, so it is bound by launch latency, not bandwidth: read its time and "vs eager" '
+        "(eager normalizes every token, then gathers).\n",
+        flush=True,
     )
+    with tempfile.TemporaryDirectory() as workdir:
+        model, name = bench_model(reward_model, Path(workdir))
+        print(scorer_table(device, sequences, model, name))
     return 0
 
 

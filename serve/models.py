@@ -31,12 +31,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from serve.config import PROJECT_ROOT
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-MODELS_DIR = PROJECT_ROOT / "models"
+# Resolved here, not from serve.config: the kernel tests import this module on a GPU machine
+# that has torch and transformers but none of the serving stack (pydantic, ray).
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 SMOLLM2 = "smollm2-135m-instruct"
 TINY_LLAMA = "tiny-llama"
 TINY_REWARD = "tiny-reward"
