@@ -10,8 +10,11 @@ Servers on the same engine settings (SmolLM2-135M-Instruct, one vLLM engine, eag
   (`ray-serve-llm-direct`: HAProxy straight to vLLM's own app in the replica; one model only);
 - (c) `arena-serve`: this gateway as `make serve` runs it, the requests naming an A/B experiment
   whose two arms are variants sharing that one engine (users spread over both arms), outcome log
-  on, no scorer; also with 100 ms stream batches (`arena-serve-100ms`) and with Ray Serve's
-  defaults (`arena-serve-proxy`), to show what each setting buys.
+  on, no scorer; also with 100 ms stream batches (`arena-serve-100ms`), with Ray Serve's
+  defaults (`arena-serve-proxy`), to show what each setting buys, and with every answer scored
+  by the default config's reward model (`arena-serve-scored`, as `make serve` runs by default):
+  on a CPU the scorer's forwards share the engine's cores, and the table says what that costs
+  and how many answers got their score.
 
 Each is driven by the same streamed chat requests (fixed prompts, 64 tokens each with
 `ignore_eos`, temperature 0) at concurrency 1, 8 and 32, after a warm-up at that concurrency.
@@ -26,9 +29,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -48,6 +53,7 @@ from serve.deploy import THROUGHPUT_MODE, free_port, use_throughput_mode
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "smollm2-135m-instruct"
+REWARD_MODEL = ROOT / "models" / "smollm2-reward"
 MODEL_ID = "smollm2"
 KV_CACHE = 512 * 1024**2
 MAX_MODEL_LEN = 2048
@@ -75,6 +81,7 @@ class System:
     env: dict[str, str] = field(default_factory=dict)
     stream_interval_ms: float | None = None  # arena-serve: its variant's setting
     limits: dict[str, int] | None = None  # arena-serve: the gateway's request limits
+    scored: bool = False  # arena-serve: every answer scored by REWARD_MODEL
 
 
 SYSTEMS = {
@@ -95,6 +102,12 @@ SYSTEMS = {
         "arena-serve", "the same with 100 ms stream batches", THROUGHPUT_MODE, 100.0
     ),
     "arena-serve-proxy": System("arena-serve", "the same on Ray Serve defaults", RAY_DEFAULTS),
+    "arena-serve-scored": System(
+        "arena-serve",
+        "the same with every answer scored by the demo reward model, as the default config has it",
+        THROUGHPUT_MODE,
+        scored=True,
+    ),
 }
 # Servers other benchmarks start the same way (not part of this one's table).
 OTHER_SYSTEMS = {
@@ -173,6 +186,7 @@ def arena_document(
     store: Path,
     stream_interval_ms: float | None = None,
     limits: dict[str, int] | None = None,
+    scored: bool = False,
 ) -> dict:
     engine: dict[str, object] = {"engine_kwargs": engine_kwargs()}
     if stream_interval_ms is not None:
@@ -185,6 +199,9 @@ def arena_document(
     gateway: dict[str, object] = {"experiments": [experiment]}
     if limits is not None:
         gateway["limits"] = limits
+    args: dict[str, object] = {"store_path": str(store), "variants": variants}
+    if scored:
+        args["scorer"] = {"model": str(REWARD_MODEL), "sample_rate": 1.0}
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": port},
@@ -193,7 +210,7 @@ def arena_document(
                 "name": "arena",
                 "route_prefix": "/",
                 "import_path": "serve.app:build_app",
-                "args": {"store_path": str(store), "variants": variants},
+                "args": args,
                 "deployments": [{"name": "gateway", "user_config": gateway}],
             }
         ],
@@ -203,11 +220,14 @@ def arena_document(
 def serve_arena(port: int, system: System) -> int:
     import ray
 
+    from serve.config import AppConfig
     from serve.deploy import apply, start_serve
 
     store = Path(os.environ.get(STORE_ENV) or Path(tempfile.mkdtemp(prefix="bench-")) / "out.db")
-    document = arena_document(port, store, system.stream_interval_ms, system.limits)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    document = arena_document(port, store, system.stream_interval_ms, system.limits, system.scored)
+    app = AppConfig.from_args(document["applications"][0]["args"])
+    cpus = max(2, math.ceil(app.logical_cpus_needed))  # as `make serve` asks (serve.cli)
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     apply(start_serve(document), document)
     return _serve_until_stopped()
 
@@ -397,6 +417,54 @@ def targets(results: dict[str, dict[int, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def scoring(store: Path, settle_s: float = 60.0) -> dict[str, float]:
+    """What the scorer did for the answers in `store`, once no new score has landed for 3 s (or
+    `settle_s` passed): answers, scores, and the delay from an answer's end to its score."""
+    deadline, last, stable_since = time.monotonic() + settle_s, -1, time.monotonic()
+    while True:
+        db = sqlite3.connect(store)
+        try:
+            answered = db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+            delays = [row[0] for row in db.execute("SELECT latency_s FROM scores")]
+        finally:
+            db.close()
+        if len(delays) != last:
+            last, stable_since = len(delays), time.monotonic()
+        if time.monotonic() - stable_since >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return {
+        "answered": answered,
+        "scored": len(delays),
+        "delay_p50": percentile(delays, 0.5),
+        "delay_p99": percentile(delays, 0.99),
+    }
+
+
+def scoring_lines(results: dict[str, dict[int, dict[str, float]]], scored: dict) -> str:
+    """The cost of scoring every answer, as a ratio to the same gateway without a scorer."""
+    lines = []
+    for level in LEVELS:
+        plain = results.get("arena-serve", {}).get(level)
+        with_scores = results.get("arena-serve-scored", {}).get(level)
+        if plain and with_scores:
+            ratio = with_scores["tokens_per_s"] / plain["tokens_per_s"]
+            ttft = 1e3 * (with_scores["ttft_p50"] - plain["ttft_p50"])
+            lines.append(f"- concurrency {level}: arena-serve-scored / arena-serve throughput "
+                         f"{ratio:.3f}×, TTFT p50 {ttft:+.1f} ms")  # fmt: skip
+    if scored:
+        unscored = scored["answered"] - scored["scored"]
+        rest = (f"; {unscored} went unscored (shed at the gateway's `scorer.max_in_flight`, or "
+                "still queued when the count settled)" if unscored else "")  # fmt: skip
+        lines.append(
+            f"- answers scored: {scored['scored']} of {scored['answered']} "
+            f"({100 * scored['scored'] / max(1, scored['answered']):.0f} %), each "
+            f"{scored['delay_p50']:.2f} s (p50) / {scored['delay_p99']:.2f} s (p99) after it "
+            f"ended{rest}; no answer waits for its score"
+        )
+    return "\n".join(lines)
+
+
 def machine() -> str:
     cpu = platform.machine()
     try:
@@ -428,9 +496,12 @@ def main(argv: list[str] | None = None) -> int:
         return SERVERS[system.server](args.port, system)
     args.logs.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[int, dict[str, float]]] = {}
+    scored: dict[str, float] = {}
     for system in args.systems:
         model = model_of(system)
         print(f"[bench-serving] {system}: starting", file=sys.stderr, flush=True)
+        store = Path(tempfile.mkdtemp(prefix="bench-")) / "outcomes.db"
+        os.environ[STORE_ENV] = str(store)  # the child's outcome store, read back below
         with running(system, args.logs / f"{system}.log", args.own_session) as base:
             results[system] = {}
             for concurrency in args.levels:
@@ -444,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
                 tokens = results[system][concurrency]["tokens_per_s"]
                 print(f"[bench-serving] {system} c={concurrency}: {tokens:.0f} tok/s",
                       file=sys.stderr, flush=True)  # fmt: skip
+            if KNOWN_SYSTEMS[system].scored:
+                scored = scoring(store)
     systems = "; ".join(f"`{name}`: {SYSTEMS[name].what}" for name in args.systems)
     print(
         f"Machine: {machine()}. Command: `make bench-serving` (`python -m "
@@ -456,6 +529,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{', each server in a session of its own' if args.own_session else ', in its session'}."
         f"\n\n{table(results)}\n\n"
         f"{targets(results)}"
+        + (
+            f"\n\nScoring every answer on these cores:\n\n{lines}"
+            if (lines := scoring_lines(results, scored))
+            else ""
+        )
     )
     return 0
 

@@ -60,7 +60,7 @@ def build_app(args: dict[str, Any]) -> Application:
                 "num_cpus": config.scorer.cpus_per_replica,
                 "num_gpus": config.scorer.gpus_per_replica,
             },
-        ).bind(config.scorer, outcome_log)
+        ).bind(config.scorer.model_copy(update={"priority": config.scorer_priority}), outcome_log)
     return Gateway.options(num_replicas=config.gateway_replicas).bind(
         config, engines, outcome_log, scorer
     )

@@ -125,6 +125,16 @@ class ScorerConfig(BaseModel):
     max_in_flight: int = Field(
         default=256, ge=1, description="Per gateway replica; beyond it, completions go unscored."
     )
+    priority: Literal["auto", "idle", "normal"] = Field(
+        default="auto",
+        description=(
+            "CPU priority of the scorer's forwards when it runs on a CPU. `idle` (Linux "
+            "SCHED_IDLE) gives them only the cycles the engines leave: logging scores never "
+            "slows an answer, and at saturation completions go unscored instead. `normal` "
+            "scores every answer and takes its share of the cores from the engines. `auto`: "
+            "idle, unless a variant ranks candidates (`best_of_n`), whose answers wait on scores."
+        ),
+    )
     num_replicas: int = Field(default=1, ge=1)
     cpus_per_replica: float = Field(default=1.0, ge=0)
     gpus_per_replica: float = Field(default=0.0, ge=0)
@@ -285,6 +295,14 @@ class AppConfig(BaseModel):
     def store_file(self) -> Path:
         path = Path(self.store_path)
         return path if path.is_absolute() else PROJECT_ROOT / path
+
+    @property
+    def scorer_priority(self) -> Literal["idle", "normal"]:
+        """The scorer's CPU priority, `auto` resolved: normal where answers wait on scores."""
+        if self.scorer is None or self.scorer.priority == "auto":
+            ranks = any(v.best_of_n is not None for v in self.variants)
+            return "normal" if ranks else "idle"
+        return self.scorer.priority
 
     @property
     def logical_cpus_needed(self) -> float:

@@ -3,7 +3,8 @@
 Requests from every gateway replica meet here; `@serve.batch` gathers them (up to
 `max_batch_size`, waiting at most `batch_wait_s`), and the scorer splits each gathered batch by
 its token budget into length buckets, so one forward pads little. The model runs on one worker
-thread, off the event loop.
+thread, off the event loop; on a CPU that thread runs at Linux's idle priority by default
+(`scorer.priority`), so the scorer's forwards take only the cycles the engines leave.
 
 Two entry points: `score_and_log` (the gateway fires it after a completion ends and never waits:
 the score lands in the outcome log as a `Score` event) and `score` (best-of-n awaits it, with a
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +45,18 @@ class ScoreJob:
     ended: float  # Unix time the completion ended
 
 
+def run_at_idle_priority() -> bool:
+    """Put the calling thread under Linux's SCHED_IDLE policy: it runs only on CPU time that no
+    other thread wants, and the OpenMP and tokenizer threads it starts inherit that. Returns
+    False (and logs why) where the policy is missing or refused."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError) as error:  # not Linux, or refused
+        logger.warning("reward scorer: could not take idle CPU priority: %s", error)
+        return False
+    return True
+
+
 @serve.deployment(name=SCORER_DEPLOYMENT, max_ongoing_requests=4096)
 class RewardScorerDeployment:
     """Scores responses in batches; its failures never reach a user's answer."""
@@ -60,10 +74,21 @@ class RewardScorerDeployment:
             max_length=config.max_length,
         )
         self._model = config.model_path.name
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward-scorer")
+        # `auto` is resolved by the app builder (AppConfig.scorer_priority); alone, it is idle.
+        idle = config.priority != "normal" and self._scorer.device.type == "cpu"
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="reward-scorer",
+            initializer=run_at_idle_priority if idle else None,
+        )
         self._batch.set_max_batch_size(config.max_batch_size)
         self._batch.set_batch_wait_timeout_s(config.batch_wait_s)
-        logger.info("reward scorer ready: %s, %s backend", self._model, self._scorer.backend)
+        logger.info(
+            "reward scorer ready: %s, %s backend%s",
+            self._model,
+            self._scorer.backend,
+            ", forwards at idle CPU priority" if idle else "",
+        )
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.02)
     async def _batch(self, jobs: list[ScoreJob]) -> list[float]:

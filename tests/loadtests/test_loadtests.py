@@ -52,6 +52,33 @@ def test_the_soak_counts_acknowledged_feedback_in_the_store(tmp_path: Path) -> N
     assert row.endswith("| 3 | 2 | 1 |") and "| 0.500 |" in row  # 1 lost; 2 of 4 shed
 
 
+def test_the_scored_gateway_scores_every_answer_on_a_cpu_of_its_own(tmp_path: Path) -> None:
+    system = serving_bench.SYSTEMS["arena-serve-scored"]
+    document = serving_bench.arena_document(8000, tmp_path / "o.db", scored=system.scored)
+    served = ServeFile.from_document(document)
+    assert served.app.scorer is not None and served.app.scorer.sample_rate == 1.0
+    assert served.app.scorer.model_path == serving_bench.REWARD_MODEL
+    assert served.app.logical_cpus_needed == 2  # the engine's and the scorer's
+
+
+def test_scoring_counts_answers_scores_and_their_delay(tmp_path: Path) -> None:
+    from router.events import Completion, Score
+    from router.store import OutcomeStore
+
+    store = OutcomeStore(str(tmp_path / "o.db"))
+    store.write([Completion(1.0, f"c{i}", f"r{i}", None, "a", None, "chat", True, 200, 0.1, 0.2,
+                            3, 4) for i in range(4)])  # fmt: skip
+    store.write([Score(2.0, f"c{i}", None, "a", "rm", 0.5, 0.1 * (i + 1)) for i in range(3)])
+    got = serving_bench.scoring(tmp_path / "o.db", settle_s=0.0)
+    assert got == {"answered": 4, "scored": 3, "delay_p50": 0.2, "delay_p99": 0.30000000000000004}
+    row = {"tokens_per_s": 100.0, "requests_per_s": 1.0, "ttft_p50": 0.1, "ttft_p99": 0.2,
+           "itl_mean": 0.03, "e2e_p50": 2.0, "e2e_p99": 3.0}  # fmt: skip
+    results = {"arena-serve": {32: row}, "arena-serve-scored": {32: row | {"tokens_per_s": 90.0}}}
+    text = serving_bench.scoring_lines(results, got)
+    assert "concurrency 32: arena-serve-scored / arena-serve throughput 0.900×" in text
+    assert "3 of 4 (75 %)" in text
+
+
 def test_the_table_reports_ratios_to_vllm() -> None:
     row = {"tokens_per_s": 100.0, "requests_per_s": 1.0, "ttft_p50": 0.1, "ttft_p99": 0.2,
            "itl_mean": 0.03, "e2e_p50": 2.0, "e2e_p99": 3.0}  # fmt: skip

@@ -150,6 +150,24 @@ def test_best_of_n_needs_a_scorer() -> None:
     assert ServeFile.from_document(document).app.variants[0].best_of_n == 4
 
 
+@pytest.mark.parametrize(
+    ("priority", "best_of_n", "resolved"),
+    [
+        ("auto", None, "idle"),  # scores are only logged: off every answer's path
+        ("auto", 4, "normal"),  # best-of-n answers wait on their scores
+        ("idle", 4, "idle"),
+        ("normal", None, "normal"),
+    ],
+)
+def test_the_scorer_takes_idle_priority_unless_answers_wait_on_it(
+    priority: str, best_of_n: int | None, resolved: str
+) -> None:
+    document = mutate("args.scorer.priority", priority)
+    if best_of_n is not None:
+        document["applications"][0]["args"]["variants"][0]["best_of_n"] = best_of_n
+    assert ServeFile.from_document(document).app.scorer_priority == resolved
+
+
 def test_overlapping_experiments_in_one_layer_are_refused() -> None:
     shared = {
         "layer": "chat",
