@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
+import random
 import socket
 import time
 from collections.abc import Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -46,10 +48,40 @@ SIDE_PORTS = (
 )
 
 
+# Ray's workers take ports 10002-19999 by default (`ray start --min-worker-port/--max-worker-port`).
+FREE_PORTS_FROM = 20_000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections (Linux; else IANA's)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that is free now and stays free until a server started later binds it.
+
+    A port the kernel hands out for binding to port 0 lies in its ephemeral range, where any
+    outgoing connection (Ray opens many while it starts) can take it first: seen as HAProxy's
+    "Address already in use" on a side port. So the port comes from between Ray's worker ports
+    and that range, at random, never the same one twice in a process; only if none there is free
+    does it fall back to the kernel's choice.
+    """
+    candidates = [p for p in range(FREE_PORTS_FROM, _ephemeral_low()) if p not in _handed_out]
+    for port in random.sample(candidates, k=min(len(candidates), 64)):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def use_throughput_mode(
