@@ -153,8 +153,7 @@ def _figure(value: float) -> str:
     return f"{value:.1f}" if value >= 1 else f"{value:.2g}"
 
 
-def kernel_table(device: torch.device, dtype: torch.dtype, small: bool) -> str:
-    peak, _ = peak_bandwidth(device)
+def kernel_table(device: torch.device, dtype: torch.dtype, small: bool, peak: float) -> str:
     on_gpu = device.type == "cuda"
     lines = [
         "| kernel | size | path | µs per call | GB/s | % of peak | vs eager |",
@@ -228,6 +227,12 @@ def scorer_table(device: torch.device, sequences: int, model: Path, name: str) -
     )
     scorers = [(label, RewardScorer(model, device=device.type, kernels=k)) for label, k in backends]
     reference = scorers[0][1]
+    dtype_name = str(reference.dtype).removeprefix("torch.")
+    if device.type == "cpu":  # the floor of a forward: its linear layers at the GEMM rate
+        config = reference.model.config
+        gemm = gemm_rate(device, reference.dtype, config.hidden_size, config.intermediate_size)
+        linear = sum(m.weight.numel() for m in reference.model.modules()
+                     if isinstance(m, torch.nn.Linear))  # fmt: skip
     lines = [
         "| workload | tokens (min / mean / max) | scorer | batching | sequences/s "
         "| vs one at a time | vs transformers eager |",
@@ -255,19 +260,14 @@ def scorer_table(device: torch.device, sequences: int, model: Path, name: str) -
                     f"{rate / one:.1f}× | {rate / base:.2f}× |"
                 )
             if device.type == "cpu":
-                config = scorer.model.config
-                rate = gemm_rate(device, scorer.dtype, config.hidden_size, config.intermediate_size)
-                linear = sum(m.weight.numel() for m in scorer.model.modules()
-                             if isinstance(m, torch.nn.Linear))  # fmt: skip
-                floor_s = 2 * linear * sum(lengths) / len(lengths) / rate
+                floor_s = 2 * linear * sum(lengths) / len(lengths) / gemm
                 bounds.append(
                     f"- {workload}: the linear layers alone take {floor_s * 1e3:.1f} ms per "
-                    f"sequence at this CPU's {str(scorer.dtype).removeprefix('torch.')} GEMM rate "
-                    f"({rate / 1e9:.0f} GFLOP/s on 1,024 tokens); one at a time takes "
+                    f"sequence at this CPU's {dtype_name} GEMM rate "
+                    f"({gemm / 1e9:.0f} GFLOP/s on 1,024 tokens); one at a time takes "
                     f"{1e3 / one:.1f} ms, so no batching can exceed {1 / one / floor_s:.1f}× here."
                 )
-    dtype = str(reference.dtype).removeprefix("torch.")
-    head = f"Scorer ({name}, {dtype}), {sequences} conversations per workload:\n\n"
+    head = f"Scorer ({name}, {dtype_name}), {sequences} conversations per workload:\n\n"
     tail = "\n\nWhat batching can gain on this CPU:\n\n" + "\n".join(bounds) if bounds else ""
     return head + "\n".join(lines) + tail
 
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     reward_model = MODELS / "smollm2-reward"
     if not (reward_model / "config.json").is_file():
         reward_model = MODELS / "tiny-reward"
-    _, peak = peak_bandwidth(device)
+    peak, peak_text = peak_bandwidth(device)
     note = (
         ""
         if device.type == "cuda"
@@ -315,9 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(
-        f"Machine: {machine(device)}; {peak}. Command: `make bench-kernels` "
+        f"Machine: {machine(device)}; {peak_text}. Command: `make bench-kernels` "
         f"(`python -m kernels.bench --dtype {args.dtype}`).{note}\n\n"
-        f"{kernel_table(device, dtype, small=device.type != 'cuda')}\n\n"
+        f"{kernel_table(device, dtype, small=device.type != 'cuda', peak=peak)}\n\n"
         "GB/s counts the bytes a fused kernel must move (inputs read once, outputs written "
         "once), for every path alike. The reward head reads only each sequence's last real "
         'row, so it is bound by launch latency, not bandwidth: read its time and "vs eager" '
