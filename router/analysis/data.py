@@ -3,8 +3,9 @@
 Units are counted by intent to treat: each exposed unit belongs to the group of its *first*
 exposure (`arm` exposures by variant, `holdout` exposures to the group "holdout"), whatever it
 was served later; forced, unallocated and out-of-slice units are not in the analysis. Every
-completion of the experiment is one row, attributed to its unit's group, with its feedback and
-reward score joined on, so a metric is a per-unit sum of a row column (`Rows.unit_sums`).
+completion of the experiment from its unit's first exposure on is one row, attributed to its
+unit's group, with its feedback and reward score joined on, so a metric is a per-unit sum of a
+row column (`Rows.unit_sums`). Feedback counts once per completion (a thumbs: the latest).
 
 A/B pre-period data (for CUPED) are the same unit's completions before its first exposure, on
 any model: rows of `Rows` kind too. In an arena, battles (not users) are randomized: each
@@ -31,25 +32,29 @@ _ROW_COLUMNS = {
     "ttft_s": "c.ttft_s",
     "latency_s": "c.latency_s",
     "completion_tokens": "COALESCE(c.completion_tokens, 0)",
-    "thumbs_up": "COALESCE(f.up, 0)",
-    "thumbs_down": "COALESCE(f.down, 0)",
+    "thumbs_up": "COALESCE(t.up, 0)",
+    "thumbs_down": "COALESCE(t.down, 0)",
     "regenerate": "COALESCE(f.regen, 0)",
     "copy": "COALESCE(f.copy, 0)",
     "score": "s.score",
 }
+# Feedback and scores are joined as of the report's time (the first two parameters): one thumbs
+# per completion, its latest (a user may change their mind); regenerate and copy as 0 or 1.
 _ROW_SELECT = f"""
 SELECT c.unit, c.completion_id, {", ".join(_ROW_COLUMNS.values())}
 FROM completions c
 LEFT JOIN (
-    SELECT completion_id,
-           SUM(kind = 'thumbs' AND value = 'up') AS up,
-           SUM(kind = 'thumbs' AND value = 'down') AS down,
-           SUM(kind = 'regenerate') AS regen,
-           SUM(kind = 'copy') AS copy
-    FROM feedback WHERE completion_id IS NOT NULL GROUP BY completion_id
+    SELECT completion_id, value = 'up' AS up, value = 'down' AS down, MAX(id)
+    FROM feedback WHERE kind = 'thumbs' AND completion_id IS NOT NULL AND ts <= ?
+    GROUP BY completion_id
+) t USING (completion_id)
+LEFT JOIN (
+    SELECT completion_id, MAX(kind = 'regenerate') AS regen, MAX(kind = 'copy') AS copy
+    FROM feedback WHERE completion_id IS NOT NULL AND ts <= ? GROUP BY completion_id
 ) f USING (completion_id)
-LEFT JOIN (SELECT completion_id, AVG(score) AS score FROM scores GROUP BY completion_id) s
-    USING (completion_id)
+LEFT JOIN (
+    SELECT completion_id, AVG(score) AS score FROM scores WHERE ts <= ? GROUP BY completion_id
+) s USING (completion_id)
 """
 
 
@@ -65,6 +70,17 @@ class Rows:
     @property
     def size(self) -> int:
         return len(self.unit)
+
+    def select(self, keep: np.ndarray) -> Rows:
+        """The rows where `keep` is true, custom feedback following its rows."""
+        new_index = np.cumsum(keep) - 1
+        custom = {}
+        for name, (rows, values) in self.custom.items():
+            kept = keep[rows]
+            if kept.any():
+                custom[name] = (new_index[rows[kept]], values[kept])
+        columns = {name: column[keep] for name, column in self.columns.items()}
+        return Rows(self.unit[keep], columns, custom)
 
     def unit_sums(self, column: str, n_units: int, mask: np.ndarray | None = None) -> np.ndarray:
         """Per-unit sum of a column (missing values count 0), optionally over masked rows."""
@@ -115,7 +131,7 @@ class BattleRows:
     variant_a: list[str]
     variant_b: list[str]
     vote: list[str]
-    tokens: np.ndarray  # [n, 2] completion tokens of a and b (0 if unknown)
+    tokens: np.ndarray  # [n, 2] completion tokens of a and b (NaN if unknown)
     markdown: np.ndarray  # [n, 2, 3] headers, list items, bold of a and b
     battles: int  # all logged battles, voted or not
     pairs: dict[tuple[str, str], int]  # battles per unordered pair (sorted names), voted or not
@@ -140,15 +156,17 @@ def _rows(
     db: sqlite3.Connection,
     where: str,
     params: Sequence[object],
+    until: float,
     units: dict[str, int] | None = None,
     unit_expr: str = "c.unit",
 ) -> tuple[Rows, dict[str, int]]:
-    """Completion rows matching `where` as columns, with the unit index of each row.
+    """Completion rows matching `where` as columns, with the unit index of each row, and the
+    feedback and scores recorded up to `until`.
 
     With `units`, rows of other units are dropped; without, every new unit gets the next index.
     """
     select = _ROW_SELECT.replace("SELECT c.unit,", f"SELECT {unit_expr},", 1)
-    cursor = db.execute(f"{select} WHERE {where}", tuple(params))
+    cursor = db.execute(f"{select} WHERE {where}", (until, until, until, *params))
     known = {} if units is None else units
     unit_index, ids, values = [], [], []
     for unit, completion_id, *row in cursor:
@@ -168,8 +186,9 @@ def _rows(
         custom: dict[str, tuple[list[int], list[float]]] = {}
         for completion_id, name, number in db.execute(
             "SELECT f.completion_id, f.name, f.number FROM feedback f "
-            f"JOIN completions c USING (completion_id) WHERE f.kind = 'custom' AND {where}",
-            tuple(params),
+            "JOIN completions c USING (completion_id) "
+            f"WHERE f.kind = 'custom' AND f.ts <= ? AND {where}",
+            (until, *params),
         ):
             row = position.get(completion_id)
             if row is not None:
@@ -184,9 +203,15 @@ def _rows(
 
 
 def load(path: str | Path, experiment: str, until: float | None = None) -> ExperimentData:
-    """Everything the report of `experiment` needs from the store at `path` (read-only)."""
+    """Everything the report of `experiment` needs from the store at `path` (read-only), as it
+    was at `until`: events recorded later are left out, feedback and scores included.
+
+    All of it is read in one transaction, a snapshot: the gateway's commits meanwhile are not
+    half seen.
+    """
     db = _connect(path)
     try:
+        db.execute("BEGIN")
         return _load(db, experiment, until if until is not None else float("inf"))
     finally:
         db.close()
@@ -204,7 +229,11 @@ def _load(db: sqlite3.Connection, experiment: str, until: float) -> ExperimentDa
 
 
 def _ab_groups(db: sqlite3.Connection, experiment: str, until: float) -> dict[str, Group]:
-    """A/B groups: exposed units by their first exposure, and their completions."""
+    """A/B groups: exposed units by their first exposure, and their completions from then on.
+
+    A unit's earlier requests to the experiment (while it was not allocated, the experiment not
+    started, or its unit forced) were served outside it and belong to the pre-period.
+    """
     exposures = db.execute(
         "SELECT unit, variant, reason, MIN(ts) FROM exposures "
         "WHERE experiment = ? AND exposed = 1 AND ts <= ? GROUP BY unit",
@@ -220,9 +249,15 @@ def _ab_groups(db: sqlite3.Connection, experiment: str, until: float) -> dict[st
         index = {unit: i for i, (unit, _) in enumerate(units)}
         first = np.array([ts for _, ts in units], dtype=float)
         rows, _ = _rows(
-            db, "c.experiment = ? AND c.battle_id IS NULL AND c.ts <= ?", (experiment, until), index
+            db,
+            "c.experiment = ? AND c.battle_id IS NULL AND c.ts <= ?",
+            (experiment, until),
+            until,
+            index,
         )
-        pre = _pre_period(db, experiment, index, first)
+        if rows.size:
+            rows = rows.select(rows.columns["ts"] >= first[rows.unit])
+        pre = _pre_period(db, experiment, index, first, until)
         groups[name] = Group(name, [u for u, _ in units], first, rows, pre)
     return groups
 
@@ -244,6 +279,7 @@ def _arena_groups(db: sqlite3.Connection, experiment: str, until: float) -> dict
             db,
             "c.experiment = ? AND c.battle_id IS NOT NULL AND c.variant = ? AND c.ts <= ?",
             (experiment, variant, until),
+            until,
             unit_expr="c.completion_id",
         )
         empty = Rows(np.zeros(0, dtype=np.int64), {k: np.zeros(0) for k in _ROW_COLUMNS})
@@ -252,10 +288,15 @@ def _arena_groups(db: sqlite3.Connection, experiment: str, until: float) -> dict
 
 
 def _pre_period(
-    db: sqlite3.Connection, experiment: str, index: dict[str, int], first: np.ndarray
+    db: sqlite3.Connection,
+    experiment: str,
+    index: dict[str, int],
+    first: np.ndarray,
+    until: float,
 ) -> Rows:
-    """The units' completions before their first exposure, on any model (CUPED covariates)."""
-    rows, _ = _rows(db, "(c.experiment IS NULL OR c.experiment != ?)", (experiment,), index)
+    """The units' completions before their first exposure, on any model, this experiment's
+    unexposed requests included (CUPED covariates)."""
+    rows, _ = _rows(db, "TRUE", (), until, index)
     keep = rows.columns["ts"] < first[rows.unit] if rows.size else np.zeros(0, dtype=bool)
     kept = {name: column[keep] for name, column in rows.columns.items()}
     return Rows(rows.unit[keep], kept)
@@ -268,12 +309,11 @@ def _battles(db: sqlite3.Connection, experiment: str, until: float) -> BattleRow
     if not total:
         return None
     voted = db.execute(
-        "SELECT b.ts, b.variant_a, b.variant_b, v.value, COALESCE(b.tokens_a, 0), "
-        "COALESCE(b.tokens_b, 0), b.headers_a, b.headers_b, b.list_items_a, b.list_items_b, "
-        "b.bold_a, b.bold_b FROM battles b JOIN feedback v "
-        "ON v.battle_id = b.battle_id AND v.kind = 'vote' WHERE b.experiment = ? AND b.ts <= ? "
-        "ORDER BY b.ts",
-        (experiment, until),
+        "SELECT b.ts, b.variant_a, b.variant_b, v.value, b.tokens_a, b.tokens_b, "
+        "b.headers_a, b.headers_b, b.list_items_a, b.list_items_b, b.bold_a, b.bold_b "
+        "FROM battles b JOIN feedback v ON v.battle_id = b.battle_id AND v.kind = 'vote' "
+        "AND v.ts <= ? WHERE b.experiment = ? AND b.ts <= ? ORDER BY b.ts",
+        (until, experiment, until),
     ).fetchall()
     table = np.array([row[4:] for row in voted], dtype=float).reshape(len(voted), 8)
     pairs: dict[tuple[str, str], int] = {}
