@@ -93,13 +93,23 @@ class Guardrail(_Frozen):
 
     `max_increase` / `max_decrease` bound the change of treatment against control: absolute in
     the metric's unit, or a fraction of the control's value when `relative` is true. The analysis
-    fails the guardrail when the confidence interval of the change crosses the bound.
+    fails the guardrail when the whole confidence interval of the change lies beyond a bound,
+    passes it when the interval lies within the bounds, and calls it inconclusive otherwise
+    (which blocks shipping as well). `vote_win_rate` is an arena's primary metric, not a
+    guardrail: votes compare two answers, not a treatment against a control's value.
     """
 
     metric: str = Field(pattern=METRIC_PATTERN)
     max_increase: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
     max_decrease: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
     relative: bool = False
+
+    @field_validator("metric")
+    @classmethod
+    def _not_votes(cls, value: str) -> str:
+        if value == "vote_win_rate":
+            raise ValueError("vote_win_rate can be a primary metric (arena), not a guardrail")
+        return value
 
     @model_validator(mode="after")
     def _has_a_bound(self) -> Guardrail:
@@ -222,6 +232,8 @@ class Experiment(_Frozen):
             raise ValueError("stop must come after start")
         if self.mode == "ab" and self.pairs is not None:
             raise ValueError("pairs: only arena experiments have pairs")
+        if self.mode == "ab" and self.primary_metric == "vote_win_rate":
+            raise ValueError("primary_metric: vote_win_rate needs votes, which only arena has")
         if self.mode == "arena":
             if len(live) < 2:
                 raise ValueError("an arena experiment needs at least two arms with weight above 0")
@@ -262,7 +274,10 @@ class Experiment(_Frozen):
         )
 
     def state(self, now: datetime | None = None) -> State:
+        """Scheduled, running or stopped at `now` (default: the present; a naive time is UTC)."""
         now = now or datetime.now(UTC)
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
         if self.start is not None and now < self.start:
             return "scheduled"
         if self.stop is not None and now >= self.stop:

@@ -381,10 +381,14 @@ def _sample_ratio(
     if experiment.mode == "arena":
         if data.battles is None:
             return None
-        pairs = experiment.arena_pairs()
-        names = [" vs ".join(sorted(p.variants)) for p in pairs]
-        counts = [data.battles.pairs.get(tuple(sorted(p.variants)), 0) for p in pairs]  # type: ignore[arg-type]
-        weights = [p.weight for p in pairs]
+        # A pair listed twice (in either order) is drawn with the sum of its weights.
+        pair_weights: dict[tuple[str, str], float] = {}
+        for pair in experiment.arena_pairs():
+            a, b = sorted(pair.variants)
+            pair_weights[(a, b)] = pair_weights.get((a, b), 0.0) + pair.weight
+        names = [f"{a} vs {b}" for a, b in pair_weights]
+        counts = [data.battles.pairs.get(key, 0) for key in pair_weights]
+        weights = list(pair_weights.values())
     else:
         arms = [arm for arm in experiment.arms if arm.weight > 0]
         names = [arm.variant for arm in arms]
@@ -415,7 +419,10 @@ def _arena(
         return ArenaSection(battles=rows.battles, votes=0, leaderboard=[], win_rate={},
                             pair_battles=pair_battles, head_to_head=[],
                             style_coefficients=None)  # fmt: skip
-    style = arena_stats.style_features(rows.tokens[:, 0], rows.tokens[:, 1],
+    # A side without a token count (no usage from its engine) gives its battle no length
+    # difference, not the largest one there is.
+    tokens = np.where(np.isnan(rows.tokens).any(axis=1, keepdims=True), 0.0, rows.tokens)
+    style = arena_stats.style_features(tokens[:, 0], tokens[:, 1],
                                        rows.markdown[:, 0], rows.markdown[:, 1])  # fmt: skip
     battles = arena_stats.Battles.from_votes(rows.variant_a, rows.variant_b, rows.vote, style)
     plain = arena_stats.leaderboard(battles, reps=reps, alpha=ALPHA, progress=progress)

@@ -98,6 +98,8 @@ def guardrail(**fields) -> dict:
         (spec(primary_metric="error_rate "), ("primary_metric",), "pattern"),
         (spec(guardrails=[{"metric": "error_rate"}]), ("guardrails", 0), "needs max_increase"),
         (guardrail(metric="bogus"), ("guardrails", 0, "metric"), "pattern"),
+        (guardrail(metric="vote_win_rate"), ("guardrails", 0, "metric"), "not a guardrail"),
+        (spec(primary_metric="vote_win_rate"), (), "only arena has"),
         (guardrail(max_increase=-0.1), ("guardrails", 0, "max_increase"), "greater than or equal"),
         (guardrail(max_decrease=float("nan")), ("guardrails", 0, "max_decrease"), "finite"),
         (guardrail(threshold=1), ("guardrails", 0, "threshold"), "Extra inputs"),
@@ -123,7 +125,8 @@ def test_invalid_experiments_are_rejected(data: dict, loc: tuple, message: str) 
         {**arena(pairs=[{"variants": ["v2", "v0"], "weight": 2.5}])} | {"arms": arms(1, 0, 1)},
         spec(primary_metric="custom:rating_1-5.v2"),
         spec(primary_metric="custom:" + "x" * 64),
-        *(spec(primary_metric=metric) for metric in METRICS),
+        *(arena(primary_metric=metric) for metric in METRICS),
+        *(spec(primary_metric=metric) for metric in METRICS if metric != "vote_win_rate"),
         spec(guardrails=[{"metric": "ttft_p95_s", "max_decrease": 0.0, "relative": True}]),
         spec(guardrails=[{"metric": "custom:x", "max_increase": 1, "max_decrease": 2}]),
     ],
@@ -224,6 +227,12 @@ def test_arena_pairs_are_the_configured_pairs() -> None:
 def test_state(start: datetime | None, stop: datetime | None, now: datetime, state: str) -> None:
     exp = Experiment(name="e", arms=(Arm(variant="a"), Arm(variant="b")), start=start, stop=stop)
     assert exp.state(now) == state
+
+
+def test_a_naive_time_is_utc() -> None:
+    exp = Experiment(name="e", arms=(Arm(variant="a"), Arm(variant="b")), start=T0)
+    assert exp.state(datetime(2026, 3, 1, 0, 0)) == "running"
+    assert exp.state(datetime(2026, 2, 28, 23, 59)) == "scheduled"
 
 
 def test_state_defaults_to_the_clock() -> None:
