@@ -15,6 +15,10 @@ variant):
 - the primary metric significantly worse (always-valid p-value, so daily looks are fine): do not
   ship; significantly better with every guardrail passing (interval inside its bound): ship;
   anything else: keep running.
+
+With k treatments the primary metric is tested at ALPHA / k (Bonferroni: the chance of shipping
+any treatment that is no better stays at most ALPHA), and of those that could ship, the one with
+the best primary estimate is named.
 """
 
 from __future__ import annotations
@@ -205,14 +209,21 @@ def build_report(
         for g in groups
     ]  # fmt: skip
     comparisons = _comparisons(data, control, treatments, metric_names, reps)
-    arena = _arena(experiment, data, control, reps, progress) if data.battles else None
-    sequential = [] if arena else _sequential(experiment, data, control, treatments)
+    alpha = ALPHA / max(1, len(treatments))
+    if len(treatments) > 1:
+        notes.append(
+            f"{len(treatments)} treatments: the primary metric is tested at {alpha:.3g} each "
+            f"(Bonferroni over {ALPHA:g}); its confidence sequences and head-to-head intervals "
+            "are at that level"
+        )
+    arena = _arena(experiment, data, control, reps, progress, alpha) if data.battles else None
+    sequential = [] if arena else _sequential(experiment, data, control, treatments, alpha)
     guardrails = _guardrails(experiment, comparisons)
     sample_ratio = _sample_ratio(experiment, data, notes)
     if experiment.mode == "arena" and arena is None:
         notes.append("no battles logged yet")
     verdict = _verdict(experiment, control, treatments, comparisons, sequential, guardrails,
-                       sample_ratio, arena)  # fmt: skip
+                       sample_ratio, arena, alpha)  # fmt: skip
     return ExperimentReport(
         experiment=experiment.name,
         mode=experiment.mode,
@@ -302,9 +313,14 @@ def _look_times(start: float, end: float) -> np.ndarray:
 
 
 def _sequential(
-    experiment: Experiment, data: ExperimentData, control: str, treatments: list[str]
+    experiment: Experiment,
+    data: ExperimentData,
+    control: str,
+    treatments: list[str],
+    alpha: float = ALPHA,
 ) -> list[Look]:
-    """The primary metric at each look (daily, or 20 looks for a young experiment)."""
+    """The primary metric at each look (daily, or 20 looks for a young experiment), with its
+    confidence sequence at level 1 - `alpha`."""
     metric = experiment.metric
     if is_quantile(metric) or metric == "vote_win_rate" or control not in data.groups:
         return []
@@ -332,7 +348,7 @@ def _sequential(
                                              strict=True):  # fmt: skip
             low = high = None
             if math.isfinite(diff) and math.isfinite(var) and var > 0:
-                low, high = stats.confidence_sequence(diff, var, tau2, ALPHA)
+                low, high = stats.confidence_sequence(diff, var, tau2, alpha)
             looks.append(
                 Look(ts=float(at), treatment=name, difference=_number(diff),
                      p_value=_number(p), naive_p_value=_number(naive_p),
@@ -355,15 +371,19 @@ def _guardrail_status(guardrail: Guardrail, change: Interval) -> Status:
 
 
 def _guardrails(experiment: Experiment, comparisons: list[Comparison]) -> list[GuardrailResult]:
+    """Each guardrail for each treatment; one without a comparison is inconclusive, never
+    skipped (a guardrail nobody computed must not let a treatment ship)."""
     by_key = {(c.metric, c.treatment): c for c in comparisons}
     treatments = sorted({c.treatment for c in comparisons})
+    unknown = Interval(value=None, low=None, high=None)
     out = []
     for guardrail in experiment.guardrails:
         for treatment in treatments:
             comparison = by_key.get((guardrail.metric, treatment))
             if comparison is None:
-                continue
-            change = comparison.relative if guardrail.relative else comparison.absolute
+                change = unknown
+            else:
+                change = comparison.relative if guardrail.relative else comparison.absolute
             out.append(
                 GuardrailResult(metric=guardrail.metric, treatment=treatment, change=change,
                                 relative=guardrail.relative,
@@ -404,8 +424,14 @@ def _sample_ratio(
 
 
 def _arena(
-    experiment: Experiment, data: ExperimentData, control: str, reps: int, progress: bool
+    experiment: Experiment,
+    data: ExperimentData,
+    control: str,
+    reps: int,
+    progress: bool,
+    alpha: float = ALPHA,
 ) -> ArenaSection | None:
+    """The arena section; head-to-head intervals at level 1 - `alpha`, ratings' at ALPHA's."""
     rows = data.battles
     if rows is None:
         return None
@@ -446,8 +472,9 @@ def _arena(
             if name != control:
                 head_to_head.append(
                     HeadToHead(treatment=name, control=control,
-                               probability=_win_interval(plain, name, control),
-                               probability_style_controlled=_win_interval(styled, name, control))
+                               probability=_win_interval(plain, name, control, alpha),
+                               probability_style_controlled=_win_interval(styled, name, control,
+                                                                          alpha))
                 )  # fmt: skip
     coefficients = None
     if styled.style_coefficients is not None:
@@ -465,9 +492,9 @@ def _arena(
                         style_intervals=styled.method)  # fmt: skip
 
 
-def _win_interval(ratings: arena_stats.Ratings, i: str, j: str) -> Interval:
+def _win_interval(ratings: arena_stats.Ratings, i: str, j: str, alpha: float) -> Interval:
     """P(i beats j) at the ratings, with the percentile interval over the bootstrap replicates."""
-    point, low, high = ratings.win_probability(i, j, ALPHA)
+    point, low, high = ratings.win_probability(i, j, alpha)
     return Interval(value=_number(point), low=_number(low), high=_number(high))
 
 
@@ -485,47 +512,70 @@ def _significant(
     return 0
 
 
+class _Effect(BaseModel):
+    direction: int  # +1 significantly better, -1 significantly worse, 0 neither
+    evidence: str
+    size: float = -math.inf  # the estimate, oriented so that larger is better (ranks winners)
+
+
+def _oriented(value: float | None, metric: str, null: float = 0.0) -> float:
+    if value is None:
+        return -math.inf
+    return (value - null) if higher_is_better(metric) else (null - value)
+
+
 def _primary_effect(
     experiment: Experiment,
     treatment: str,
     comparisons: Iterable[Comparison],
     sequential: list[Look],
     arena: ArenaSection | None,
-) -> tuple[int, str]:
-    """How the treatment does on the primary metric (+1, -1, 0) and the evidence, in words."""
+    alpha: float = ALPHA,
+) -> _Effect:
+    """How the treatment does on the primary metric, tested at `alpha`, and the evidence."""
     metric = experiment.metric
     if metric == "vote_win_rate":
         if arena is None:
-            return 0, "no votes yet"
+            return _Effect(direction=0, evidence="no votes yet")
         match = next((h for h in arena.head_to_head if h.treatment == treatment), None)
         if match is None:
-            return 0, "no battles against the control"
+            return _Effect(direction=0, evidence="no battles against the control")
         p = match.probability
-        effect = _significant(p.value, p.low, p.high, metric, null=0.5)
-        return effect, (
-            f"wins {_pct(p.value)} of votes against {match.control} "
-            f"(interval {_pct(p.low)}–{_pct(p.high)})"
+        return _Effect(
+            direction=_significant(p.value, p.low, p.high, metric, null=0.5),
+            evidence=f"wins {_pct(p.value)} of votes against {match.control} "
+            f"(interval {_pct(p.low)}–{_pct(p.high)})",
+            size=_oriented(p.value, metric, null=0.5),
         )
     looks = [look for look in sequential if look.treatment == treatment]
     comparison = next(
         (c for c in comparisons if c.metric == metric and c.treatment == treatment), None
     )
     if comparison is None:
-        return 0, f"no {metric} data"
+        return _Effect(direction=0, evidence=f"no {metric} data")
+    size = _oriented(comparison.absolute.value, metric)
     if looks:
         last = looks[-1]
         p = min((look.p_value for look in looks if look.p_value is not None), default=None)
-        effect = 0
-        if p is not None and p < ALPHA:
-            effect = _significant(last.difference, last.cs_low, last.cs_high, metric)
-        return effect, (
-            f"{metric} {_signed(comparison.absolute.value)} "
+        direction = 0
+        if p is not None and p < alpha:
+            direction = _significant(last.difference, last.cs_low, last.cs_high, metric)
+        return _Effect(
+            direction=direction,
+            evidence=f"{metric} {_signed(comparison.absolute.value)} "
             f"(always-valid p {_fmt(p)}, confidence sequence {_fmt(last.cs_low)} to "
-            f"{_fmt(last.cs_high)})"
+            f"{_fmt(last.cs_high)})",
+            size=size,
         )
     a = comparison.absolute
-    return _significant(a.value, a.low, a.high, metric), (
-        f"{metric} {_signed(a.value)} (interval {_fmt(a.low)} to {_fmt(a.high)})"
+    direction = _significant(a.value, a.low, a.high, metric)
+    if alpha < ALPHA and (comparison.p_value is None or comparison.p_value >= alpha):
+        direction = 0  # the interval is at ALPHA; several treatments need p below alpha too
+    return _Effect(
+        direction=direction,
+        evidence=f"{metric} {_signed(a.value)} (interval {_fmt(a.low)} to {_fmt(a.high)}, "
+        f"p {_fmt(comparison.p_value)})",
+        size=size,
     )
 
 
@@ -538,6 +588,7 @@ def _verdict(
     guardrails: list[GuardrailResult],
     sample_ratio: SampleRatio | None,
     arena: ArenaSection | None,
+    alpha: float = ALPHA,
 ) -> Verdict:
     if sample_ratio is not None and sample_ratio.mismatch:
         return Verdict(
@@ -546,17 +597,20 @@ def _verdict(
             reasons=[
                 f"sample-ratio mismatch (p = {_fmt(sample_ratio.p_value)}): counts "
                 f"{sample_ratio.counts} against expected "
-                f"{[round(e) for e in sample_ratio.expected]}; assignment or logging is broken, "
-                "so no comparison can be trusted"
+                f"{[round(e) for e in sample_ratio.expected]}; assignment or logging is broken "
+                "(or the weights changed during the experiment: the test assumes they did "
+                "not), so no comparison can be trusted"
             ],
             sycophancy=[],
         )
     if not treatments:
         return Verdict(decision="keep running", variant=None,
                        reasons=["no treatment has units yet"], sycophancy=[])  # fmt: skip
-    reasons, sycophancy, shippable, blocked = [], [], [], []
+    reasons, sycophancy, blocked = [], [], []
+    shippable: list[tuple[float, str]] = []
     for name in treatments:
-        effect, evidence = _primary_effect(experiment, name, comparisons, sequential, arena)
+        effect = _primary_effect(experiment, name, comparisons, sequential, arena, alpha)
+        evidence = effect.evidence
         mine = [g for g in guardrails if g.treatment == name]
         failed = [g for g in mine if g.status == "fail"]
         pending = [g for g in mine if g.status == "inconclusive"]
@@ -564,33 +618,38 @@ def _verdict(
             blocked.append(name)
             names = ", ".join(g.metric for g in failed)
             reasons.append(f"{name}: fails guardrail {names}; {evidence}")
-            if effect > 0 and any(g.metric == "reward_score" for g in failed):
+            if effect.direction > 0 and any(g.metric == "reward_score" for g in failed):
                 sycophancy.append(name)
                 reasons.append(
                     f"{name} wins on {experiment.metric} while losing on the reward-score "
                     "guardrail: the sycophancy pattern (preferred, but judged worse)"
                 )
-        elif effect < 0:
+        elif effect.direction < 0:
             blocked.append(name)
             reasons.append(f"{name}: worse than {control}: {evidence}")
-        elif effect > 0 and not pending:
-            shippable.append(name)
+        elif effect.direction > 0 and not pending:
+            shippable.append((effect.size, name))
             reasons.append(f"{name}: better than {control}, every guardrail passing: {evidence}")
-        elif effect > 0:
+        elif effect.direction > 0:
             reasons.append(
                 f"{name}: better than {control} ({evidence}), but guardrails "
                 f"{', '.join(g.metric for g in pending)} are not yet conclusive"
             )
         else:
             reasons.append(f"{name}: no significant difference yet: {evidence}")
-    if shippable:
+    best = max(shippable)[1] if shippable else None
+    if best is not None:
         decision: Decision = "ship"
+        if len(shippable) > 1:
+            reasons.append(
+                f"{best}: the best primary estimate of the {len(shippable)} that could ship"
+            )
     elif len(blocked) == len(treatments):
         decision = "do not ship"
     else:
         decision = "keep running"
-    return Verdict(decision=decision, variant=shippable[0] if shippable else None,
-                   reasons=reasons, sycophancy=sycophancy)  # fmt: skip
+    return Verdict(decision=decision, variant=best, reasons=reasons,
+                   sycophancy=sycophancy)  # fmt: skip
 
 
 def _fmt(value: float | None) -> str:

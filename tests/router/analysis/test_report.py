@@ -135,3 +135,27 @@ def test_an_empty_log_gives_a_report(tmp_path: Path, mode: str) -> None:
     report = build_report(tmp_path / "o.db", experiment, reps=10)
     assert report.verdict.decision == "keep running"
     assert report.model_dump_json()  # JSON-safe: no NaN
+
+
+def test_of_several_treatments_the_best_ships_tested_at_a_corrected_level(tmp_path: Path) -> None:
+    store = tmp_path / "o.db"
+    experiment = Experiment.model_validate(
+        {"name": "m", "arms": [{"variant": "a"}, {"variant": "b"}, {"variant": "c"}]}
+    )
+    arms = {"a": Arm(thumbs_up=0.2), "b": Arm(thumbs_up=0.25), "c": Arm(thumbs_up=0.4)}
+    simulate_ab(store, experiment, Traffic(units=6000, days=3, arms=arms))
+    report = build_report(store, experiment, reps=20)
+    assert report.verdict.decision == "ship" and report.verdict.variant == "c"
+    assert any("Bonferroni" in note for note in report.notes)
+
+
+def test_a_pair_listed_twice_is_one_pair_in_the_sample_ratio_test(tmp_path: Path) -> None:
+    store = tmp_path / "o.db"
+    experiment = arena(
+        arms=[{"variant": "a"}, {"variant": "b"}, {"variant": "c"}],
+        pairs=[{"variants": ["a", "b"]}, {"variants": ["b", "a"]}, {"variants": ["a", "c"]}],
+    )
+    simulate_arena(store, experiment, battles=3000, ratings={"a": 1000, "b": 1000, "c": 1000})
+    ratio = build_report(store, experiment, reps=20).sample_ratio
+    assert ratio is not None and ratio.groups == ["a vs b", "a vs c"]
+    assert ratio.expected == [2000.0, 1000.0] and not ratio.mismatch
