@@ -357,6 +357,7 @@ class GatewayConfig(BaseModel):
     @model_validator(mode="after")
     def _names_resolve(self, info: ValidationInfo) -> GatewayConfig:
         variant_names: Sequence[str] = (info.context or {}).get("variants", ())
+        ranked: Sequence[str] = (info.context or {}).get("ranked", ())
         names: set[str] = set()
         for i, experiment in enumerate(self.experiments):
             if experiment.name in variant_names:
@@ -378,13 +379,24 @@ class GatewayConfig(BaseModel):
                         f"experiments.{i}.{where}: {variant!r} is not a configured variant "
                         f"(known: {', '.join(variant_names)})"
                     )
+            for j, arm in enumerate(experiment.arms):
+                if experiment.mode == "arena" and arm.variant in ranked:
+                    raise ValueError(
+                        f"experiments.{i}.arms.{j}.variant: {arm.variant!r} answers with the "
+                        "best of n candidates, which arena battles do not do (each side is one "
+                        "sample): the leaderboard would rank another system than the one served"
+                    )
         check_layers(self.experiments)
         return self
 
     @classmethod
-    def for_variants(cls, data: Any, variant_names: Sequence[str]) -> GatewayConfig:
-        """Validate a gateway `user_config` against the configured variants (`ConfigError`)."""
-        return validate(cls, data or {}, "gateway user_config", {"variants": list(variant_names)})
+    def for_variants(
+        cls, data: Any, variant_names: Sequence[str], ranked: Sequence[str] = ()
+    ) -> GatewayConfig:
+        """Validate a gateway `user_config` against the configured variants (`ConfigError`);
+        `ranked` names those with `best_of_n`, which no arena may have as an arm."""
+        context = {"variants": list(variant_names), "ranked": list(ranked)}
+        return validate(cls, data or {}, "gateway user_config", context)
 
 
 @dataclass(frozen=True)
@@ -418,7 +430,9 @@ class ServeFile:
             args["check_model_files"] = check_model_files
         app = AppConfig.from_args(args)
         gateway = GatewayConfig.for_variants(
-            gateway_user_config(application), [v.name for v in app.variants]
+            gateway_user_config(application),
+            [v.name for v in app.variants],
+            [v.name for v in app.variants if v.best_of_n is not None],
         )
         return cls(document, application, app, gateway)
 

@@ -283,7 +283,8 @@ class Gateway:
         """
         revision = config_revision(user_config)
         try:
-            config = GatewayConfig.for_variants(user_config, list(self._variants))
+            ranked = [v.name for v in self._variants.values() if v.best_of_n is not None]
+            config = GatewayConfig.for_variants(user_config, list(self._variants), ranked)
             keys = KeyRing.build(config.auth, self._replicas)
         except (ConfigError, ValueError) as exc:
             if self._revision is None:

@@ -141,13 +141,20 @@ def test_engine_deployments_carry_their_queue_limits() -> None:
     assert (gone.status, gone.code, gone.headers) == (503, "variant_unavailable", retry)
 
 
+def with_ranked_variant(document: dict, n: int) -> dict:
+    """The document with a prompt-only best-of-n variant (not an arm of the arena) added."""
+    best = {"name": "smollm2-best", "engine": "smollm2-concise", "best_of_n": n}
+    document["applications"][0]["args"]["variants"].append(best)
+    return document
+
+
 def test_best_of_n_needs_a_scorer() -> None:
-    document = mutate("args.variants.0.best_of_n", 4)
+    document = with_ranked_variant(mutate("args.check_model_files", False), 4)
     del document["applications"][0]["args"]["scorer"]
-    with pytest.raises(ConfigError, match=r"variants\.0\.best_of_n: needs a `scorer`"):
+    with pytest.raises(ConfigError, match=r"variants\.2\.best_of_n: needs a `scorer`"):
         ServeFile.from_document(document)
     document["applications"][0]["args"]["scorer"] = {"model": "models/smollm2-reward"}
-    assert ServeFile.from_document(document).app.variants[0].best_of_n == 4
+    assert ServeFile.from_document(document).app.variants[2].best_of_n == 4
 
 
 @pytest.mark.parametrize(
@@ -164,7 +171,7 @@ def test_the_scorer_takes_idle_priority_unless_answers_wait_on_it(
 ) -> None:
     document = mutate("args.scorer.priority", priority)
     if best_of_n is not None:
-        document["applications"][0]["args"]["variants"][0]["best_of_n"] = best_of_n
+        with_ranked_variant(document, best_of_n)
     assert ServeFile.from_document(document).app.scorer_priority == resolved
 
 
@@ -235,3 +242,15 @@ def test_draining_sets_the_gateways_user_config_and_nothing_else() -> None:
     del document["applications"][0]["deployments"]
     [gateway] = draining(document)["applications"][0]["deployments"]
     assert gateway == {"name": "gateway", "user_config": {"draining": True}}
+
+
+def test_a_best_of_n_variant_cannot_be_an_arena_arm() -> None:
+    arms = [{"variant": "smollm2-concise"}, {"variant": "smollm2-friendly"}]
+    config = {"experiments": [{"name": "duel", "mode": "arena", "arms": arms}]}
+    with pytest.raises(ConfigError, match=r"experiments\.0\.arms\.1\.variant: 'smollm2-friendly'"):
+        GatewayConfig.for_variants(config, VARIANTS, ranked=["smollm2-friendly"])
+    config["experiments"][0]["mode"] = "ab"  # an A/B arm serves it as configured
+    assert GatewayConfig.for_variants(config, VARIANTS, ranked=["smollm2-friendly"]).experiments
+    in_the_arena = mutate("args.variants.0.best_of_n", 4)  # smollm2-concise, an arena arm
+    with pytest.raises(ConfigError, match=r"experiments\.1\.arms\.0\.variant"):
+        ServeFile.from_document(in_the_arena)
