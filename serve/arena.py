@@ -31,6 +31,7 @@ from router.style import markdown_counts
 from serve.best_of_n import choice_text
 from serve.errors import APIError
 from serve.relay import (
+    CLIENT_CLOSED,
     DONE,
     Call,
     OutcomeSender,
@@ -104,9 +105,13 @@ class ArenaBattle:
     # Non-stream: one response object from each side, merged into one answer.
 
     async def _respond_whole(self, headers: dict[str, str]) -> Response:
-        results = await asyncio.gather(
-            *(anext(side.stream) for side in self.sides), return_exceptions=True
-        )
+        try:
+            results = await asyncio.gather(
+                *(anext(side.stream) for side in self.sides), return_exceptions=True
+            )
+        except asyncio.CancelledError:
+            self._client_left()
+            raise
         problems = [self._problem(side, r) for side, r in zip(self.sides, results, strict=True)]
         problem = next((p for p in problems if p is not None), None)
         if problem is not None:
@@ -147,6 +152,9 @@ class ArenaBattle:
                 if side.index in waiting:
                     waiting.discard(side.index)
                     problem = problem or self._problem(side, item)
+        except asyncio.CancelledError:
+            self._client_left()
+            raise
         except BaseException:
             self._stop()
             raise
@@ -186,8 +194,8 @@ class ArenaBattle:
                     text = "".join(self._rewrite(side, chunk) for chunk in item)
                     if text:
                         yield text
+            logged = True  # before the wait: a client leaving during it must not log it twice
             await self._record()
-            logged = True
             if any(side.call.wants_usage for side in self.sides):
                 usage: dict[str, int] = {}
                 for side in self.sides:
@@ -196,8 +204,7 @@ class ArenaBattle:
             yield DONE
         finally:
             if not logged:  # the client left: stop both engines, log without waiting
-                self._stop()
-                self._log.later(self._outcome_events(), f"battle {self.battle_id}")
+                self._client_left()
 
     def _rewrite(self, side: Side, chunk: Any) -> str:
         """One engine SSE chunk as the battle shows it (an empty string drops it)."""
@@ -244,7 +251,7 @@ class ArenaBattle:
         """Why a side cannot take part, judged on the first thing it yielded (None: it can)."""
         if first is _END or isinstance(first, BaseException):
             failure = first if isinstance(first, BaseException) else None
-            return side.fail(unavailable(side.call.variant, failure))
+            return side.fail(unavailable(side.call.variant, failure, shown=f"choice {side.index}"))
         head = first_item(first)
         if isinstance(head, ErrorResponse):
             return side.fail(engine_error(head))
@@ -261,6 +268,15 @@ class ArenaBattle:
             "labels": [side.label for side in self.sides],
             "completion_ids": [side.completion_id for side in self.sides],
         }
+
+    def _client_left(self) -> None:
+        """The client went away before the battle's end: stop both engines and log the sides
+        that had not failed as closed by the client (499; no battle row: nobody saw it all)."""
+        self._stop()
+        for side in self.sides:
+            if side.error is None:
+                side.status, side.error = CLIENT_CLOSED, "client_closed"
+        self._log.later(self._outcome_events(), f"battle {self.battle_id}")
 
     def _stop(self) -> None:
         for side in self.sides:

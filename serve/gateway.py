@@ -65,6 +65,7 @@ from serve.metrics import merge_engine_metrics
 from serve.openapi import openapi_document
 from serve.protocol import IDEMPOTENCY_HEADER, ModelCard, ModelList, feedback_answer, parse_feedback
 from serve.relay import (
+    CLIENT_CLOSED,
     Call,
     Endpoint,
     OutcomeSender,
@@ -227,6 +228,10 @@ class _ExposureCache:
     def __init__(self, size: int = EXPOSURE_CACHE_SIZE) -> None:
         self._size = size
         self._seen: OrderedDict[tuple[str, str], Assignment] = OrderedDict()
+
+    def forget(self, experiment: str, unit: str) -> None:
+        """The exposure may not have reached the log: send it again with the next request."""
+        self._seen.pop((experiment, unit), None)
 
     def is_new(self, experiment: str, unit: str, assignment: Assignment) -> bool:
         key = (experiment, unit)
@@ -497,14 +502,33 @@ class Gateway:
                 Exposure(ts, request_id, model, experiment.unit, unit, assignment.variant,
                          assignment.reason, assignment.exposed)
             )  # fmt: skip
-        if assignment.variant is None:
-            return await self._battle(body, plan, unit, request_id, started, ts, endpoint, events)
-        call = Call(endpoint, request_id, started, ts, assignment.variant, model, unit, stream)
-        call.events = events
-        return await self._single(body, call)
+        try:
+            if assignment.variant is None:
+                return await self._battle(
+                    body, plan, unit, request_id, started, ts, endpoint, events
+                )
+            call = Call(endpoint, request_id, started, ts, assignment.variant, model, unit, stream)
+            call.events = events
+            return await self._single(body, call)
+        except BaseException:  # refused, failed or cancelled before its events were sent
+            if events and experiment.unit != "request":
+                self._exposures.forget(model, unit)
+            raise
 
     def _check_limits(self, body: dict[str, Any]) -> None:
-        """400 for a request asking for more than this gateway's limits allow."""
+        """400 for a request asking for more than this gateway's limits allow.
+
+        The fields the gateway acts on must have their JSON type, as OpenAI requires: vLLM's
+        request models would turn `"n": "5"` or `"stream": 1` into 5 and true after these checks
+        (and after the gateway chose how to answer), so such values are refused here.
+        """
+        for name in ("n", "max_tokens", "max_completion_tokens"):
+            value = body.get(name)
+            if value is not None and not _is_int(value):
+                raise APIError(400, f"`{name}` must be an integer", param=name, code="invalid_type")
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            raise APIError(400, "`stream` must be a boolean", param="stream", code="invalid_type")
         cap = self._limits.max_tokens
         for name in ("max_tokens", "max_completion_tokens"):
             value = body.get(name)
@@ -536,7 +560,7 @@ class Gateway:
                 raise APIError(
                     400,
                     f"experiment {experiment.name!r} assigns sessions: set the X-Session-Id header",
-                    param="user",
+                    param=None,
                     code="missing_unit",
                 )
             return session
@@ -618,6 +642,10 @@ class Gateway:
         stream = self._engine_call(call, engine_request)
         try:
             first = await anext(stream)
+        except asyncio.CancelledError:  # the client left before the first answer
+            stream.cancel()
+            self._client_left(call, call.request_id)
+            raise
         except Exception as exc:
             logger.warning("variant %s failed request %s: %r", call.variant, call.request_id, exc)
             await self._finish(call, call.request_id, 503, error=type(exc).__name__)
@@ -663,6 +691,9 @@ class Gateway:
             scores = await asyncio.wait_for(
                 self._scorer.score.remote(jobs), timeout=self._scoring.timeout_s
             )
+        except asyncio.CancelledError:
+            self._client_left(call, payload["id"], payload.get("usage"))
+            raise
         except Exception as exc:  # a slow or failed scorer must not fail the answer
             problem = f"scorer unavailable ({type(exc).__name__}); first candidate returned"
             logger.warning("best-of-%d for %s unscored: %r", n, call.request_id, exc)
@@ -800,10 +831,19 @@ class Gateway:
         finally:
             if batch is not None:  # ended early (client gone): stop the engine's generation
                 rest.cancel()
+                if error is None:
+                    status, error = CLIENT_CLOSED, "client_closed"
             if not logged:
                 # The client may be gone (cancelled task): send without awaiting the answer.
                 call.events.append(call.completion(completion_id, status, usage, error))
                 self._outcomes.later(call.events, call.request_id)
+
+    def _client_left(
+        self, call: Call, completion_id: str, usage: Mapping[str, Any] | None = None
+    ) -> None:
+        """Log a call whose client went away (the task is being cancelled: nothing is awaited)."""
+        call.events.append(call.completion(completion_id, CLIENT_CLOSED, usage, "client_closed"))
+        self._outcomes.later(call.events, call.request_id)
 
     async def _finish(
         self,

@@ -26,6 +26,9 @@ logger = logging.getLogger("ray.serve")
 
 Endpoint = Literal["chat", "completions"]
 DONE = "data: [DONE]\n\n"
+# The status logged for a request whose client went away before its answer's end (nginx's
+# convention): not a success, and not the server's error.
+CLIENT_CLOSED = 499
 
 
 @dataclass(slots=True)
@@ -83,15 +86,20 @@ def engine_error(error: ErrorResponse) -> APIError:
     return APIError(status, info.message, param=info.param, code="invalid_value")
 
 
-def unavailable(variant: str, exc: BaseException | None = None) -> APIError:
-    """The retryable 503 for an engine call that failed: its queue full, or the engine gone."""
+def unavailable(
+    variant: str, exc: BaseException | None = None, *, shown: str | None = None
+) -> APIError:
+    """The retryable 503 for an engine call that failed: its queue full, or the engine gone.
+
+    `shown` names the engine in the message instead of the variant (an arena's choice index:
+    a battle must not say who is in it).
+    """
     if isinstance(exc, BackPressureError):
         why, code = "is at capacity (its queue is full)", "variant_overloaded"
     else:
         why, code = "is unavailable", "variant_unavailable"
-    return APIError(
-        503, f"variant {variant!r} {why}; retry", code=code, headers={"Retry-After": RETRY_AFTER_S}
-    )
+    who = shown if shown is not None else f"variant {variant!r}"
+    return APIError(503, f"{who} {why}; retry", code=code, headers={"Retry-After": RETRY_AFTER_S})
 
 
 def first_item(first: Any) -> Any:
@@ -124,7 +132,8 @@ def add_usage(total: dict[str, int], usage: Mapping[str, Any] | None) -> None:
 
 
 def chunk_text(chunk: str) -> str:
-    """The text a chat or completions SSE chunk adds to its first choice ("" if none)."""
+    """The text a chat or completions SSE chunk adds to its first choice, index 0 ("" if none:
+    with `n` > 1 the engine streams each choice in chunks of its own)."""
     if not chunk.startswith("data: {"):
         return ""
     try:
@@ -134,6 +143,8 @@ def chunk_text(chunk: str) -> str:
     if not choices:
         return ""
     choice = choices[0]
+    if choice.get("index", 0) != 0:
+        return ""
     delta = choice.get("delta")
     if isinstance(delta, dict):
         return delta.get("content") or ""

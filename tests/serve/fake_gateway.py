@@ -1,0 +1,198 @@
+"""The real gateway class without a cluster: fake engine handles that yield what vLLM's
+`LLMServer` yields (whole responses, lists of SSE chunks), and a fake outcome log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionResponse
+
+import serve.gateway as gateway_module
+from router.events import Event
+from serve.config import AppConfig
+from serve.errors import APIError
+
+GatewayClass: Any = gateway_module.Gateway.func_or_class.__mro__[1]  # under serve.ingress
+Script = Callable[[str, Any], list[Any]]
+MESSAGES = [{"role": "user", "content": "Hi"}]
+
+
+class EngineStream:
+    """A `DeploymentResponseGenerator` stand-in: its items, or never answering (`hang`), or
+    failing as a dead replica's call does (`fail`: on the first wait, not on the call)."""
+
+    def __init__(self, items: list[Any], hang: bool = False, fail: bool = False) -> None:
+        self.items, self.hang, self.fail, self.cancelled = list(items), hang, fail, False
+
+    def __aiter__(self) -> EngineStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        await asyncio.sleep(0)
+        if self.hang:
+            await asyncio.sleep(3600)
+        if self.fail:
+            raise RuntimeError("engine gone")
+        if not self.items:
+            raise StopAsyncIteration
+        return self.items.pop(0)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def _json(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"))  # as vLLM writes its chunks
+
+
+def sse_chat(name: str, request: Any) -> list[Any]:
+    """A streamed chat answer in three engine batches, usage and [DONE] last."""
+    cid = f"chatcmpl-{request.request_id}"
+    envelope = {"id": cid, "object": "chat.completion.chunk", "created": 1, "model": name}
+
+    def chunk(delta: dict[str, str], finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return f"data: {_json(envelope | {'choices': [choice]})}\n\n"
+
+    usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    return [
+        [chunk({"role": "assistant", "content": ""})],
+        [chunk({"content": f"hi from {name}"}), chunk({}, "stop")],
+        [f"data: {_json(envelope | {'choices': [], 'usage': usage})}\n\n", "data: [DONE]\n\n"],
+    ]
+
+
+def whole_chat(name: str, request: Any) -> list[Any]:
+    choices = [
+        {"index": i, "message": {"role": "assistant", "content": f"hi from {name}"},
+         "finish_reason": "stop"}
+        for i in range(request.n or 1)
+    ]  # fmt: skip
+    usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    response = {"id": f"chatcmpl-{request.request_id}", "object": "chat.completion",
+                "created": 1, "model": name, "choices": choices, "usage": usage}  # fmt: skip
+    return [ChatCompletionResponse.model_validate(response)]
+
+
+def answer(name: str, request: Any) -> list[Any]:
+    return sse_chat(name, request) if request.stream else whole_chat(name, request)
+
+
+@dataclass
+class Engine:
+    name: str
+    script: Script = answer
+    hang: bool = False
+    fail: bool = False
+    requests: list[Any] = field(default_factory=list)
+    streams: list[EngineStream] = field(default_factory=list)
+
+    def options(self, **_: Any) -> Engine:
+        return self
+
+    def remote(self, request: Any) -> EngineStream:
+        self.requests.append(request)
+        stream = EngineStream(self.script(self.name, request), hang=self.hang, fail=self.fail)
+        self.streams.append(stream)
+        return stream
+
+    @property
+    def chat(self) -> Engine:
+        return self
+
+    @property
+    def completions(self) -> Engine:
+        return self
+
+
+class Log:
+    """The outcome log's `record` method, keeping what it was sent."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.record = self
+
+    async def _record(self, events: list[Event], committed: bool = False) -> bool:
+        self.events.extend(events)
+        return True
+
+    def remote(self, events: list[Event], committed: bool = False) -> Any:
+        return self._record(events, committed)
+
+    def kinds(self) -> list[str]:
+        return [type(event).__name__ for event in self.events]
+
+
+@dataclass
+class FakeGateway:
+    gateway: Any
+    log: Log
+    engines: dict[str, Engine]
+
+    async def post(
+        self, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> tuple[int, str]:
+        """Status and body of a chat completion request (the stream read to its end)."""
+        try:
+            response = await self.gateway._complete(request(body, headers), "chat")
+        except APIError as exc:
+            response = exc.response()
+        return response.status_code, await read(response)
+
+    async def settled(self) -> None:
+        """Wait for every outcome delivery in flight."""
+        for _ in range(10):
+            await asyncio.sleep(0)
+        tasks = list(self.gateway._outcomes._tasks)
+        if tasks:
+            await asyncio.gather(*tasks)
+
+
+async def make(
+    experiments: list[dict[str, Any]] | None = None,
+    variants: tuple[str, ...] = ("a", "b"),
+    user_config: dict[str, Any] | None = None,
+) -> FakeGateway:
+    config = AppConfig.from_args(
+        {"variants": [{"name": v, "model": "unused"} for v in variants],
+         "check_model_files": False}
+    )  # fmt: skip
+    engines = {v: Engine(v) for v in variants}
+    log = Log()
+    gateway = object.__new__(GatewayClass)
+    GatewayClass.__init__(gateway, config, engines, log, None)
+    await gateway.reconfigure({"experiments": experiments or [], **(user_config or {})})
+    return FakeGateway(gateway, log, engines)
+
+
+def request(body: dict[str, Any], headers: dict[str, str] | None = None) -> Request:
+    raw = json.dumps(body).encode()
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    pairs = [(b"content-type", b"application/json")]
+    pairs += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+             "headers": pairs, "query_string": b""}  # fmt: skip
+    return Request(scope, receive)
+
+
+async def read(response: Response) -> str:
+    iterator = getattr(response, "body_iterator", None)
+    if iterator is None:
+        return bytes(response.body).decode()
+    parts = [part if isinstance(part, str) else part.decode() async for part in iterator]
+    return "".join(parts)
