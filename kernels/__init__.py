@@ -1,4 +1,6 @@
-"""Reward-model scoring on custom Triton kernels (issue 5), each beside its PyTorch reference.
+"""Reward-model scoring on custom Triton kernels, each beside its PyTorch reference.
 
-Nothing here yet; `serve/` does not import this package until the scorer lands.
+`kernels.scorer.RewardScorer` is what `serve/` uses (the RewardScorer deployment); the kernels
+(`rms_norm`, `swiglu`, `rope`, `reward_head`) and `patch.apply_kernels` are its GPU path, and
+`bench` times them (`make bench-kernels`).
 """

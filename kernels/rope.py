@@ -30,7 +30,8 @@ def _rotate_heads(
     BLOCK_HALF: tl.constexpr,
 ):
     """Rotate every head of x[batch, :, pos, :] into out, rounding each op like PyTorch does."""
-    heads = tl.arange(0, BLOCK_HEADS)[:, None]
+    # int64: a head's offset (head × T × D in the [B, H, T, D] output) passes 2**31 at long T.
+    heads = tl.arange(0, BLOCK_HEADS).to(tl.int64)[:, None]
     cols = tl.arange(0, BLOCK_HALF)[None, :]
     mask = (heads < n_heads) & (cols < half_dim)
     x_row = x_ptr + batch * x_stride_b + pos * x_stride_t + heads * x_stride_h + cols

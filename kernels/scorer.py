@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -144,16 +145,14 @@ class RewardScorer:
         self.model = model.to(self.device).eval()
         if model.config.pad_token_id is None:  # transformers pools batches by the pad id
             model.config.pad_token_id = self.tokenizer.pad_token_id
+        if model.config.pad_token_id is None:
+            raise ValueError(f"{self.path}: the tokenizer has neither a pad nor an eos token")
         self.pad_token_id: int = model.config.pad_token_id
         self._head = model.score
         backbone = _base_model(model)
         self._final_norm = backbone.norm
         if self.backend == "triton":
-            from kernels.patch import apply_kernels
-
-            report = apply_kernels(model)
-            backbone.norm = nn.Identity()  # the fused head normalizes the last tokens only
-            logger.info("reward scorer: patched %s", report)
+            self._patch(model, backbone, explicit=bool(kernels))
         logger.info(
             "reward scorer %s on %s (%s): %s backend",
             self.path.name,
@@ -161,6 +160,29 @@ class RewardScorer:
             str(self.dtype).removeprefix("torch."),
             self.backend,
         )
+
+    def _patch(self, model: nn.Module, backbone: nn.Module, explicit: bool) -> None:
+        """The Triton backend, where the kernels compute this model's layers; else the torch
+        one (an error when the kernels were asked for by name)."""
+        from kernels.patch import PATCHABLE_MODEL_TYPES, apply_kernels  # imports Triton
+
+        model_type = model.config.model_type
+        if model_type not in PATCHABLE_MODEL_TYPES:
+            if explicit:
+                raise ValueError(
+                    f"{self.path}: a {model_type!r} model; the Triton kernels compute "
+                    f"{', '.join(PATCHABLE_MODEL_TYPES)} layers (set kernels: false)"
+                )
+            logger.warning(
+                "reward scorer: %s is a %r model, which the kernels do not compute: torch backend",
+                self.path.name,
+                model_type,
+            )
+            self.backend = "torch"
+            return
+        report = apply_kernels(model)
+        backbone.norm = nn.Identity()  # the fused head normalizes the last tokens only
+        logger.info("reward scorer: patched %s", report)
 
     def render(self, messages: Messages, response: str) -> str:
         """The scored text: the conversation and the response as the assistant's turn."""
@@ -195,7 +217,7 @@ class RewardScorer:
         from kernels.reward_head import reward_head
 
         hidden = _base_model(self.model)(input_ids=input_ids).last_hidden_state
-        eps = getattr(self._final_norm, "variance_epsilon", 1e-6)
+        eps = self._final_norm.variance_epsilon  # the model's own norm (Llama family)
         scores = reward_head(
             hidden, last, self._final_norm.weight, eps, self._head.weight, self._head.bias
         )
@@ -208,11 +230,26 @@ class RewardScorer:
         max_batch: int | None = 64,
     ) -> list[float]:
         """One score per (messages, response), batched by `plan_batches` (default budget: the
-        device's, `self.token_budget`)."""
-        ids = self.encode([self.render(messages, response) for messages, response in conversations])
-        scores = [0.0] * len(ids)
+        device's, `self.token_budget`).
+
+        A pair the model's chat template refuses (many raise on a system turn or on roles that
+        do not alternate) scores NaN, and only it: the others in the batch are scored.
+        """
+        if not conversations:
+            return []
+        texts: dict[int, str] = {}
+        for index, (messages, response) in enumerate(conversations):
+            try:
+                texts[index] = self.render(messages, response)
+            except Exception as exc:  # the template's own error (jinja2 TemplateError, ...)
+                logger.warning("reward scorer: pair %d not rendered: %s", index, exc)
+        scores = [math.nan] * len(conversations)
+        if not texts:
+            return scores
+        order = list(texts)
+        ids = self.encode([texts[i] for i in order])
         budget = token_budget or self.token_budget
         for group in plan_batches([len(x) for x in ids], budget, max_batch):
             for index, value in zip(group, self.score_ids([ids[i] for i in group]), strict=True):
-                scores[index] = value
+                scores[order[index]] = value
         return scores

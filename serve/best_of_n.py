@@ -16,27 +16,37 @@ from typing import Any
 from serve.relay import DONE, Endpoint, sse
 
 
-def pick_best(scores: Sequence[float] | None) -> int:
-    """The index of the highest score (the first on ties; 0 without scores or with NaN)."""
-    if not scores or any(math.isnan(s) for s in scores):
-        return 0
-    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+def _finite(scores: Sequence[float | None] | None) -> list[float | None] | None:
+    """The scores as JSON can carry them: a missing or non-finite one is None."""
+    if scores is None:
+        return None
+    return [s if s is not None and math.isfinite(s) else None for s in scores]
+
+
+def pick_best(scores: Sequence[float | None] | None) -> int:
+    """The index of the highest finite score (the first on ties; 0 when none is finite)."""
+    finite = [(s, -i) for i, s in enumerate(_finite(scores) or []) if s is not None]
+    return -max(finite)[1] if finite else 0
 
 
 def best_response(
     payload: dict[str, Any],
-    scores: Sequence[float] | None,
+    scores: Sequence[float | None] | None,
     model: str,
     problem: str | None = None,
 ) -> dict[str, Any]:
     """The engine's n-choice response reduced to its best choice, with the `reward` object."""
-    best = pick_best(scores)
+    shown = _finite(scores)
+    best = pick_best(shown)
     choices = sorted(payload["choices"], key=lambda c: c["index"])
+    score = shown[best] if shown else None
+    if shown and score is None and problem is None:
+        problem = "no candidate could be scored; first candidate returned"
     reward: dict[str, Any] = {
         "model": model,
-        "score": scores[best] if scores else None,
+        "score": score,
         "best_of": len(choices),
-        "scores": list(scores) if scores else None,
+        "scores": shown if shown else None,
         "chosen": choices[best]["index"],
     }
     if problem is not None:

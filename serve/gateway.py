@@ -699,8 +699,8 @@ class Gateway:
             logger.warning("best-of-%d for %s unscored: %r", n, call.request_id, exc)
         model = self._scoring.model_path.name
         response = best_response(payload, scores, model, problem)
-        if scores is not None:
-            best = response["reward"]["score"]
+        best = response["reward"]["score"]
+        if best is not None:
             call.events.append(
                 Score(time.time(), payload["id"], call.experiment, call.variant, model, best,
                       time.perf_counter() - call.started)

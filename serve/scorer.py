@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -57,6 +58,12 @@ def run_at_idle_priority() -> bool:
     return True
 
 
+def usable_scores(scores: Sequence[float]) -> list[float | None]:
+    """None for what is not a score: a pair the template refused (NaN), an overflow (inf in
+    fp16). JSON cannot carry either, and the store's NOT NULL score column refuses NaN."""
+    return [value if math.isfinite(value) else None for value in scores]
+
+
 @serve.deployment(name=SCORER_DEPLOYMENT, max_ongoing_requests=4096)
 class RewardScorerDeployment:
     """Scores responses in batches; its failures never reach a user's answer."""
@@ -91,24 +98,29 @@ class RewardScorerDeployment:
         )
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.02)
-    async def _batch(self, jobs: list[ScoreJob]) -> list[float]:
+    async def _batch(self, jobs: list[ScoreJob]) -> list[float | None]:
         self._log.observe_scorer_batch.remote(len(jobs))  # for /metrics; not awaited
         conversations = [(job.messages, job.response) for job in jobs]
-        return await asyncio.get_running_loop().run_in_executor(
+        scores = await asyncio.get_running_loop().run_in_executor(
             self._executor,
             self._scorer.score,
             conversations,
             self._config.token_budget,
             self._config.max_batch_size,
         )
+        return usable_scores(scores)
 
-    async def score(self, jobs: list[ScoreJob]) -> list[float]:
-        """Scores of several responses (best-of-n candidates), batched with everyone else's."""
+    async def score(self, jobs: list[ScoreJob]) -> list[float | None]:
+        """Scores of several responses (best-of-n candidates), batched with everyone else's;
+        None for a response the model could not score."""
         return list(await asyncio.gather(*(self._batch(job) for job in jobs)))
 
     async def score_and_log(self, job: ScoreJob) -> None:
-        """Score one finished completion and record the `Score` event."""
+        """Score one finished completion and record the `Score` event (none if unscorable)."""
         value = await self._batch(job)
+        if value is None:
+            logger.warning("completion %s could not be scored", job.completion_id)
+            return
         now = time.time()
         await self._log.record.remote(
             [Score(now, job.completion_id, job.experiment, job.variant, self._model, value,

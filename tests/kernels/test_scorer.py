@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import math
 import platform
 import sys
 
@@ -102,6 +103,57 @@ def test_patched_scores_match_transformers(
     torch.testing.assert_close(
         torch.tensor(got), torch.tensor(expected), atol=tolerance, rtol=tolerance
     )
+
+
+def test_the_rotary_kernel_runs_in_patched_models_only(reward_model: str, device: str) -> None:
+    """The rotary swap is the patched model's, not the process's: a model loaded beside it
+    keeps transformers' own rotary (and the patched one is checked against that)."""
+    from transformers.models.llama import modeling_llama
+
+    from kernels import patch
+
+    pairs = [(QUESTION, answer) for answer in ANSWERS[:2]]
+    before = RewardScorer(reward_model, device=device, dtype="float32", kernels=False)
+    expected = before.score(pairs)
+    calls: list[str] = []
+    original = patch.apply_rotary
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append("kernel")
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    patch.apply_rotary = counting  # type: ignore[assignment]
+    try:
+        patched = RewardScorer(reward_model, device=device, dtype="float32", kernels=True)
+        assert modeling_llama.apply_rotary_pos_emb is not original
+        assert before.score(pairs) == expected and calls == []  # still transformers' rotary
+        fresh = RewardScorer(reward_model, device=device, dtype="float32", kernels=False)
+        assert fresh.score(pairs) == expected and calls == []
+        got = patched.score(pairs)
+        assert calls  # the kernel ran, in the patched forward only
+    finally:
+        patch.apply_rotary = original
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), atol=1e-4, rtol=1e-4)
+
+
+def test_the_kernels_refuse_architectures_they_do_not_compute(reward_model: str) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(MODELS_DIR / TINY_REWARD)
+    model.config.model_type = "gemma2"  # its norms scale by 1 + w
+    with pytest.raises(ValueError, match="not 'gemma2'"):
+        apply_kernels(model)
+
+
+def test_a_pair_the_template_refuses_scores_nan_alone(reward_model: str) -> None:
+    scorer = RewardScorer(reward_model, device="cpu", dtype="float32", kernels=False)
+    good = scorer.score([(QUESTION, "Paris.")])
+    refusing = "{{ raise_exception('roles must alternate') if messages[0].role == 'system' }}"
+    scorer.tokenizer.chat_template = refusing + scorer.tokenizer.chat_template
+    system = [{"role": "system", "content": "Be brief."}, *QUESTION]
+    scores = scorer.score([(QUESTION, "Paris."), (system, "Paris.")])
+    assert scores[0] == pytest.approx(good[0], abs=1e-6) and math.isnan(scores[1])
+    assert scorer.score([]) == []
 
 
 def test_apply_kernels_reports_what_it_replaced(reward_model: str) -> None:

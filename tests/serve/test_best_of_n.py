@@ -33,9 +33,31 @@ def test_pick_best_is_the_first_maximum(scores: list[float]) -> None:
     assert scores[best] == max(scores) and best == scores.index(max(scores))
 
 
-@pytest.mark.parametrize("scores", [None, [], [0.1, math.nan, 0.3]])
+@pytest.mark.parametrize("scores", [None, [], [math.nan, None, math.inf]])
 def test_without_usable_scores_the_first_candidate_wins(scores: list[float] | None) -> None:
     assert pick_best(scores) == 0
+
+
+@given(
+    st.lists(
+        st.one_of(st.none(), st.floats(-1e6, 1e6), st.sampled_from([math.nan, math.inf])),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_the_best_finite_score_wins_and_the_answer_is_json(scores: list[float | None]) -> None:
+    answer = best_response(payload([str(i) for i in range(len(scores))]), scores, "rm")
+    json.dumps(answer, allow_nan=False)  # what Starlette's JSONResponse requires
+    finite = [s for s in scores if s is not None and math.isfinite(s)]
+    reward = answer["reward"]
+    if finite:
+        assert reward["score"] == max(finite) and scores.index(max(finite)) == reward["chosen"]
+        assert "error" not in reward
+    else:
+        assert reward["score"] is None and reward["chosen"] == 0 and "error" in reward
+    stream = as_stream(answer, "chat", wants_usage=False)
+    for event in stream.removesuffix("data: [DONE]\n\n").split("\n\n")[:-1]:
+        json.loads(event.removeprefix("data: "), parse_constant=lambda c: pytest.fail(c))
 
 
 def test_best_response_keeps_one_choice_and_reports_scores() -> None:

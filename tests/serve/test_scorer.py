@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from serve.scorer import run_at_idle_priority
+from serve.scorer import run_at_idle_priority, usable_scores
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_IDLE is Linux's")
@@ -46,3 +46,51 @@ def test_the_deployment_scores_on_a_thread_of_the_configured_priority(
     finally:
         scorer._executor.shutdown()
     assert got == (policy if policy is not None else os.sched_getscheduler(0))
+
+
+def test_what_the_model_cannot_score_is_none_and_never_logged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A NaN (a pair the chat template refused) or an overflow is no score: best-of-n skips it
+    and no `Score` event carries it (SQLite would store NaN as NULL, which the table refuses)."""
+    import asyncio
+    import math
+
+    from serve.config import ScorerConfig
+    from serve.models import MODELS_DIR, TINY_REWARD, prepare
+    from serve.scorer import RewardScorerDeployment, ScoreJob
+
+    assert usable_scores([math.nan, math.inf, -math.inf, 1.5]) == [None, None, None, 1.5]
+
+    class Log:
+        def __init__(self) -> None:
+            self.events: list[object] = []
+            self.record = self
+
+        def remote(self, events: list[object], **_: object) -> object:
+            self.events.extend(events)
+            return asyncio.sleep(0)
+
+    prepare([TINY_REWARD])
+    config = ScorerConfig(model=str(MODELS_DIR / TINY_REWARD), device="cpu")
+    log = Log()
+    scorer = RewardScorerDeployment.func_or_class(config, outcome_log=log)
+    scorer._executor.shutdown()
+    values = {"nan": None, "one": 1.0}
+
+    async def batch(job: ScoreJob) -> float | None:  # what `@serve.batch` hands each caller
+        return values[job.response]
+
+    monkeypatch.setattr(scorer, "_batch", batch)
+
+    def job(response: str) -> ScoreJob:
+        return ScoreJob(f"c-{response}", None, "v", [{"role": "user", "content": "Hi"}],
+                        response, 0.0)  # fmt: skip
+
+    async def run() -> None:
+        assert await scorer.score([job("nan"), job("one")]) == [None, 1.0]
+        await scorer.score_and_log(job("nan"))
+        await scorer.score_and_log(job("one"))
+
+    asyncio.run(run())
+    assert [event.completion_id for event in log.events] == ["c-one"]  # type: ignore[attr-defined]
