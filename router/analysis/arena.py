@@ -11,11 +11,14 @@ its style control; "Does style matter?", LMSYS blog, Aug 2024):
 - **Style control.** Style covariates (`style_features`: normalized length and markdown
   differences, standardized) join the regression; only the model coefficients are reported as
   ratings, so a model is not credited for what voters reward in any answer (length, lists).
-- **Uncertainty.** Percentile bootstrap over battles (FastChat's ``get_bootstrap_result``).
-  Without style the likelihood depends on the battles only through the counts of the
-  ``(a, b, outcome)`` cells, so a replicate is one multinomial draw of those counts: cost is
-  independent of the number of battles. With style every battle is its own cell; replicates are
-  solved together (batched Newton) in chunks that bound memory, at a cost ~ ``n * reps``.
+- **Uncertainty.** Percentile bootstrap over battles (FastChat's ``get_bootstrap_result``), or
+  over voters when the battles name them (``Battles.cluster``): a voter's battles are not
+  independent (each voter has their own taste), and resampling battles then gives intervals
+  far too narrow. Without style the likelihood depends on the battles only through the counts
+  of the ``(a, b, outcome)`` cells (per voter, when clustered), so a replicate is one
+  multinomial draw of those counts (or of the voters): cost is independent of the number of
+  battles. With style every battle is its own cell; replicates are solved together (batched
+  Newton) in chunks that bound memory, at a cost ~ ``n * reps``.
 
 Identifiability and regularization: Bradley–Terry fixes ratings only up to a shift per connected
 component of the comparison graph, and data where a model wins (or loses) every battle has its MLE
@@ -65,7 +68,8 @@ class Battles:
 
     Guaranteed after construction: ``a``, ``b`` are read-only integer arrays of the same length
     ``n`` indexing ``models`` with ``a != b``; ``outcome`` is 1.0 (a won), 0.0 (b won) or 0.5
-    (tie or both bad); ``style`` is None or a finite ``[n, k]`` float array.
+    (tie or both bad); ``style`` is None or a finite ``[n, k]`` float array; ``cluster`` is None
+    or ``[n]`` integers from 0: who voted (the bootstrap then resamples voters, not battles).
     """
 
     models: tuple[str, ...]
@@ -73,6 +77,7 @@ class Battles:
     b: np.ndarray
     outcome: np.ndarray
     style: np.ndarray | None = None
+    cluster: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         models = tuple(self.models)
@@ -102,6 +107,14 @@ class Battles:
             if not np.all(np.isfinite(style)):
                 raise ValueError("style must be finite")
             object.__setattr__(self, "style", _frozen_array(style, float))
+        if self.cluster is not None:
+            cluster = np.asarray(self.cluster)
+            integral = np.issubdtype(cluster.dtype, np.integer)
+            if cluster.shape != a.shape or (a.size and not integral):
+                raise ValueError("cluster must be one integer per battle")
+            if a.size and cluster.min() < 0:
+                raise ValueError("cluster indices must not be negative")
+            object.__setattr__(self, "cluster", _frozen_array(cluster, np.intp))
 
     @classmethod
     def from_votes(
@@ -112,8 +125,10 @@ class Battles:
         style: ArrayLike | None = None,
         *,
         models: Sequence[str] | None = None,
+        voters: Sequence[str] | None = None,
     ) -> Battles:
-        """Battles from parallel lists of variant names and votes ("a", "b", "tie", "both_bad").
+        """Battles from parallel lists of variant names and votes ("a", "b", "tie", "both_bad"),
+        and optionally of who voted (the bootstrap's clusters).
 
         ``models`` fixes the index space (and may name models without battles); by default it is
         the sorted set of names seen. Raises ValueError on an unknown vote or variant name, on
@@ -121,6 +136,8 @@ class Battles:
         """
         if not len(variant_a) == len(variant_b) == len(votes):
             raise ValueError("variant_a, variant_b and votes must have the same length")
+        if voters is not None and len(voters) != len(votes):
+            raise ValueError("voters must name one voter per vote")
         unknown = sorted({str(v) for v in votes} - VOTE_OUTCOME.keys())
         if unknown:
             raise ValueError(f"unknown votes {unknown}; expected one of {sorted(VOTE_OUTCOME)}")
@@ -135,6 +152,7 @@ class Battles:
             b=np.array([index[v] for v in variant_b], dtype=np.intp),
             outcome=np.array([VOTE_OUTCOME[v] for v in votes], dtype=float),
             style=None if style is None else np.asarray(style, dtype=float),
+            cluster=None if voters is None else np.unique(list(voters), return_inverse=True)[1],
         )
 
 
@@ -273,18 +291,64 @@ def _newton(
     return coef
 
 
-def _cells(battles: Battles, style: bool) -> tuple[np.ndarray, ...]:
-    """``(a, b, outcome, count, style)`` of the cells the likelihood sums over: without style the
-    distinct ``(a, b, outcome)`` triples with their battle counts, with style every battle."""
+def _cells(battles: Battles, style: bool) -> tuple[tuple[np.ndarray, ...], np.ndarray | None]:
+    """``(a, b, outcome, count, style)`` of the cells the likelihood sums over (without style the
+    distinct ``(a, b, outcome)`` triples with their battle counts, per voter when the battles
+    are clustered; with style every battle), and each cell's cluster (None if unclustered)."""
     if style:
         if battles.style is None:
             raise ValueError("style=True needs battles with style covariates (see style_features)")
-        return battles.a, battles.b, battles.outcome, np.ones(battles.a.size), battles.style
+        cells = (battles.a, battles.b, battles.outcome, np.ones(battles.a.size), battles.style)
+        return cells, _voters(battles)
     m = len(battles.models)
     key = (battles.a * m + battles.b) * 3 + np.rint(2 * battles.outcome).astype(np.intp)
-    counts = np.bincount(key, minlength=3 * m * m)
-    cells = np.flatnonzero(counts)
-    return cells // (3 * m), cells // 3 % m, cells % 3 / 2, counts[cells].astype(float), None
+    if _voters(battles) is None:
+        counts = np.bincount(key, minlength=3 * m * m)
+        cells = np.flatnonzero(counts)
+        counts = counts[cells]
+        cluster = None
+    else:
+        voters = _voters(battles)
+        assert voters is not None
+        keys, counts = np.unique(voters * (3 * m * m) + key, return_counts=True)
+        cells, cluster = keys % (3 * m * m), keys // (3 * m * m)
+    a, b, y = cells // (3 * m), cells // 3 % m, cells % 3 / 2
+    return (a, b, y, counts.astype(float), None), cluster
+
+
+def _voters(battles: Battles) -> np.ndarray | None:
+    """Each battle's voter as dense indices 0..V-1; None when unclustered or when every battle
+    has a voter of its own (resampling voters is then resampling battles)."""
+    if battles.cluster is None:
+        return None
+    _, dense = np.unique(battles.cluster, return_inverse=True)
+    return None if dense.size == 0 or dense.max() + 1 == dense.size else dense
+
+
+def _cluster_scores(
+    a: np.ndarray,
+    b: np.ndarray,
+    y: np.ndarray,
+    count: np.ndarray,
+    covariates: np.ndarray | None,
+    m: int,
+    coef: np.ndarray,
+    cluster: np.ndarray,
+) -> np.ndarray:
+    """``sum over voters of g g^T``, g a voter's score (log-likelihood gradient) at ``coef``:
+    the middle of the cluster-robust (sandwich) covariance."""
+    k = 0 if covariates is None else covariates.shape[1]
+    z = coef[a] - coef[b]
+    if covariates is not None:
+        z = z + covariates @ coef[m:]
+    residual = count * (y - expit(z))
+    scores = np.zeros((int(cluster.max()) + 1, m + k))
+    np.add.at(scores, (cluster, a), residual)
+    np.add.at(scores, (cluster, b), -residual)
+    if covariates is not None:
+        np.add.at(scores, (cluster[:, None], m + np.arange(k)[None, :]),
+                  residual[:, None] * covariates)  # fmt: skip
+    return scores.T @ scores
 
 
 def _battles_per_model(a: np.ndarray, b: np.ndarray, weights: np.ndarray, m: int) -> np.ndarray:
@@ -338,10 +402,10 @@ def bradley_terry(
 
 def _point(
     battles: Battles, style: bool, scale: float, base: float, anchor: float, ridge: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
-    """``(ratings [m], coefficients [m + k], battles per model [m], cells)``."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...], np.ndarray | None]:
+    """``(ratings [m], coefficients [m + k], battles per model [m], cells, cell voters)``."""
     _check_scale(scale, base, ridge)
-    cells = _cells(battles, style)
+    cells, cluster = _cells(battles, style)
     a, b, y, count, covariates = cells
     m = len(battles.models)
     k = 0 if covariates is None else covariates.shape[1]
@@ -350,7 +414,7 @@ def _point(
         coef = _newton(a, b, y, count[None], m, covariates, ridge)[0]
     played = _battles_per_model(a, b, count[None], m)[0]
     rating = _anchored(coef[None, :m], played[None] > 0, scale, base, anchor)[0]
-    return rating, coef, played, cells
+    return rating, coef, played, cells, cluster
 
 
 def _information(
@@ -445,13 +509,16 @@ def leaderboard(
     anchor: float = 1000,
     ridge: float = RIDGE,
 ) -> Ratings:
-    """Bradley–Terry ratings (`bradley_terry`) with percentile bootstrap intervals over battles.
+    """Bradley–Terry ratings (`bradley_terry`) with percentile bootstrap intervals over battles,
+    or over voters when the battles are clustered (``Battles.cluster``).
 
     Each of ``reps`` replicates resamples the battles with replacement (a multinomial draw of the
     cell counts: without style the ``(a, b, outcome)`` cells, so 10^6 battles cost what 10^3 do;
-    with style each battle) and refits, starting from the point estimate; replicates are solved
-    together in chunks, so with style the cost is ~ ``battles * reps`` (2,000 battles x 200
-    replicates: well under a second; 10^6 battles: minutes — pass fewer ``reps`` there).
+    with style each battle) — or the voters, each drawn voter bringing all their battles — and
+    refits, starting from the point estimate; replicates are solved together in chunks, so with
+    style (or voters) the cost is ~ ``cells * reps`` (2,000 battles x 200 replicates: well under
+    a second). Above ``BOOTSTRAP_BUDGET`` refits, the replicates are drawn from the fit's
+    asymptotic normal distribution (cluster-robust, sandwich, with voters) instead.
     Deterministic for a given ``seed``. ``progress=True`` shows a tqdm bar (tqdm must be
     installed).
     """
@@ -459,7 +526,7 @@ def leaderboard(
         raise ValueError("reps must be 0 or more")
     if not 0 < alpha < 1:
         raise ValueError("alpha must be in (0, 1)")
-    rating, coef, played, (a, b, y, count, covariates) = _point(
+    rating, coef, played, (a, b, y, count, covariates), cluster = _point(
         battles, style, scale, base, anchor, ridge
     )
     m, k = len(battles.models), coef.size - len(battles.models)
@@ -467,11 +534,16 @@ def leaderboard(
     replicates = np.full((reps, m), np.nan)
     style_replicates = np.full((reps, k), np.nan)
     n = round(float(count.sum()))
-    asymptotic = covariates is not None and count.size * reps > BOOTSTRAP_BUDGET
+    refits = covariates is not None or cluster is not None  # else a few cells: always refit
+    asymptotic = refits and count.size * reps > BOOTSTRAP_BUDGET
     if n and reps and asymptotic:
-        # Wald: replicates drawn from N(coef, information^-1), as many as asked, no refits.
+        # Wald: replicates drawn from N(coef, covariance), as many as asked, no refits; the
+        # covariance is information^-1, or with voters H^-1 (sum of g g^T per voter) H^-1.
         rng = np.random.default_rng(seed)
         covariance = np.linalg.inv(_information(a, b, count, covariates, m, coef, ridge))
+        if cluster is not None:
+            middle = _cluster_scores(a, b, y, count, covariates, m, coef, cluster)
+            covariance = covariance @ middle @ covariance
         draws = rng.multivariate_normal(coef, (covariance + covariance.T) / 2, size=reps)
         replicates[:] = _anchored(draws[:, :m], np.broadcast_to(played > 0, (reps, m)),
                                   scale, base, anchor)  # fmt: skip
@@ -486,7 +558,12 @@ def leaderboard(
             bar = tqdm(total=reps, desc="bootstrap", unit="rep")
         for lo in range(0, reps, chunk):
             size = min(chunk, reps - lo)
-            weights = rng.multinomial(n, count / n, size=size).astype(float)
+            if cluster is None:
+                weights = rng.multinomial(n, count / n, size=size).astype(float)
+            else:  # voters drawn with replacement; each cell weighs its voter's draws
+                voters = int(cluster.max()) + 1
+                drawn = rng.multinomial(voters, np.full(voters, 1 / voters), size=size)
+                weights = count[None, :] * drawn[:, cluster]
             fitted = _newton(a, b, y, weights, m, covariates, ridge, start=coef)
             present = _battles_per_model(a, b, weights, m) > 0
             replicates[lo : lo + size] = _anchored(fitted[:, :m], present, scale, base, anchor)

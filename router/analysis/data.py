@@ -131,6 +131,7 @@ class BattleRows:
     variant_a: list[str]
     variant_b: list[str]
     vote: list[str]
+    voters: list[str]  # the unit of each voted battle: its intervals resample these
     tokens: np.ndarray  # [n, 2] completion tokens of a and b (NaN if unknown)
     markdown: np.ndarray  # [n, 2, 3] headers, list items, bold of a and b
     battles: int  # all logged battles, voted or not
@@ -309,13 +310,13 @@ def _battles(db: sqlite3.Connection, experiment: str, until: float) -> BattleRow
     if not total:
         return None
     voted = db.execute(
-        "SELECT b.ts, b.variant_a, b.variant_b, v.value, b.tokens_a, b.tokens_b, "
+        "SELECT b.ts, b.variant_a, b.variant_b, v.value, b.unit, b.tokens_a, b.tokens_b, "
         "b.headers_a, b.headers_b, b.list_items_a, b.list_items_b, b.bold_a, b.bold_b "
         "FROM battles b JOIN feedback v ON v.battle_id = b.battle_id AND v.kind = 'vote' "
         "AND v.ts <= ? WHERE b.experiment = ? AND b.ts <= ? ORDER BY b.ts",
         (until, experiment, until),
     ).fetchall()
-    table = np.array([row[4:] for row in voted], dtype=float).reshape(len(voted), 8)
+    table = np.array([row[5:] for row in voted], dtype=float).reshape(len(voted), 8)
     pairs: dict[tuple[str, str], int] = {}
     for a, b, count in db.execute(
         "SELECT variant_a, variant_b, COUNT(*) FROM battles WHERE experiment = ? AND ts <= ? "
@@ -329,6 +330,7 @@ def _battles(db: sqlite3.Connection, experiment: str, until: float) -> BattleRow
         variant_a=[row[1] for row in voted],
         variant_b=[row[2] for row in voted],
         vote=[row[3] for row in voted],
+        voters=[row[4] for row in voted],
         tokens=table[:, :2],
         markdown=np.stack([table[:, [2, 4, 6]], table[:, [3, 5, 7]]], axis=1),
         battles=total,

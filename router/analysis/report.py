@@ -450,7 +450,9 @@ def _arena(
     tokens = np.where(np.isnan(rows.tokens).any(axis=1, keepdims=True), 0.0, rows.tokens)
     style = arena_stats.style_features(tokens[:, 0], tokens[:, 1],
                                        rows.markdown[:, 0], rows.markdown[:, 1])  # fmt: skip
-    battles = arena_stats.Battles.from_votes(rows.variant_a, rows.variant_b, rows.vote, style)
+    battles = arena_stats.Battles.from_votes(
+        rows.variant_a, rows.variant_b, rows.vote, style, voters=rows.voters
+    )
     plain = arena_stats.leaderboard(battles, reps=reps, alpha=ALPHA, progress=progress)
     styled = arena_stats.leaderboard(battles, style=True, reps=reps, alpha=ALPHA, progress=progress)
     win_rate, _ = arena_stats.win_matrix(battles)

@@ -448,3 +448,58 @@ def test_style_bootstrap_is_fast() -> None:
     start = time.perf_counter()
     leaderboard(battles, style=True, reps=200)
     assert time.perf_counter() - start < 5
+
+
+def _tasteful_votes(seed: int, voters: int = 30, n: int = 3000) -> tuple[list, list, list, list]:
+    """Two equally good models; each voter leans their own way (logit ~ N(0, 1.5)), so the
+    population's P(x beats y) is 1/2 but a voter's battles are not independent."""
+    rng = np.random.default_rng(seed)
+    taste = rng.normal(0.0, 1.5, voters)
+    who = rng.integers(0, voters, n)
+    x_first = rng.random(n) < 0.5
+    x_wins = rng.random(n) < 1 / (1 + np.exp(-taste[who]))
+    a = np.where(x_first, "x", "y").tolist()
+    b = np.where(x_first, "y", "x").tolist()
+    votes = np.where(x_wins == x_first, "a", "b").tolist()
+    return a, b, votes, [f"voter-{v}" for v in who]
+
+
+@pytest.mark.parametrize("style", [False, True])
+def test_intervals_resample_voters_and_cover_the_truth(style: bool) -> None:
+    """Resampling battles misses the truth most of the time here; resampling voters covers it
+    about as often as a 95 % interval should."""
+    runs, missed_by = 30, {"battles": 0, "voters": 0}
+    for seed in range(runs):
+        a, b, votes, voters = _tasteful_votes(seed)
+        covariates = np.random.default_rng(seed).normal(size=(len(votes), 1)) if style else None
+        for clustered in ("battles", "voters"):
+            battles = Battles.from_votes(
+                a, b, votes, covariates, voters=voters if clustered == "voters" else None
+            )
+            _, low, high = leaderboard(battles, style=style, reps=100, seed=seed).win_probability(
+                "x", "y"
+            )
+            missed_by[clustered] += not low <= 0.5 <= high
+    assert missed_by["battles"] >= runs // 2
+    assert missed_by["voters"] <= 5
+
+
+def test_asymptotic_intervals_are_cluster_robust_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    import router.analysis.arena as arena
+
+    monkeypatch.setattr(arena, "BOOTSTRAP_BUDGET", 0)  # always the Wald draws
+    a, b, votes, voters = _tasteful_votes(seed=1)
+    plain = leaderboard(Battles.from_votes(a, b, votes), style=False, reps=200)
+    robust = leaderboard(Battles.from_votes(a, b, votes, voters=voters), style=False, reps=200)
+    assert robust.method == "asymptotic" and plain.method == "bootstrap"  # few cells: refits
+    _, low, high = robust.win_probability("x", "y")
+    _, plain_low, plain_high = plain.win_probability("x", "y")
+    assert high - low > 3 * (plain_high - plain_low)
+
+
+def test_one_battle_per_voter_is_the_plain_bootstrap() -> None:
+    a, b, votes, _ = _tasteful_votes(seed=2, n=500)
+    voters = [f"v{i}" for i in range(len(votes))]
+    plain = leaderboard(Battles.from_votes(a, b, votes), reps=50, seed=3)
+    same = leaderboard(Battles.from_votes(a, b, votes, voters=voters), reps=50, seed=3)
+    np.testing.assert_array_equal(plain.replicates, same.replicates)
