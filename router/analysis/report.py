@@ -9,7 +9,8 @@ Decision rules (`_verdict`), per treatment against the control (the experiment's
 variant):
 
 - a sample-ratio mismatch invalidates the experiment: do not ship;
-- a guardrail whose whole interval lies beyond its bound fails: do not ship — and a treatment
+- a guardrail whose whole always-valid interval (confidence sequence, so a daily look is
+  fine here too) lies beyond its bound fails: do not ship — and a treatment
   that wins on its primary metric (votes, thumbs) while failing the reward-score guardrail is
   named as the sycophancy pattern;
 - the primary metric significantly worse (always-valid p-value, so daily looks are fine): do not
@@ -63,6 +64,7 @@ class Interval(BaseModel):
     value: float | None
     low: float | None
     high: float | None
+    se: float | None = Field(default=None, description="The estimate's standard error.")
 
     @classmethod
     def of(cls, estimate: stats.Estimate) -> Interval:
@@ -70,6 +72,7 @@ class Interval(BaseModel):
             value=_number(estimate.value),
             low=_number(estimate.ci[0]),
             high=_number(estimate.ci[1]),
+            se=_number(estimate.se),
         )
 
 
@@ -107,7 +110,11 @@ class Look(BaseModel):
 class GuardrailResult(BaseModel):
     metric: str
     treatment: str
-    change: Interval
+    change: Interval = Field(
+        description="The change with its always-valid (confidence sequence) interval: a report "
+        "refreshed every day may be judged every day without passing a violated guardrail more "
+        "often than ALPHA."
+    )
     relative: bool
     max_increase: float | None
     max_decrease: float | None
@@ -370,6 +377,17 @@ def _guardrail_status(guardrail: Guardrail, change: Interval) -> Status:
     return "inconclusive"
 
 
+def _always_valid(change: Interval, guardrail: Guardrail) -> Interval:
+    """The change's confidence sequence at ALPHA, its mixture variance the bound squared (the
+    effect size the guardrail is about, fixed in the config before any data)."""
+    if change.value is None or change.se is None:
+        return Interval(value=change.value, low=None, high=None, se=change.se)
+    bound = max(b for b in (guardrail.max_increase, guardrail.max_decrease) if b is not None)
+    tau2 = max(bound**2, stats.TAU2_FLOOR)
+    low, high = stats.confidence_sequence(change.value, change.se**2, tau2, ALPHA)
+    return Interval(value=change.value, low=_number(low), high=_number(high), se=change.se)
+
+
 def _guardrails(experiment: Experiment, comparisons: list[Comparison]) -> list[GuardrailResult]:
     """Each guardrail for each treatment; one without a comparison is inconclusive, never
     skipped (a guardrail nobody computed must not let a treatment ship)."""
@@ -384,6 +402,7 @@ def _guardrails(experiment: Experiment, comparisons: list[Comparison]) -> list[G
                 change = unknown
             else:
                 change = comparison.relative if guardrail.relative else comparison.absolute
+                change = _always_valid(change, guardrail)
             out.append(
                 GuardrailResult(metric=guardrail.metric, treatment=treatment, change=change,
                                 relative=guardrail.relative,

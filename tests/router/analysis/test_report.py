@@ -159,3 +159,28 @@ def test_a_pair_listed_twice_is_one_pair_in_the_sample_ratio_test(tmp_path: Path
     ratio = build_report(store, experiment, reps=20).sample_ratio
     assert ratio is not None and ratio.groups == ["a vs b", "a vs c"]
     assert ratio.expected == [2000.0, 1000.0] and not ratio.mismatch
+
+
+def test_a_violated_guardrail_does_not_pass_at_some_daily_look() -> None:
+    """Judged at 20 looks as the data come in, a guardrail that is truly violated (+1.2 points
+    against a bound of +1) passes at some look in at most about ALPHA of the runs: its
+    interval is a confidence sequence. (With the fixed-horizon interval: 28 of 400.)"""
+    import numpy as np
+
+    from router.analysis import stats
+    from router.analysis.report import Interval, _always_valid, _guardrail_status
+    from router.experiment import Guardrail
+
+    guardrail = Guardrail(metric="error_rate", max_increase=0.01)
+    runs, looks, n, passed_somewhere = 200, 20, 20_000, 0
+    for seed in range(runs):
+        rng = np.random.default_rng(seed)
+        control = (rng.random(n) < 0.05).astype(float)
+        treatment = (rng.random(n) < 0.062).astype(float)
+        for k in np.linspace(n / looks, n, looks).astype(int):
+            lift = stats.compare_ratio(treatment[:k], np.ones(k), control[:k], np.ones(k))
+            change = _always_valid(Interval.of(lift.absolute), guardrail)
+            if _guardrail_status(guardrail, change) == "pass":
+                passed_somewhere += 1
+                break
+    assert passed_somewhere <= 0.05 * runs
