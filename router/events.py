@@ -6,6 +6,7 @@ Plain frozen dataclasses: they cross process boundaries (pickled through Ray) an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -125,6 +126,27 @@ class Feedback:
     value: str | None = None
     number: float | None = None
     name: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse what the store could not take or the analysis could not read (ValueError):
+        a bad event must fail where it is made, not roll back a batch of good ones."""
+        if (self.completion_id is None) == (self.battle_id is None):
+            raise ValueError("feedback names exactly one of completion_id and battle_id")
+        if not self.idempotency_key:
+            raise ValueError("feedback needs an idempotency_key")
+        if self.kind == "vote" and (self.battle_id is None or self.value not in VOTE_VALUES):
+            raise ValueError(f"a vote is on a battle, with a value in {VOTE_VALUES}")
+        thumbs_ok = self.completion_id is not None and self.value in THUMBS_VALUES
+        if self.kind == "thumbs" and not thumbs_ok:
+            raise ValueError(f"thumbs are on a completion, with a value in {THUMBS_VALUES}")
+        if self.kind in ("regenerate", "copy") and self.completion_id is None:
+            raise ValueError(f"{self.kind} is feedback on a completion")
+        if self.kind == "custom" and not (
+            self.name and self.number is not None and math.isfinite(self.number)
+        ):
+            raise ValueError("custom feedback needs a name and a finite number")
+        if self.kind not in ("thumbs", "vote", "regenerate", "copy", "custom"):
+            raise ValueError(f"unknown feedback kind {self.kind!r}")
 
     @property
     def target(self) -> tuple[str, str]:

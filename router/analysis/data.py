@@ -38,8 +38,9 @@ _ROW_COLUMNS = {
     "copy": "COALESCE(f.copy, 0)",
     "score": "s.score",
 }
-# Feedback and scores are joined as of the report's time (the first two parameters): one thumbs
-# per completion, its latest (a user may change their mind); regenerate and copy as 0 or 1.
+# Feedback and scores are joined as of the report's time (the first four parameters): one thumbs
+# per completion, its latest (a user may change their mind); regenerate and copy as 0 or 1;
+# scores of one reward model, the one that scored last (two models' scores are on two scales).
 _ROW_SELECT = f"""
 SELECT c.unit, c.completion_id, {", ".join(_ROW_COLUMNS.values())}
 FROM completions c
@@ -53,7 +54,8 @@ LEFT JOIN (
     FROM feedback WHERE completion_id IS NOT NULL AND ts <= ? GROUP BY completion_id
 ) f USING (completion_id)
 LEFT JOIN (
-    SELECT completion_id, AVG(score) AS score FROM scores WHERE ts <= ? GROUP BY completion_id
+    SELECT completion_id, score FROM scores
+    WHERE ts <= ? AND model = (SELECT model FROM scores WHERE ts <= ? ORDER BY ts DESC LIMIT 1)
 ) s USING (completion_id)
 """
 
@@ -167,7 +169,7 @@ def _rows(
     With `units`, rows of other units are dropped; without, every new unit gets the next index.
     """
     select = _ROW_SELECT.replace("SELECT c.unit,", f"SELECT {unit_expr},", 1)
-    cursor = db.execute(f"{select} WHERE {where}", (until, until, until, *params))
+    cursor = db.execute(f"{select} WHERE {where}", (until, until, until, until, *params))
     known = {} if units is None else units
     unit_index, ids, values = [], [], []
     for unit, completion_id, *row in cursor:

@@ -365,7 +365,9 @@ def test_feedback_on_an_unknown_completion_is_unknown_target(
     store: OutcomeStore, kind: str
 ) -> None:
     store.write([battle("c1")])  # a battle of that id is not a completion
-    fb = Feedback(1.0, kind, "k", completion_id="c1", value="up" if kind == "thumbs" else None)  # type: ignore[arg-type]
+    extra = {"name": "stars", "number": 4.0} if kind == "custom" else {}
+    fb = Feedback(1.0, kind, "k", completion_id="c1", value="up" if kind == "thumbs" else None,  # type: ignore[arg-type]
+                  **extra)  # type: ignore[arg-type]  # fmt: skip
     assert store.write([fb]) == [FeedbackResult("unknown_target", None)]
     assert store.count("feedback") == 0
 
@@ -402,9 +404,9 @@ def test_feedback_finds_targets_written_earlier_in_the_same_batch(store: Outcome
 
 
 def test_a_failed_batch_writes_nothing(store: OutcomeStore) -> None:
-    no_key = Feedback(3.0, "thumbs", None, completion_id="c1", value="up")  # type: ignore[arg-type]
-    with pytest.raises(sqlite3.IntegrityError):  # idempotency_key NOT NULL
-        store.write([exposure(), completion("c1"), battle("b1"), vote("b1", "k"), no_key])
+    no_unit = Exposure(3.0, "r9", "exp", "user", None, "a", "arm", True)  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.IntegrityError):  # exposures.unit NOT NULL
+        store.write([exposure(), completion("c1"), battle("b1"), vote("b1", "k"), no_unit])
     for table in TABLES:
         assert store.count(table) == 0, table
     assert not store._db.in_transaction
@@ -498,3 +500,22 @@ def test_a_full_disk_reports_the_real_error(store: OutcomeStore) -> None:
     big = [replace(completion(f"c{i}"), error="x" * 2000) for i in range(200)]
     with pytest.raises(sqlite3.OperationalError, match="full"):
         store.write(big)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"kind": "thumbs", "completion_id": "c1", "battle_id": "b1", "value": "up"},
+        {"kind": "thumbs"},
+        {"kind": "thumbs", "completion_id": "c1", "value": "sideways"},
+        {"kind": "vote", "battle_id": "b1", "value": "A"},
+        {"kind": "vote", "completion_id": "c1", "value": "a"},
+        {"kind": "copy", "battle_id": "b1"},
+        {"kind": "custom", "completion_id": "c1", "name": "stars", "number": float("nan")},
+        {"kind": "custom", "completion_id": "c1", "number": 3.0},
+        {"kind": "shrug", "completion_id": "c1"},
+    ],
+)
+def test_feedback_the_store_could_not_take_is_refused_where_it_is_made(fields: dict) -> None:
+    with pytest.raises(ValueError):
+        Feedback(1.0, idempotency_key="k", **fields)

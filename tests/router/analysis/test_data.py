@@ -129,3 +129,19 @@ def test_a_load_reads_one_snapshot(tmp_path: Path, monkeypatch: object) -> None:
     assert load(tmp_path / "o.db", "exp").groups["a"].n_units == 1
     monkeypatch.undo()  # type: ignore[attr-defined]
     assert load(tmp_path / "o.db", "exp").groups["a"].n_units == 2
+
+
+def test_reward_scores_are_one_models_the_latest(tmp_path: Path) -> None:
+    store = OutcomeStore(tmp_path / "o.db")
+    store.write([
+        Exposure(0.0, "r0", "exp", "user", "u1", "a", "arm", True),
+        completion(1.0, "c1", "a"),
+        completion(2.0, "c2", "a"),
+        Score(3.0, "c1", "exp", "a", "rm-v1", 0.9, 2.0),
+        Score(4.0, "c1", "exp", "a", "rm-v2", -4.0, 3.0),  # another scale
+        Score(5.0, "c2", "exp", "a", "rm-v2", -3.0, 3.0),
+    ])  # fmt: skip
+    rows = load(tmp_path / "o.db", "exp").groups["a"].rows
+    assert rows.columns["score"].tolist() == [-4.0, -3.0]
+    before = load(tmp_path / "o.db", "exp", until=3.5).groups["a"].rows
+    assert before.columns["score"][0] == 0.9 and np.isnan(before.columns["score"][1])
