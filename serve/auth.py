@@ -147,6 +147,15 @@ class KeyRing:
     def open(self) -> bool:
         return not self.principals
 
+    def inherit(self, previous: KeyRing) -> KeyRing:
+        """Keep the buckets of keys whose limit did not change: applying a new config (an
+        experiment edit) must not hand every key a fresh burst."""
+        for name, bucket in previous._buckets.items():
+            same = previous.limits.get(name) == self.limits.get(name) is not None
+            if same and previous.share == self.share:
+                self._buckets[name] = bucket
+        return self
+
     def authenticate(self, authorization: str | None, admin: bool = False) -> Principal:
         """The caller of a request with this `Authorization` header, or 401/403 `APIError`."""
         if self.open:

@@ -15,6 +15,9 @@ Errors are `ConfigError`, whose message names every bad field by its path (`vari
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -201,6 +204,20 @@ class VariantConfig(BaseModel):
     def _model_is_local(cls, value: str | None) -> str | None:
         return None if value is None else _local_folder(value)
 
+    @field_validator("engine_kwargs")
+    @classmethod
+    def _known_engine_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Option names vLLM's engine takes (their values are vLLM's to check, at startup)."""
+        if not value:
+            return value
+        known = engine_option_names()
+        for name in value:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{name!r} is not an option of vLLM's engine{hint}")
+        return value
+
     @model_validator(mode="after")
     def _model_or_engine(self) -> VariantConfig:
         if (self.model is None) == (self.engine is None):
@@ -234,6 +251,14 @@ class VariantConfig(BaseModel):
     @property
     def resolved_engine_kwargs(self) -> dict[str, Any]:
         return {**DEFAULT_ENGINE_KWARGS, **self.engine_kwargs}
+
+
+@functools.cache
+def engine_option_names() -> tuple[str, ...]:
+    """The fields of vLLM's `AsyncEngineArgs` (imported on first use: vLLM takes seconds)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    return tuple(f.name for f in dataclasses.fields(AsyncEngineArgs))
 
 
 class AppConfig(BaseModel):
@@ -425,6 +450,15 @@ class ServeFile:
         )
         if application is None:
             raise ConfigError(f"{where}: no application with import_path {APP_IMPORT_PATH}")
+        for deployment in application.get("deployments") or []:
+            if isinstance(deployment, dict) and deployment.get("name") == GATEWAY_DEPLOYMENT:
+                for option in ("num_replicas", "autoscaling_config"):
+                    if option in deployment:
+                        raise ConfigError(
+                            f"{where}: deployments: gateway.{option}: set args.gateway_replicas "
+                            "instead (each replica enforces its share of every key's rate "
+                            "limit, so the gateway must know how many there are)"
+                        )
         args = dict(application.get("args") or {})
         if check_model_files is not None:
             args["check_model_files"] = check_model_files

@@ -290,7 +290,7 @@ class Gateway:
         try:
             ranked = [v.name for v in self._variants.values() if v.best_of_n is not None]
             config = GatewayConfig.for_variants(user_config, list(self._variants), ranked)
-            keys = KeyRing.build(config.auth, self._replicas)
+            keys = KeyRing.build(config.auth, self._replicas).inherit(self._keys)
         except (ConfigError, ValueError) as exc:
             if self._revision is None:
                 raise  # nothing to keep serving: fail the deploy with the message
@@ -582,6 +582,10 @@ class Gateway:
         for name, value in variant.sampling.as_request_fields().items():
             if body.get(name) is None:
                 body[name] = value
+        cap = self._limits.max_tokens  # a client's own values were checked; a default is capped
+        for name in ("max_tokens", "max_completion_tokens"):
+            if cap is not None and _is_int(body.get(name)) and body[name] > cap:
+                body[name] = cap
         if call.endpoint == "chat":
             _check_contents(body.get("messages"))
             if variant.system_prompt:

@@ -155,3 +155,14 @@ def test_a_replica_admits_at_most_its_share(rate: float, replicas: int, gaps: li
 def test_hash_key_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["hash-key", "sk-abc"]) == 0
     assert capsys.readouterr().out.strip() == hash_key("sk-abc")
+
+
+def test_a_new_config_keeps_the_buckets_of_unchanged_limits() -> None:
+    keys = ring(rate_limit={"requests_per_s": 2, "burst": 3})
+    web = keys.authenticate(f"Bearer {CLIENT_KEY}")
+    for _ in range(3):
+        keys.admit(web, now=100.0)
+    again = ring(rate_limit={"requests_per_s": 2, "burst": 3}).inherit(keys)
+    assert status(lambda: again.admit(web, now=100.0)) == 429  # no fresh burst
+    changed = ring(rate_limit={"requests_per_s": 5, "burst": 3}).inherit(keys)
+    changed.admit(web, now=100.0)  # a new limit starts full

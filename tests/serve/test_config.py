@@ -254,3 +254,20 @@ def test_a_best_of_n_variant_cannot_be_an_arena_arm() -> None:
     in_the_arena = mutate("args.variants.0.best_of_n", 4)  # smollm2-concise, an arena arm
     with pytest.raises(ConfigError, match=r"experiments\.1\.arms\.0\.variant"):
         ServeFile.from_document(in_the_arena)
+
+
+def test_an_engine_option_vllm_does_not_have_is_refused_with_a_hint() -> None:
+    with pytest.raises(ConfigError, match=r"variants\.0\.engine_kwargs: 'max_modle_len' is not an "
+                       r"option of vLLM's engine \(did you mean 'max_model_len'\?\)"):  # fmt: skip
+        ServeFile.from_document(mutate("args.variants.0.engine_kwargs", {"max_modle_len": 512}))
+    options = {"max_model_len": 512, "kv_cache_memory_bytes": 1 << 28, "enforce_eager": True}
+    ServeFile.from_document(mutate("args.variants.0.engine_kwargs", options))
+
+
+@pytest.mark.parametrize("option", ["num_replicas", "autoscaling_config"])
+def test_the_gateways_replicas_are_set_in_args(option: str) -> None:
+    document = mutate("args.check_model_files", False)
+    [gateway] = [d for d in document["applications"][0]["deployments"] if d["name"] == "gateway"]
+    gateway[option] = 3 if option == "num_replicas" else {"min_replicas": 1, "max_replicas": 4}
+    with pytest.raises(ConfigError, match=rf"gateway\.{option}: set args\.gateway_replicas"):
+        ServeFile.from_document(document)

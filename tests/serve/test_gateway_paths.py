@@ -137,3 +137,18 @@ def test_the_scored_text_of_a_stream_is_its_first_choice() -> None:
 
     assert chunk_text(chunk(0, "Paris")) == "Paris"
     assert chunk_text(chunk(1, "Lyon")) == ""
+
+
+def test_a_variant_default_above_the_token_cap_is_capped() -> None:
+    async def test() -> None:
+        fake = await make(user_config={"limits": {"max_tokens": 8}})
+        fake.gateway._variants["a"] = fake.gateway._variants["a"].model_copy(
+            update={"sampling": fake.gateway._variants["a"].sampling.model_copy(
+                update={"max_tokens": 4096})}
+        )  # fmt: skip
+        status, _ = await fake.post({"model": "a", "messages": MESSAGES})
+        assert status == 200 and fake.engines["a"].requests[-1].max_tokens == 8
+        await fake.post({"model": "a", "messages": MESSAGES, "max_tokens": 5})
+        assert fake.engines["a"].requests[-1].max_tokens == 5
+
+    run(test)
