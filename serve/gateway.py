@@ -619,6 +619,7 @@ class Gateway:
             return answer
         first, stream = answer
         if not isinstance(first, list):
+            first.model = call.variant  # a prompt-only variant's engine answers in its owner's name
             usage = first.usage.model_dump() if getattr(first, "usage", None) else None
             await self._finish(call, first.id, 200, usage)
             if call.prompt is not None and first.choices:
@@ -683,7 +684,7 @@ class Gateway:
         call.stream = wants_stream
         if isinstance(answer, Response):
             return answer
-        payload = answer[0].model_dump()
+        payload = answer[0].model_dump() | {"model": call.variant}
         conversation = _conversation(body, call.endpoint) or []
         jobs = [
             ScoreJob(payload["id"], call.experiment, call.variant, conversation,
@@ -799,6 +800,10 @@ class Gateway:
         logged = False
         status, error = 200, None
         text: list[str] | None = [] if call.prompt is not None else None
+        engine = self._variants[call.variant].engine_name
+        # A prompt-only variant's engine names its owner in every chunk: name the variant.
+        # (Inside a chunk's text a quote is escaped, so only the envelope's field matches.)
+        renamed = (f'"model":"{engine}"', f'"model":"{call.variant}"')
         batch: list | None = first
         try:
             while batch is not None:
@@ -821,7 +826,8 @@ class Gateway:
                         text.append(chunk_text(chunk))
                     out.append(chunk)
                 if out:
-                    yield "".join(out)
+                    joined = "".join(out)
+                    yield joined.replace(*renamed) if engine != call.variant else joined
                 batch = await anext(rest, None)
         except Exception as exc:
             logger.warning("stream of %s from %s broke: %r", call.request_id, call.variant, exc)

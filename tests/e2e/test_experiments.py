@@ -62,7 +62,8 @@ def test_one_exposure_per_unit_however_many_requests(app: App) -> None:
 
 def test_session_experiments_assign_the_session(app: App) -> None:
     missing = chat(app, "tiny-sessions", user="someone")
-    assert missing.status_code == 400 and missing.json()["error"]["param"] == "user"
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "missing_unit"
+    assert missing.json()["error"]["param"] is None  # a header, not a body field
     experiment = Experiment.model_validate(EXPERIMENTS[2])
     seen = {"arm": 0, "not_allocated": 0}
     for i in range(12):

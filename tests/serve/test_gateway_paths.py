@@ -152,3 +152,25 @@ def test_a_variant_default_above_the_token_cap_is_capped() -> None:
         assert fake.engines["a"].requests[-1].max_tokens == 5
 
     run(test)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_prompt_only_variant_answers_in_its_own_name(stream: bool) -> None:
+    async def test() -> None:
+        from serve.config import AppConfig
+        from tests.serve.fake_gateway import GatewayClass, Engine, FakeGateway, Log
+
+        config = AppConfig.from_args(
+            {"variants": [{"name": "a", "model": "unused"}, {"name": "a-brief", "engine": "a"}],
+             "check_model_files": False}
+        )  # fmt: skip
+        engines, log = {"a": Engine("a"), "a-brief": Engine("a")}, Log()
+        gateway = object.__new__(GatewayClass)
+        GatewayClass.__init__(gateway, config, engines, log, None)
+        await gateway.reconfigure({"experiments": []})
+        fake = FakeGateway(gateway, log, engines)
+        status, text = await fake.post({"model": "a-brief", "stream": stream, "messages": MESSAGES})
+        assert status == 200 and '"model":"a"' not in text.replace(" ", "")
+        assert '"model":"a-brief"' in text.replace(" ", "")
+
+    run(test)
