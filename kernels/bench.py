@@ -287,7 +287,13 @@ def machine(device: torch.device) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kernels.bench", description=__doc__)
-    parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--dtype",
+        default="bfloat16",
+        choices=["float32", "bfloat16", "float16"],
+        help="the kernel table's dtype; the scorer table runs the scorer's own (bf16 where the "
+        "hardware computes it, else fp32), as served",
+    )
     parser.add_argument(
         "--sequences", type=int, help="per workload (default: 64 on a CPU, 512 on a GPU)"
     )

@@ -91,7 +91,9 @@ def plan_batches(
 def last_real_index(input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
     """Each row's rightmost token that is not padding (transformers' pooling rule)."""
     if pad_token_id is None:
-        return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, dtype=torch.long)
+        return torch.full(
+            (input_ids.shape[0],), input_ids.shape[1] - 1, dtype=torch.long, device=input_ids.device
+        )
     positions = torch.arange(input_ids.shape[1], device=input_ids.device)
     return (positions * (input_ids != pad_token_id)).argmax(-1)
 

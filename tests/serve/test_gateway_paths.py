@@ -158,7 +158,7 @@ def test_a_variant_default_above_the_token_cap_is_capped() -> None:
 def test_a_prompt_only_variant_answers_in_its_own_name(stream: bool) -> None:
     async def test() -> None:
         from serve.config import AppConfig
-        from tests.serve.fake_gateway import GatewayClass, Engine, FakeGateway, Log
+        from tests.serve.fake_gateway import Engine, FakeGateway, GatewayClass, Log
 
         config = AppConfig.from_args(
             {"variants": [{"name": "a", "model": "unused"}, {"name": "a-brief", "engine": "a"}],
