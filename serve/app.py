@@ -15,13 +15,11 @@ from typing import Any
 from ray.serve import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 
-from serve.config import AppConfig, VariantConfig
+from serve.config import VARIANT_PREFIX, AppConfig, VariantConfig
 from serve.gateway import Gateway
 from serve.outcome_log import OutcomeLog
 from serve.scorer import RewardScorerDeployment
 from serve.variant import VariantServer
-
-VARIANT_PREFIX = "variant:"
 
 
 def variant_llm_config(variant: VariantConfig) -> LLMConfig:

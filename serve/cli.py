@@ -17,6 +17,7 @@ import getpass
 import math
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -30,13 +31,13 @@ from serve.config import PROJECT_ROOT, ConfigError, ServeFile
 DEFAULT_CONFIG = PROJECT_ROOT / "deploy" / "config.yaml"
 
 
-def read_serve_file(path: Path) -> ServeFile:
+def read_serve_file(path: Path, check_model_files: bool | None = None) -> ServeFile:
     """Read and validate a Serve config file that runs arena-serve (`ConfigError` if not)."""
     try:
-        document = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
-    return ServeFile.from_document(document, str(path))
+    return ServeFile.from_document(document, str(path), check_model_files)
 
 
 def example_call(host: str, port: int, model: str) -> str:
@@ -65,10 +66,9 @@ def serve_foreground(config_path: Path, host: str | None, port: int | None) -> i
         return 2
     http = served.document.get("http_options") or {}
     host = host or http.get("host", "127.0.0.1")
-    port = port or int(http.get("port", 8000))
+    port = port if port is not None else int(http.get("port", 8000))
 
     from serve.deploy import (
-        DeployError,
         apply,
         drain_and_shutdown,
         start_serve,
@@ -82,6 +82,9 @@ def serve_foreground(config_path: Path, host: str | None, port: int | None) -> i
     cpus = max(os.cpu_count() or 1, math.ceil(served.app.logical_cpus_needed))
     say(f"starting Ray ({cpus} logical CPUs) and {len(served.app.variants)} variant engines")
     started = time.perf_counter()
+    # Until the app is up, SIGTERM stops the start as Ctrl-C does: Serve and Ray are shut down
+    # (a killed Ray would leave vLLM's engine processes running).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     # Replica logs go to Ray's log folder, not this terminal; deploy errors still show here.
     # A cluster of its own ("local"), never one that happens to run on this machine already.
     ray.init(
@@ -94,11 +97,14 @@ def serve_foreground(config_path: Path, host: str | None, port: int | None) -> i
     try:
         client = start_serve(_with_http(served.document, host, port))
         apply(client, _with_http(served.document, host, port), progress=say)
-    except DeployError as exc:
-        say(f"deploy failed:\n{exc}")
+    except (KeyboardInterrupt, Exception) as exc:  # DeployError and Ray's own refusals
+        if isinstance(exc, KeyboardInterrupt):
+            say("interrupted while starting: shutting down")
+        else:
+            say(f"deploy failed:\n{exc}")
         serve.shutdown()
         ray.shutdown()
-        return 1
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
     experiments = served.gateway.experiments
     model = experiments[0].name if experiments else served.app.variants[0].name
     say(
@@ -128,7 +134,7 @@ def serve_foreground(config_path: Path, host: str | None, port: int | None) -> i
 
 def redeploy(client: Any, path: Path, current: ServeFile, host: str, port: int) -> ServeFile:
     """Deploy an edited config file, or refuse it (naming the field) and keep the running one."""
-    from serve.deploy import DeployError, apply
+    from serve.deploy import apply
 
     try:
         edited = read_serve_file(path)
@@ -144,8 +150,8 @@ def redeploy(client: Any, path: Path, current: ServeFile, host: str, port: int) 
         say("the application's args changed: Ray Serve rebuilds the application, engines included")
     try:
         apply(client, _with_http(edited.document, host, port), progress=say)
-    except DeployError as exc:
-        say(f"deploy failed:\n{exc}")
+    except Exception as exc:  # DeployError, or Ray's own refusal: keep serving what runs
+        say(f"deploy failed; still serving the previous config:\n{exc}")
         return current
     say(f"applied {path}: experiments {', '.join(e.name for e in edited.gateway.experiments)}")
     return edited
@@ -154,9 +160,12 @@ def redeploy(client: Any, path: Path, current: ServeFile, host: str, port: int) 
 def report_command(args: argparse.Namespace) -> int:
     """Print the experiment's report and write its plots and HTML page."""
     try:
-        served = read_serve_file(args.config)
+        served = read_serve_file(args.config, check_model_files=False)  # logs need no models
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return 2
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        print(f"--out {args.out}: exists and is not a folder", file=sys.stderr)
         return 2
     experiments = {e.name: e for e in served.gateway.experiments}
     experiment = experiments.get(args.experiment)
@@ -173,7 +182,11 @@ def report_command(args: argparse.Namespace) -> int:
     from router.analysis import build_report
     from serve.report import print_report, write_html, write_plots
 
-    report = build_report(store, experiment, reps=args.reps, progress=not args.json)
+    try:
+        report = build_report(store, experiment, reps=args.reps, progress=not args.json)
+    except sqlite3.DatabaseError as exc:
+        print(f"{store} is not an arena-serve outcome log ({exc})", file=sys.stderr)
+        return 2
     if args.json:
         print(report.model_dump_json(indent=2))
         return 0
@@ -183,6 +196,13 @@ def report_command(args: argparse.Namespace) -> int:
     page = write_html(report, plots, folder)
     print(f"wrote {', '.join(str(p) for p in [*plots, page])}")
     return 0
+
+
+def _replicates(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError("an interval needs at least 2 replicates")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument(
         "--out", type=Path, help="folder for plots and HTML (default: reports/NAME)"
     )
-    report.add_argument("--reps", type=int, default=200, help="bootstrap replicates")
+    report.add_argument(
+        "--reps", type=_replicates, default=200, help="bootstrap replicates (at least 2)"
+    )
     report.add_argument("--json", action="store_true", help="print the JSON report instead")
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -215,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "hash-key":
         from serve.auth import hash_key
 
-        key = args.key or (getpass.getpass("API key: ") if sys.stdin.isatty() else input())
+        key = args.key or (
+            getpass.getpass("API key: ") if sys.stdin.isatty() else sys.stdin.readline()
+        )
         if not key.strip():
             print("no key given", file=sys.stderr)
             return 2

@@ -42,6 +42,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 APP_IMPORT_PATH = "serve.app:build_app"
 GATEWAY_DEPLOYMENT = "gateway"
 OUTCOME_LOG_DEPLOYMENT = "outcome-log"
+SCORER_DEPLOYMENT = "reward-scorer"
+VARIANT_PREFIX = "variant:"  # engine deployments: this, then the variant's name
 DRAIN_S = 60.0  # how long a stopping gateway replica lets its streams finish
 
 # Engine settings that work on a CPU-only machine (see README): explicit KV-cache budget, eager
@@ -450,7 +452,9 @@ class ServeFile:
         )
         if application is None:
             raise ConfigError(f"{where}: no application with import_path {APP_IMPORT_PATH}")
-        for deployment in application.get("deployments") or []:
+        _check_serve_schema(document, where)
+        deployments = application.get("deployments") or []
+        for deployment in deployments:
             if isinstance(deployment, dict) and deployment.get("name") == GATEWAY_DEPLOYMENT:
                 for option in ("num_replicas", "autoscaling_config"):
                     if option in deployment:
@@ -463,12 +467,41 @@ class ServeFile:
         if check_model_files is not None:
             args["check_model_files"] = check_model_files
         app = AppConfig.from_args(args)
+        known = {GATEWAY_DEPLOYMENT, OUTCOME_LOG_DEPLOYMENT, SCORER_DEPLOYMENT}
+        known |= {variant_deployment(v.name) for v in app.variants if v.engine is None}
+        for i, deployment in enumerate(deployments):
+            name = deployment.get("name")
+            if name not in known:
+                raise ConfigError(
+                    f"{where}: deployments.{i}.name: {name!r} is no deployment of this app "
+                    f"(those are: {', '.join(sorted(known))})"
+                )
         gateway = GatewayConfig.for_variants(
             gateway_user_config(application),
             [v.name for v in app.variants],
             [v.name for v in app.variants if v.best_of_n is not None],
         )
         return cls(document, application, app, gateway)
+
+
+def variant_deployment(name: str) -> str:
+    """The engine deployment's name, as Ray Serve LLM derives it from the model id."""
+    return VARIANT_PREFIX + name.replace("/", "--").replace(".", "_")
+
+
+def _check_serve_schema(document: dict[str, Any], where: str) -> None:
+    """Ray Serve's own schema of the file (what `serve deploy` checks), as a `ConfigError`."""
+    from ray.serve.schema import ServeDeploySchema
+
+    try:
+        ServeDeploySchema.model_validate(document)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            place = ".".join(str(part) for part in error["loc"])
+            problems.append(f"{place}: {error['msg'].removeprefix('Value error, ')}")
+        message = f"{where}: not a valid Ray Serve config:\n  " + "\n  ".join(problems)
+        raise ConfigError(message) from None
 
 
 def config_revision(user_config: Any) -> str:

@@ -27,11 +27,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from router.events import Score
-from serve.config import ScorerConfig
+from serve.config import SCORER_DEPLOYMENT, ScorerConfig
 
 logger = logging.getLogger("ray.serve")
-
-SCORER_DEPLOYMENT = "reward-scorer"
 
 
 @dataclass(frozen=True, slots=True)

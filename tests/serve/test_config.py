@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -271,3 +272,58 @@ def test_the_gateways_replicas_are_set_in_args(option: str) -> None:
     gateway[option] = 3 if option == "num_replicas" else {"min_replicas": 1, "max_replicas": 4}
     with pytest.raises(ConfigError, match=rf"gateway\.{option}: set args\.gateway_replicas"):
         ServeFile.from_document(document)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["applications"][0].update(args=5), r"applications\.0\.args"),
+        (lambda d: d["applications"][0].update(deployments=7), r"applications\.0\.deployments"),
+        (lambda d: d.update(proxy_location="Bogus"), "proxy_location"),
+        (lambda d: d["http_options"].update(port="abc"), r"http_options\.port"),
+        (lambda d: d["applications"][0]["deployments"][0].update(name="gatway"),
+         r"deployments\.0\.name: 'gatway' is no deployment of this app"),
+    ],
+)  # fmt: skip
+def test_what_ray_serve_would_refuse_is_refused_here(change: Any, message: str) -> None:
+    document = mutate("args.check_model_files", False)
+    document.setdefault("http_options", {})
+    change(document)
+    with pytest.raises(ConfigError, match=message):
+        ServeFile.from_document(document)
+
+
+def test_check_config_and_hash_key_answer_bad_input_in_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from serve.cli import main
+
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe")
+    assert main(["check-config", str(binary)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # at EOF, not a terminal
+    assert main(["hash-key"]) == 2
+    assert "no key given" in capsys.readouterr().err
+
+
+def test_an_edit_ray_serve_refuses_keeps_the_running_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from serve.cli import read_serve_file, redeploy
+
+    class Client:
+        def deploy_apps(self, *_: object, **__: object) -> None:
+            raise RuntimeError("refused by the controller")
+
+    path = tmp_path / "config.yaml"
+    document = mutate("args.check_model_files", False)
+    path.write_text(yaml.safe_dump(document))
+    running = read_serve_file(path)
+    edited = copy.deepcopy(document)
+    gateway_user_config(edited["applications"][0])["experiments"] = []
+    path.write_text(yaml.safe_dump(edited))
+    assert redeploy(Client(), path, running, "127.0.0.1", 8000) is running
+    assert "still serving the previous config" in capsys.readouterr().out
