@@ -193,7 +193,8 @@ def _forest_plot(report: ExperimentReport, path: Path) -> Path | None:
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_xlabel(f"change vs {report.control}, % (95 % interval)")
     title = (
-        f"{report.experiment}: lift by metric (red: interval excludes 0; black bars: guardrails)"
+        f"{report.experiment}: lift by metric\n(red: interval excludes 0; "
+        "black bars: relative guardrails)"
     )
     ax.set_title(title, fontsize=9)
     if left_out:
@@ -205,6 +206,14 @@ def _forest_plot(report: ExperimentReport, path: Path) -> Path | None:
     return path
 
 
+P_FLOOR = 1e-10  # the plot's floor: smaller p-values are drawn on it, hollow
+
+
+def _floored(values: list[float | None]) -> tuple[list[float], list[bool]]:
+    points = [math.nan if v is None else max(v, P_FLOOR) for v in values]
+    return points, [v is not None and v < P_FLOOR for v in values]
+
+
 def _sequential_plot(report: ExperimentReport, path: Path) -> Path | None:
     if not report.sequential:
         return None
@@ -213,14 +222,20 @@ def _sequential_plot(report: ExperimentReport, path: Path) -> Path | None:
     for treatment in sorted({look.treatment for look in report.sequential}):
         looks = [look for look in report.sequential if look.treatment == treatment]
         hours = [(look.ts - start) / 3600 for look in looks]
-        ax.plot(hours, [look.p_value if look.p_value is not None else math.nan for look in looks],
-                marker="o", label=f"{treatment}: always-valid p")  # fmt: skip
-        ax.plot(hours, [look.naive_p_value if look.naive_p_value is not None else math.nan
-                        for look in looks], ls="--", alpha=0.6,
-                label=f"{treatment}: naive fixed-horizon p")  # fmt: skip
+        for values, style in (
+            ([look.p_value for look in looks], {"marker": "o", "label": "always-valid p"}),
+            ([look.naive_p_value for look in looks],
+             {"ls": "--", "alpha": 0.6, "label": "naive fixed-horizon p"}),
+        ):  # fmt: skip
+            points, floored = _floored(values)
+            line = ax.plot(hours, points, **{**style, "label": f"{treatment}: {style['label']}"})
+            below = [(h, p) for h, p, f in zip(hours, points, floored, strict=True) if f]
+            if below:
+                ax.scatter(*zip(*below, strict=True), marker="v", facecolors="none",
+                           edgecolors=line[0].get_color(), zorder=3)  # fmt: skip
     ax.axhline(ALPHA, color="tab:red", lw=1, label=f"α = {ALPHA}")
     ax.set_yscale("log")
-    ax.set_ylim(1e-10, 1.5)  # smaller p-values sit on the floor
+    ax.set_ylim(P_FLOOR / 2, 1.5)  # hollow triangles on the floor: p below 1e-10
     ax.set_xlabel("hours since the first exposure")
     ax.set_ylabel("p-value")
     ax.set_title(f"{report.experiment}: {report.primary_metric}, sequential test (mSPRT)")
@@ -231,8 +246,13 @@ def _sequential_plot(report: ExperimentReport, path: Path) -> Path | None:
     return path
 
 
+PLOTS = ("leaderboard.png", "lift_forest.png", "sequential_p_value.png")
+
+
 def write_plots(report: ExperimentReport, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
+    for name in PLOTS:  # a plot this report does not draw must not stay from an earlier one
+        (folder / name).unlink(missing_ok=True)
     made = [
         _leaderboard_plot(report, folder / "leaderboard.png"),
         _forest_plot(report, folder / "lift_forest.png"),
@@ -280,5 +300,5 @@ def write_html(report: ExperimentReport, plots: list[Path], folder: Path) -> Pat
     parts += [f"<p><i>{html.escape(note)}</i></p>" for note in report.notes]
     parts.append(f"<p><small>analysed in {report.seconds:.2f} s</small></p></body></html>")
     path = folder / "report.html"
-    path.write_text("".join(parts))
+    path.write_text("".join(parts), encoding="utf-8")
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,41 @@ def test_json_output_and_errors(
     assert main(["report", "--experiment", "concise-vs-friendly", "--config", str(config),
                  "--json", "--reps", "10"]) == 0  # fmt: skip
     assert '"verdict"' in capsys.readouterr().out
+
+
+def test_bad_report_input_is_a_message_not_a_traceback(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["report", "--experiment", "concise-vs-friendly", "--config", str(config)]
+    not_a_log = tmp_path / "garbage.db"
+    not_a_log.write_text("garbage")
+    assert main([*base, "--store", str(not_a_log)]) == 2
+    assert "is not an arena-serve outcome log" in capsys.readouterr().err
+    served = read_serve_file(config)
+    simulate_ab(served.app.store_file, served.gateway.experiments[0], Traffic(units=50))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    assert main([*base, "--out", str(a_file)]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main([*base, "--reps", "1"])
+    assert exited.value.code == 2 and "at least 2 replicates" in capsys.readouterr().err
+
+
+def test_a_rerun_leaves_no_plot_of_an_earlier_report(config: Path, tmp_path: Path) -> None:
+    served = read_serve_file(config)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "leaderboard.png").write_bytes(b"stale")  # an A/B report draws no leaderboard
+    simulate_ab(served.app.store_file, served.gateway.experiments[0], Traffic(units=50))
+    main(["report", "--experiment", "concise-vs-friendly", "--config", str(config),
+          "--reps", "10", "--out", str(out)])  # fmt: skip
+    assert not (out / "leaderboard.png").exists() and (out / "report.html").exists()
+
+
+def test_p_values_below_the_plot_floor_are_drawn_on_it() -> None:
+    from serve.report import P_FLOOR, _floored
+
+    points, floored = _floored([0.5, 1e-30, None])
+    assert points[:2] == [0.5, P_FLOOR] and math.isnan(points[2])
+    assert floored == [False, True, False]
