@@ -25,24 +25,34 @@ test-unit: setup
 	@$(PY) -m pytest -m "not e2e" --ignore=tests/kernels $(PYTEST_ARGS)
 	@$(KERNEL_ENV) $(PY) -m pytest tests/kernels $(PYTEST_ARGS)
 
+# A benchmark's figures replace its section of docs/benchmarks.md only once it has finished:
+# one that fails part way leaves the last good figures there.
+BENCH_OUT := data/bench/last-run.md
+define bench_into_docs
+	@mkdir -p $(dir $(BENCH_OUT))
+	@$(PY) -m $(1) | tee $(BENCH_OUT)
+	@$(PY) scripts/bench_section.py $(1) $(2) < $(BENCH_OUT) > /dev/null
+endef
+
 bench: setup
-	@$(PY) -m router.bench | $(PY) scripts/bench_section.py router.bench "Assignment cost (router)"
+	$(call bench_into_docs,router.bench,"Assignment cost (router)")
 	@$(MAKE) --no-print-directory bench-kernels
 
 load: setup
 	@$(PY) -m loadtests.run_load
 
 bench-serving: setup
-	@$(PY) -m loadtests.serving_bench | $(PY) scripts/bench_section.py loadtests.serving_bench "Serving: vLLM direct, Ray Serve LLM, arena-serve"
+	$(call bench_into_docs,loadtests.serving_bench,"Serving: vLLM direct, Ray Serve LLM, arena-serve")
 
 soak: setup
-	@$(PY) -m loadtests.soak | $(PY) scripts/bench_section.py loadtests.soak "Soak: twice the saturation rate"
+	$(call bench_into_docs,loadtests.soak,"Soak: twice the saturation rate")
 
 bench-kernels: setup
-	@$(PY) -m kernels.bench | $(PY) scripts/bench_section.py kernels.bench "Reward-model kernels and scorer"
+	$(call bench_into_docs,kernels.bench,"Reward-model kernels and scorer")
 
 lint: setup
 	@.venv/bin/ruff check .
 
+# Keeps data/: the outcome log holds every experiment's records (remove it by hand).
 clean:
-	rm -rf .venv models data .pytest_cache .ruff_cache
+	rm -rf .venv models .pytest_cache .ruff_cache

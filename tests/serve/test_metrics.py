@@ -95,3 +95,15 @@ def test_engine_metrics_of_several_nodes_merge_into_one_valid_exposition() -> No
     assert merged.count("# TYPE ray_vllm_num_requests_running") == 1
     assert "ray_serve" not in merged
     assert merge_engine_metrics([]) == ""
+
+
+def test_every_series_of_a_dashboard_panel_has_a_name_of_its_own() -> None:
+    import json
+    from pathlib import Path
+
+    dashboard = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "arena-serve.json"
+    for panel in json.loads(dashboard.read_text())["panels"]:
+        targets = panel.get("targets", [])
+        if len(targets) > 1:
+            legends = [t.get("legendFormat", "__auto") for t in targets]
+            assert "__auto" not in legends and len(set(legends)) == len(legends), panel["title"]

@@ -60,6 +60,7 @@ def test_the_demo_reward_model_is_smollm2_with_a_deterministic_head() -> None:
 
 
 def test_prepare_skips_what_is_ready_and_rebuilds_what_is_not(tmp_path: Path) -> None:
+    (tmp_path / SMOLLM2).symlink_to(MODELS_DIR / SMOLLM2)  # built by setup: not again
     [folder] = prepare([TINY_LLAMA], models_dir=tmp_path)
     weights = folder / "model.safetensors"
     built_at = weights.stat().st_mtime_ns
@@ -69,3 +70,26 @@ def test_prepare_skips_what_is_ready_and_rebuilds_what_is_not(tmp_path: Path) ->
     prepare([TINY_LLAMA], models_dir=tmp_path)
     assert is_prepared(folder, TINY_LLAMA)
     assert not list(tmp_path.glob(".*.partial")), "staging folders are cleaned up"
+
+
+def test_a_derived_model_is_built_from_the_smollm2_of_its_own_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from serve import models
+
+    built: list[Path] = []
+
+    def copy_smollm2(out: Path, models_dir: Path) -> None:  # instead of 20 s of dequantizing
+        built.append(models_dir)
+        for file in (MODELS_DIR / SMOLLM2).iterdir():
+            if file.name != STAMP:
+                shutil.copy2(file, out / file.name)
+
+    monkeypatch.setitem(models.RECIPES, SMOLLM2, copy_smollm2)
+    [folder] = prepare([TINY_REWARD], models_dir=tmp_path)
+    assert built == [tmp_path] and is_prepared(tmp_path / SMOLLM2, SMOLLM2)
+    assert is_prepared(folder, TINY_REWARD)
+    monkeypatch.setitem(models.RECIPE_VERSIONS, SMOLLM2, models.RECIPE_VERSIONS[SMOLLM2] + 1)
+    assert not is_prepared(folder, TINY_REWARD)  # a new SmolLM2 recipe: derived ones rebuild
