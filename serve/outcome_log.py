@@ -9,10 +9,12 @@ holding its row has committed; a write that fails raises, so the gateway answers
 than a false 2xx.
 
 When the store itself cannot write (`sqlite3.OperationalError`: a locked file, a full disk, an
-I/O error) the batch's feedback fails at once (the client retries it with its idempotency key)
-and every other event stays queued, in order, for the next try after a backoff: an outage of
-the store loses no exposure or completion, up to `max_pending` of them kept in memory. Any other
-failure is taken for a bad event, and the batch is written one by one to isolate it.
+I/O error) the batch's feedback, and any queued behind it, fails at once (the client retries it
+with its idempotency key) and every other event stays queued, in order, for the next try after
+a backoff: an outage of the store loses no exposure or completion, up to `max_pending` of them
+kept in memory (beyond it the oldest go, logged). Any other failure is taken for a bad event,
+and the batch is written one by one to isolate it; the store failing meanwhile carries the rest
+as above.
 """
 
 from __future__ import annotations
@@ -95,9 +97,15 @@ class OutcomeWriter:
         return self._queue.qsize() + len(self._carried)
 
     async def _next_batch(self) -> list[_Entry]:
-        batch, self._carried = self._carried, []
-        if not batch:
-            batch.append(await self._queue.get())
+        """Carried entries first, at most `max_batch`; the queue only once they are all out
+        (what was queued came after them)."""
+        if self._carried:
+            batch = self._carried[: self._max_batch]
+            self._carried = self._carried[self._max_batch :]
+            if self._carried:
+                return batch
+        else:
+            batch = [await self._queue.get()]
         while len(batch) < self._max_batch and not self._queue.empty():
             batch.append(self._queue.get_nowait())
         return batch
@@ -117,38 +125,57 @@ class OutcomeWriter:
                 continue
             except Exception:
                 logger.exception("outcome batch of %d failed; retrying one by one", len(events))
-                await self._write_one_by_one(batch)
+                if not await self._write_one_by_one(batch):
+                    await asyncio.sleep(wait)
+                    wait = min(2 * wait, self.RETRY_S[1])
                 continue
             wait = self.RETRY_S[0]
             self._observe(events, results)
             self._resolve(batch, iter(results))
 
     def _carry(self, batch: list[_Entry], exc: Exception) -> None:
-        """Fail the batch's feedback now (503, retried by the client); keep the rest, in order."""
+        """Fail the batch's feedback now (503, retried by the client), and the feedback queued
+        behind it, which would otherwise wait out the outage; keep the rest, in order."""
+        queued = []
+        while not self._queue.empty():
+            queued.append(self._queue.get_nowait())
         kept = []
-        for event, done in batch:
+        for event, done in [*batch, *self._carried, *queued]:
             if isinstance(event, Feedback):
                 if done is not None and not done.done():
                     done.set_exception(exc)
             else:
                 kept.append((event, done))
-        dropped = max(0, len(kept) - self._max_pending)
-        if dropped:
+        events = sum(event is not None for event, _ in kept)
+        dropped = max(0, events - self._max_pending)
+        if dropped:  # the oldest events go; flush marks stay (their waiters are answered later)
             logger.error("outcome store down too long: %d oldest events lost", dropped)
-        self._carried = kept[dropped:]
+            survivors = []
+            for event, done in kept:
+                if event is not None and dropped:
+                    dropped -= 1
+                    continue
+                survivors.append((event, done))
+            kept = survivors
+        self._carried = kept
         logger.error(
-            "outcome store cannot write (%s): %d events kept for the next try", exc, len(kept)
+            "outcome store cannot write (%s): %d events kept for the next try", exc, events
         )
 
-    async def _write_one_by_one(self, batch: list[_Entry]) -> None:
+    async def _write_one_by_one(self, batch: list[_Entry]) -> bool:
+        """Each event alone: one that fails is lost (logged); the store failing carries this
+        event and the rest (False: back off before the next try)."""
         loop = asyncio.get_running_loop()
-        for event, done in batch:
+        for i, (event, done) in enumerate(batch):
             if event is None:
                 if done is not None and not done.done():
                     done.set_result(None)
                 continue
             try:
                 [result] = await loop.run_in_executor(self._executor, self._store.write, [event])
+            except sqlite3.OperationalError as exc:  # the store, not this event
+                self._carry(batch[i:], exc)
+                return False
             except Exception as exc:
                 logger.error("outcome event lost: %s: %s", type(event).__name__, exc)
                 if done is not None and not done.done():
@@ -157,6 +184,7 @@ class OutcomeWriter:
             self._observe([event], [result])
             if done is not None and not done.done():
                 done.set_result(result)
+        return True
 
     def _observe(self, events: list[Event], results: list[FeedbackResult | None]) -> None:
         """Called with every committed batch; the deployment counts them for /metrics."""

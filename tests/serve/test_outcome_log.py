@@ -305,3 +305,64 @@ def test_a_send_gives_up_after_its_retry_window(caplog: pytest.LogCaptureFixture
 
     asyncio.run(run())
     assert "outcome events of r1 lost" in caplog.text
+
+
+def test_feedback_queued_behind_a_full_carried_batch_fails_at_once(tmp_path: Path) -> None:
+    """While the store cannot write, feedback never waits out the outage behind other events
+    (the client retries it), and those events are all kept."""
+    path = tmp_path / "o.db"
+
+    async def run() -> None:
+        writer, blocker = await locked_writer(path)
+        writer._max_batch = 4
+        await writer.record([completion(f"c{i}") for i in range(50)])
+        await asyncio.sleep(0.1)  # the first batch failed and was carried
+        with pytest.raises(sqlite3.OperationalError):
+            await asyncio.wait_for(writer.record_feedback(thumbs("c1", "k")), 2)
+        blocker.rollback()
+        await asyncio.wait_for(writer.flush(), 5)
+
+    asyncio.run(run())
+    ids = [r[0] for r in sqlite3.connect(path).execute("SELECT completion_id FROM completions")]
+    assert sorted(ids) == sorted(f"c{i}" for i in range(50))
+
+
+def test_the_store_failing_during_the_one_by_one_pass_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+
+    async def run() -> bool:
+        writer = OutcomeWriter(str(path))
+        writer.RETRY_S = (0.01, 0.05)
+        real, calls = writer._store.write, []
+
+        def write(events: list) -> list:
+            calls.append(len(events))
+            if len(calls) == 1:  # a bad event in the batch: one by one then
+                raise sqlite3.IntegrityError("NOT NULL constraint failed")
+            if len(calls) in (2, 3):  # and the disk fills meanwhile
+                raise sqlite3.OperationalError("database or disk is full")
+            return real(events)
+
+        writer._store.write = write  # type: ignore[method-assign]
+        return await writer.record([completion(f"c{i}") for i in range(3)], committed=True)
+
+    assert asyncio.run(run())
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM completions").fetchone()[0] == 3
+
+
+def test_beyond_max_pending_the_oldest_events_go_but_no_flush_is_lost(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+
+    async def run() -> None:
+        writer, blocker = await locked_writer(path)
+        writer._max_pending = 10
+        await writer.record([completion(f"c{i}") for i in range(30)])
+        waiting = asyncio.ensure_future(writer.flush())
+        await asyncio.sleep(0.2)
+        assert writer.pending <= 11  # ten events and the flush's mark
+        blocker.rollback()
+        await asyncio.wait_for(waiting, 5)
+
+    asyncio.run(run())
+    ids = {r[0] for r in sqlite3.connect(path).execute("SELECT completion_id FROM completions")}
+    assert ids == {f"c{i}" for i in range(20, 30)}
