@@ -1,12 +1,15 @@
 """Simulated users of the default config, with a preference whose truth is known.
 
-- `ChatUser`: a stable user id, think time, chats on the A/B experiment (half of them streamed,
-  with time to first token reported as its own locust metric, "TTFT"), and thumbs: up with
+- `ChatUser`: a stable user id, think time, chats on the A/B experiment (40 % of them streamed,
+  with time to first token and to the end reported as their own locust metrics, "TTFT" and
+  "E2E"), and thumbs: up with
   probability `THUMBS_UP[variant]` (the variant is in the `x-variant` header).
-- `ArenaUser`: asks the arena experiment, reads both blind answers, and votes for the shorter one
-  with probability `PREFER_SHORTER` (else the longer). The vote's answer reveals the variants, so
-  each battle's chance that `smollm2-concise` won is known; these are appended to the file named
-  by `ARENA_TRUTH`, and `loadtests.run_load` checks the report's estimate against their mean.
+- `ArenaUser`: a booth where each battle is a voter of its own: asks the arena experiment,
+  reads both blind answers, and votes for the shorter one with probability `PREFER_SHORTER`
+  (else the longer). The vote's answer reveals the variants, so each battle's chance that
+  `smollm2-concise` won is known; these are appended to the file named by `ARENA_TRUTH`, and
+  `loadtests.run_load` checks the report's estimate against their mean (and the reveals
+  against the store's completions).
 
 Run by `make load` (`python -m loadtests.run_load`), or by hand:
 `locust -f loadtests/locustfile.py --headless -u 6 -r 2 -t 120s --host http://127.0.0.1:8000`.
@@ -75,32 +78,47 @@ class ChatUser(HttpUser):
                 "messages": [{"role": "user", "content": random.choice(QUESTIONS)}]}  # fmt: skip
         started = time.perf_counter()
         first = None
+        # Locust times a streamed POST to its headers; the whole answer is timed here (E2E),
+        # and an error inside the stream, or a stream that breaks, fails the request.
         with self.client.post("/v1/chat/completions", json=body, name="chat (stream)",
                               stream=True, catch_response=True) as r:  # fmt: skip
             if r.status_code != 200:
                 r.failure(f"{r.status_code}")
                 return
-            for line in r.iter_lines():
-                if first is None and line.startswith(b"data: {"):
-                    first = time.perf_counter()
-        if first is not None:
-            self.environment.events.request.fire(
-                request_type="TTFT", name="chat (stream)",
-                response_time=1e3 * (first - started), response_length=0, exception=None,
-                context={},
-            )  # fmt: skip
+            try:
+                for line in r.iter_lines():
+                    if not line.startswith(b"data: {"):
+                        continue
+                    if b'"error"' in line and "error" in json.loads(line[6:]):
+                        r.failure(f"error in the stream: {line[6:206].decode(errors='replace')}")
+                        return
+                    if first is None:
+                        first = time.perf_counter()
+            except Exception as exc:  # the connection broke mid-stream
+                r.failure(f"stream broke: {exc!r}")
+                return
+        end = time.perf_counter()
+        for kind, at in (("TTFT", first), ("E2E", end)):
+            if at is not None:
+                self.environment.events.request.fire(
+                    request_type=kind, name="chat (stream)",
+                    response_time=1e3 * (at - started), response_length=0, exception=None,
+                    context={},
+                )  # fmt: skip
 
 
 class ArenaUser(HttpUser):
+    """A booth the crowd votes at: every battle is a voter of its own, each voting by the same
+    rule, so battles are as independent as the known truth assumes (the report's intervals
+    resample voters: three locust users as three voters would make them far too narrow)."""
+
     weight = 2
     wait_time = between(1, 3)
 
-    def on_start(self) -> None:
-        self.user_id = f"voter-{uuid.uuid4().hex[:10]}"
-
     @task
     def battle_and_vote(self) -> None:
-        body = {"model": ARENA_EXPERIMENT, "user": self.user_id, "n": 2, "max_tokens": 48,
+        voter = f"voter-{uuid.uuid4().hex[:10]}"
+        body = {"model": ARENA_EXPERIMENT, "user": voter, "n": 2, "max_tokens": 48,
                 "messages": [{"role": "user", "content": random.choice(QUESTIONS)}]}  # fmt: skip
         with self.client.post(
             "/v1/chat/completions", json=body, name="arena", catch_response=True
@@ -119,5 +137,9 @@ class ArenaUser(HttpUser):
         reveal = answer["reveal"]
         concise = "a" if reveal["a"] == "smollm2-concise" else "b"
         p_concise = PREFER_SHORTER if concise == shorter else 1 - PREFER_SHORTER
+        # The reveal and the completion ids as the client saw them: the check compares them
+        # with what the store says each completion was, so a swap cannot pass unseen.
+        row = {"battle_id": battle["id"], "p_concise": p_concise, "reveal": reveal,
+               "completion_ids": battle["arena"]["completion_ids"]}  # fmt: skip
         with open(os.environ["ARENA_TRUTH"], "a") as truth:
-            truth.write(json.dumps({"battle_id": battle["id"], "p_concise": p_concise}) + "\n")
+            truth.write(json.dumps(row) + "\n")

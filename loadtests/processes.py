@@ -1,11 +1,39 @@
-"""Stopping a server the load tools started, with everything it started."""
+"""Starting and stopping a server the load tools run, with everything it starts."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
+import uuid
+from typing import Any
 
 import psutil
+
+# Every process a server starts inherits this variable (Ray's raylet and workers, vLLM's engine
+# processes): how `stop` finds them once the server itself is gone and they were re-parented.
+MARKER = "ARENA_SERVE_LOADTEST_SERVER"
+
+
+def start(command: list[str], env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen:
+    """`subprocess.Popen` with a marker in the environment that `stop` finds its processes by."""
+    marked = dict(os.environ if env is None else env)
+    marked[MARKER] = uuid.uuid4().hex
+    child = subprocess.Popen(command, env=marked, **popen)
+    child.marker = marked[MARKER]  # type: ignore[attr-defined]
+    return child
+
+
+def _marked(marker: str | None) -> list[psutil.Process]:
+    """The processes (of this user) whose environment carries `marker`."""
+    if marker is None:
+        return []
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if process.environ().get(MARKER) == marker:
+                found.append(process)
+    return found
 
 
 def stop(child: subprocess.Popen) -> None:
@@ -14,8 +42,10 @@ def stop(child: subprocess.Popen) -> None:
     SIGTERM goes to the server alone, so that it can shut down in order (Serve stops its
     replicas, each replica its engine). Its process tree is taken first: vLLM's engine
     processes outlive a killed parent (re-parented, they keep spinning), so whatever of the
-    tree is left after the server exits is killed.
+    tree is left after the server exits is killed — found by the marker `start` set where the
+    server already died and took the tree's links with it.
     """
+    dead = child.poll() is not None  # nothing of it shuts down in order now: no grace
     try:
         tree = psutil.Process(child.pid).children(recursive=True)
     except psutil.NoSuchProcess:
@@ -26,7 +56,9 @@ def stop(child: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
-    _, alive = psutil.wait_procs(tree, timeout=30)
+    seen = {process.pid for process in tree}
+    tree += [p for p in _marked(getattr(child, "marker", None)) if p.pid not in seen]
+    _, alive = psutil.wait_procs(tree, timeout=0 if dead else 30)
     for process in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()

@@ -15,6 +15,7 @@ import argparse
 import copy
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from loadtests.processes import stop
+from loadtests.processes import start, stop
 from serve.deploy import free_port, use_throughput_mode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     server_log = (folder / "serve.log").open("w")
     env = dict(os.environ)
     use_throughput_mode(env, side_ports=True)  # as `make serve`, beside one if it runs
-    server = subprocess.Popen(
+    server = start(
         [sys.executable, "-m", "serve.cli", "serve", str(config), "--port", str(port)],
         cwd=ROOT, stdout=server_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
     )  # fmt: skip
@@ -83,6 +84,19 @@ def main(argv: list[str] | None = None) -> int:
         stop(server)
 
 
+def attribution_errors(store: Path, rows: list[dict]) -> list[str]:
+    """Battles whose reveal (a, b) is not the variants of its completions (choices 0 and 1) as
+    each side's own completion row records them."""
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+        variant = dict(db.execute("SELECT completion_id, variant FROM completions"))
+    wrong = []
+    for row in rows:
+        shown = [variant.get(cid) for cid in row["completion_ids"]]
+        if shown != [row["reveal"]["a"], row["reveal"]["b"]]:
+            wrong.append(f"{row['battle_id']}: revealed {row['reveal']}, completions {shown}")
+    return wrong
+
+
 def check(config: Path, folder: Path, truth: Path) -> int:
     """Report on the arena experiment and compare it with the voters' known preference."""
     from router.analysis import build_report
@@ -95,6 +109,11 @@ def check(config: Path, folder: Path, truth: Path) -> int:
     rows = [json.loads(line) for line in truth.read_text().splitlines()] if truth.exists() else []
     if not rows or report.arena is None or not report.arena.head_to_head:
         print("[load] no voted battles: nothing to check", file=sys.stderr)
+        return 1
+    swapped = attribution_errors(served.app.store_file, rows)
+    if swapped:
+        print(f"[load] {len(swapped)} battles revealed other variants than the store's "
+              f"completions name, e.g. {swapped[0]}", file=sys.stderr)  # fmt: skip
         return 1
     expected = 1 - sum(row["p_concise"] for row in rows) / len(rows)
     [duel] = report.arena.head_to_head

@@ -48,7 +48,7 @@ from typing import Literal
 
 import httpx
 
-from loadtests.processes import stop
+from loadtests.processes import start, stop
 from serve.deploy import THROUGHPUT_MODE, free_port, use_throughput_mode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -267,7 +267,7 @@ def running(system: str, log: Path, own_session: bool = False) -> Iterator[str]:
     if KNOWN_SYSTEMS[system].server != "vllm":
         use_throughput_mode(env, side_ports=True)  # only the ports: the mode is set above
     with log.open("w") as out:
-        child = subprocess.Popen(
+        child = start(
             [sys.executable, "-m", "loadtests.serving_bench", "serve", system, str(port)],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=own_session,
             env=env, stdin=subprocess.DEVNULL,
@@ -332,11 +332,12 @@ async def one_request(client: httpx.AsyncClient, base: str, model: str, prompt: 
 
 
 def percentile(values: list[float], q: float) -> float:
-    """The nearest-rank quantile `q` of `values` (NaN when there are none)."""
+    """The nearest-rank quantile `q` of `values`: the smallest value with at least a fraction
+    `q` of them at or below it (NaN when there are none)."""
     ordered = sorted(values)
     if not ordered:
         return float("nan")
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 async def run_level(base: str, model: str, concurrency: int, requests: int) -> dict[str, float]:
@@ -424,7 +425,10 @@ def scoring(store: Path, settle_s: float = 60.0) -> dict[str, float]:
     while True:
         db = sqlite3.connect(store)
         try:
-            answered = db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+            # Only successful answers are scored: a failed or abandoned one is not the scorer's.
+            answered = db.execute("SELECT COUNT(*) FROM completions WHERE status = 200").fetchone()[
+                0
+            ]
             delays = [row[0] for row in db.execute("SELECT latency_s FROM scores")]
         finally:
             db.close()

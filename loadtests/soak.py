@@ -51,6 +51,7 @@ SYSTEM = "arena-serve-soak"
 SATURATION = (32, 96)  # closed-loop users and requests for the saturation rate
 SECONDS = 60.0
 DRAIN_S = 120.0  # how long admitted requests may take to finish after the last arrival
+SHED_CODES = ("overloaded", "variant_overloaded")  # 503s that are load shedding
 
 
 @dataclass
@@ -88,7 +89,10 @@ async def chat(client: httpx.AsyncClient, model: str, tally: Tally) -> None:
                     code = json.loads(text)["error"]["code"]
                 except (ValueError, KeyError, TypeError):
                     code = None
-                if response.status_code == 503 and "retry-after" in response.headers:
+                # Shed: the gateway's admission limit or an engine's queue, with Retry-After.
+                # Any other 503 (an engine gone, shutting down) is a failure, not shedding.
+                shedding = response.status_code == 503 and code in SHED_CODES
+                if shedding and "retry-after" in response.headers:
                     tally.shed += 1
                 else:
                     tally.other[f"{response.status_code} {code or text[:80]}"] += 1
@@ -215,7 +219,19 @@ def main(argv: list[str] | None = None) -> int:
         stored = stored_keys(store, tally.acknowledged)
     say(f"{len(tally.admitted_e2e)} admitted, {tally.shed} shed, other {dict(tally.other)}")
     print(report(saturation, rate, args.seconds, tally, stored))
-    return 0 if not tally.other and stored == len(tally.acknowledged) else 1
+    return 0 if passed(tally, stored) else 1
+
+
+def passed(tally: Tally, stored: int) -> bool:
+    """Every answer admitted or shed cleanly, feedback acknowledged (some, and none refused:
+    nothing limits feedback), and every acknowledged one in the store."""
+    acknowledged = len(tally.acknowledged)
+    return (
+        not tally.other
+        and acknowledged > 0
+        and not tally.feedback_refused
+        and (stored == acknowledged)
+    )
 
 
 if __name__ == "__main__":

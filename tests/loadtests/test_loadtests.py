@@ -6,7 +6,9 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
 from loadtests import run_load, serving_bench, soak
@@ -102,14 +104,120 @@ def _load_folder(tmp_path: Path) -> tuple[Path, Path]:
     return config, tmp_path / "truth.jsonl"
 
 
+def _truth(tmp_path: Path, p_concise: float, swap: bool = False) -> str:
+    """The voters' rows as the locust users write them, from the simulated battles."""
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "outcomes.db")
+    rows = []
+    for battle_id, a, b, ca, cb in db.execute(
+        "SELECT battle_id, variant_a, variant_b, completion_a, completion_b FROM battles"
+    ):
+        reveal = {"experiment": run_load.ARENA, "a": b if swap else a, "b": a if swap else b}
+        rows.append({"battle_id": battle_id, "p_concise": p_concise, "reveal": reveal,
+                     "completion_ids": [ca, cb]})  # fmt: skip
+    return "\n".join(json.dumps(row) for row in rows)
+
+
 def test_the_load_check_recovers_a_known_preference(tmp_path: Path) -> None:
     config, truth = _load_folder(tmp_path)
-    truth.write_text("\n".join(json.dumps({"p_concise": 0.3}) for _ in range(800)))
+    truth.write_text(_truth(tmp_path, 0.3))
     assert run_load.check(config, tmp_path, truth) == 0
     assert (tmp_path / "report.json").is_file()
 
 
 def test_the_load_check_fails_when_the_truth_is_elsewhere(tmp_path: Path) -> None:
     config, truth = _load_folder(tmp_path)
-    truth.write_text("\n".join(json.dumps({"p_concise": 0.7}) for _ in range(800)))
+    truth.write_text(_truth(tmp_path, 0.7))
     assert run_load.check(config, tmp_path, truth) == 1
+
+
+def test_the_load_check_fails_when_reveals_and_completions_disagree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, truth = _load_folder(tmp_path)
+    truth.write_text(_truth(tmp_path, 0.3, swap=True))
+    assert run_load.check(config, tmp_path, truth) == 1
+    assert "revealed other variants" in capsys.readouterr().err
+
+
+def _soak_client(chat_status: int, chat_code: str, feedback_status: int = 201) -> Any:
+    import httpx
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/feedback":
+            return httpx.Response(feedback_status, json={"status": "recorded"})
+        if chat_status != 200:
+            error = {"error": {"message": "no", "type": "x", "param": None, "code": chat_code}}
+            return httpx.Response(chat_status, json=error, headers={"Retry-After": "1"})
+        chunk = {"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"content": "hi"}}]}
+        return httpx.Response(200, text=f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n")
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(answer), base_url="http://soak")
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "feedback", "shed", "ok"),
+    [
+        (503, "overloaded", 201, 1, None),  # shed cleanly
+        (503, "variant_overloaded", 201, 1, None),  # an engine's queue: shed too
+        (503, "variant_unavailable", 201, 0, False),  # an engine gone is a failure
+        (200, "", 503, 0, False),  # answers, but the log refuses every feedback
+        (200, "", 201, 0, True),
+    ],
+)
+def test_the_soak_tells_shedding_from_failing(
+    status: int, code: str, feedback: int, shed: int, ok: bool | None
+) -> None:
+    import asyncio
+
+    async def run() -> soak.Tally:
+        tally = soak.Tally()
+        async with _soak_client(status, code, feedback) as client:
+            await soak.chat(client, "bench-ab", tally)
+        return tally
+
+    tally = asyncio.run(run())
+    assert tally.shed == shed
+    if ok is not None:
+        assert soak.passed(tally, stored=len(tally.acknowledged)) is ok
+
+
+@pytest.mark.parametrize(
+    ("n", "q", "rank"),
+    [(12, 0.5, 6), (48, 0.5, 24), (160, 0.5, 80), (160, 0.99, 159), (1, 0.99, 1)],
+)
+def test_percentile_is_nearest_rank(n: int, q: float, rank: int) -> None:
+    assert serving_bench.percentile([float(i) for i in range(n, 0, -1)], q) == rank
+
+
+def test_stop_finds_what_a_dead_server_left_running() -> None:
+    """A server that started an engine-like process and died: the orphan is found by the
+    marker in its environment and stopped."""
+    import sys
+    import time
+
+    import psutil
+
+    from loadtests.processes import start, stop
+
+    orphan_code = "import time; time.sleep(120)"
+    server = start([sys.executable, "-c", (
+        "import subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {orphan_code!r}]); time.sleep(0.5); sys.exit(3)"
+    )])  # fmt: skip
+    assert server.wait(timeout=30) == 3
+
+    def orphans() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            if orphan_code in " ".join(process.info["cmdline"] or []):
+                found.append(process)
+        return found
+
+    deadline = time.monotonic() + 10
+    while not orphans() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert orphans(), "the orphan should be running"
+    stop(server)
+    assert not [p for p in orphans() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
