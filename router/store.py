@@ -21,6 +21,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, fields
 from pathlib import Path
+from typing import Final, Literal
 
 from router.events import (
     Battle,
@@ -34,6 +35,8 @@ from router.events import (
 )
 
 SCHEMA_VERSION = 2
+DUPLICATE: Final = "duplicate"  # `write`'s result for an event the store already held
+WriteResult = FeedbackResult | Literal["duplicate"] | None
 TABLES = ("exposures", "assignments", "completions", "battles", "scores", "feedback")
 
 _SCHEMA = """
@@ -129,8 +132,9 @@ def _insert_sql(table: str, cls: type, verb: str = "INSERT") -> str:
 
 
 _INSERT_EXPOSURE = _insert_sql("exposures", Exposure)
-_INSERT_COMPLETION = _insert_sql("completions", Completion, "INSERT OR REPLACE")
-_INSERT_BATTLE = _insert_sql("battles", Battle, "INSERT OR REPLACE")
+# A completion or battle sent again (a retried delivery) keeps its first row: the result says so.
+_INSERT_COMPLETION = _insert_sql("completions", Completion, "INSERT OR IGNORE")
+_INSERT_BATTLE = _insert_sql("battles", Battle, "INSERT OR IGNORE")
 _INSERT_SCORE = _insert_sql("scores", Score, "INSERT OR REPLACE")
 _INSERT_FEEDBACK = _insert_sql("feedback", Feedback)
 # What makes two feedback calls "the same" for an idempotency key.
@@ -161,9 +165,11 @@ class OutcomeStore:
     def close(self) -> None:
         self._db.close()
 
-    def write(self, events: Sequence[Event]) -> list[FeedbackResult | None]:
-        """Apply `events` in order, in one transaction; one result each (None unless feedback)."""
-        results: list[FeedbackResult | None] = []
+    def write(self, events: Sequence[Event]) -> list[WriteResult]:
+        """Apply `events` in order, in one transaction; one result each: a feedback's
+        `FeedbackResult`, else None, or `DUPLICATE` for an event the store already holds (an
+        exposure repeating the unit's assignment, a completion or battle sent again)."""
+        results: list[WriteResult] = []
         self._db.execute("BEGIN IMMEDIATE")
         try:
             for event in events:
@@ -175,20 +181,23 @@ class OutcomeStore:
             raise
         return results
 
-    def _apply(self, event: Event) -> FeedbackResult | None:
+    def _apply(self, event: Event) -> WriteResult:
         if isinstance(event, Exposure):
-            self._apply_exposure(event)
+            return None if self._apply_exposure(event) else DUPLICATE
         elif isinstance(event, Completion):
-            self._db.execute(_INSERT_COMPLETION, astuple(event))
+            if not self._db.execute(_INSERT_COMPLETION, astuple(event)).rowcount:
+                return DUPLICATE
         elif isinstance(event, Battle):
-            self._db.execute(_INSERT_BATTLE, astuple(event))
+            if not self._db.execute(_INSERT_BATTLE, astuple(event)).rowcount:
+                return DUPLICATE
         elif isinstance(event, Score):
             self._db.execute(_INSERT_SCORE, astuple(event))
         else:
             return self._apply_feedback(event)
         return None
 
-    def _apply_exposure(self, exposure: Exposure) -> None:
+    def _apply_exposure(self, exposure: Exposure) -> bool:
+        """Write the exposure unless it repeats the unit's latest assignment; whether written."""
         tracked = exposure.unit_type != "request"
         if tracked:
             latest = self._db.execute(
@@ -196,7 +205,7 @@ class OutcomeStore:
                 (exposure.experiment, exposure.unit),
             ).fetchone()
             if latest == (exposure.variant, exposure.reason):
-                return
+                return False
         cursor = self._db.execute(_INSERT_EXPOSURE, astuple(exposure))
         if tracked:
             self._db.execute(
@@ -204,6 +213,7 @@ class OutcomeStore:
                 (exposure.experiment, exposure.unit, exposure.variant, exposure.reason,
                  cursor.lastrowid),
             )  # fmt: skip
+        return True
 
     def _apply_feedback(self, feedback: Feedback) -> FeedbackResult:
         row = self._db.execute(

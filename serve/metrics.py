@@ -18,7 +18,8 @@ from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from router.events import Battle, Completion, Event, Exposure, Feedback, FeedbackResult, Score
+from router.events import Battle, Completion, Event, Exposure, FeedbackResult, Score
+from router.store import DUPLICATE, WriteResult
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -88,9 +89,12 @@ class OutcomeMetrics:
             buckets=BATCH_BUCKETS, registry=self.registry,
         )  # fmt: skip
 
-    def observe(self, events: Sequence[Event], results: Sequence[FeedbackResult | None]) -> None:
-        """Count a committed batch (`results` as `OutcomeStore.write` returned them)."""
+    def observe(self, events: Sequence[Event], results: Sequence[WriteResult]) -> None:
+        """Count a committed batch (`results` as `OutcomeStore.write` returned them): what the
+        store already held (a repeated exposure, a delivery sent twice) is not counted again."""
         for event, result in zip(events, results, strict=True):
+            if result == DUPLICATE:
+                continue
             if isinstance(event, Completion):
                 self._completion(event)
             elif isinstance(event, Exposure):
@@ -102,7 +106,7 @@ class OutcomeMetrics:
                 labels = (event.experiment or "", event.variant or "")
                 self.scores.labels(*labels).observe(event.score)
                 self.score_lag.observe(event.latency_s)
-            elif isinstance(event, Feedback) and result is not None and result.status == "recorded":
+            elif isinstance(result, FeedbackResult) and result.status == "recorded":
                 experiment, variant = result.target
                 self.feedback.labels(experiment or "", variant or "", event.kind,
                                      event.value or "").inc()  # fmt: skip

@@ -30,7 +30,7 @@ from ray import serve
 
 from router.events import Event, Feedback, FeedbackResult
 from router.experiment import Experiment
-from router.store import OutcomeStore
+from router.store import OutcomeStore, WriteResult
 from serve.config import OUTCOME_LOG_DEPLOYMENT
 from serve.metrics import OutcomeMetrics
 
@@ -186,7 +186,7 @@ class OutcomeWriter:
                 done.set_result(result)
         return True
 
-    def _observe(self, events: list[Event], results: list[FeedbackResult | None]) -> None:
+    def _observe(self, events: list[Event], results: list[WriteResult]) -> None:
         """Called with every committed batch; the deployment counts them for /metrics."""
 
     @staticmethod
@@ -225,7 +225,7 @@ class OutcomeLog(OutcomeWriter):
         except Exception as exc:
             logger.error("outcome log stopped with %d events unwritten: %r", self.pending, exc)
 
-    def _observe(self, events: list[Event], results: list[FeedbackResult | None]) -> None:
+    def _observe(self, events: list[Event], results: list[WriteResult]) -> None:
         try:
             self._metrics.observe(events, results)
         except Exception:  # a metrics bug must never fail a write

@@ -519,3 +519,13 @@ def test_a_full_disk_reports_the_real_error(store: OutcomeStore) -> None:
 def test_feedback_the_store_could_not_take_is_refused_where_it_is_made(fields: dict) -> None:
     with pytest.raises(ValueError):
         Feedback(1.0, idempotency_key="k", **fields)
+
+
+def test_an_event_the_store_already_holds_is_reported_a_duplicate(store: OutcomeStore) -> None:
+    from router.store import DUPLICATE
+
+    first = [exposure(), completion("c1"), battle("b1")]
+    assert store.write(first) == [None, None, None]
+    again = [exposure(), completion("c1", status=503), battle("b1")]  # a retried delivery
+    assert store.write(again) == [DUPLICATE, DUPLICATE, DUPLICATE]
+    assert store._db.execute("SELECT status FROM completions").fetchall() == [(200,)]

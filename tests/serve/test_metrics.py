@@ -107,3 +107,31 @@ def test_every_series_of_a_dashboard_panel_has_a_name_of_its_own() -> None:
         if len(targets) > 1:
             legends = [t.get("legendFormat", "__auto") for t in targets]
             assert "__auto" not in legends and len(set(legends)) == len(legends), panel["title"]
+
+
+def test_what_the_store_already_held_is_not_counted_again(tmp_path: object) -> None:
+    """Two gateway replicas each send a unit's unchanged exposure (each its own cache), and a
+    retried delivery sends a completion twice: one row each in the store, counted once."""
+    import asyncio
+    from pathlib import Path
+
+    from serve.outcome_log import OutcomeLog
+
+    path = Path(str(tmp_path)) / "o.db"
+
+    def exposure(request_id: str) -> Exposure:
+        return Exposure(1.0, request_id, "exp", "user", "alice", "a", "arm", True)
+
+    async def run() -> str:
+        log = OutcomeLog.func_or_class(str(path))
+        await log.record([exposure("r1"), completion("c1")], committed=True)  # replica 1
+        await log.record([exposure("r2")], committed=True)  # replica 2: the same assignment
+        await log.record([completion("c1")], committed=True)  # a retried delivery
+        return log.metrics()
+
+    found = samples(asyncio.run(run()))
+    assignments = [v for (name, _), v in found.items() if name == "arena_assignments_total"]
+    requests = [v for (name, _), v in found.items() if name == "arena_requests_total"]
+    assert assignments == [1.0] and requests == [1.0]
+    tokens = found[("arena_completion_tokens_total", (("experiment", "exp"), ("variant", "a")))]
+    assert tokens == 11
