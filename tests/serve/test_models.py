@@ -93,3 +93,15 @@ def test_a_derived_model_is_built_from_the_smollm2_of_its_own_folder(
     assert is_prepared(folder, TINY_REWARD)
     monkeypatch.setitem(models.RECIPE_VERSIONS, SMOLLM2, models.RECIPE_VERSIONS[SMOLLM2] + 1)
     assert not is_prepared(folder, TINY_REWARD)  # a new SmolLM2 recipe: derived ones rebuild
+
+
+def test_every_recipe_takes_its_staging_folder_and_the_models_folder() -> None:
+    """`prepare` calls each recipe with (staging, models_dir); SmolLM2's runs only on a fresh
+    machine, so its signature is checked here rather than by a 20 s build."""
+    import inspect
+
+    from serve import models
+
+    for name, recipe in models.RECIPES.items():
+        inspect.signature(recipe).bind(Path("staging"), Path("models"))  # raises if it cannot
+        assert name in models.RECIPE_VERSIONS
