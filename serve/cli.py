@@ -40,9 +40,16 @@ def read_serve_file(path: Path, check_model_files: bool | None = None) -> ServeF
     return ServeFile.from_document(document, str(path), check_model_files)
 
 
-def example_call(host: str, port: int, model: str) -> str:
+def example_call(host: str, port: int, model: str, session: bool = False, key: bool = False) -> str:
+    """A curl that works against the served config: the unit its experiment assigns (`user`,
+    or an X-Session-Id header), and an API key's header where keys are set."""
+    headers = "-H 'Content-Type: application/json'"
+    if session:
+        headers += " -H 'X-Session-Id: session-1'"
+    if key:
+        headers += " -H 'Authorization: Bearer YOUR_KEY'"
     return (
-        f"curl -s http://{host}:{port}/v1/chat/completions -H 'Content-Type: application/json' "
+        f"curl -s http://{host}:{port}/v1/chat/completions {headers} "
         f'-d \'{{"model": "{model}", "user": "alice", '
         '"messages": [{"role": "user", "content": "What is the capital of France?"}]}\''
     )
@@ -107,10 +114,12 @@ def serve_foreground(config_path: Path, host: str | None, port: int | None) -> i
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
     experiments = served.gateway.experiments
     model = experiments[0].name if experiments else served.app.variants[0].name
+    session = bool(experiments) and experiments[0].unit == "session"
+    keyed = bool(served.gateway.auth.keys)
     say(
         f"ready in {time.perf_counter() - started:.0f} s on http://{host}:{port} "
         f"(Ctrl-C stops; edits to {config_path} apply live). Try:\n  "
-        f"{example_call(host, port, model)}"
+        f"{example_call(host, port, model, session, keyed)}"
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

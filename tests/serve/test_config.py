@@ -327,3 +327,12 @@ def test_an_edit_ray_serve_refuses_keeps_the_running_config(
     path.write_text(yaml.safe_dump(edited))
     assert redeploy(Client(), path, running, "127.0.0.1", 8000) is running
     assert "still serving the previous config" in capsys.readouterr().out
+
+
+def test_the_ready_lines_example_call_carries_what_the_config_needs() -> None:
+    from serve.cli import example_call
+
+    plain = example_call("127.0.0.1", 8000, "concise-vs-friendly")
+    assert '"user": "alice"' in plain and "X-Session-Id" not in plain and "Bearer" not in plain
+    both = example_call("127.0.0.1", 8000, "sessions", session=True, key=True)
+    assert "-H 'X-Session-Id: session-1'" in both and "-H 'Authorization: Bearer YOUR_KEY'" in both
