@@ -28,6 +28,7 @@ test-unit: setup
 # A benchmark's figures replace its section of docs/benchmarks.md only once it has finished:
 # one that fails part way leaves the last good figures there.
 BENCH_OUT := data/bench/last-run.md
+comma := ,
 define bench_into_docs
 	@mkdir -p $(dir $(BENCH_OUT))
 	@$(PY) -m $(1) | tee $(BENCH_OUT)
@@ -42,7 +43,7 @@ load: setup
 	@$(PY) -m loadtests.run_load
 
 bench-serving: setup
-	$(call bench_into_docs,loadtests.serving_bench,"Serving: vLLM direct, Ray Serve LLM, arena-serve")
+	$(call bench_into_docs,loadtests.serving_bench,"Serving: vLLM direct$(comma) Ray Serve LLM$(comma) arena-serve")
 
 soak: setup
 	$(call bench_into_docs,loadtests.soak,"Soak: twice the saturation rate")

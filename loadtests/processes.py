@@ -45,11 +45,11 @@ def stop(child: subprocess.Popen) -> None:
     tree is left after the server exits is killed — found by the marker `start` set where the
     server already died and took the tree's links with it.
     """
-    dead = child.poll() is not None  # nothing of it shuts down in order now: no grace
-    try:
+    try:  # before `poll`, which reaps a dead server: its pid could then be anyone's
         tree = psutil.Process(child.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         tree = []
+    dead = child.poll() is not None  # nothing of it shuts down in order now: no grace
     child.terminate()
     try:
         child.wait(timeout=120)

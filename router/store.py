@@ -197,14 +197,23 @@ class OutcomeStore:
         return None
 
     def _apply_exposure(self, exposure: Exposure) -> bool:
-        """Write the exposure unless it repeats the unit's latest assignment; whether written."""
+        """Write the exposure unless it repeats the unit's latest assignment; whether written.
+
+        A repeat that happened earlier than the recorded one (gateway replicas' events reach
+        the log in any order) moves that row's time back: the unit was exposed from then on.
+        """
         tracked = exposure.unit_type != "request"
         if tracked:
             latest = self._db.execute(
-                "SELECT variant, reason FROM assignments WHERE experiment = ? AND unit = ?",
+                "SELECT variant, reason, exposure_id FROM assignments "
+                "WHERE experiment = ? AND unit = ?",
                 (exposure.experiment, exposure.unit),
             ).fetchone()
-            if latest == (exposure.variant, exposure.reason):
+            if latest is not None and latest[:2] == (exposure.variant, exposure.reason):
+                self._db.execute(
+                    "UPDATE exposures SET ts = ? WHERE id = ? AND ts > ?",
+                    (exposure.ts, latest[2], exposure.ts),
+                )
                 return False
         cursor = self._db.execute(_INSERT_EXPOSURE, astuple(exposure))
         if tracked:

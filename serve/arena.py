@@ -182,6 +182,7 @@ class ArenaBattle:
     async def _events_after(self, buffered: list[tuple[Side, Any]]) -> AsyncIterator[str]:
         """Everything both sides send, interleaved as it comes, then usage and [DONE]."""
         logged = False
+        failed: str | None = None
         try:
             ended = 0
             while ended < len(self.sides):
@@ -202,9 +203,13 @@ class ArenaBattle:
                     add_usage(usage, side.usage)
                 yield sse(self._chunk_envelope() | {"choices": [], "usage": usage})
             yield DONE
+        except Exception as exc:  # the battle broke here (not the client): a 503 to log
+            failed = type(exc).__name__
+            logger.warning("arena battle %s broke: %r", self.battle_id, exc)
+            raise
         finally:
-            if not logged:  # the client left: stop both engines, log without waiting
-                self._client_left()
+            if not logged:  # the client left, or it broke: stop both engines, log now
+                self._client_left(*((503, failed) if failed else ()))
 
     def _rewrite(self, side: Side, chunk: Any) -> str:
         """One engine SSE chunk as the battle shows it (an empty string drops it)."""
@@ -269,13 +274,13 @@ class ArenaBattle:
             "completion_ids": [side.completion_id for side in self.sides],
         }
 
-    def _client_left(self) -> None:
-        """The client went away before the battle's end: stop both engines and log the sides
-        that had not failed as closed by the client (499; no battle row: nobody saw it all)."""
+    def _client_left(self, status: int = CLIENT_CLOSED, error: str = "client_closed") -> None:
+        """The battle ended before its end: stop both engines and log the sides that had not
+        failed with `status` (499 when the client went away; no battle row: nobody saw it)."""
         self._stop()
         for side in self.sides:
             if side.error is None:
-                side.status, side.error = CLIENT_CLOSED, "client_closed"
+                side.status, side.error = status, error
         self._log.later(self._outcome_events(), f"battle {self.battle_id}")
 
     def _stop(self) -> None:

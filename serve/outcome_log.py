@@ -72,8 +72,8 @@ class OutcomeWriter:
             self._queue.put_nowait((event, None))
         if not committed:
             return False
-        try:
-            await asyncio.wait_for(asyncio.shield(self.flush()), timeout=wait_s)
+        try:  # timing out cancels the flush's mark too: nobody waits on it any more
+            await asyncio.wait_for(self.flush(), timeout=wait_s)
         except TimeoutError:
             return False
         return True
@@ -144,8 +144,8 @@ class OutcomeWriter:
             if isinstance(event, Feedback):
                 if done is not None and not done.done():
                     done.set_exception(exc)
-            else:
-                kept.append((event, done))
+            elif event is not None or (done is not None and not done.done()):
+                kept.append((event, done))  # a flush mark nobody waits on is dropped
         events = sum(event is not None for event, _ in kept)
         dropped = max(0, events - self._max_pending)
         if dropped:  # the oldest events go; flush marks stay (their waiters are answered later)

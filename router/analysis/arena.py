@@ -53,6 +53,10 @@ _CHUNK_ELEMENTS = 1 << 21
 # asymptotic normal distribution instead of refitting per replicate (see `leaderboard`).
 BOOTSTRAP_BUDGET = 2_000_000
 _MAX_NEWTON = 200
+# Fewer voters than this and a bootstrap over voters is degenerate (one voter: every replicate
+# is that voter, an interval of zero width): battles are resampled instead, and the report
+# makes no decision on so few voters.
+MIN_VOTERS = 10
 _STEP_TOL = 1e-10
 
 
@@ -317,12 +321,15 @@ def _cells(battles: Battles, style: bool) -> tuple[tuple[np.ndarray, ...], np.nd
 
 
 def _voters(battles: Battles) -> np.ndarray | None:
-    """Each battle's voter as dense indices 0..V-1; None when unclustered or when every battle
-    has a voter of its own (resampling voters is then resampling battles)."""
+    """Each battle's voter as dense indices 0..V-1; None when unclustered, when every battle
+    has a voter of its own (resampling voters is then resampling battles), or when there are
+    fewer than `MIN_VOTERS` voters (too few to resample)."""
     if battles.cluster is None:
         return None
     _, dense = np.unique(battles.cluster, return_inverse=True)
-    return None if dense.size == 0 or dense.max() + 1 == dense.size else dense
+    if dense.size == 0 or dense.max() + 1 == dense.size or dense.max() + 1 < MIN_VOTERS:
+        return None
+    return dense
 
 
 def _cluster_scores(

@@ -93,6 +93,7 @@ class Comparison(BaseModel):
     p_adjusted: float | None = Field(description="Holm-adjusted over this treatment's metrics.")
     cuped: bool
     variance_reduction: float | None
+    control_value: float | None = Field(default=None, description="The control's estimate.")
 
 
 class Look(BaseModel):
@@ -152,6 +153,7 @@ class HeadToHead(BaseModel):
 class ArenaSection(BaseModel):
     battles: int
     votes: int
+    voters: int = Field(default=0, description="Distinct units that voted.")
     leaderboard: list[LeaderboardRow]
     win_rate: dict[str, dict[str, float | None]]
     pair_battles: dict[str, dict[str, int]]
@@ -307,7 +309,8 @@ def _comparisons(
                            absolute=Interval.of(lift.absolute),
                            relative=Interval.of(lift.relative),
                            p_value=_number(lift.p_value), p_adjusted=_number(p_adjusted),
-                           cuped=lift.cuped, variance_reduction=_number(lift.variance_reduction))
+                           cuped=lift.cuped, variance_reduction=_number(lift.variance_reduction),
+                           control_value=_number(lift.control.value))
             )  # fmt: skip
     return out
 
@@ -377,13 +380,20 @@ def _guardrail_status(guardrail: Guardrail, change: Interval) -> Status:
     return "inconclusive"
 
 
-def _always_valid(change: Interval, guardrail: Guardrail) -> Interval:
-    """The change's confidence sequence at ALPHA, its mixture variance the bound squared (the
-    effect size the guardrail is about, fixed in the config before any data)."""
+def _always_valid(
+    change: Interval, guardrail: Guardrail, control_value: float | None = None
+) -> Interval:
+    """The change's confidence sequence at ALPHA. Its mixture variance is the bound squared:
+    the effect size the guardrail is about, fixed in the config before any data. A bound of 0
+    (no worsening at all) takes the default: 5 % of the control's value, or 5 % relative."""
     if change.value is None or change.se is None:
         return Interval(value=change.value, low=None, high=None, se=change.se)
     bound = max(b for b in (guardrail.max_increase, guardrail.max_decrease) if b is not None)
-    tau2 = max(bound**2, stats.TAU2_FLOOR)
+    if bound > 0:
+        tau2 = max(bound**2, stats.TAU2_FLOOR)
+    else:
+        scale = 1.0 if guardrail.relative else control_value
+        tau2 = stats.default_tau2(scale if scale is not None else math.nan)
     low, high = stats.confidence_sequence(change.value, change.se**2, tau2, ALPHA)
     return Interval(value=change.value, low=_number(low), high=_number(high), se=change.se)
 
@@ -402,7 +412,7 @@ def _guardrails(experiment: Experiment, comparisons: list[Comparison]) -> list[G
                 change = unknown
             else:
                 change = comparison.relative if guardrail.relative else comparison.absolute
-                change = _always_valid(change, guardrail)
+                change = _always_valid(change, guardrail, comparison.control_value)
             out.append(
                 GuardrailResult(metric=guardrail.metric, treatment=treatment, change=change,
                                 relative=guardrail.relative,
@@ -467,6 +477,7 @@ def _arena(
     # A side without a token count (no usage from its engine) gives its battle no length
     # difference, not the largest one there is.
     tokens = np.where(np.isnan(rows.tokens).any(axis=1, keepdims=True), 0.0, rows.tokens)
+    voters = len(set(rows.voters))
     style = arena_stats.style_features(tokens[:, 0], tokens[:, 1],
                                        rows.markdown[:, 0], rows.markdown[:, 1])  # fmt: skip
     battles = arena_stats.Battles.from_votes(
@@ -507,7 +518,8 @@ def _arena(
         a: {b: _number(win_rate[i, j]) for j, b in enumerate(models) if i != j}
         for i, a in enumerate(models)
     }
-    return ArenaSection(battles=rows.battles, votes=votes, leaderboard=board, win_rate=matrix,
+    return ArenaSection(battles=rows.battles, votes=votes, voters=voters, leaderboard=board,
+                        win_rate=matrix,
                         pair_battles=pair_battles, head_to_head=head_to_head,
                         style_coefficients=coefficients,
                         style_intervals=styled.method)  # fmt: skip
@@ -561,6 +573,12 @@ def _primary_effect(
         match = next((h for h in arena.head_to_head if h.treatment == treatment), None)
         if match is None:
             return _Effect(direction=0, evidence="no battles against the control")
+        if arena.voters < arena_stats.MIN_VOTERS:
+            return _Effect(
+                direction=0,
+                evidence=f"{arena.voters} voters so far; a decision needs "
+                f"{arena_stats.MIN_VOTERS} (each voter has their own taste)",
+            )
         p = match.probability
         return _Effect(
             direction=_significant(p.value, p.low, p.high, metric, null=0.5),

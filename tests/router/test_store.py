@@ -529,3 +529,13 @@ def test_an_event_the_store_already_holds_is_reported_a_duplicate(store: Outcome
     again = [exposure(), completion("c1", status=503), battle("b1")]  # a retried delivery
     assert store.write(again) == [DUPLICATE, DUPLICATE, DUPLICATE]
     assert store._db.execute("SELECT status FROM completions").fetchall() == [(200,)]
+
+
+def test_an_earlier_repeat_of_an_exposure_moves_its_time_back(store: OutcomeStore) -> None:
+    """Replicas' events arrive in any order: the unit was exposed from its earliest request."""
+    from router.store import DUPLICATE
+
+    store.write([exposure(ts=5.0)])
+    assert store.write([exposure(ts=1.0)]) == [DUPLICATE]
+    assert store.write([exposure(ts=9.0)]) == [DUPLICATE]
+    assert store._db.execute("SELECT ts FROM exposures").fetchall() == [(1.0,)]

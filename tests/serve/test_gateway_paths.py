@@ -174,3 +174,25 @@ def test_a_prompt_only_variant_answers_in_its_own_name(stream: bool) -> None:
         assert '"model":"a-brief"' in text.replace(" ", "")
 
     run(test)
+
+
+def test_an_arena_stream_that_breaks_here_is_logged_as_a_failure_not_a_leaving_client() -> None:
+    async def test() -> None:
+        from tests.serve.fake_gateway import sse_chat
+
+        fake = await make([DUEL])
+
+        def malformed(name: str, request: Any) -> list[Any]:
+            first, *_ = sse_chat(name, request)
+            return [first, ["data: {not json\n\n"]]
+
+        fake.engines["b"].script = malformed
+        body = {"model": "duel", "user": "u", "stream": True, "messages": MESSAGES}
+        response = await fake.gateway._complete(request(body), "chat")
+        with pytest.raises(ValueError):
+            async for _ in response.body_iterator:
+                pass
+        await fake.settled()
+        assert {c.status for c in completions(fake)} == {503}
+
+    run(test)

@@ -184,3 +184,64 @@ def test_a_violated_guardrail_does_not_pass_at_some_daily_look() -> None:
                 passed_somewhere += 1
                 break
     assert passed_somewhere <= 0.05 * runs
+
+
+def test_one_voter_is_no_arena_decision(tmp_path: Path) -> None:
+    """A single voter's 30 votes: the interval is not of zero width, and nothing ships."""
+    from router.events import Battle, Completion, Feedback
+    from router.store import OutcomeStore
+
+    store = OutcomeStore(tmp_path / "o.db")
+    events: list = []
+    for i in range(30):
+        bid, a, b = f"bt{i}", f"bt{i}-a", f"bt{i}-b"
+        for cid, variant in ((a, "a"), (b, "b")):
+            events.append(Completion(float(i), cid, bid, "duel", variant, "solo", "chat",
+                                     False, 200, None, 1.0, 3, 3, battle_id=bid))  # fmt: skip
+        events.append(Battle(float(i), bid, bid, "duel", "solo", "a", "b", a, b, 3, 3))
+        events.append(
+            Feedback(i + 0.5, "vote", f"v{i}", battle_id=bid, value="b" if i < 19 else "a")
+        )
+    store.write(events)
+    report = build_report(tmp_path / "o.db", arena(guardrails=[]), reps=100)
+    assert report.arena is not None and report.arena.voters == 1
+    [duel] = report.arena.head_to_head
+    assert duel.probability.high > duel.probability.low
+    assert report.verdict.decision == "keep running"
+    assert any("1 voters so far" in reason for reason in report.verdict.reasons)
+
+
+def test_a_guardrail_bound_of_zero_can_fail() -> None:
+    """`max_increase: 0` (no rise at all): a clear rise of 5 points on a 5 % error rate fails."""
+    import numpy as np
+
+    from router.analysis import stats
+    from router.analysis.report import Interval, _always_valid, _guardrail_status
+    from router.experiment import Guardrail
+
+    guardrail = Guardrail(metric="error_rate", max_increase=0.0)
+    rng = np.random.default_rng(0)
+    n = 20_000
+    control = (rng.random(n) < 0.05).astype(float)
+    treatment = (rng.random(n) < 0.10).astype(float)
+    lift = stats.compare_ratio(treatment, np.ones(n), control, np.ones(n))
+    change = _always_valid(Interval.of(lift.absolute), guardrail, lift.control.value)
+    assert change.high is not None and change.high - change.low < 0.05
+    assert _guardrail_status(guardrail, change) == "fail"
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_the_primary_metric_is_tested_at_the_level_given(sequential: bool) -> None:
+    """p = 0.04 is significant alone (0.05) and not with two treatments (0.025)."""
+    from router.analysis.report import Comparison, Interval, Look, _primary_effect
+
+    change = Interval(value=0.05, low=0.01, high=0.09, se=0.02)
+    comparison = Comparison(metric="thumbs_up_rate", treatment="b", control="a",
+                            absolute=change, relative=change, p_value=0.04, p_adjusted=0.04,
+                            cuped=False, variance_reduction=None)  # fmt: skip
+    looks = [Look(ts=1.0, treatment="b", difference=0.05, p_value=0.04, naive_p_value=0.01,
+                  cs_low=0.001, cs_high=0.1)] if sequential else []  # fmt: skip
+    experiment = ab()
+    alone = _primary_effect(experiment, "b", [comparison], looks, None, alpha=0.05)
+    corrected = _primary_effect(experiment, "b", [comparison], looks, None, alpha=0.025)
+    assert (alone.direction, corrected.direction) == (1, 0)
