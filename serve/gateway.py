@@ -37,6 +37,7 @@ from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -85,6 +86,7 @@ USER_HEADER = "x-user-id"
 SESSION_HEADER = "x-session-id"
 EXPOSURE_CACHE_SIZE = 65_536
 SEND_ON_STOP_S = 10.0  # and then its outcome events and score jobs reach their deployments
+SCORE_RETRY_S = (0.5, 2.0, 5.0)  # waits before a score job is sent again to a new scorer
 
 app = FastAPI(title="arena-serve gateway", docs_url=None, redoc_url=None, openapi_url=None)
 app.add_middleware(admission.InFlightLimit)
@@ -734,11 +736,21 @@ class Gateway:
         task.add_done_callback(self._scoring_tasks.discard)
 
     async def _send_score(self, job: ScoreJob) -> None:
+        """Off the response path: a scorer replica that died with the call (Ray Serve starts
+        another, and the handle learns of it) is tried again, a few times, then given up."""
         assert self._scorer is not None
-        try:
-            await self._scorer.score_and_log.remote(job)
-        except Exception as exc:
-            logger.warning("completion %s not scored: %r", job.completion_id, exc)
+        for wait in (*SCORE_RETRY_S, None):
+            try:
+                await self._scorer.score_and_log.remote(job)
+                return
+            except RayActorError as exc:  # the replica is gone: another may take it
+                if wait is None:
+                    logger.warning("completion %s not scored: %r", job.completion_id, exc)
+                    return
+                await asyncio.sleep(wait)
+            except Exception as exc:
+                logger.warning("completion %s not scored: %r", job.completion_id, exc)
+                return
 
     async def _battle(
         self,

@@ -196,3 +196,40 @@ def test_an_arena_stream_that_breaks_here_is_logged_as_a_failure_not_a_leaving_c
         assert {c.status for c in completions(fake)} == {503}
 
     run(test)
+
+
+def test_a_score_job_is_sent_again_when_its_scorer_replica_died() -> None:
+    """A scorer killed under load: the job goes to the replica Ray Serve starts next."""
+    from ray.exceptions import ActorUnavailableError
+
+    import serve.gateway as gateway_module
+    from serve.scorer import ScoreJob
+
+    async def test() -> None:
+        fake = await make()
+        calls: list[str] = []
+
+        class Scorer:
+            def __init__(self) -> None:
+                self.score_and_log = self
+
+            def remote(self, job: ScoreJob) -> Any:
+                calls.append(job.completion_id)
+
+                async def answer() -> None:
+                    if len(calls) < 3:
+                        raise ActorUnavailableError("Actor is unavailable.", b"x" * 16)
+
+                return answer()
+
+        fake.gateway._scorer = Scorer()
+        job = ScoreJob("c1", None, "a", [{"role": "user", "content": "Hi"}], "Hello", 0.0)
+        await fake.gateway._send_score(job)
+        assert calls == ["c1", "c1", "c1"]
+
+    original = gateway_module.SCORE_RETRY_S
+    gateway_module.SCORE_RETRY_S = (0.0, 0.0, 0.0)
+    try:
+        run(test)
+    finally:
+        gateway_module.SCORE_RETRY_S = original
