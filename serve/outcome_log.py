@@ -72,8 +72,8 @@ class OutcomeWriter:
             self._queue.put_nowait((event, None))
         if not committed:
             return False
-        try:  # timing out cancels the flush's mark too: nobody waits on it any more
-            await asyncio.wait_for(self.flush(), timeout=wait_s)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.flush()), timeout=wait_s)
         except TimeoutError:
             return False
         return True

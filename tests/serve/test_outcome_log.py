@@ -366,21 +366,3 @@ def test_beyond_max_pending_the_oldest_events_go_but_no_flush_is_lost(tmp_path: 
     asyncio.run(run())
     ids = {r[0] for r in sqlite3.connect(path).execute("SELECT completion_id FROM completions")}
     assert ids == {f"c{i}" for i in range(20, 30)}
-
-
-def test_an_outage_keeps_no_flush_mark_nobody_waits_on(tmp_path: Path) -> None:
-    """Each committed record waits at most its wait: its mark goes with it, so a long outage
-    does not pile up one mark per completion."""
-    path = tmp_path / "o.db"
-
-    async def run() -> None:
-        writer, blocker = await locked_writer(path)
-        for i in range(20):
-            assert not await writer.record([completion(f"c{i}")], committed=True, wait_s=0.01)
-        await asyncio.sleep(0.2)  # a retry carries what is queued
-        assert writer.pending <= 21  # the twenty events, and at most one live mark
-        blocker.rollback()
-        await asyncio.wait_for(writer.flush(), 5)
-
-    asyncio.run(run())
-    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM completions").fetchone()[0] == 20
