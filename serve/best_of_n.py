@@ -9,23 +9,16 @@ every candidate, since every candidate was generated.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from serve.relay import DONE, Endpoint, sse
-
-
-def _finite(scores: Sequence[float | None] | None) -> list[float | None] | None:
-    """The scores as JSON can carry them: a missing or non-finite one is None."""
-    if scores is None:
-        return None
-    return [s if s is not None and math.isfinite(s) else None for s in scores]
+from serve.scorer import usable_scores
 
 
 def pick_best(scores: Sequence[float | None] | None) -> int:
     """The index of the highest finite score (the first on ties; 0 when none is finite)."""
-    finite = [(s, -i) for i, s in enumerate(_finite(scores) or []) if s is not None]
+    finite = [(s, -i) for i, s in enumerate(usable_scores(scores or [])) if s is not None]
     return -max(finite)[1] if finite else 0
 
 
@@ -36,7 +29,7 @@ def best_response(
     problem: str | None = None,
 ) -> dict[str, Any]:
     """The engine's n-choice response reduced to its best choice, with the `reward` object."""
-    shown = _finite(scores)
+    shown = None if scores is None else usable_scores(scores)
     best = pick_best(shown)
     choices = sorted(payload["choices"], key=lambda c: c["index"])
     score = shown[best] if shown else None

@@ -68,12 +68,17 @@ def validate(model: type[Model], data: Any, what: str, context: Any = None) -> M
     try:
         return model.model_validate(data, context=context)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"])
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{where}: {message}" if where else message)
-        raise ConfigError(f"invalid {what}:\n  " + "\n  ".join(problems)) from None
+        raise ConfigError(f"invalid {what}:\n  " + _problems(exc)) from None
+
+
+def _problems(exc: ValidationError) -> str:
+    """Each error of a validation as `field.path: message`, one per line."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return "\n  ".join(problems)
 
 
 class SamplingDefaults(BaseModel):
@@ -453,29 +458,26 @@ class ServeFile:
         if application is None:
             raise ConfigError(f"{where}: no application with import_path {APP_IMPORT_PATH}")
         _check_serve_schema(document, where)
-        deployments = application.get("deployments") or []
-        for deployment in deployments:
-            if isinstance(deployment, dict) and deployment.get("name") == GATEWAY_DEPLOYMENT:
-                for option in ("num_replicas", "autoscaling_config"):
-                    if option in deployment:
-                        raise ConfigError(
-                            f"{where}: deployments: gateway.{option}: set args.gateway_replicas "
-                            "instead (each replica enforces its share of every key's rate "
-                            "limit, so the gateway must know how many there are)"
-                        )
         args = dict(application.get("args") or {})
         if check_model_files is not None:
             args["check_model_files"] = check_model_files
         app = AppConfig.from_args(args)
         known = {GATEWAY_DEPLOYMENT, OUTCOME_LOG_DEPLOYMENT, SCORER_DEPLOYMENT}
         known |= {variant_deployment(v.name) for v in app.variants if v.engine is None}
-        for i, deployment in enumerate(deployments):
-            name = deployment.get("name")
+        for i, deployment in enumerate(application.get("deployments") or []):
+            name = deployment.get("name")  # a dict with a name: Ray Serve's schema checked it
             if name not in known:
                 raise ConfigError(
                     f"{where}: deployments.{i}.name: {name!r} is no deployment of this app "
                     f"(those are: {', '.join(sorted(known))})"
                 )
+            for option in ("num_replicas", "autoscaling_config"):
+                if name == GATEWAY_DEPLOYMENT and option in deployment:
+                    raise ConfigError(
+                        f"{where}: deployments: gateway.{option}: set args.gateway_replicas "
+                        "instead (each replica enforces its share of every key's rate "
+                        "limit, so the gateway must know how many there are)"
+                    )
         gateway = GatewayConfig.for_variants(
             gateway_user_config(application),
             [v.name for v in app.variants],
@@ -496,12 +498,7 @@ def _check_serve_schema(document: dict[str, Any], where: str) -> None:
     try:
         ServeDeploySchema.model_validate(document)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            place = ".".join(str(part) for part in error["loc"])
-            problems.append(f"{place}: {error['msg'].removeprefix('Value error, ')}")
-        message = f"{where}: not a valid Ray Serve config:\n  " + "\n  ".join(problems)
-        raise ConfigError(message) from None
+        raise ConfigError(f"{where}: not a valid Ray Serve config:\n  " + _problems(exc)) from None
 
 
 def config_revision(user_config: Any) -> str:

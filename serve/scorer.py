@@ -56,10 +56,10 @@ def run_at_idle_priority() -> bool:
     return True
 
 
-def usable_scores(scores: Sequence[float]) -> list[float | None]:
+def usable_scores(scores: Sequence[float | None]) -> list[float | None]:
     """None for what is not a score: a pair the template refused (NaN), an overflow (inf in
     fp16). JSON cannot carry either, and the store's NOT NULL score column refuses NaN."""
-    return [value if math.isfinite(value) else None for value in scores]
+    return [value if value is not None and math.isfinite(value) else None for value in scores]
 
 
 @serve.deployment(name=SCORER_DEPLOYMENT, max_ongoing_requests=4096)

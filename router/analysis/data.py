@@ -258,8 +258,7 @@ def _ab_groups(db: sqlite3.Connection, experiment: str, until: float) -> dict[st
             until,
             index,
         )
-        if rows.size:
-            rows = rows.select(rows.columns["ts"] >= first[rows.unit])
+        rows = rows.select(rows.columns["ts"] >= first[rows.unit])
         pre = _pre_period(db, experiment, index, first, until)
         groups[name] = Group(name, [u for u, _ in units], first, rows, pre)
     return groups
@@ -300,9 +299,7 @@ def _pre_period(
     """The units' completions before their first exposure, on any model, this experiment's
     unexposed requests included (CUPED covariates)."""
     rows, _ = _rows(db, "TRUE", (), until, index)
-    keep = rows.columns["ts"] < first[rows.unit] if rows.size else np.zeros(0, dtype=bool)
-    kept = {name: column[keep] for name, column in rows.columns.items()}
-    return Rows(rows.unit[keep], kept)
+    return rows.select(rows.columns["ts"] < first[rows.unit])
 
 
 def _battles(db: sqlite3.Connection, experiment: str, until: float) -> BattleRows | None:
