@@ -4,7 +4,7 @@ Pure Python (stdlib, pydantic, numpy/scipy): no ray, vllm or torch, so all exper
 testable in milliseconds without a cluster.
 """
 
-from router.assignment import Assignment, CompiledExperiment, assign, pick_pair
+from router.assignment import Assignment, CompiledExperiment, assign, draw_pair
 from router.experiment import Arm, Experiment, Guardrail, Pair
 
 __all__ = [
@@ -15,5 +15,5 @@ __all__ = [
     "Guardrail",
     "Pair",
     "assign",
-    "pick_pair",
+    "draw_pair",
 ]

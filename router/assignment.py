@@ -1,9 +1,10 @@
-"""Deterministic assignment of a unit to an experiment's arm: pure functions, no I/O.
+"""Assignment of a unit to an experiment's arm (deterministic), and of a battle to a pair (random).
 
-The scheme is a contract, pinned by `tests/router/cases.json`: changing any hash below silently
-reshuffles every running experiment. Every draw hashes ``f"{salt}\\x1f{key}\\x1f{unit}"`` (UTF-8)
-with BLAKE2b, 8-byte digest, read big-endian as an unsigned 64-bit integer ``x``. Keys that are
-not variant names start with ``#``, which a variant name cannot, so no two draws share a string.
+Unit assignment is a contract, pinned by `tests/router/cases.json`: changing any hash below
+silently reshuffles every running experiment. Every draw hashes
+``f"{salt}\\x1f{key}\\x1f{unit}"`` (UTF-8) with BLAKE2b, 8-byte digest, read big-endian as an
+unsigned 64-bit integer ``x``. Keys that are not variant names start with ``#``, which a variant
+name cannot, so no two draws share a string.
 
 - **Bucket** (layers, allocation, holdout): ``x mod 10_000``, a fixed space of 10,000 buckets; a
   fraction ``f`` of the units is the first ``round(f * 10_000)`` buckets.
@@ -18,13 +19,20 @@ not variant names start with ``#``, which a variant name cannot, so no two draws
   ``w_i / sum(w)``; each arm's score depends only on its own weight, so raising one arm's weight
   only moves units *into* that arm and adding an arm only takes units from the others — no unit
   ever moves between two arms whose weights did not change.
-- **Arena pair** (per battle, keyed by the battle id): ``u`` with ``key = "#pair"`` picks a pair
-  by cumulative pair weight; ``u`` with ``key = "#order"`` below 0.5 swaps which is shown first.
+
+Arena battles are the exception, on purpose: a battle's pair and display order must not be
+derivable by the voter, and every input of the hash above is public (the salt defaults to the
+experiment's name, the arms are listed by `/v1/models`, the battle id is in the answer). So
+`draw_pair` draws both from the operating system's CSPRNG (`secrets.SystemRandom`): the pair by
+cumulative pair weight, then which of the two is shown first by a fair coin. Nothing about a
+battle's pair is reproducible; the battle row in the outcome log is its only record.
 """
 
 from __future__ import annotations
 
 import math
+import random
+import secrets
 import time
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -35,6 +43,9 @@ from typing import Literal
 from router.experiment import BUCKETS, Experiment
 
 _TOP_53 = 1 << 53
+# Arena pairs are drawn from the OS's CSPRNG: a seeded generator (Mersenne Twister) could be
+# reconstructed from enough revealed battles, and its next draws predicted.
+SECURE_RANDOM: random.Random = secrets.SystemRandom()
 _INV_TOP_53 = 1.0 / _TOP_53
 
 Reason = Literal[
@@ -71,13 +82,6 @@ def _prefix(salt: str, key: str) -> blake2b:
     """A hasher fed with `salt \x1f key \x1f`: copied and fed the unit, it hashes the string of
     the scheme without re-hashing the prefix (blake2b buffers its input until `digest`)."""
     return blake2b(f"{salt}\x1f{key}\x1f".encode(), digest_size=8)
-
-
-def _uniform(prefix: blake2b, unit: bytes) -> float:
-    """`unit_interval` from a prefix hasher."""
-    hasher = prefix.copy()
-    hasher.update(unit)
-    return ((int.from_bytes(hasher.digest(), "big") >> 11) + 0.5) * _INV_TOP_53
 
 
 def _bucket(prefix: blake2b, unit: bytes) -> int:
@@ -120,7 +124,6 @@ class CompiledExperiment:
         "_layer",
         "_memo",
         "_pair_cumulative",
-        "_pair_hashers",
         "_pairs",
         "_salt",
         "_start",
@@ -162,7 +165,6 @@ class CompiledExperiment:
         self._forced = {unit: Assignment(v, "forced") for unit, v in experiment.forced.items()}
         pairs = experiment.arena_pairs() if self._arena else ()
         self._pairs = tuple(pair.variants for pair in pairs)
-        self._pair_hashers = (_prefix(salt, "#pair"), _prefix(salt, "#order"))
         total = sum(pair.weight for pair in pairs)
         running = 0.0
         cumulative = []
@@ -222,16 +224,15 @@ class CompiledExperiment:
                 best, best_score = answer, score
         return best
 
-    def pick_pair(self, battle_id: str) -> tuple[str, str]:
-        """The two variants of one arena battle, in the order they are shown (choice 0, 1)."""
+    def draw_pair(self, rng: random.Random = SECURE_RANDOM) -> tuple[str, str]:
+        """The two variants of a new arena battle, in the order they are shown (choice 0, 1):
+        a pair by weight, then a fair coin for the order, both from `rng` (a seeded generator
+        only in simulations and tests; the gateway uses the default, the OS's CSPRNG)."""
         if not self._arena:
             raise ValueError(f"experiment {self.experiment.name!r} is not an arena experiment")
-        encoded = battle_id.encode()
-        pair_prefix, order_prefix = self._pair_hashers
-        draw = _uniform(pair_prefix, encoded)
-        index = min(bisect_right(self._pair_cumulative, draw), len(self._pairs) - 1)
+        index = min(bisect_right(self._pair_cumulative, rng.random()), len(self._pairs) - 1)
         first, second = self._pairs[index]
-        if _uniform(order_prefix, encoded) < 0.5:
+        if rng.random() < 0.5:
             return second, first
         return first, second
 
@@ -246,6 +247,6 @@ def assign(experiment: Experiment, unit: str, now: float | None = None) -> Assig
     return compile_experiment(experiment).assign(unit, now)
 
 
-def pick_pair(experiment: Experiment, battle_id: str) -> tuple[str, str]:
-    """The two variants of an arena battle, in display order."""
-    return compile_experiment(experiment).pick_pair(battle_id)
+def draw_pair(experiment: Experiment, rng: random.Random = SECURE_RANDOM) -> tuple[str, str]:
+    """The two variants of a new arena battle, in display order, drawn at random."""
+    return compile_experiment(experiment).draw_pair(rng)

@@ -778,7 +778,7 @@ class Gateway:
         battle_id = f"battle-{uuid.uuid4().hex}"
         stream = body.get("stream") is True
         prepared = []
-        for index, variant in enumerate(plan.pick_pair(battle_id)):
+        for index, variant in enumerate(plan.draw_pair()):
             label = "ab"[index]
             call = Call(endpoint, request_id, started, ts, variant, experiment, unit, stream)
             call.battle_id = battle_id

@@ -8,6 +8,7 @@ optional pure length bias (voters prefer the longer answer whatever its quality)
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,11 +128,12 @@ def simulate_arena(
     `length_bias` times the normalized length difference; `longer` scales each variant's
     answer length; `rewards` are each variant's mean reward score."""
     rng = np.random.default_rng(seed)
+    pairs = random.Random(seed)  # the gateway draws from the OS's CSPRNG; a simulation repeats
     plan = compile_experiment(experiment)
     events: list[Event] = []
     for i in range(battles):
         battle_id = f"battle-{seed}-{i}"
-        a, b = plan.pick_pair(battle_id)
+        a, b = plan.draw_pair(pairs)
         ts = T0 + i * 10.0
         tokens_a = int(rng.poisson(100 * (longer or {}).get(a, 1.0))) + 1
         tokens_b = int(rng.poisson(100 * (longer or {}).get(b, 1.0))) + 1

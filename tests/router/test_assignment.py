@@ -1,27 +1,31 @@
-"""Assignment: deterministic forever (cases.json), proportional, exclusive in a layer, monotone.
+"""Assignment: deterministic forever (cases.json), proportional, exclusive in a layer, monotone;
+arena pairs drawn at random, in proportion to their weights, and derivable from nothing public.
 
-`cases.json` is one list of pinned cases, generated once from the implementation and never to be
-regenerated (a changed hash silently reshuffles every running experiment). Two kinds of case:
+`cases.json` is one list of pinned unit cases, generated once from the implementation and never
+to be regenerated (a changed hash silently reshuffles every running experiment):
+``{"experiment", "unit", "variant"}``: `assign(experiment, unit)` gives `variant`. The cases
+added with layers, allocation, holdout, forced units, schedules and arena also carry
+``"reason"`` (where absent, as in the first 30 cases, the reason is ``"arm"``) and, for scheduled
+experiments, ``"now"`` (an aware ISO 8601 time, passed as a timestamp). Arena pairs are no longer
+pinned: they were a public hash of the battle id, which let a voter name each side before voting.
 
-- a unit case, ``{"experiment", "unit", "variant"}``: `assign(experiment, unit)` gives
-  `variant`. The cases added with layers, allocation, holdout, forced units, schedules and arena
-  also carry ``"reason"`` (where absent, as in the first 30 cases, the reason is ``"arm"``) and,
-  for scheduled experiments, ``"now"`` (an aware ISO 8601 time, passed as a timestamp).
-- a battle case, ``{"experiment", "battle", "pair"}``: `pick_pair(experiment, battle)` gives
-  `pair`, in display order.
-
-Statistical tests use fixed units, so they are deterministic: each either always passes or
-always fails, with a 1-in-1000 threshold against an honest implementation.
+Statistical tests of assignment use fixed units, so they are deterministic: each either always
+passes or always fails, with a 1-in-1000 threshold against an honest implementation. Those of
+arena pairs draw from a seeded generator where they check proportions, and from the gateway's own
+source (the OS's CSPRNG) where they check that no public value predicts a side.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
+import random
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -36,12 +40,11 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from scipy.stats import binomtest, chi2_contingency, chisquare
 
-from router import Arm, Assignment, CompiledExperiment, Experiment, Pair, assign, pick_pair
+from router import Arm, Assignment, CompiledExperiment, Experiment, Pair, assign, draw_pair
 from router.assignment import BUCKETS, EXPOSED_REASONS, bucket, unit_interval
 
 CASES = json.loads((Path(__file__).parent / "cases.json").read_text(encoding="utf-8"))
-UNIT_CASES = [c for c in CASES if "unit" in c]
-BATTLE_CASES = [c for c in CASES if "battle" in c]
+UNIT_CASES = CASES
 
 P_MIN = 0.001
 # Every reason an assignment can give, and whether it counts the unit as exposed.
@@ -123,25 +126,6 @@ def reference_assign(exp: Experiment, unit: str, now: float) -> tuple[str | None
     return max(scores)[2], "arm"
 
 
-def reference_pair(exp: Experiment, battle: str) -> tuple[str, str]:
-    salt = exp.salt if exp.salt is not None else exp.name
-    if exp.pairs is not None:
-        pairs = [(p.variants, p.weight) for p in exp.pairs]
-    else:
-        live = [a for a in exp.arms if a.weight > 0]
-        pairs = [((a.variant, b.variant), a.weight * b.weight) for a, b in combinations(live, 2)]
-    total = sum(w for _, w in pairs)
-    draw, running = _u(salt, "#pair", battle), 0.0
-    chosen = pairs[-1][0]
-    for variants, weight in pairs:
-        running += weight
-        if draw < running / total:
-            chosen = variants
-            break
-    first, second = chosen
-    return (second, first) if _u(salt, "#order", battle) < 0.5 else (first, second)
-
-
 @st.composite
 def experiments(draw: st.DrawFn, mode: str = "ab") -> Experiment:
     n = draw(st.integers(2, 4))
@@ -187,23 +171,13 @@ def test_pinned_cases(case: dict) -> None:
     assert (got.variant, got.reason) == (case["variant"], case.get("reason", "arm"))
 
 
-@pytest.mark.parametrize(
-    "case", BATTLE_CASES, ids=lambda c: f"{c['experiment']['name']}:{c['battle']}"
-)
-def test_pinned_battles(case: dict) -> None:
-    exp = Experiment.model_validate(case["experiment"])
-    assert list(pick_pair(exp, case["battle"])) == case["pair"]
-
-
 def test_pinned_cases_cover_every_hash() -> None:
     """The 30 original arm cases stay, and every draw of the scheme is pinned by some case."""
     assert sum("reason" not in c for c in UNIT_CASES) == 30
     assert len(UNIT_CASES) >= 30 + 15
     assert {c.get("reason", "arm") for c in UNIT_CASES} == set(REASONS)
     assert any("layer" in c["experiment"] for c in UNIT_CASES)
-    pairs = [tuple(c["pair"]) for c in BATTLE_CASES]
-    assert len(set(pairs)) >= 4
-    assert any(tuple(reversed(p)) in pairs for p in pairs)  # both display orders are pinned
+    assert all(set(c) <= {"experiment", "unit", "variant", "reason", "now"} for c in CASES)
 
 
 def test_pinned_cases_follow_the_documented_scheme() -> None:
@@ -212,9 +186,6 @@ def test_pinned_cases_follow_the_documented_scheme() -> None:
         now = timestamp(case.get("now"))
         expected = (case["variant"], case.get("reason", "arm"))
         assert reference_assign(exp, case["unit"], time.time() if now is None else now) == expected
-    for case in BATTLE_CASES:
-        exp = Experiment.model_validate(case["experiment"])
-        assert list(reference_pair(exp, case["battle"])) == case["pair"]
 
 
 # --- Determinism -----------------------------------------------------------------------------
@@ -244,14 +215,13 @@ CROSS_NOW = [(T0 + timedelta(days=d)).timestamp() for d in (-1, 1, 8)]
 # The same computation runs here and in a fresh interpreter with another hash seed.
 CHILD = """
 import json, sys
-from router import Experiment, assign, pick_pair
+from router import Experiment, assign
 exps = [Experiment.model_validate_json(e) for e in json.loads(sys.argv[1])]
 out = [
     [[a.variant, a.reason] for a in (assign(e, f"user-{i}", now) for i in range(300))]
     for e in exps
     for now in json.loads(sys.argv[2])
 ]
-out += [[list(pick_pair(e, f"battle-{i}")) for i in range(300)] for e in exps if e.mode == "arena"]
 print(json.dumps(out))
 """
 
@@ -261,11 +231,6 @@ def test_same_answer_in_another_process() -> None:
         [[a.variant, a.reason] for a in (assign(e, f"user-{i}", now) for i in range(300))]
         for e in CROSS_PROCESS
         for now in CROSS_NOW
-    ]
-    here += [
-        [list(pick_pair(e, f"battle-{i}")) for i in range(300)]
-        for e in CROSS_PROCESS
-        if e.mode == "arena"
     ]
     reasons = {answer[1] for answers in here[: 3 * len(CROSS_PROCESS)] for answer in answers}
     assert reasons == set(REASONS)  # the comparison covers every step of the assignment
@@ -304,9 +269,6 @@ def test_assignment_follows_the_documented_scheme(
         got = compiled.assign(unit, now)
         assert (got.variant, got.reason) == expected
         assert assign(exp, unit, now) == got
-    if exp.mode == "arena":
-        for battle in unit_list:
-            assert compiled.pick_pair(battle) == reference_pair(exp, battle)
 
 
 @settings(max_examples=50, deadline=None)
@@ -732,14 +694,15 @@ def test_arena_assign_returns_no_variant() -> None:
     assert Assignment(None, "arena").exposed
 
 
-def _pair_counts(exp: Experiment, n: int) -> tuple[Counter, Counter]:
+def _pair_counts(exp: Experiment, n: int, seed: int = 7) -> tuple[Counter, Counter]:
     """Counts per pair (as configured: its variants' arm order) and how often it was swapped."""
     compiled = CompiledExperiment(exp)
+    rng = random.Random(seed)
     configured = [p.variants for p in exp.arena_pairs()]
     pairs: Counter = Counter()
     swapped: Counter = Counter()
-    for battle in units(n, "battle-"):
-        first, second = compiled.pick_pair(battle)
+    for _ in range(n):
+        first, second = compiled.draw_pair(rng)
         assert first != second
         key = (first, second) if (first, second) in configured else (second, first)
         assert key in configured
@@ -786,27 +749,77 @@ def test_arena_pairs_follow_pair_weights(exp: Experiment, expected: dict) -> Non
         assert_binomial(swapped[pair], count, 0.5)
 
 
+def test_the_gateways_draws_follow_pair_weights_too() -> None:
+    """The default source (the OS's CSPRNG, as the gateway draws): a 1-in-a-million threshold,
+    since these draws cannot be repeated."""
+    exp = experiment({"a": 1, "b": 3}, mode="arena")
+    n = 20_000
+    draws = Counter(draw_pair(exp) for _ in range(n))
+    assert set(draws) == {("a", "b"), ("b", "a")}
+    assert binomtest(draws[("a", "b")], n, 0.5).pvalue > 1e-6
+
+
 @pytest.mark.parametrize("weight", [1e-6, 1e6])
 def test_arena_with_extreme_weights_compiles(weight: float) -> None:
     exp = experiment({"a": weight, "b": weight}, mode="arena")
-    assert set(CompiledExperiment(exp).pick_pair("battle")) == {"a", "b"}
+    assert set(CompiledExperiment(exp).draw_pair()) == {"a", "b"}
 
 
-@settings(max_examples=50, deadline=None)
-@given(battle=st.text(max_size=40))
-def test_same_battle_same_pair(battle: str) -> None:
+def test_a_seeded_source_repeats_its_draws_and_the_default_does_not() -> None:
     exp = experiment({"a": 1, "b": 2, "c": 3}, mode="arena")
-    pair = pick_pair(exp, battle)
-    assert pair == pick_pair(exp, battle) == CompiledExperiment(exp).pick_pair(battle)
-    assert pair[0] != pair[1] and set(pair) <= {"a", "b", "c"}
+    seeded = [draw_pair(exp, random.Random(3)) for _ in range(2)]
+    assert seeded[0] == seeded[1]
+    assert len({tuple(draw_pair(exp) for _ in range(64)) for _ in range(2)}) == 2
 
 
-def test_battles_with_different_ids_draw_different_pairs() -> None:
+def test_every_pair_and_order_is_drawn() -> None:
     exp = experiment({"a": 1, "b": 1, "c": 1}, mode="arena")
-    seen = {pick_pair(exp, battle) for battle in units(200, "battle-")}
+    seen = {draw_pair(exp) for _ in range(400)}
     assert len(seen) == 6  # three pairs, both orders
 
 
-def test_pick_pair_refuses_an_ab_experiment() -> None:
-    with pytest.raises(ValueError, match="not an arena experiment"):
-        pick_pair(experiment({"a": 1, "b": 1}), "battle")
+def _public_predictors(salt: str, experiment_name: str, arms: tuple[str, str]) -> dict:
+    """Guesses of side a's variant from what a voter sees before voting: the battle id (and the
+    side completion ids, which the gateway makes the same way), hashed every way the old scheme
+    or a careless one would, plus the experiment's public salt and arm order."""
+    first, second = arms
+
+    def by_bit(bit: bool) -> str:
+        return second if bit else first
+
+    def blake(text: str) -> int:
+        return int.from_bytes(blake2b(text.encode(), digest_size=8).digest(), "big")
+
+    return {
+        "the old public hash of the order": lambda battle: by_bit(_u(salt, "#order", battle) < 0.5),
+        "the old hash, salted with the name": lambda battle: by_bit(
+            _u(experiment_name, "#order", battle) < 0.5
+        ),
+        "blake2b of the battle id, low bit": lambda battle: by_bit(bool(blake(battle) & 1)),
+        "sha256 of the battle id, low bit": lambda battle: by_bit(
+            bool(hashlib.sha256(battle.encode()).digest()[-1] & 1)
+        ),
+        "the battle id's last hex digit": lambda battle: by_bit(int(battle[-1], 16) % 2 == 1),
+        "the battle id's first hex digit": lambda battle: by_bit(int(battle[7], 16) >= 8),
+        "always the first arm": lambda battle: first,
+        "always the second arm": lambda battle: second,
+    }
+
+
+def test_no_public_value_predicts_side_a() -> None:
+    """4,000 battles drawn as the gateway draws them (battle id from uuid4, pair and order from
+    the OS's CSPRNG): no predictor built from public values names side a's variant in more than
+    55 % of them (an honest coin: 50 % with a standard deviation of 0.8 %)."""
+    exp = experiment({"smollm2-concise": 1, "smollm2-friendly": 1}, name="smollm2-arena",
+                     salt=None, mode="arena")  # fmt: skip
+    arms = ("smollm2-concise", "smollm2-friendly")
+    predictors = _public_predictors(exp.hash_salt, exp.name, arms)
+    right = Counter()
+    n = 4_000
+    for _ in range(n):
+        battle = f"battle-{uuid.uuid4().hex}"
+        side_a, _ = draw_pair(exp)
+        for name, predict in predictors.items():
+            right[name] += predict(battle) == side_a
+    worst = max(predictors, key=lambda name: right[name])
+    assert right[worst] / n <= 0.55, f"{worst} names side a in {right[worst]} of {n} battles"
