@@ -54,6 +54,7 @@ class OutcomeWriter:
         self._max_pending = max_pending
         self._queue: asyncio.Queue[_Entry] = asyncio.Queue()
         self._carried: list[_Entry] = []  # kept from a batch the store could not write
+        self._writing = 0  # entries of the batch being written now
         # SQLite calls block; one thread keeps them off the event loop and in order.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outcome-writer")
         self._task: asyncio.Task | None = None
@@ -93,8 +94,9 @@ class OutcomeWriter:
 
     @property
     def pending(self) -> int:
-        """Entries queued or carried, not yet committed: events, and marks of waiting flushes."""
-        return self._queue.qsize() + len(self._carried)
+        """Entries queued, carried or being written, not yet committed: events, and marks of
+        waiting flushes."""
+        return self._queue.qsize() + len(self._carried) + self._writing
 
     async def _next_batch(self) -> list[_Entry]:
         """Carried entries first, at most `max_batch`; the queue only once they are all out
@@ -116,19 +118,23 @@ class OutcomeWriter:
         while True:
             batch = await self._next_batch()
             events = [event for event, _ in batch if event is not None]
+            self._writing = len(batch)
             try:
                 results = await loop.run_in_executor(self._executor, self._store.write, events)
             except sqlite3.OperationalError as exc:  # the store, not the events
+                self._writing = 0
                 self._carry(batch, exc)
                 await asyncio.sleep(wait)
                 wait = min(2 * wait, self.RETRY_S[1])
                 continue
             except Exception:
+                self._writing = 0
                 logger.exception("outcome batch of %d failed; retrying one by one", len(events))
                 if not await self._write_one_by_one(batch):
                     await asyncio.sleep(wait)
                     wait = min(2 * wait, self.RETRY_S[1])
                 continue
+            self._writing = 0
             wait = self.RETRY_S[0]
             self._observe(events, results)
             self._resolve(batch, iter(results))
