@@ -30,7 +30,9 @@ TARGET_US = 2.0
 def _experiment(**settings: object) -> CompiledExperiment:
     arms = settings.pop("arms", [{"variant": "a"}, {"variant": "b"}])
     return CompiledExperiment(
-        Experiment.model_validate({"name": "bench", "arms": arms, **settings})
+        Experiment.model_validate(
+            {"name": "bench", "arms": arms, "default_variant": arms[0]["variant"], **settings}
+        )
     )
 
 

@@ -7,6 +7,8 @@ compiles a validated experiment into the few numbers the hot path needs.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import combinations, pairwise
 from typing import Literal
@@ -47,7 +49,15 @@ METRICS = (
     "reward_score",
     "vote_win_rate",
 )
+CUSTOM_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 METRIC_PATTERN = rf"^({'|'.join(METRICS)}|custom:[A-Za-z0-9_.-]{{1,64}})$"
+# Metrics whose values can be negative: a change relative to the control's value could flip its
+# sign (a control at -0.8 and a treatment at -0.76 is +0.04, or -5 %), so no relative bound.
+SIGNED_METRICS = ("reward_score",)
+
+
+def can_be_negative(metric: str) -> bool:
+    return metric in SIGNED_METRICS or metric.startswith("custom:")
 
 
 class _Frozen(BaseModel):
@@ -115,6 +125,11 @@ class Guardrail(_Frozen):
     def _has_a_bound(self) -> Guardrail:
         if self.max_increase is None and self.max_decrease is None:
             raise ValueError("a guardrail needs max_increase, max_decrease or both")
+        if self.relative and can_be_negative(self.metric):
+            raise ValueError(
+                f"relative: {self.metric} can be negative, so a change relative to the "
+                "control's value could flip its sign; bound it in absolute units"
+            )
         return self
 
 
@@ -169,7 +184,9 @@ class Experiment(_Frozen):
     default_variant: str | None = Field(
         default=None,
         pattern=NAME_PATTERN,
-        description="What units outside the experiment get; default: the first arm's variant.",
+        description="What units outside the experiment get (not allocated, held out, outside "
+        "its layer slice or schedule): required wherever some units can get it; otherwise the "
+        "first arm's variant, which is then only the report's control.",
     )
     forced: dict[str, str] = Field(
         default_factory=dict, description="Unit id -> variant, for QA; never counted as exposed."
@@ -187,6 +204,12 @@ class Experiment(_Frozen):
         description="Default: vote_win_rate for arena, thumbs_up_rate for ab.",
     )
     guardrails: tuple[Guardrail, ...] = ()
+    custom_metrics: tuple[str, ...] = Field(
+        default=(),
+        description="Custom feedback metrics (`kind: custom` names) the report shows besides "
+        "those in primary_metric and guardrails; other names are stored, listed as undeclared "
+        "and never tested (an invented name must not weaken the correction for many metrics).",
+    )
 
     def __hash__(self) -> int:  # consistent with ==: `forced` is a dict, compared unordered
         return hash(
@@ -203,6 +226,14 @@ class Experiment(_Frozen):
             raise ValueError("must be [start, end) with 0 <= start < end <= 1")
         if round(start * BUCKETS) == round(end * BUCKETS):
             raise ValueError(f"is empty at the resolution of 1/{BUCKETS:,} of the layer")
+        return value
+
+    @field_validator("custom_metrics")
+    @classmethod
+    def _custom_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(CUSTOM_NAME_PATTERN, name):
+                raise ValueError(f"{name!r}: names are 1 to 64 of A-Z, a-z, 0-9, '_', '.', '-'")
         return value
 
     @field_validator("allocation", "holdout")
@@ -230,6 +261,11 @@ class Experiment(_Frozen):
                 )
         if self.start is not None and self.stop is not None and self.stop <= self.start:
             raise ValueError("stop must come after start")
+        if self.default_variant is None and (why := self.fallback_reasons):
+            raise ValueError(
+                f"default_variant: required when {' or '.join(why)} (those units get it); "
+                "without it they would follow the order of the arms"
+            )
         if self.mode == "ab" and self.pairs is not None:
             raise ValueError("pairs: only arena experiments have pairs")
         if self.mode == "ab" and self.primary_metric == "vote_win_rate":
@@ -252,6 +288,27 @@ class Experiment(_Frozen):
     @property
     def layer_name(self) -> str:
         return self.layer if self.layer is not None else f"experiment:{self.name}"
+
+    @property
+    def fallback_reasons(self) -> list[str]:
+        """The settings under which some units get the default variant instead of an arm."""
+        reasons = []
+        if self.allocation < 1:
+            reasons.append("allocation is below 1")
+        if self.holdout > 0:
+            reasons.append("holdout is set")
+        if self.start is not None or self.stop is not None:
+            reasons.append("start or stop is set")
+        if tuple(round(edge * BUCKETS) for edge in self.layer_range) != (0, BUCKETS):
+            reasons.append("layer_range is a slice of the layer")
+        return reasons
+
+    @property
+    def declared_custom_metrics(self) -> tuple[str, ...]:
+        """Custom metric names the report analyses: the primary, the guardrails', the listed."""
+        named = [self.metric, *(g.metric for g in self.guardrails)]
+        names = [m.removeprefix("custom:") for m in named if m.startswith("custom:")]
+        return tuple(dict.fromkeys([*names, *self.custom_metrics]))
 
     @property
     def fallback_variant(self) -> str:
@@ -283,6 +340,22 @@ class Experiment(_Frozen):
         if self.stop is not None and now >= self.stop:
             return "stopped"
         return "running"
+
+
+def check_live_change(running: Sequence[Experiment], proposed: Sequence[Experiment]) -> None:
+    """Refuse (ValueError naming the field) a live change that would move an experiment's
+    default variant without saying so: an implicit default follows the order of the arms."""
+    before = {e.name: e.fallback_variant for e in running}
+    for i, experiment in enumerate(proposed):
+        old = before.get(experiment.name)
+        if old is None or experiment.default_variant is not None:
+            continue
+        if experiment.fallback_variant != old:
+            raise ValueError(
+                f"experiments.{i}.default_variant: this change would move {experiment.name!r}'s "
+                f"default from {old!r} to {experiment.fallback_variant!r} (its first arm); set "
+                "default_variant to say which it is"
+            )
 
 
 def check_layers(experiments: list[Experiment] | tuple[Experiment, ...]) -> None:

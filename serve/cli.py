@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from router.experiment import check_live_change
 from serve.config import PROJECT_ROOT, ConfigError, ServeFile
 
 DEFAULT_CONFIG = PROJECT_ROOT / "deploy" / "config.yaml"
@@ -151,6 +152,11 @@ def redeploy(client: Any, path: Path, current: ServeFile, host: str, port: int) 
         say(f"{path} changed but is not valid; still serving the previous config:\n{exc}")
         return current
     if edited.document == current.document:
+        return current
+    try:
+        check_live_change(current.gateway.experiments, edited.gateway.experiments)
+    except ValueError as exc:
+        say(f"{path} changed but is refused; still serving the previous config:\n{exc}")
         return current
     unchanged = {k: v for k, v in current.application.items() if k != "deployments"}
     if {k: v for k, v in edited.application.items() if k != "deployments"} == unchanged:

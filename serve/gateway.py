@@ -47,7 +47,7 @@ from vllm.exceptions import VLLMClientError
 
 from router.assignment import Assignment, CompiledExperiment
 from router.events import Event, Exposure, Score
-from router.experiment import Experiment
+from router.experiment import Experiment, check_live_change
 from serve import admission
 from serve.arena import ArenaBattle, Side
 from serve.auth import KeyRing, Principal
@@ -292,6 +292,8 @@ class Gateway:
         try:
             ranked = [v.name for v in self._variants.values() if v.best_of_n is not None]
             config = GatewayConfig.for_variants(user_config, list(self._variants), ranked)
+            running = [plan.experiment for plan in self._experiments.values()]
+            check_live_change(running, config.experiments)
             keys = KeyRing.build(config.auth, self._replicas).inherit(self._keys)
         except (ConfigError, ValueError) as exc:
             if self._revision is None:

@@ -115,13 +115,13 @@ def test_invalid_experiments_are_rejected(data: dict, loc: tuple, message: str) 
     "data",
     [
         spec(layer="ranking", layer_range=(0.0, 1.0)),
-        spec(layer_range=(0.999, 1.0), allocation=1e-4, holdout=0.9999),
+        spec(layer_range=(0.999, 1.0), allocation=1e-4, holdout=0.9999, default_variant="v0"),
         spec(forced={"qa": "v1", "qa-2": "prod"}, default_variant="prod"),
         {"name": "e", "arms": arms(1, 0), "forced": {"qa": "v1"}},  # a paused arm can be forced
-        spec(start=T0),
-        spec(stop=T0),
-        spec(start=T0, stop=T0 + timedelta(microseconds=1)),
-        spec(start="2026-03-01T00:00:00+05:30"),
+        spec(start=T0, default_variant="v0"),
+        spec(stop=T0, default_variant="v0"),
+        spec(start=T0, stop=T0 + timedelta(microseconds=1), default_variant="v1"),
+        spec(start="2026-03-01T00:00:00+05:30", default_variant="v0"),
         {**arena(pairs=[{"variants": ["v2", "v0"], "weight": 2.5}])} | {"arms": arms(1, 0, 1)},
         spec(primary_metric="custom:rating_1-5.v2"),
         spec(primary_metric="custom:" + "x" * 64),
@@ -225,12 +225,15 @@ def test_arena_pairs_are_the_configured_pairs() -> None:
     ],
 )
 def test_state(start: datetime | None, stop: datetime | None, now: datetime, state: str) -> None:
-    exp = Experiment(name="e", arms=(Arm(variant="a"), Arm(variant="b")), start=start, stop=stop)
+    arms_ = (Arm(variant="a"), Arm(variant="b"))
+    exp = Experiment(name="e", arms=arms_, start=start, stop=stop, default_variant="a")
     assert exp.state(now) == state
 
 
 def test_a_naive_time_is_utc() -> None:
-    exp = Experiment(name="e", arms=(Arm(variant="a"), Arm(variant="b")), start=T0)
+    exp = Experiment(
+        name="e", arms=(Arm(variant="a"), Arm(variant="b")), start=T0, default_variant="a"
+    )
     assert exp.state(datetime(2026, 3, 1, 0, 0)) == "running"
     assert exp.state(datetime(2026, 2, 28, 23, 59)) == "scheduled"
 
@@ -261,7 +264,10 @@ def test_experiments_are_hashable_and_frozen() -> None:
     ("left", "right"),
     [
         ({"forced": {"x": "a", "y": "b"}}, {"forced": {"y": "b", "x": "a"}}),
-        ({"start": T0}, {"start": T0.astimezone(timezone(timedelta(hours=2)))}),
+        (
+            {"start": T0, "default_variant": "a"},
+            {"start": T0.astimezone(timezone(timedelta(hours=2))), "default_variant": "a"},
+        ),
     ],
     ids=["forced-order", "start-zone"],
 )
@@ -281,6 +287,7 @@ def layered(name: str, layer: str | None, start: float, end: float) -> Experimen
         layer=layer,
         layer_range=(start, end),
         arms=(Arm(variant="a"), Arm(variant="b")),
+        default_variant="a",
     )
 
 
@@ -336,3 +343,77 @@ def test_check_layers_rejects_overlapping_slices(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         check_layers(experiments)
+
+
+# --- What units outside the experiment get: never silently the first arm ----------------------
+
+FALLBACK_FIELDS = [
+    {"allocation": 0.5},
+    {"holdout": 0.1},
+    {"start": T0},
+    {"stop": T0 + timedelta(days=1)},
+    {"layer": "l", "layer_range": (0.0, 0.5)},
+]
+
+
+@pytest.mark.parametrize("fields", FALLBACK_FIELDS, ids=lambda f: next(iter(f)))
+def test_a_fallback_needs_an_explicit_default_variant(fields: dict) -> None:
+    """Where some units get the default variant, it must be named: following arm order, a swap
+    of two arms silently moved every holdout and unallocated unit to the other variant."""
+    with pytest.raises(ValidationError) as info:
+        Experiment.model_validate(spec(**fields))
+    assert "default_variant" in str(info.value)
+    exp = Experiment.model_validate(spec(default_variant="v1", **fields))
+    assert exp.fallback_variant == "v1"
+
+
+def test_swapping_arms_moves_no_unit_outside_the_arms() -> None:
+    from router.assignment import assign
+
+    explicit = spec(allocation=0.5, holdout=0.2, default_variant="v0")
+    before = Experiment.model_validate(explicit)
+    after = Experiment.model_validate({**explicit, "arms": list(reversed(explicit["arms"]))})
+    moved = 0
+    for i in range(2_000):
+        a, b = assign(before, f"u{i}"), assign(after, f"u{i}")
+        if a.reason != "arm":
+            moved += a != b
+    assert moved == 0
+
+
+def test_a_live_change_may_not_move_the_default_implicitly() -> None:
+    from router.experiment import check_live_change
+
+    old = Experiment.model_validate(spec())
+    swapped = Experiment.model_validate({**spec(), "arms": list(reversed(arms(1, 1)))})
+    with pytest.raises(ValueError, match=r"experiments\.0\.default_variant"):
+        check_live_change([old], [swapped])
+    check_live_change([old], [swapped.model_copy(update={"default_variant": "v1"})])
+    check_live_change([old], [old])
+    check_live_change([], [swapped])  # a new experiment has nothing to move
+    renamed = swapped.model_copy(update={"name": "other"})
+    check_live_change([old], [renamed])
+
+
+# --- Relative bounds need a baseline that cannot be negative; custom metrics are declared -----
+
+
+@pytest.mark.parametrize("metric", ["reward_score", "custom:stars"])
+def test_a_relative_guardrail_on_a_metric_that_can_be_negative_is_refused(metric: str) -> None:
+    with pytest.raises(ValidationError, match="can be negative"):
+        Experiment.model_validate(
+            spec(guardrails=[{"metric": metric, "max_decrease": 0.1, "relative": True}])
+        )
+
+
+def test_declared_custom_metrics() -> None:
+    exp = Experiment.model_validate(
+        spec(
+            primary_metric="custom:stars",
+            custom_metrics=["helpful", "stars"],
+            guardrails=[{"metric": "custom:latency_score", "max_decrease": 1}],
+        )
+    )
+    assert exp.declared_custom_metrics == ("stars", "latency_score", "helpful")
+    with pytest.raises(ValidationError, match="custom_metrics"):
+        Experiment.model_validate(spec(custom_metrics=["no spaces allowed"]))

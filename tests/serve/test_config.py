@@ -180,6 +180,7 @@ def test_overlapping_experiments_in_one_layer_are_refused() -> None:
     shared = {
         "layer": "chat",
         "arms": [{"variant": "smollm2-concise"}, {"variant": "smollm2-friendly"}],
+        "default_variant": "smollm2-concise",
     }
     config = {
         "experiments": [
@@ -336,3 +337,25 @@ def test_the_ready_lines_example_call_carries_what_the_config_needs() -> None:
     assert '"user": "alice"' in plain and "X-Session-Id" not in plain and "Bearer" not in plain
     both = example_call("127.0.0.1", 8000, "sessions", session=True, key=True)
     assert "-H 'X-Session-Id: session-1'" in both and "-H 'Authorization: Bearer YOUR_KEY'" in both
+
+
+def test_an_edit_that_would_move_a_default_implicitly_is_not_deployed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from serve.cli import read_serve_file, redeploy
+
+    class Client:
+        def deploy_apps(self, *_: object, **__: object) -> None:
+            raise AssertionError("a refused edit must not reach Ray Serve")
+
+    path = tmp_path / "config.yaml"
+    document = mutate("args.check_model_files", False)
+    path.write_text(yaml.safe_dump(document))
+    running = read_serve_file(path)
+    edited = copy.deepcopy(document)
+    experiment = gateway_user_config(edited["applications"][0])["experiments"][0]
+    experiment["arms"] = list(reversed(experiment["arms"]))
+    path.write_text(yaml.safe_dump(edited))
+    assert redeploy(Client(), path, running, "127.0.0.1", 8000) is running
+    out = capsys.readouterr().out
+    assert "still serving the previous config" in out and "default_variant" in out

@@ -86,7 +86,7 @@ def test_cuped_uses_the_pre_period(tmp_path: Path) -> None:
 
 def test_holdout_is_its_own_group(tmp_path: Path) -> None:
     store = tmp_path / "o.db"
-    experiment = ab(holdout=0.2)
+    experiment = ab(holdout=0.2, default_variant="a")
     simulate_ab(store, experiment, Traffic(units=2000, seed=5))
     report = build_report(store, experiment, reps=50)
     assert set(report.units) == {"a", "b", "holdout"}
