@@ -20,9 +20,13 @@ FeedbackStatus = Literal[
     "unknown_target",  # no such completion or battle
     "already_voted",  # the battle has a vote under another idempotency key
     "key_reused",  # the idempotency key was seen with different feedback
+    "not_the_voter",  # the battle (or its answer) belongs to another unit or API key
 ]
 VOTE_VALUES = ("a", "b", "tie", "both_bad")
 THUMBS_VALUES = ("up", "down")
+# An arena side whose answer was never shown, because the other side failed (HTTP's "failed
+# dependency"): neither a success nor this variant's error.
+NOT_SHOWN = 424
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +53,11 @@ class Completion:
     """One served request to one variant, successful or not.
 
     `completion_id` is the `id` the client received (for an arena side, the id listed in the
-    answer's `arena.completion_ids`); `ttft_s` is known only for streams, since a non-stream answer
-    arrives whole.
+    answer's `arena.completion_ids`); the gateway makes it, and `request_id`, itself: a client's
+    `X-Request-Id` is only kept, as `client_request_id`. `ttft_s` is known only for streams,
+    since a non-stream answer arrives whole. `status` is the HTTP status the client got for this
+    answer: 499 when the client left first, and `NOT_SHOWN` for an arena side that answered
+    while the other failed (the client saw an error, not this answer).
     """
 
     ts: float
@@ -68,11 +75,18 @@ class Completion:
     completion_tokens: int | None
     error: str | None = None
     battle_id: str | None = None
+    client_request_id: str | None = None  # the client's X-Request-Id, for tracing only
 
 
 @dataclass(frozen=True, slots=True)
 class Battle:
-    """An arena battle: two variants answered one request; `variant_a` was shown as choice 0."""
+    """An arena battle: two variants answered one request; `variant_a` was shown as choice 0.
+
+    Who may judge it: `voter`, the unit of a `user` or `session` experiment (or, in a `request`
+    experiment, the request's user if it named one), and `principal`, the API key's name where
+    keys are configured. `identity_revealed` marks a battle in which an answer named a model or
+    vendor of the battle (a variant's `identity_terms`): its vote is kept but not counted.
+    """
 
     ts: float
     battle_id: str
@@ -92,6 +106,10 @@ class Battle:
     list_items_b: int = 0
     bold_a: int = 0
     bold_b: int = 0
+    unit_type: Unit = "user"
+    voter: str | None = None
+    principal: str | None = None
+    identity_revealed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +134,11 @@ class Feedback:
 
     `value` holds the thumbs (`up`/`down`) or vote (`a`, `b`, `tie`, `both_bad`); `number` and
     `name` a custom metric; `regenerate` and `copy` carry neither.
+
+    `principal` is the API key's name (empty on a gateway without keys): idempotency keys are
+    scoped by it, so two clients' `vote-1` never collide. `user` (the `user` field, else
+    X-User-Id) and `session` (X-Session-Id) are who the caller says it is: feedback on a battle,
+    or on one of its answers, is taken only from the battle's own voter.
     """
 
     ts: float
@@ -126,6 +149,9 @@ class Feedback:
     value: str | None = None
     number: float | None = None
     name: str | None = None
+    principal: str = ""
+    user: str | None = None
+    session: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse what the store could not take or the analysis could not read (ValueError):
@@ -145,8 +171,14 @@ class Feedback:
             self.name and self.number is not None and math.isfinite(self.number)
         ):
             raise ValueError("custom feedback needs a name and a finite number")
+        if self.kind == "custom" and self.battle_id is not None:
+            raise ValueError(
+                "custom feedback is on a completion: a battle's own metric names no variant "
+                "(rate one of its answers, `arena.completion_ids`)"
+            )
         if self.kind not in ("thumbs", "vote", "regenerate", "copy", "custom"):
             raise ValueError(f"unknown feedback kind {self.kind!r}")
+        check_text(self)
 
     @property
     def target(self) -> tuple[str, str]:
@@ -159,8 +191,9 @@ class Feedback:
 class FeedbackResult:
     """What the store did with a `Feedback`; `reveal` names a voted battle's variants (a, b).
 
-    `target` is the (experiment, variant) of the judged completion (variant None for a battle),
-    for metrics only: it is not part of the answer and not compared.
+    `target` is the (experiment, variant) of the judged completion, for metrics only: it is not
+    part of the answer and not compared. Its variant is None for a battle and for an answer in a
+    battle (`in_battle`): metrics must not tell which variant wrote an arena side.
     """
 
     status: FeedbackStatus
@@ -168,6 +201,20 @@ class FeedbackResult:
     reveal: tuple[str, str] | None = None
     experiment: str | None = None
     target: tuple[str | None, str | None] = field(default=(None, None), compare=False)
+    in_battle: bool = field(default=False, compare=False)
 
 
 Event = Exposure | Completion | Battle | Score | Feedback
+
+
+def check_text(event: Event) -> None:
+    """ValueError for a string field the store cannot write (UTF-8 without lone surrogates,
+    which JSON's `\\ud800` escapes let through): refused where it is made, one event, never a
+    batch rolled back for it."""
+    for name in event.__slots__:  # type: ignore[union-attr]
+        value = getattr(event, name)
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise ValueError(f"{name}: not valid Unicode (a lone surrogate)") from None

@@ -13,10 +13,16 @@ of the process and of the machine, which is what lets the gateway acknowledge fe
 Exposures are deduplicated here, where every gateway replica's events meet: the `assignments`
 table holds each unit's latest (variant, reason) per experiment, and an exposure that repeats it
 writes nothing. Units of `request` experiments are never repeated, so they skip that table.
+
+The schema is versioned (`PRAGMA user_version`) and a store of an earlier version is migrated in
+place when it is opened, one version at a time (`MIGRATIONS`), in one transaction: a file
+written by any earlier arena-serve keeps its records and gains the new columns. A file of a
+later version than this code knows is refused, never rewritten.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, fields
@@ -33,8 +39,11 @@ from router.events import (
     FeedbackStatus,
     Score,
 )
+from router.migrations import MIGRATIONS
 
-SCHEMA_VERSION = 2
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 3
 DUPLICATE: Final = "duplicate"  # `write`'s result for an event the store already held
 WriteResult = FeedbackResult | Literal["duplicate"] | None
 TABLES = ("exposures", "assignments", "completions", "battles", "scores", "feedback")
@@ -75,7 +84,8 @@ CREATE TABLE IF NOT EXISTS completions (
     prompt_tokens INTEGER,
     completion_tokens INTEGER,
     error TEXT,
-    battle_id TEXT
+    battle_id TEXT,
+    client_request_id TEXT
 );
 CREATE INDEX IF NOT EXISTS completions_by_experiment ON completions (experiment, variant);
 CREATE TABLE IF NOT EXISTS battles (
@@ -95,7 +105,11 @@ CREATE TABLE IF NOT EXISTS battles (
     list_items_a INTEGER NOT NULL,
     list_items_b INTEGER NOT NULL,
     bold_a INTEGER NOT NULL,
-    bold_b INTEGER NOT NULL
+    bold_b INTEGER NOT NULL,
+    unit_type TEXT NOT NULL DEFAULT 'user',
+    voter TEXT,
+    principal TEXT,
+    identity_revealed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS battles_by_experiment ON battles (experiment);
 CREATE TABLE IF NOT EXISTS scores (
@@ -113,12 +127,16 @@ CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY,
     ts REAL NOT NULL,
     kind TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL UNIQUE,
+    idempotency_key TEXT NOT NULL,
     completion_id TEXT REFERENCES completions (completion_id),
     battle_id TEXT REFERENCES battles (battle_id),
     value TEXT,
     number REAL,
     name TEXT,
+    principal TEXT NOT NULL DEFAULT '',
+    user TEXT,
+    session TEXT,
+    UNIQUE (principal, idempotency_key),
     CHECK ((completion_id IS NULL) != (battle_id IS NULL))
 );
 CREATE INDEX IF NOT EXISTS feedback_by_completion ON feedback (completion_id);
@@ -152,15 +170,40 @@ class OutcomeStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        try:
+            self._open_schema()
+        except BaseException:
             self._db.close()
+            raise
+
+    def _open_schema(self) -> None:
+        """Create the schema in a new file, or migrate an earlier version's in place."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
             raise RuntimeError(
-                f"{self.path} holds outcome schema {version}; this arena-serve writes schema "
-                f"{SCHEMA_VERSION}. Move the file aside (or set store_path) to start a new log."
+                f"{self.path} holds outcome schema {version}, newer than this arena-serve's "
+                f"{SCHEMA_VERSION}; run the arena-serve that wrote it (or set store_path)."
             )
-        self._db.executescript(_SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if version == SCHEMA_VERSION:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if version:  # 0 is a new file: nothing to migrate
+                for step in range(version, SCHEMA_VERSION):
+                    MIGRATIONS[step](self._db)
+            for statement in _SCHEMA.split(";"):  # executescript would commit first
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        if version:
+            logger.warning(
+                "outcome store %s migrated from schema %d to %d", self.path, version, SCHEMA_VERSION
+            )
 
     def close(self) -> None:
         self._db.close()
@@ -226,51 +269,84 @@ class OutcomeStore:
 
     def _apply_feedback(self, feedback: Feedback) -> FeedbackResult:
         row = self._db.execute(
-            f"SELECT id, {', '.join(_FEEDBACK_CONTENT)} FROM feedback WHERE idempotency_key = ?",
-            (feedback.idempotency_key,),
+            f"SELECT id, {', '.join(_FEEDBACK_CONTENT)} FROM feedback "
+            "WHERE principal = ? AND idempotency_key = ?",
+            (feedback.principal, feedback.idempotency_key),
         ).fetchone()
         if row is not None:
             same = tuple(row[1:]) == tuple(getattr(feedback, name) for name in _FEEDBACK_CONTENT)
             if not same:
                 return FeedbackResult("key_reused", row[0])
+            if not self._may_judge(feedback, self._battle_of(feedback)):
+                return FeedbackResult("not_the_voter", None)
             return self._result("replayed", row[0], feedback)
         if feedback.battle_id is not None:
             known = self._db.execute(
                 "SELECT 1 FROM battles WHERE battle_id = ?", (feedback.battle_id,)
             ).fetchone()
-            if known is not None and feedback.kind == "vote":
-                voted = self._db.execute(
-                    "SELECT id FROM feedback WHERE battle_id = ? AND kind = 'vote'",
-                    (feedback.battle_id,),
-                ).fetchone()
-                if voted is not None:
-                    return FeedbackResult("already_voted", voted[0])
         else:
             known = self._db.execute(
                 "SELECT 1 FROM completions WHERE completion_id = ?", (feedback.completion_id,)
             ).fetchone()
         if known is None:
             return FeedbackResult("unknown_target", None)
+        if not self._may_judge(feedback, self._battle_of(feedback)):
+            return FeedbackResult("not_the_voter", None)
+        if feedback.kind == "vote":
+            voted = self._db.execute(
+                "SELECT id FROM feedback WHERE battle_id = ? AND kind = 'vote'",
+                (feedback.battle_id,),
+            ).fetchone()
+            if voted is not None:
+                return FeedbackResult("already_voted", voted[0])
         cursor = self._db.execute(_INSERT_FEEDBACK, astuple(feedback))
         return self._result("recorded", cursor.lastrowid, feedback)
+
+    def _battle_of(self, feedback: Feedback) -> tuple[str, str | None, str | None] | None:
+        """(unit type, voter, principal) of the battle the feedback judges, directly or through
+        one of its answers; None for a completion outside any battle."""
+        return self._db.execute(
+            "SELECT unit_type, voter, principal FROM battles WHERE battle_id = "
+            "COALESCE(?, (SELECT battle_id FROM completions WHERE completion_id = ?))",
+            (feedback.battle_id, feedback.completion_id),
+        ).fetchone()
+
+    @staticmethod
+    def _may_judge(feedback: Feedback, battle: tuple[str, str | None, str | None] | None) -> bool:
+        """Only a battle's own voter judges it (or its answers): the same unit, and the same
+        API key where the battle was made with one."""
+        if battle is None:
+            return True
+        unit_type, voter, principal = battle
+        if principal is not None and feedback.principal != principal:
+            return False
+        presented = feedback.session if unit_type == "session" else feedback.user
+        return voter is None or presented == voter
 
     def _result(
         self, status: FeedbackStatus, feedback_id: int | None, feedback: Feedback
     ) -> FeedbackResult:
-        """The answer to a feedback call; a vote's answer reveals the battle's two variants."""
+        """The answer to a feedback call; a vote's answer reveals the battle's two variants.
+        Its `target` never names the variant of an arena answer (`in_battle` says so)."""
         if feedback.battle_id is not None:
             experiment, a, b = self._db.execute(
                 "SELECT experiment, variant_a, variant_b FROM battles WHERE battle_id = ?",
                 (feedback.battle_id,),
             ).fetchone()
-            if feedback.kind == "vote":
-                return FeedbackResult(status, feedback_id, (a, b), experiment, (experiment, None))
-            return FeedbackResult(status, feedback_id, target=(experiment, None))
+            reveal = (a, b) if feedback.kind == "vote" else None
+            return FeedbackResult(
+                status, feedback_id, reveal, experiment, (experiment, None), in_battle=True
+            )
         target = self._db.execute(
-            "SELECT experiment, variant FROM completions WHERE completion_id = ?",
+            "SELECT experiment, variant, battle_id FROM completions WHERE completion_id = ?",
             (feedback.completion_id,),
         ).fetchone()
-        return FeedbackResult(status, feedback_id, target=tuple(target) if target else (None, None))
+        if target is None:
+            return FeedbackResult(status, feedback_id)
+        experiment, variant, battle_id = target
+        if battle_id is not None:
+            return FeedbackResult(status, feedback_id, target=(experiment, None), in_battle=True)
+        return FeedbackResult(status, feedback_id, target=(experiment, variant))
 
     # Reads: used by tests and, later, by the analysis. They see only committed batches.
 

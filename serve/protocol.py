@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from pydantic_core import PydanticCustomError
 
 from router.events import Feedback, FeedbackResult
+from router.experiment import CUSTOM_NAME_PATTERN
 from serve.errors import APIError, from_validation_error
 
 MAX_ID = 256
@@ -23,7 +24,15 @@ class _FeedbackBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     idempotency_key: ID | None = Field(
-        default=None, description="Required here or as the Idempotency-Key header."
+        default=None,
+        description="Required here or as the Idempotency-Key header; one feedback per key "
+        "and API key.",
+    )
+    user: ID | None = Field(
+        default=None,
+        description="Who judges (else the X-User-Id header; X-Session-Id for a session "
+        "experiment): feedback on a battle, or on one of its answers, is taken only from the "
+        "unit the battle was served to.",
     )
 
 
@@ -49,16 +58,27 @@ class SignalFeedback(_FeedbackBase):
 
 
 class CustomFeedback(_FeedbackBase):
-    """A named numeric metric on a completion or a battle (e.g. a rating of 1 to 5)."""
+    """A named numeric metric on a completion (e.g. a rating of 1 to 5); reports test it when
+    the experiment declares the name (`custom_metrics`)."""
 
     kind: Literal["custom"]
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str = Field(pattern=CUSTOM_NAME_PATTERN)
     value: float = Field(strict=True, allow_inf_nan=False, description="A JSON number.")
     completion_id: ID | None = None
-    battle_id: ID | None = None
+    battle_id: ID | None = Field(
+        default=None,
+        description="Refused: a battle's own metric names no variant; rate one of its answers "
+        "(`arena.completion_ids`).",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> CustomFeedback:
+        if self.battle_id is not None and self.completion_id is None:
+            raise PydanticCustomError(
+                "battle_custom",
+                "custom feedback rates one answer: send a side's completion_id "
+                "(arena.completion_ids), not the battle_id",
+            )
         if (self.completion_id is None) == (self.battle_id is None):
             raise PydanticCustomError(
                 "one_target", "set exactly one of completion_id and battle_id"
@@ -73,8 +93,30 @@ _FEEDBACK = TypeAdapter(FeedbackRequest)
 FEEDBACK_KINDS = ("thumbs", "vote", "regenerate", "copy", "custom")
 
 
-def parse_feedback(body: dict[str, Any], header_key: str | None, ts: float) -> Feedback:
-    """The feedback event of a `POST /v1/feedback` body; `APIError` 400 names the bad field."""
+def unit_id(value: str | None, where: str) -> str | None:
+    """A unit id from a header or field: at most `MAX_ID` characters (a 400 names `where`)."""
+    if value is not None and len(value) > MAX_ID:
+        raise APIError(
+            400,
+            f"{where}: at most {MAX_ID} characters (got {len(value):,})",
+            param=where,
+            code="invalid_value",
+        )
+    return value
+
+
+def parse_feedback(
+    body: dict[str, Any],
+    header_key: str | None,
+    ts: float,
+    principal: str = "",
+    user_header: str | None = None,
+    session: str | None = None,
+) -> Feedback:
+    """The feedback event of a `POST /v1/feedback` body; `APIError` 400 names the bad field.
+
+    `principal` is the caller's API key name ("" on a gateway without keys), `user_header` and
+    `session` the X-User-Id and X-Session-Id headers: who judges, for feedback on a battle."""
     try:
         given = _FEEDBACK.validate_python(body)
     except ValidationError as exc:
@@ -88,6 +130,10 @@ def parse_feedback(body: dict[str, Any], header_key: str | None, ts: float) -> F
             ) from None
         if first["type"] == "one_target":
             raise APIError(400, first["msg"], param="completion_id", code="invalid_value") from None
+        if first["type"] == "battle_custom":
+            raise APIError(
+                400, f"battle_id: {first['msg']}", param="battle_id", code="invalid_value"
+            ) from None
         raise from_validation_error(exc, strip_first=True) from None
     if header_key is not None and not 1 <= len(header_key) <= MAX_ID:
         raise APIError(
@@ -112,14 +158,18 @@ def parse_feedback(body: dict[str, Any], header_key: str | None, ts: float) -> F
             param="idempotency_key",
             code="invalid_value",
         )
+    who = {
+        "principal": principal,
+        "user": given.user or unit_id(user_header, "X-User-Id"),
+        "session": unit_id(session, "X-Session-Id"),
+    }
     if isinstance(given, CustomFeedback):
-        return Feedback(
-            ts, "custom", key, given.completion_id, given.battle_id, None, given.value, given.name
-        )
+        return Feedback(ts, "custom", key, given.completion_id, None, None, given.value,
+                        given.name, **who)  # fmt: skip
     if isinstance(given, VoteFeedback):
-        return Feedback(ts, "vote", key, battle_id=given.battle_id, value=given.value)
+        return Feedback(ts, "vote", key, battle_id=given.battle_id, value=given.value, **who)
     value = given.value if isinstance(given, ThumbsFeedback) else None
-    return Feedback(ts, given.kind, key, completion_id=given.completion_id, value=value)
+    return Feedback(ts, given.kind, key, completion_id=given.completion_id, value=value, **who)
 
 
 class Reveal(BaseModel):
@@ -156,6 +206,14 @@ def feedback_answer(event: Feedback, result: FeedbackResult) -> FeedbackResponse
             f"battle {target_id!r} already has a vote (under another idempotency_key)",
             param="battle_id",
             code="battle_already_voted",
+        )
+    if result.status == "not_the_voter":
+        raise APIError(
+            403,
+            f"{target} {target_id!r} was served to another user, session or API key: only "
+            "they may judge it (send the same `user`, X-User-Id or X-Session-Id, and key)",
+            param="user",
+            code="not_the_voter",
         )
     if result.status == "key_reused":
         raise APIError(

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from router.analysis.report import (
     ALPHA,
+    ArenaSection,
     ExperimentReport,
     GuardrailResult,
     Interval,
@@ -60,7 +61,7 @@ def tables(report: ExperimentReport) -> list[tuple[str, list[str], list[list[str
     out.append(("Units" if report.mode == "ab" else "Arena completions", ["group", "n"], units))
     if report.arena is not None and report.arena.leaderboard:
         out.append((
-            f"Leaderboard ({report.arena.votes} votes, {report.arena.battles} battles)",
+            f"Leaderboard ({_counted_votes(report.arena)}, {report.arena.battles} battles)",
             ["variant", "rating [95 %]", "style-controlled [95 %]", "battles"],
             [[r.variant, f"{_fmt(r.rating, 4)} [{_fmt(r.low, 4)}, {_fmt(r.high, 4)}]",
               f"{_fmt(r.rating_style_controlled, 4)} [{_fmt(r.style_low, 4)}, "
@@ -157,7 +158,7 @@ def _leaderboard_plot(report: ExperimentReport, path: Path) -> Path | None:
     ax.set_yticks(range(len(rows)), [r.variant for r in rows])
     ax.axvline(1000, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("rating (Bradley–Terry, Elo scale; 95 % bootstrap interval)")
-    ax.set_title(f"{report.experiment}: leaderboard from {arena.votes} votes")
+    ax.set_title(f"{report.experiment}: leaderboard from {_counted_votes(arena)}")
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -166,14 +167,16 @@ def _leaderboard_plot(report: ExperimentReport, path: Path) -> Path | None:
 
 
 def _forest_plot(report: ExperimentReport, path: Path) -> Path | None:
-    """Relative lifts with intervals; metrics whose control is ~0 (relative change meaningless:
-    interval wider than ±200 %) are left out and named under the plot."""
+    """Relative lifts with intervals. Metrics without a relative figure (a baseline that can be
+    negative or whose interval reaches 0: the analysis gives none) or with a meaningless one
+    (interval wider than ±200 %) are left out and named under the plot."""
     shown, left_out = [], []
     for c in report.comparisons:
         r = c.relative
-        if r.value is None or r.low is None or r.high is None:
-            continue
-        (shown if r.high - r.low <= 4.0 else left_out).append(c)
+        if r.value is None or r.low is None or r.high is None or r.high - r.low > 4.0:
+            left_out.append(c)
+        else:
+            shown.append(c)
     if not shown:
         return None
     bounds = {(g.metric, g.treatment): g for g in report.guardrails if g.relative}
@@ -199,7 +202,9 @@ def _forest_plot(report: ExperimentReport, path: Path) -> Path | None:
     ax.set_title(title, fontsize=9)
     if left_out:
         names = ", ".join(sorted({c.metric for c in left_out}))
-        fig.text(0.01, 0.01, f"not shown (control near 0): {names}", fontsize=7, color="grey")
+        fig.text(
+            0.01, 0.01, f"no relative figure (see the table): {names}", fontsize=7, color="grey"
+        )
     fig.tight_layout(rect=(0, 0.03 if left_out else 0, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -302,3 +307,9 @@ def write_html(report: ExperimentReport, plots: list[Path], folder: Path) -> Pat
     path = folder / "report.html"
     path.write_text("".join(parts), encoding="utf-8")
     return path
+
+
+def _counted_votes(arena: ArenaSection) -> str:
+    """ "N votes", and how many more were left out because an answer named a model."""
+    counted = f"{arena.votes - arena.voided_votes} votes"
+    return f"{counted}; {arena.voided_votes} void" if arena.voided_votes else counted

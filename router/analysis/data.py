@@ -22,13 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
+from router.events import NOT_SHOWN
+from router.store import SCHEMA_VERSION, OutcomeStore
+
 HOLDOUT = "holdout"
 
 # Per-completion columns: name -> SQL expression over the joined row.
 _ROW_COLUMNS = {
     "ts": "c.ts",
     "ok": "c.status = 200",
-    "error": "c.status != 200",
+    # An arena side never shown (the other side failed) is neither; arena groups drop it.
+    "error": f"c.status NOT IN (200, {NOT_SHOWN})",
     "ttft_s": "c.ttft_s",
     "latency_s": "c.latency_s",
     "completion_tokens": "COALESCE(c.completion_tokens, 0)",
@@ -138,6 +142,7 @@ class BattleRows:
     markdown: np.ndarray  # [n, 2, 3] headers, list items, bold of a and b
     battles: int  # all logged battles, voted or not
     pairs: dict[tuple[str, str], int]  # battles per unordered pair (sorted names), voted or not
+    identity_revealed: np.ndarray  # bool per voted battle: an answer named a model (vote void)
 
 
 @dataclass
@@ -147,6 +152,16 @@ class ExperimentData:
     battles: BattleRows | None
     start: float | None  # first exposure
     end: float | None  # last completion
+
+
+def _migrated(path: str | Path) -> None:
+    db = _connect(path)
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        db.close()
+    if 0 < version < SCHEMA_VERSION:
+        OutcomeStore(path).close()  # opening it migrates it in place
 
 
 def _connect(path: str | Path) -> sqlite3.Connection:
@@ -210,8 +225,9 @@ def load(path: str | Path, experiment: str, until: float | None = None) -> Exper
     was at `until`: events recorded later are left out, feedback and scores included.
 
     All of it is read in one transaction, a snapshot: the gateway's commits meanwhile are not
-    half seen.
+    half seen. A store of an earlier schema is migrated first (a log no server opened since).
     """
+    _migrated(path)
     db = _connect(path)
     try:
         db.execute("BEGIN")
@@ -266,7 +282,8 @@ def _ab_groups(db: sqlite3.Connection, experiment: str, until: float) -> dict[st
 
 def _arena_groups(db: sqlite3.Connection, experiment: str, until: float) -> dict[str, Group]:
     """Arena groups: each variant's battle completions, each completion its own unit (battles,
-    not users, are what is randomized in an arena)."""
+    not users, are what is randomized in an arena). A side that was never shown, because the
+    other side failed, is left out: the voter saw neither answer."""
     variants = [
         v
         for (v,) in db.execute(
@@ -279,8 +296,9 @@ def _arena_groups(db: sqlite3.Connection, experiment: str, until: float) -> dict
     for variant in sorted(variants):
         rows, index = _rows(
             db,
-            "c.experiment = ? AND c.battle_id IS NOT NULL AND c.variant = ? AND c.ts <= ?",
-            (experiment, variant, until),
+            "c.experiment = ? AND c.battle_id IS NOT NULL AND c.variant = ? AND c.ts <= ? "
+            "AND c.status != ?",
+            (experiment, variant, until, NOT_SHOWN),
             until,
             unit_expr="c.completion_id",
         )
@@ -309,13 +327,14 @@ def _battles(db: sqlite3.Connection, experiment: str, until: float) -> BattleRow
     if not total:
         return None
     voted = db.execute(
-        "SELECT b.ts, b.variant_a, b.variant_b, v.value, b.unit, b.tokens_a, b.tokens_b, "
+        "SELECT b.ts, b.variant_a, b.variant_b, v.value, b.unit, b.identity_revealed, "
+        "b.tokens_a, b.tokens_b, "
         "b.headers_a, b.headers_b, b.list_items_a, b.list_items_b, b.bold_a, b.bold_b "
         "FROM battles b JOIN feedback v ON v.battle_id = b.battle_id AND v.kind = 'vote' "
         "AND v.ts <= ? WHERE b.experiment = ? AND b.ts <= ? ORDER BY b.ts",
         (until, experiment, until),
     ).fetchall()
-    table = np.array([row[5:] for row in voted], dtype=float).reshape(len(voted), 8)
+    table = np.array([row[6:] for row in voted], dtype=float).reshape(len(voted), 8)
     pairs: dict[tuple[str, str], int] = {}
     for a, b, count in db.execute(
         "SELECT variant_a, variant_b, COUNT(*) FROM battles WHERE experiment = ? AND ts <= ? "
@@ -334,4 +353,5 @@ def _battles(db: sqlite3.Connection, experiment: str, until: float) -> BattleRow
         markdown=np.stack([table[:, [2, 4, 6]], table[:, [3, 5, 7]]], axis=1),
         battles=total,
         pairs=pairs,
+        identity_revealed=np.array([bool(row[5]) for row in voted], dtype=bool),
     )

@@ -54,16 +54,21 @@ def is_quantile(metric: str) -> bool:
 def rows_parts(
     rows: Rows, metric: str, n_units: int, mask: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-unit (numerator, denominator) of a ratio metric over `rows` (masked rows only)."""
+    """Per-unit (numerator, denominator) of a ratio metric over `rows` (masked rows only).
+
+    A per-answer rate counts its numerator over the same answers as its denominator, the
+    successful ones: feedback on an answer that failed (or that its client left) is stored, but
+    it would otherwise make a rate above 1.
+    """
     ok = rows.unit_sums("ok", n_units, mask)
+    ok_mask = rows.columns["ok"] == 1 if mask is None else mask & (rows.columns["ok"] == 1)
     if metric == "requests_per_unit":
         return ok + rows.unit_sums("error", n_units, mask), np.ones(n_units)
     if metric in RATES:
-        return rows.unit_sums(RATES[metric], n_units, mask), ok
+        return rows.unit_sums(RATES[metric], n_units, ok_mask), ok
     if metric == "error_rate":
         return rows.unit_sums("error", n_units, mask), ok + rows.unit_sums("error", n_units, mask)
     if metric == "completion_tokens":
-        ok_mask = rows.columns["ok"] == 1 if mask is None else mask & (rows.columns["ok"] == 1)
         return rows.unit_sums("completion_tokens", n_units, ok_mask), ok
     if metric == "reward_score":
         return rows.unit_sums("score", n_units, mask), rows.unit_counts("score", n_units, mask)

@@ -24,6 +24,7 @@ the best primary estimate is named.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterable
@@ -35,7 +36,7 @@ from pydantic import BaseModel, Field
 
 from router.analysis import arena as arena_stats
 from router.analysis import stats
-from router.analysis.data import HOLDOUT, ExperimentData, Group, load
+from router.analysis.data import HOLDOUT, BattleRows, ExperimentData, Group, load
 from router.analysis.metrics import (
     QUANTILES,
     RATIOS,
@@ -45,7 +46,7 @@ from router.analysis.metrics import (
     quantile_values,
     ratio_parts,
 )
-from router.experiment import Experiment, Guardrail
+from router.experiment import Experiment, Guardrail, can_be_negative
 
 ALPHA = 0.05
 LOOKS = 20  # sequential looks when the experiment is younger than two days; daily after
@@ -152,8 +153,13 @@ class HeadToHead(BaseModel):
 
 class ArenaSection(BaseModel):
     battles: int
-    votes: int
-    voters: int = Field(default=0, description="Distinct units that voted.")
+    votes: int = Field(description="Votes logged, voided ones included.")
+    voided_votes: int = Field(
+        default=0,
+        description="Votes on battles in which an answer named a model or vendor (a variant's "
+        "identity_terms): kept in the log, left out of the leaderboard and the verdict.",
+    )
+    voters: int = Field(default=0, description="Distinct units whose votes count.")
     leaderboard: list[LeaderboardRow]
     win_rate: dict[str, dict[str, float | None]]
     pair_battles: dict[str, dict[str, int]]
@@ -193,6 +199,11 @@ class ExperimentReport(BaseModel):
     arena: ArenaSection | None
     verdict: Verdict
     notes: list[str]
+    undeclared_custom_metrics: dict[str, int] = Field(
+        default_factory=dict,
+        description="Custom feedback names in the log that the experiment does not declare "
+        "(primary_metric, guardrails, custom_metrics), with their counts: stored, never tested.",
+    )
 
 
 def build_report(
@@ -208,7 +219,7 @@ def build_report(
     data = load(store, experiment.name, now)
     control = _control(experiment, data)
     notes: list[str] = []
-    metric_names = _metrics(experiment, data)
+    metric_names = _metrics(experiment)
     groups = [g for g in data.groups.values() if g.n_units]
     treatments = [g.name for g in groups if g.name not in (control, HOLDOUT)]
     values = [
@@ -231,6 +242,17 @@ def build_report(
     sample_ratio = _sample_ratio(experiment, data, notes)
     if experiment.mode == "arena" and arena is None:
         notes.append("no battles logged yet")
+    if arena is not None and arena.voided_votes:
+        notes.append(
+            f"{arena.voided_votes} of {arena.votes} votes left out: an answer in their battle "
+            "named a model or vendor (identity_terms), so the voter may have known who wrote it"
+        )
+    undeclared = _undeclared(experiment, data)
+    if undeclared:
+        notes.append(
+            f"custom metrics not declared by the experiment, stored but not tested: "
+            f"{', '.join(sorted(undeclared))} (declare them in custom_metrics)"
+        )
     verdict = _verdict(experiment, control, treatments, comparisons, sequential, guardrails,
                        sample_ratio, arena, alpha)  # fmt: skip
     return ExperimentReport(
@@ -251,6 +273,7 @@ def build_report(
         arena=arena,
         verdict=verdict,
         notes=notes,
+        undeclared_custom_metrics=undeclared,
     )
 
 
@@ -260,16 +283,21 @@ def _control(experiment: Experiment, data: ExperimentData) -> str:
     return fallback if fallback in arms else arms[0]
 
 
-def _metrics(experiment: Experiment, data: ExperimentData) -> list[str]:
-    """Every standard metric, plus custom ones named in the config or found in the log."""
-    names = [*RATIOS, *QUANTILES]
-    wanted = [experiment.metric, *(g.metric for g in experiment.guardrails)]
+def _metrics(experiment: Experiment) -> list[str]:
+    """Every standard metric, plus the custom ones the experiment declares. A name a client
+    made up is never tested: each tested metric widens the Holm correction of the others."""
+    return [*RATIOS, *QUANTILES, *(f"custom:{n}" for n in experiment.declared_custom_metrics)]
+
+
+def _undeclared(experiment: Experiment, data: ExperimentData) -> dict[str, int]:
+    """Custom feedback names in the log the experiment does not declare, with their counts."""
+    declared = set(experiment.declared_custom_metrics)
+    counts: dict[str, int] = {}
     for group in data.groups.values():
-        wanted += [f"custom:{name}" for name in group.rows.custom]
-    for name in wanted:
-        if name.startswith("custom:") and name not in names:
-            names.append(name)
-    return names
+        for name, (_, values) in group.rows.custom.items():
+            if name not in declared:
+                counts[name] = counts.get(name, 0) + len(values)
+    return counts
 
 
 def _estimate(group: Group, metric: str, reps: int) -> stats.Estimate:
@@ -294,6 +322,9 @@ def _compare(t: Group, c: Group, metric: str, reps: int) -> stats.Lift:
     return stats.compare_ratio(num_t, den_t, num_c, den_c, ALPHA, x_t, x_c)
 
 
+_NO_INTERVAL = Interval(value=None, low=None, high=None)
+
+
 def _comparisons(
     data: ExperimentData, control: str, treatments: list[str], metrics: list[str], reps: int
 ) -> list[Comparison]:
@@ -304,10 +335,13 @@ def _comparisons(
         lifts = {m: _compare(data.groups[name], data.groups[control], m, reps) for m in metrics}
         adjusted = stats.holm([lift.p_value for lift in lifts.values()])
         for (metric, lift), p_adjusted in zip(lifts.items(), adjusted, strict=True):
+            # A metric that can be negative has no relative change: on a negative baseline
+            # it flips the sign, and its scale (a reward model's) has no meaningful zero.
+            relative = _NO_INTERVAL if can_be_negative(metric) else Interval.of(lift.relative)
             out.append(
                 Comparison(metric=metric, treatment=name, control=control,
                            absolute=Interval.of(lift.absolute),
-                           relative=Interval.of(lift.relative),
+                           relative=relative,
                            p_value=_number(lift.p_value), p_adjusted=_number(p_adjusted),
                            cuped=lift.cuped, variance_reduction=_number(lift.variance_reduction),
                            control_value=_number(lift.control.value))
@@ -461,19 +495,20 @@ def _arena(
     alpha: float = ALPHA,
 ) -> ArenaSection | None:
     """The arena section; head-to-head intervals at level 1 - `alpha`, ratings' at ALPHA's."""
-    rows = data.battles
-    if rows is None:
+    logged = data.battles
+    if logged is None:
         return None
-    votes = len(rows.vote)
+    votes, voided = len(logged.vote), int(logged.identity_revealed.sum())
+    rows = _counted(logged)
     names = sorted({*rows.variant_a, *rows.variant_b} | {a.variant for a in experiment.arms})
     pair_battles: dict[str, dict[str, int]] = {n: {} for n in names}
     for (a, b), count in rows.pairs.items():
         pair_battles.setdefault(a, {})[b] = count
         pair_battles.setdefault(b, {})[a] = count
-    if votes == 0:
-        return ArenaSection(battles=rows.battles, votes=0, leaderboard=[], win_rate={},
-                            pair_battles=pair_battles, head_to_head=[],
-                            style_coefficients=None)  # fmt: skip
+    if not rows.vote:
+        return ArenaSection(battles=rows.battles, votes=votes, voided_votes=voided,
+                            leaderboard=[], win_rate={}, pair_battles=pair_battles,
+                            head_to_head=[], style_coefficients=None)  # fmt: skip
     # A side without a token count (no usage from its engine) gives its battle no length
     # difference, not the largest one there is.
     tokens = np.where(np.isnan(rows.tokens).any(axis=1, keepdims=True), 0.0, rows.tokens)
@@ -518,11 +553,31 @@ def _arena(
         a: {b: _number(win_rate[i, j]) for j, b in enumerate(models) if i != j}
         for i, a in enumerate(models)
     }
-    return ArenaSection(battles=rows.battles, votes=votes, voters=voters, leaderboard=board,
+    return ArenaSection(battles=rows.battles, votes=votes, voided_votes=voided, voters=voters,
+                        leaderboard=board,
                         win_rate=matrix,
                         pair_battles=pair_battles, head_to_head=head_to_head,
                         style_coefficients=coefficients,
                         style_intervals=styled.method)  # fmt: skip
+
+
+def _counted(rows: BattleRows) -> BattleRows:
+    """The voted battles whose votes count: not those in which an answer named a model."""
+    keep = ~rows.identity_revealed
+    if keep.all():
+        return rows
+    index = np.flatnonzero(keep)
+    return dataclasses.replace(
+        rows,
+        ts=rows.ts[keep],
+        variant_a=[rows.variant_a[i] for i in index],
+        variant_b=[rows.variant_b[i] for i in index],
+        vote=[rows.vote[i] for i in index],
+        voters=[rows.voters[i] for i in index],
+        tokens=rows.tokens[keep],
+        markdown=rows.markdown[keep],
+        identity_revealed=rows.identity_revealed[keep],
+    )
 
 
 def _win_interval(ratings: arena_stats.Ratings, i: str, j: str, alpha: float) -> Interval:

@@ -61,10 +61,12 @@ class Estimate:
 class Lift:
     """Treatment against control for one metric at a fixed horizon.
 
-    `absolute` is treatment - control, `relative` is treatment / control - 1 (delta method; NaN when
-    the control is 0), `p_value` the two-sided z-test of ``absolute == 0``. When `cuped` is true,
-    `control`, `treatment` and both lifts are the covariate-adjusted estimates, and
-    `variance_reduction` is ``1 - var(adjusted absolute) / var(unadjusted absolute)`` (0.0 without).
+    `absolute` is treatment - control, `relative` is treatment / control - 1 (delta method; NaN
+    unless the control's interval lies above 0: on a negative baseline the ratio flips the sign
+    of the change, and near 0 it is noise), `p_value` the two-sided z-test of ``absolute == 0``.
+    When `cuped` is true, `control`, `treatment` and both lifts are the covariate-adjusted
+    estimates, and `variance_reduction` is ``1 - var(adjusted absolute) / var(unadjusted
+    absolute)`` (0.0 without).
     """
 
     control: Estimate
@@ -116,9 +118,12 @@ def _p_two_sided(diff: float, se: float, tolerance: float) -> float:
     return math.erfc(abs(diff) / se / math.sqrt(2.0))
 
 
-def _relative(treatment: float, control: float, se_t: float, se_c: float) -> tuple[float, float]:
-    """``t / c - 1`` and its delta-method standard error (independent arms); NaN if ``c == 0``."""
-    if control == 0.0 or not math.isfinite(control):
+def _relative(
+    treatment: float, control: float, se_t: float, se_c: float, z: float
+) -> tuple[float, float]:
+    """``t / c - 1`` and its delta-method standard error (independent arms); NaN unless the
+    control's interval ``c ± z·se_c`` lies above 0, where the ratio keeps the sign of ``t - c``."""
+    if not (math.isfinite(control) and math.isfinite(se_c)) or control - z * se_c <= 0.0:
         return _NAN, _NAN
     value = treatment / control - 1.0
     se = math.sqrt(se_t**2 / control**2 + treatment**2 * se_c**2 / control**4)
@@ -136,7 +141,7 @@ def _lift(
     n = treatment.n_units + control.n_units
     diff = treatment.value - control.value
     se = math.sqrt(treatment.se**2 + control.se**2)
-    rel, rel_se = _relative(treatment.value, control.value, treatment.se, control.se)
+    rel, rel_se = _relative(treatment.value, control.value, treatment.se, control.se, _z(alpha))
     return Lift(
         control=control,
         treatment=treatment,

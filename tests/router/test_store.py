@@ -79,7 +79,7 @@ def store(tmp_path: Path) -> Iterator[OutcomeStore]:
 def test_wal_mode_and_schema(store: OutcomeStore) -> None:
     db = sqlite3.connect(store.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == set(TABLES)
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
@@ -208,6 +208,10 @@ def test_battles_are_stored(store: OutcomeStore) -> None:
         "list_items_b": 0,
         "bold_a": 0,
         "bold_b": 0,
+        "unit_type": "user",
+        "voter": None,
+        "principal": None,
+        "identity_revealed": 0,
     }
     assert (rows["b2"]["variant_a"], rows["b2"]["variant_b"]) == ("qwen", "llama")
     styled = replace(battle("b3"), tokens_a=40, tokens_b=9, headers_a=2, list_items_b=3, bold_a=1)
@@ -264,7 +268,7 @@ def test_a_replayed_thumbs_returns_the_first_id_and_no_reveal(store: OutcomeStor
     [
         pytest.param(vote("b1", "k", "b"), id="other-value"),
         pytest.param(vote("b2", "k", "a"), id="other-battle"),
-        pytest.param(Feedback(2.0, "custom", "k", battle_id="b1", number=1.0, name="r"), id="kind"),
+        pytest.param(Feedback(2.0, "copy", "k", completion_id="c1"), id="kind"),
         pytest.param(thumbs("c1", "k", "up"), id="other-target-type"),
     ],
 )
@@ -312,15 +316,10 @@ def test_a_second_vote_on_a_battle_is_already_voted(store: OutcomeStore) -> None
     assert store.write([vote("b2", "k2", "b")])[0].status == "recorded"
 
 
-def test_a_custom_metric_on_a_voted_battle_is_recorded(store: OutcomeStore) -> None:
-    store.write([battle("b1"), vote("b1", "k1")])
-    rating = Feedback(3.0, "custom", "k2", battle_id="b1", number=4.0, name="rating")
-    assert store.write([rating]) == [FeedbackResult("recorded", 2)]  # no reveal: not a vote
-    rows = store.rows("feedback", "ORDER BY id")
-    assert [(r["kind"], r["battle_id"], r["number"], r["name"]) for r in rows] == [
-        ("vote", "b1", None, None),
-        ("custom", "b1", 4.0, "rating"),
-    ]
+def test_a_custom_metric_on_a_battle_is_refused_where_it_is_made() -> None:
+    """No analysis reads a battle's custom metric (it has no variant): refused, not stored."""
+    with pytest.raises(ValueError, match="answers"):
+        Feedback(3.0, "custom", "k2", battle_id="b1", number=4.0, name="rating")
 
 
 def test_a_vote_on_an_unknown_battle_is_unknown_target(store: OutcomeStore) -> None:
@@ -467,22 +466,18 @@ def test_committed_rows_survive_kill_9(tmp_path: Path) -> None:
         reopened.close()
 
 
-@pytest.mark.parametrize("version", [1, SCHEMA_VERSION + 1])
-def test_a_file_of_another_schema_version_is_refused(tmp_path: Path, version: int) -> None:
-    path = tmp_path / "old.db"
-    old = sqlite3.connect(path)
-    old.execute(
-        "CREATE TABLE exposures (id INTEGER PRIMARY KEY, ts REAL, request_id TEXT,"
-        " experiment TEXT, variant TEXT, unit TEXT)"
-    )
-    old.execute(f"PRAGMA user_version={version}")
-    old.commit()
-    old.close()
-    with pytest.raises(RuntimeError, match=rf"schema {version}\b.*schema {SCHEMA_VERSION}\b") as e:
+def test_a_file_of_a_later_schema_version_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    later = sqlite3.connect(path)
+    later.execute("CREATE TABLE exposures (id INTEGER PRIMARY KEY)")
+    later.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    later.commit()
+    later.close()
+    with pytest.raises(RuntimeError, match=rf"schema {SCHEMA_VERSION + 1}, newer") as e:
         OutcomeStore(path)
-    assert str(path) in str(e.value) and "Move the file aside" in str(e.value)
+    assert str(path) in str(e.value)
     db = sqlite3.connect(path)  # left untouched
-    assert db.execute("PRAGMA user_version").fetchone()[0] == version
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == {"exposures"}
     db.close()
@@ -539,3 +534,77 @@ def test_an_earlier_repeat_of_an_exposure_moves_its_time_back(store: OutcomeStor
     assert store.write([exposure(ts=1.0)]) == [DUPLICATE]
     assert store.write([exposure(ts=9.0)]) == [DUPLICATE]
     assert store._db.execute("SELECT ts FROM exposures").fetchall() == [(1.0,)]
+
+
+# Who may judge a battle; idempotency keys per API key.
+
+
+def owned(bid: str, **fields: object) -> Battle:
+    return replace(battle(bid), **{"voter": "alice", **fields})
+
+
+@pytest.mark.parametrize(
+    ("battle_fields", "voter", "allowed"),
+    [
+        ({}, {"user": "alice"}, True),
+        ({}, {"user": "mallory"}, False),
+        ({}, {}, False),  # no unit named at all
+        ({}, {"session": "alice"}, False),  # a user battle reads the user
+        ({"unit_type": "session"}, {"session": "alice"}, True),
+        ({"unit_type": "session"}, {"user": "alice"}, False),
+        ({"voter": None, "unit_type": "request"}, {}, True),  # a request arena without a user
+        ({"principal": "app-1"}, {"user": "alice", "principal": "app-1"}, True),
+        ({"principal": "app-1"}, {"user": "alice", "principal": "app-2"}, False),
+        ({"principal": "app-1"}, {"user": "alice"}, False),
+    ],
+)
+def test_only_the_battles_own_voter_may_judge_it(
+    store: OutcomeStore, battle_fields: dict, voter: dict, allowed: bool
+) -> None:
+    """Whoever learns a battle id (a shared screenshot, a log) cannot stuff the ballot."""
+    store.write([owned("b1", **battle_fields), completion("b1-a")])
+    store.write([replace(completion("b1-a"), completion_id="side-a", battle_id="b1")])
+    ballot = replace(vote("b1", "k1"), **voter)
+    thumbs_on_a_side = replace(thumbs("side-a", "k2"), **voter)
+    results = store.write([ballot, thumbs_on_a_side])
+    expected = "recorded" if allowed else "not_the_voter"
+    assert [r.status for r in results] == [expected, expected]
+    assert store.count("feedback") == (2 if allowed else 0)
+    if allowed:  # a replay is the voter's too
+        [again] = store.write([replace(ballot, ts=9.0)])
+        assert again.status == "replayed" and again.reveal == ("llama", "qwen")
+
+
+def test_a_replay_by_someone_else_reveals_nothing(store: OutcomeStore) -> None:
+    store.write([owned("b1")])
+    assert store.write([replace(vote("b1", "k1"), user="alice")])[0].status == "recorded"
+    [replay] = store.write([replace(vote("b1", "k1"), user="mallory")])
+    assert replay == FeedbackResult("not_the_voter", None)
+
+
+def test_feedback_outside_battles_needs_no_voter(store: OutcomeStore) -> None:
+    store.write([completion("c1")])
+    assert store.write([replace(thumbs("c1", "k"), user="anyone")])[0].status == "recorded"
+
+
+def test_idempotency_keys_are_scoped_per_api_key(store: OutcomeStore) -> None:
+    """Two clients using `vote-1` do not collide; on one key (or none) a key is one feedback."""
+    store.write([owned("b1", voter=None), owned("b2", voter=None)])
+    one = replace(vote("b1", "vote-1"), principal="app-1")
+    other = replace(vote("b2", "vote-1", "b"), principal="app-2")
+    assert [r.status for r in store.write([one, other])] == ["recorded", "recorded"]
+    assert store.write([replace(other, principal="app-1")])[0].status == "key_reused"
+    rows = store.rows("feedback", "ORDER BY id")
+    assert [(r["principal"], r["idempotency_key"]) for r in rows] == [
+        ("app-1", "vote-1"),
+        ("app-2", "vote-1"),
+    ]
+
+
+def test_metrics_targets_never_name_an_arena_answers_variant(store: OutcomeStore) -> None:
+    store.write([battle("b1"), completion("c1", variant="llama")])
+    store.write([replace(completion("x", variant="qwen"), completion_id="b1-a", battle_id="b1")])
+    side, plain, ballot = store.write([thumbs("b1-a", "k1"), thumbs("c1", "k2"), vote("b1", "k3")])
+    assert (side.target, side.in_battle) == (("exp", None), True)
+    assert (plain.target, plain.in_battle) == (("exp", "llama"), False)
+    assert (ballot.target, ballot.in_battle) == (("arena", None), True)

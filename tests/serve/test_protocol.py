@@ -65,9 +65,22 @@ VALID = [
         id="custom-completion",
     ),
     pytest.param(
-        body("custom", battle_id="b1", name="latency.ok_2-x", value=-0.5),
-        Feedback(TS, "custom", "key-1", battle_id="b1", number=-0.5, name="latency.ok_2-x"),
-        id="custom-battle",
+        body("custom", completion_id="c1", name="latency.ok_2-x", value=-0.5, user="alice"),
+        Feedback(
+            TS,
+            "custom",
+            "key-1",
+            completion_id="c1",
+            number=-0.5,
+            name="latency.ok_2-x",
+            user="alice",
+        ),
+        id="custom-negative-with-user",
+    ),
+    pytest.param(
+        body("vote", battle_id="b1", value="tie", user="u" * 256),
+        Feedback(TS, "vote", "key-1", battle_id="b1", value="tie", user="u" * 256),
+        id="vote-user-at-the-limit",
     ),
     pytest.param(
         body("thumbs", completion_id="c" * 256, value="up", idempotency_key="k" * 256),
@@ -163,6 +176,10 @@ INVALID = [
     (body("thumbs", completion_id="c" * 257, value="up"), "completion_id"),
     (body("vote", battle_id="b" * 257, value="a"), "battle_id"),
     (body("custom", battle_id="b" * 257, name="r", value=1), "battle_id"),
+    (body("custom", battle_id="b1", name="r", value=1), "battle_id"),  # rate an answer
+    (body("vote", battle_id="b1", value="a", user="u" * 257), "user"),
+    (body("vote", battle_id="b1", value="a", user=""), "user"),
+    (body("vote", battle_id="b1", value="a", user=7), "user"),
     (body("copy", completion_id="c1", idempotency_key="k" * 257), "idempotency_key"),
     (body("thumbs", completion_id="", value="up"), "completion_id"),
     (body("copy", completion_id="c1", idempotency_key=""), "idempotency_key"),
@@ -360,3 +377,17 @@ def test_a_vote_answer_reveals_the_variants(status: str) -> None:
 def test_other_answers_reveal_nothing() -> None:
     answer = feedback_answer(THUMBS, FeedbackResult("recorded", 2))
     assert answer.reveal is None and answer.completion_id == "c1"
+
+
+def test_who_judges_comes_from_the_body_or_the_headers() -> None:
+    vote = body("vote", battle_id="b1", value="a")
+    got = parse_feedback(vote, None, TS, "app-1", user_header="bob", session="s-1")
+    assert (got.principal, got.user, got.session) == ("app-1", "bob", "s-1")
+    got = parse_feedback({**vote, "user": "alice"}, None, TS, user_header="bob")
+    assert got.user == "alice"  # the body's field first, as on completions
+    for header in ("X-User-Id", "X-Session-Id"):
+        with pytest.raises(APIError) as caught:
+            parse_feedback(vote, None, TS, **{
+                "user_header" if header == "X-User-Id" else "session": "x" * 257
+            })  # fmt: skip
+        assert (caught.value.status, caught.value.param) == (400, header)

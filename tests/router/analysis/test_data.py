@@ -145,3 +145,59 @@ def test_reward_scores_are_one_models_the_latest(tmp_path: Path) -> None:
     assert rows.columns["score"].tolist() == [-4.0, -3.0]
     before = load(tmp_path / "o.db", "exp", until=3.5).groups["a"].rows
     assert before.columns["score"][0] == 0.9 and np.isnan(before.columns["score"][1])
+
+
+def test_feedback_on_a_failed_completion_inflates_no_rate(tmp_path: Path) -> None:
+    """A thumbs up on an answer the client never got whole (499) counted in the numerator of
+    thumbs_up_rate but not its denominator: 3 thumbs over 1 answer made a rate of 3."""
+    from dataclasses import replace
+
+    store = OutcomeStore(tmp_path / "o.db")
+    failed = [replace(completion(float(i), f"f{i}", "a"), status=499) for i in range(1, 3)]
+    store.write([
+        Exposure(0.0, "r0", "exp", "user", "u1", "a", "arm", True),
+        completion(1.0, "ok", "a"),
+        *failed,
+        *(Feedback(5.0, kind, f"k-{kind}-{c}", completion_id=c, value=value)
+          for c in ("ok", "f1", "f2")
+          for kind, value in (("thumbs", "up"), ("regenerate", None), ("copy", None))),
+    ])  # fmt: skip
+    group = load(tmp_path / "o.db", "exp").groups["a"]
+    for metric in ("thumbs_up_rate", "regenerate_rate", "copy_rate"):
+        assert [x.tolist() for x in ratio_parts(group, metric)] == [[1.0], [1.0]], metric
+    assert [x.tolist() for x in ratio_parts(group, "error_rate")] == [[2.0], [3.0]]
+
+
+def test_an_arena_side_that_was_never_shown_is_no_unit_of_its_variant(tmp_path: Path) -> None:
+    """In a battle whose other side failed, the side that answered was not shown: it is neither
+    a success nor its variant's error."""
+    from dataclasses import replace
+
+    from router.events import NOT_SHOWN
+
+    store = OutcomeStore(tmp_path / "o.db")
+    store.write([
+        completion(1.0, "x1", "a", experiment="ar", battle_id="bt"),
+        completion(1.0, "x2", "b", experiment="ar", battle_id="bt"),
+        Battle(1.0, "bt", "r-x1", "ar", "u1", "a", "b", "x1", "x2"),
+        replace(completion(2.0, "y1", "a", experiment="ar", battle_id="b2"), status=NOT_SHOWN),
+        replace(completion(2.0, "y2", "b", experiment="ar", battle_id="b2"), status=503),
+    ])  # fmt: skip
+    groups = load(tmp_path / "o.db", "ar").groups
+    assert groups["a"].n_units == 1
+    assert [x.tolist() for x in ratio_parts(groups["a"], "error_rate")] == [[0.0], [1.0]]
+    assert [x.tolist() for x in ratio_parts(groups["b"], "error_rate")] == [[0.0, 1.0], [1.0, 1.0]]
+
+
+def test_battles_carry_whether_an_answer_named_a_model(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    store = OutcomeStore(tmp_path / "o.db")
+    named = Battle(1.0, "b1", "r1", "ar", "u1", "a", "b", "x1", "x2")
+    store.write([
+        named, replace(named, battle_id="b2", identity_revealed=True),
+        Feedback(2.0, "vote", "v1", battle_id="b1", value="a"),
+        Feedback(2.0, "vote", "v2", battle_id="b2", value="b"),
+    ])  # fmt: skip
+    battles = load(tmp_path / "o.db", "ar").battles
+    assert battles is not None and battles.identity_revealed.tolist() == [False, True]

@@ -245,3 +245,74 @@ def test_the_primary_metric_is_tested_at_the_level_given(sequential: bool) -> No
     alone = _primary_effect(experiment, "b", [comparison], looks, None, alpha=0.05)
     corrected = _primary_effect(experiment, "b", [comparison], looks, None, alpha=0.025)
     assert (alone.direction, corrected.direction) == (1, 0)
+
+
+def test_votes_on_battles_whose_answers_named_a_model_are_kept_but_not_counted(
+    tmp_path: Path,
+) -> None:
+    """An even match, plus 400 battles in which b named itself and won every vote: counted, b
+    would lead; left out (as LM Arena does), the leaderboard is the even match's alone."""
+    import sqlite3
+
+    from router.events import Battle, Feedback
+    from router.store import OutcomeStore
+
+    store = tmp_path / "o.db"
+    simulate_arena(store, arena(), battles=2000, ratings={"a": 1000, "b": 1000}, seed=11)
+    clean = build_report(store, arena(), reps=50)
+    named = []
+    for i in range(400):
+        named.append(Battle(5e9 + i, f"named-{i}", f"r{i}", "duel", f"u{i % 500}", "a", "b",
+                            f"n{i}-a", f"n{i}-b", 50, 50, identity_revealed=True))  # fmt: skip
+        named.append(Feedback(5e9 + i + 1, "vote", f"nv-{i}", battle_id=f"named-{i}", value="b"))
+    OutcomeStore(store).write(named)
+    report = build_report(store, arena(), reps=50)
+    assert report.arena is not None and clean.arena is not None
+    assert report.arena.votes == clean.arena.votes + 400
+    assert report.arena.voided_votes == 400
+    ratings = {row.variant: row.rating for row in report.arena.leaderboard}
+    assert ratings == {row.variant: row.rating for row in clean.arena.leaderboard}
+    assert any("named a model" in note for note in report.notes)
+    kept = (
+        sqlite3.connect(store)
+        .execute("SELECT COUNT(*) FROM feedback WHERE battle_id LIKE 'named-%'")
+        .fetchone()[0]
+    )
+    assert kept == 400
+
+
+def test_only_declared_custom_metrics_are_tested(tmp_path: Path) -> None:
+    """Invented names must not enter the Holm correction (nor be tested at all): they are listed
+    as undeclared, with how many values each has."""
+    import sqlite3
+
+    from router.events import Feedback
+    from router.store import OutcomeStore
+
+    store = tmp_path / "o.db"
+    arms = {"a": Arm(thumbs_up=0.2), "b": Arm(thumbs_up=0.3)}
+    experiment = ab(custom_metrics=["stars"])
+    simulate_ab(store, experiment, Traffic(units=400, arms=arms, seed=3))
+    ids = [r[0] for r in sqlite3.connect(store).execute(
+        "SELECT completion_id FROM completions WHERE experiment = 'ab' AND status = 200 LIMIT 30"
+    )]  # fmt: skip
+    events = [Feedback(9e9, "custom", f"s{i}", completion_id=c, name="stars", number=4.0)
+              for i, c in enumerate(ids)]  # fmt: skip
+    events += [Feedback(9e9, "custom", f"x{i}", completion_id=c, name=f"invented-{i % 3}",
+                        number=1.0) for i, c in enumerate(ids)]  # fmt: skip
+    OutcomeStore(store).write(events)
+    report = build_report(store, experiment, reps=50)
+    tested = {c.metric for c in report.comparisons}
+    assert "custom:stars" in tested
+    assert not any(m.startswith("custom:invented") for m in tested)
+    assert report.undeclared_custom_metrics == {f"invented-{i}": 10 for i in range(3)}
+
+
+def test_no_relative_change_on_a_metric_that_can_be_negative(tmp_path: Path) -> None:
+    store = tmp_path / "o.db"
+    arms = {"a": Arm(reward=0.5), "b": Arm(reward=0.6)}
+    simulate_ab(store, ab(), Traffic(units=1000, arms=arms, seed=4))
+    report = build_report(store, ab(), reps=50)
+    reward = next(c for c in report.comparisons if c.metric == "reward_score")
+    assert reward.absolute.value is not None
+    assert reward.relative.value is None and reward.relative.low is None

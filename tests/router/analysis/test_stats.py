@@ -679,3 +679,44 @@ def test_sequential_edge_cases() -> None:
     assert np.isnan(lo).all() and np.isnan(hi).all()
     with pytest.raises(ValueError):
         confidence_sequence(0.1, 0.01, 0.1, alpha=1.0)
+
+
+# Relative lift keeps the sign of the absolute one
+
+
+def test_a_negative_baseline_gives_no_relative_lift() -> None:
+    """The arena report showed reward_score at +0.037 absolute and -4.74 % relative: the
+    control's mean was negative, so t / c - 1 flipped the sign."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    t = rng.normal(-0.76, 0.3, n)
+    c = rng.normal(-0.80, 0.3, n)
+    lift = stats.compare_ratio(t, np.ones(n), c, np.ones(n))
+    assert lift.absolute.value > 0
+    assert math.isnan(lift.relative.value) and math.isnan(lift.relative.ci[0])
+
+
+def test_a_baseline_whose_interval_reaches_zero_gives_no_relative_lift() -> None:
+    rng = np.random.default_rng(6)
+    t = rng.normal(0.5, 1.0, 100)
+    c = rng.normal(0.02, 1.0, 100)  # indistinguishable from 0: a relative lift would be noise
+    assert math.isnan(stats.compare_ratio(t, np.ones(100), c, np.ones(100)).relative.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    mean_t=st.floats(-5, 5),
+    mean_c=st.floats(-5, 5),
+    spread=st.floats(0.01, 3),
+    n=st.integers(2, 60),
+    seed=st.integers(0, 10_000),
+)
+def test_a_relative_lift_never_has_the_opposite_sign_of_the_absolute_one(
+    mean_t: float, mean_c: float, spread: float, n: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    t, c = rng.normal(mean_t, spread, n), rng.normal(mean_c, spread, n)
+    lift = stats.compare_ratio(t, np.ones(n), c, np.ones(n))
+    if math.isfinite(lift.relative.value):
+        assert lift.control.value > 0 and lift.control.ci[0] > 0
+        assert np.sign(lift.relative.value) == np.sign(lift.absolute.value)

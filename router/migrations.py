@@ -1,0 +1,134 @@
+"""Migrations of the outcome store's schema: each takes a store of version N to N + 1, in place.
+
+`router.store.OutcomeStore` runs them in order, in one transaction with the final schema, when it
+opens a file of an earlier version (`PRAGMA user_version`). Each step keeps every row: new
+columns get the value that describes the old rows (an old battle's voter is its unit), and a
+constraint SQLite cannot alter (a UNIQUE, a NOT NULL) is changed by rebuilding the table.
+
+Versions:
+
+1. exposures (variant, unit), completions, feedback on completions (thumbs), one table each.
+2. exposures with the assignment reason and `exposed` (and the `assignments` table), battles,
+   scores, feedback on battles and every kind. Files written while version 2 grew may lack the
+   battles' style columns or the scores table: the step to 3 adds what is missing.
+3. completions keep the client's request id; battles their unit type, voter, API key and
+   whether an answer named a model; feedback is unique per (API key, idempotency key) and keeps
+   who sent it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _add_missing(db: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+    """Add each column (name -> declaration) the table lacks."""
+    have = set(_columns(db, table))
+    for name, declaration in columns.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
+
+
+def _rebuild(db: sqlite3.Connection, table: str, create: str, select: str) -> None:
+    """Replace `table` by one made with `create` (for a table named `{table}_new`), filled with
+    `select` over the old one."""
+    db.execute(create)
+    db.execute(f"INSERT INTO {table}_new {select}")
+    db.execute(f"DROP TABLE {table}")
+    db.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
+
+
+def _v1_to_v2(db: sqlite3.Connection) -> None:
+    _rebuild(
+        db,
+        "exposures",
+        """CREATE TABLE exposures_new (
+            id INTEGER PRIMARY KEY, ts REAL NOT NULL, request_id TEXT NOT NULL,
+            experiment TEXT NOT NULL, unit_type TEXT NOT NULL, unit TEXT NOT NULL, variant TEXT,
+            reason TEXT NOT NULL, exposed INTEGER NOT NULL)""",
+        "SELECT id, ts, request_id, experiment, 'user', unit, variant, 'arm', 1 FROM exposures",
+    )
+    db.execute(
+        """CREATE TABLE assignments (
+            experiment TEXT NOT NULL, unit TEXT NOT NULL, variant TEXT, reason TEXT NOT NULL,
+            exposure_id INTEGER NOT NULL REFERENCES exposures (id),
+            PRIMARY KEY (experiment, unit)) WITHOUT ROWID"""
+    )
+    db.execute(
+        "INSERT INTO assignments SELECT experiment, unit, variant, reason, id FROM exposures e "
+        "WHERE id = (SELECT MAX(id) FROM exposures l "
+        "WHERE l.experiment = e.experiment AND l.unit = e.unit)"
+    )
+    _add_missing(db, "completions", {"battle_id": "TEXT"})
+    _rebuild(
+        db,
+        "feedback",
+        """CREATE TABLE feedback_new (
+            id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL UNIQUE, completion_id TEXT, battle_id TEXT,
+            value TEXT, number REAL, name TEXT,
+            CHECK ((completion_id IS NULL) != (battle_id IS NULL)))""",
+        # Version 1 took feedback without a key: each such row gets one of its own.
+        "SELECT id, ts, kind, COALESCE(idempotency_key, 'v1-feedback-' || id), completion_id, "
+        "NULL, value, NULL, NULL FROM feedback",
+    )
+
+
+_STYLE = {
+    "tokens_a": "INTEGER",
+    "tokens_b": "INTEGER",
+    **{
+        f"{name}_{side}": "INTEGER NOT NULL DEFAULT 0"
+        for name in ("headers", "list_items", "bold")
+        for side in "ab"
+    },
+}
+
+
+def _v2_to_v3(db: sqlite3.Connection) -> None:
+    _add_missing(db, "completions", {"client_request_id": "TEXT"})
+    if "battles" in _tables(db):
+        _add_missing(
+            db,
+            "battles",
+            {
+                **_STYLE,
+                "unit_type": "TEXT NOT NULL DEFAULT 'user'",
+                "voter": "TEXT",
+                "principal": "TEXT",
+                "identity_revealed": "INTEGER NOT NULL DEFAULT 0",
+            },
+        )
+        # A battle's voter is the unit of its experiment's type; a request's unit was its id,
+        # which no voter presents: those battles keep no voter (anyone with the id may vote).
+        db.execute(
+            "UPDATE battles SET unit_type = COALESCE((SELECT e.unit_type FROM exposures e "
+            "WHERE e.experiment = battles.experiment LIMIT 1), 'user')"
+        )
+        db.execute("UPDATE battles SET voter = unit WHERE unit_type != 'request'")
+    _rebuild(
+        db,
+        "feedback",
+        """CREATE TABLE feedback_new (
+            id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL, completion_id TEXT REFERENCES completions
+            (completion_id), battle_id TEXT REFERENCES battles (battle_id), value TEXT,
+            number REAL, name TEXT, principal TEXT NOT NULL DEFAULT '', user TEXT, session TEXT,
+            UNIQUE (principal, idempotency_key),
+            CHECK ((completion_id IS NULL) != (battle_id IS NULL)))""",
+        "SELECT id, ts, kind, idempotency_key, completion_id, battle_id, value, number, name, "
+        "'', NULL, NULL FROM feedback",
+    )
+
+
+# MIGRATIONS[n] takes a store of version n to version n + 1.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}

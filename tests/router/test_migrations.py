@@ -1,0 +1,196 @@
+"""A store written by any earlier arena-serve is migrated in place when opened: every row kept,
+new columns filled, the analysis reads it, and new events write to it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from router.analysis import build_report
+from router.events import Battle, Completion, Feedback
+from router.experiment import Experiment
+from router.migrations import MIGRATIONS
+from router.store import SCHEMA_VERSION, TABLES, OutcomeStore
+from tests.router.old_schemas import V1, V2_FIRST, V2_LAST
+
+AB = Experiment.model_validate({"name": "ab", "arms": [{"variant": "a"}, {"variant": "b"}]})
+ARENA = Experiment.model_validate(
+    {"name": "duel", "mode": "arena", "arms": [{"variant": "a"}, {"variant": "b"}]}
+)
+
+
+def old_store(path: Path, schema: str, version: int, rows: list[tuple[str, tuple]]) -> None:
+    db = sqlite3.connect(path)
+    db.executescript(schema)
+    for sql, params in rows:
+        db.execute(sql, params)
+    db.execute(f"PRAGMA user_version={version}")
+    db.commit()
+    db.close()
+
+
+def v1_rows() -> list[tuple[str, tuple]]:
+    rows = []
+    for i, (unit, variant) in enumerate([("u1", "a"), ("u2", "b"), ("u1", "a")]):
+        rows.append(
+            ("INSERT INTO exposures (ts, request_id, experiment, variant, unit) "
+             "VALUES (?, ?, 'ab', ?, ?)", (float(i), f"r{i}", variant, unit))
+        )  # fmt: skip
+        rows.append(
+            ("INSERT INTO completions VALUES (?, ?, ?, 'ab', ?, ?, 'chat', 0, 200, NULL, 0.5, "
+             "5, 7, NULL)", (f"c{i}", float(i), f"r{i}", variant, unit))
+        )  # fmt: skip
+    rows.append(
+        ("INSERT INTO feedback (ts, completion_id, kind, value, idempotency_key) "
+         "VALUES (5, 'c0', 'thumbs', 'up', 'k0')", ())
+    )  # fmt: skip
+    rows.append(  # version 1 took feedback without a key
+        ("INSERT INTO feedback (ts, completion_id, kind, value, idempotency_key) "
+         "VALUES (6, 'c1', 'thumbs', 'down', NULL)", ())
+    )  # fmt: skip
+    return rows
+
+
+def v2_rows(styled: bool) -> list[tuple[str, tuple]]:
+    rows = [
+        ("INSERT INTO exposures (ts, request_id, experiment, unit_type, unit, variant, reason, "
+         "exposed) VALUES (0, 'r0', 'duel', 'user', 'alice', NULL, 'arena', 1)", ()),
+        ("INSERT INTO assignments VALUES ('duel', 'alice', NULL, 'arena', 1)", ()),
+    ]  # fmt: skip
+    for side, variant in (("a", "a"), ("b", "b")):
+        rows.append(
+            ("INSERT INTO completions VALUES (?, 1, 'r1', 'duel', ?, 'alice', 'chat', 0, 200, "
+             "NULL, 0.5, 5, 7, NULL, 'battle-1')", (f"side-{side}", variant))
+        )  # fmt: skip
+    style = ", 7, 9, 1, 0, 0, 2, 0, 0" if styled else ""
+    rows.append(
+        (f"INSERT INTO battles VALUES ('battle-1', 1, 'r1', 'duel', 'alice', 'a', 'b', "
+         f"'side-a', 'side-b'{style})", ())
+    )  # fmt: skip
+    rows.append(
+        ("INSERT INTO feedback (ts, kind, idempotency_key, battle_id, value) "
+         "VALUES (2, 'vote', 'vote-1', 'battle-1', 'a')", ())
+    )  # fmt: skip
+    return rows
+
+
+def columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+
+
+def fresh_columns(tmp_path: Path) -> dict[str, list[str]]:
+    store = OutcomeStore(tmp_path / "fresh.db")
+    store.close()
+    db = sqlite3.connect(tmp_path / "fresh.db")
+    return {table: sorted(columns(db, table)) for table in TABLES}
+
+
+def test_every_version_below_the_current_one_has_a_step() -> None:
+    assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION))
+
+
+def test_a_version_1_store_is_migrated_with_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    old_store(path, V1, 1, v1_rows())
+    store = OutcomeStore(path)
+    try:
+        assert [(r["unit"], r["variant"], r["reason"], r["exposed"]) for r in
+                store.rows("exposures", "ORDER BY id")] == [
+            ("u1", "a", "arm", 1), ("u2", "b", "arm", 1), ("u1", "a", "arm", 1)
+        ]  # fmt: skip
+        assignments = {(r["unit"], r["exposure_id"]) for r in store.rows("assignments")}
+        assert assignments == {("u1", 3), ("u2", 2)}  # each unit's latest exposure
+        assert store.count("completions") == 3
+        keys = [
+            (r["idempotency_key"], r["principal"]) for r in store.rows("feedback", "ORDER BY id")
+        ]
+        assert keys == [("k0", ""), ("v1-feedback-2", "")]
+        # New events write to it; a repeated exposure is still recognised.
+        later = Completion(9.0, "c9", "r9", "ab", "a", "u1", "chat", True, 200, 0.1, 0.4, 3, 4,
+                           client_request_id="trace-9")  # fmt: skip
+        store.write([later, Feedback(10.0, "thumbs", "k0", completion_id="c9", value="up",
+                                     principal="app")])  # fmt: skip
+        assert store.rows("completions", "WHERE completion_id = 'c9'")[0]["client_request_id"]
+    finally:
+        store.close()
+    assert build_report(path, AB, reps=20).units == {"a": 1, "b": 1}
+
+
+@pytest.mark.parametrize(("schema", "styled"), [(V2_FIRST, False), (V2_LAST, True)])
+def test_a_version_2_store_is_migrated_with_its_battles_and_votes(
+    tmp_path: Path, schema: str, styled: bool
+) -> None:
+    path = tmp_path / "v2.db"
+    old_store(path, schema, 2, v2_rows(styled))
+    store = OutcomeStore(path)
+    try:
+        [battle] = store.rows("battles")
+        assert (battle["unit_type"], battle["voter"], battle["principal"]) == (
+            "user",
+            "alice",
+            None,
+        )
+        assert battle["identity_revealed"] == 0
+        assert (battle["tokens_a"], battle["bold_a"]) == ((7, 0) if styled else (None, 0))
+        [vote] = store.rows("feedback")
+        assert (vote["idempotency_key"], vote["principal"], vote["value"]) == ("vote-1", "", "a")
+        # The unique vote per battle and the per-key idempotency hold after the rebuild.
+        again = Feedback(3.0, "vote", "vote-2", battle_id="battle-1", value="b", user="alice")
+        assert store.write([again])[0].status == "already_voted"
+        stranger = Feedback(3.0, "thumbs", "t", completion_id="side-a", value="up", user="eve")
+        assert store.write([stranger])[0].status == "not_the_voter"
+        new = Battle(4.0, "battle-2", "r2", "duel", "bob", "b", "a", "side-a", "side-b",
+                     voter="bob", identity_revealed=True)  # fmt: skip
+        assert store.write([new]) == [None]
+    finally:
+        store.close()
+    report = build_report(path, ARENA, reps=20)
+    assert report.arena is not None and report.arena.votes == 1
+
+
+@pytest.mark.parametrize(
+    ("schema", "version", "rows"),
+    [(V1, 1, v1_rows()), (V2_FIRST, 2, v2_rows(False)), (V2_LAST, 2, v2_rows(True))],
+    ids=["v1", "v2-first", "v2-last"],
+)
+def test_a_migrated_store_has_the_columns_of_a_new_one(
+    tmp_path: Path, schema: str, version: int, rows: list
+) -> None:
+    path = tmp_path / "old.db"
+    old_store(path, schema, version, rows)
+    OutcomeStore(path).close()
+    OutcomeStore(path).close()  # opening it again changes nothing
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert {t: sorted(columns(db, t)) for t in TABLES} == fresh_columns(tmp_path)
+    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"one_vote_per_battle", "feedback_by_completion", "exposures_by_experiment"} <= indexes
+
+
+def test_a_migration_that_fails_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    rows = v2_rows(True)
+    old_store(path, V2_LAST, 2, rows)
+    db = sqlite3.connect(path)  # a row the rebuilt feedback table cannot take: two NULL targets
+    db.execute("INSERT INTO feedback (ts, kind, idempotency_key, completion_id, battle_id) "
+               "VALUES (1, 'copy', 'bad', 'side-a', NULL)")  # fmt: skip
+    db.execute("PRAGMA ignore_check_constraints = 1")
+    db.execute("UPDATE feedback SET completion_id = NULL WHERE idempotency_key = 'bad'")
+    db.commit()
+    db.close()
+    with pytest.raises(sqlite3.IntegrityError):
+        OutcomeStore(path)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert "principal" not in columns(db, "feedback") and "voter" not in columns(db, "battles")
+    assert db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 2
+
+
+def test_a_report_on_a_log_no_server_opened_since_migrates_it_first(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    old_store(path, V2_LAST, 2, v2_rows(True))
+    report = build_report(path, ARENA, reps=20)
+    assert report.arena is not None and report.arena.votes == 1
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
