@@ -126,6 +126,7 @@ class Score:
     model: str
     score: float
     latency_s: float
+    battle_id: str | None = None  # an arena side's: metrics must not name its variant
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ Versions:
    scores, feedback on battles and every kind. Files written while version 2 grew may lack the
    battles' style columns or the scores table: the step to 3 adds what is missing.
 3. completions keep the client's request id; battles their unit type, voter, API key and
-   whether an answer named a model; feedback is unique per (API key, idempotency key) and keeps
-   who sent it.
+   whether an answer named a model; scores their completion's battle; feedback is unique per
+   (API key, idempotency key) and keeps who sent it.
 """
 
 from __future__ import annotations
@@ -96,6 +96,12 @@ _STYLE = {
 
 def _v2_to_v3(db: sqlite3.Connection) -> None:
     _add_missing(db, "completions", {"client_request_id": "TEXT"})
+    if "scores" in _tables(db):
+        _add_missing(db, "scores", {"battle_id": "TEXT"})
+        db.execute(
+            "UPDATE scores SET battle_id = (SELECT c.battle_id FROM completions c "
+            "WHERE c.completion_id = scores.completion_id)"
+        )
     if "battles" in _tables(db):
         _add_missing(
             db,

@@ -120,6 +120,7 @@ CREATE TABLE IF NOT EXISTS scores (
     variant TEXT,
     score REAL NOT NULL,
     latency_s REAL NOT NULL,
+    battle_id TEXT,
     PRIMARY KEY (completion_id, model)
 );
 CREATE INDEX IF NOT EXISTS scores_by_experiment ON scores (experiment, variant);

@@ -7,9 +7,19 @@ chunks as they arrive, each chunk's choice index rewritten. An `arena` object ca
 id, the labels and each side's completion id (for thumbs on one side); the variants are revealed
 only by the answer to a vote (`POST /v1/feedback`, kind `vote`) and in reports.
 
+Blind means built from an allowlist, not scrubbed of what is known to leak: a choice keeps its
+index, its message (role, content, reasoning, tool calls) or text, and its finish reason; the
+answer keeps its id, object, model, the battle's own `created`, the summed usage and `arena`.
+Token ids, log probabilities, the rendered prompt, fingerprints and stop reasons never pass
+(the gateway also refuses the options that ask for them), and an engine's error message is
+shown with every variant, engine and model name in it replaced, as "choice N".
+
 The battle is logged (both completions, then the `Battle` row) before the client receives the
 end of the answer, so a vote right after it finds the battle. A battle in which either side
-failed is logged as two completions and no battle: there is nothing fair to vote on.
+failed is logged as two completions and no battle: there is nothing fair to vote on; the side
+that did answer is logged as `NOT_SHOWN`, since the client saw an error instead. The battle row
+names who may vote (`voter`, `principal`) and whether an answer named a model or vendor of the
+battle (`identity_terms`): that vote is kept but not counted.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +37,8 @@ from ray.serve.handle import DeploymentResponseGenerator
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 
-from router.events import Battle, Event
+from router.events import NOT_SHOWN, Battle, Event
+from router.experiment import Unit
 from router.style import markdown_counts
 from serve.best_of_n import choice_text
 from serve.errors import APIError
@@ -45,6 +57,56 @@ from serve.relay import (
 logger = logging.getLogger("ray.serve")
 
 _END = object()  # a side's stream has ended
+# What an arena answer may carry of an engine's (see the module's docstring).
+MESSAGE_FIELDS = ("role", "content", "reasoning", "tool_calls")
+
+
+def blind_choice(choice: dict[str, Any], index: int) -> dict[str, Any]:
+    """A choice (whole or a stream delta) with only the allowed fields, as choice `index`."""
+    out: dict[str, Any] = {"index": index}
+    for name in ("message", "delta"):
+        message = choice.get(name)
+        if isinstance(message, dict):
+            out[name] = {k: v for k, v in message.items() if k in MESSAGE_FIELDS and v is not None}
+    if "text" in choice:
+        out["text"] = choice["text"]
+    out["finish_reason"] = choice.get("finish_reason")
+    return out
+
+
+def term_pattern(terms: Sequence[str]) -> re.Pattern[str] | None:
+    """Any of `terms` as a whole word, in any case (None for no terms)."""
+    if not terms:
+        return None
+    alternatives = "|".join(re.escape(t) for t in sorted(set(terms), key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+def blind_error(problem: APIError, index: int, secrets: re.Pattern[str] | None) -> APIError:
+    """An error of one side as the battle shows it: for its choice, with every variant, engine
+    and model name in it (`secrets`) replaced."""
+    message = problem.message
+    if secrets is not None:
+        message = secrets.sub("(a model)", message)
+    return APIError(
+        problem.status,
+        f"choice {index}: {message}",
+        param=problem.param,
+        code=problem.code,
+        headers=problem.headers,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BattleTerms:
+    """What a battle knows of its variants beyond their names: who may vote on it, the names to
+    keep out of its error messages, and the identity terms that void its vote."""
+
+    unit_type: Unit = "user"
+    voter: str | None = None
+    principal: str | None = None
+    secrets: tuple[str, ...] = ()
+    identity_terms: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -84,6 +146,7 @@ class ArenaBattle:
         log: OutcomeSender,
         events: list[Event],
         score: Callable[[Call, str, str], None] | None = None,
+        terms: BattleTerms | None = None,
     ) -> None:
         self.battle_id = battle_id
         self.experiment = experiment
@@ -92,10 +155,13 @@ class ArenaBattle:
         self._log = log
         self._events = events
         self._score = score
+        self._terms = terms or BattleTerms()
+        self._secrets = term_pattern(self._terms.secrets)
+        self._identity = term_pattern(self._terms.identity_terms)
         self._queue: asyncio.Queue[tuple[Side, Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._object = "chat.completion.chunk"
-        self._created = int(time.time())
+        self._created = int(time.time())  # the battle's, never an engine's
 
     async def respond(self, headers: dict[str, str]) -> Response:
         if self.sides[0].call.stream:
@@ -115,6 +181,7 @@ class ArenaBattle:
         problems = [self._problem(side, r) for side, r in zip(self.sides, results, strict=True)]
         problem = next((p for p in problems if p is not None), None)
         if problem is not None:
+            self._not_shown()
             await self._record()
             return problem.response(headers)
         payloads = [r.model_dump() for r in results]
@@ -125,12 +192,12 @@ class ArenaBattle:
             side.usage = payload.get("usage")
             side.text = [choice_text(c) for c in payload["choices"][:1]]
             add_usage(usage, side.usage)
-            choices += [{**choice, "index": side.index} for choice in payload["choices"]]
+            choices += [blind_choice(choice, side.index) for choice in payload["choices"]]
         await self._record()
         body = {
             "id": self.battle_id,
             "object": payloads[0]["object"],
-            "created": payloads[0]["created"],
+            "created": self._created,
             "model": self.experiment,
             "choices": choices,
             "usage": usage,
@@ -160,6 +227,7 @@ class ArenaBattle:
             raise
         if problem is not None:
             self._stop()
+            self._not_shown()
             await self._record()
             return problem.response(headers)
         return StreamingResponse(
@@ -214,7 +282,7 @@ class ArenaBattle:
     def _rewrite(self, side: Side, chunk: Any) -> str:
         """One engine SSE chunk as the battle shows it (an empty string drops it)."""
         if isinstance(chunk, ErrorResponse):
-            return sse(side.fail(engine_error(chunk)).body())
+            return sse(side.fail(self._blind(engine_error(chunk), side)).body())
         out = []
         for event in chunk.split("\n\n"):
             if not event.startswith("data: {"):
@@ -224,24 +292,21 @@ class ArenaBattle:
                 side.usage = payload["usage"]
             if not payload.get("choices"):
                 continue  # a usage-only chunk: the battle sums both sides at the end
+            shown = self._chunk_envelope()
             if side.completion_id is None:
                 side.completion_id = payload.get("id")
-                self._object = payload.get("object", self._object)
-                self._created = payload.get("created", self._created)
-                payload["arena"] = {
+                self._object = shown["object"] = payload.get("object", self._object)
+                shown["arena"] = {
                     "battle_id": self.battle_id,
                     "label": side.label,
                     "completion_id": side.completion_id,
                 }
-            payload.update(id=self.battle_id, model=self.experiment)
-            payload.pop("system_fingerprint", None)
-            payload.pop("usage", None)
+            shown["choices"] = [blind_choice(c, side.index) for c in payload["choices"]]
             for choice in payload["choices"]:
-                choice["index"] = side.index
                 side.text.append(
                     (choice.get("delta") or {}).get("content") or choice.get("text") or ""
                 )
-            out.append(sse(payload))
+            out.append(sse(shown))
         return "".join(out)
 
     def _chunk_envelope(self) -> dict[str, Any]:
@@ -259,8 +324,17 @@ class ArenaBattle:
             return side.fail(unavailable(side.call.variant, failure, shown=f"choice {side.index}"))
         head = first_item(first)
         if isinstance(head, ErrorResponse):
-            return side.fail(engine_error(head))
+            return side.fail(self._blind(engine_error(head), side))
         return None
+
+    def _blind(self, problem: APIError, side: Side) -> APIError:
+        return blind_error(problem, side.index, self._secrets)
+
+    def _not_shown(self) -> None:
+        """The battle failed before it was shown: the sides that answered were not seen."""
+        for side in self.sides:
+            if side.error is None:
+                side.status, side.error = NOT_SHOWN, "not_shown"
 
     def _broken(self, side: Side) -> APIError:
         return APIError(
@@ -298,14 +372,24 @@ class ArenaBattle:
         a, b = self.sides
         if all(side.status == 200 and side.completion_id for side in self.sides):
             style_a, style_b = (markdown_counts("".join(side.text)) for side in self.sides)
+            terms = self._terms
             events.append(
                 Battle(a.call.ts, self.battle_id, a.call.request_id, self.experiment, self.unit,
                        a.call.variant, b.call.variant, a.completion_id or "",
                        b.completion_id or "", _tokens(a), _tokens(b),
                        style_a.headers, style_b.headers, style_a.list_items,
-                       style_b.list_items, style_a.bold, style_b.bold)
+                       style_b.list_items, style_a.bold, style_b.bold,
+                       unit_type=terms.unit_type, voter=terms.voter, principal=terms.principal,
+                       identity_revealed=self._names_a_model())
             )  # fmt: skip
         return events
+
+    def _names_a_model(self) -> bool:
+        """Whether an answer contains one of the battle's identity terms (LM Arena voids such
+        votes: the voter may have known who wrote it)."""
+        if self._identity is None:
+            return False
+        return any(self._identity.search("".join(side.text)) for side in self.sides)
 
     async def _record(self) -> None:
         """Send the battle's events to the outcome log (returns once committed), then score."""

@@ -55,7 +55,9 @@ def choice_text(choice: dict[str, Any]) -> str:
 
 
 def as_stream(response: dict[str, Any], endpoint: Endpoint, wants_usage: bool) -> str:
-    """A chosen answer as an SSE stream (best-of-n cannot stream before it has scored)."""
+    """A chosen answer as an SSE stream (best-of-n cannot stream before it has scored): its
+    text, tool calls (each with its `index`, as OpenAI streams them) and log probabilities in
+    the first chunk, its finish reason in the second."""
     [choice] = response["choices"]
     envelope = {
         "id": response["id"],
@@ -64,12 +66,17 @@ def as_stream(response: dict[str, Any], endpoint: Endpoint, wants_usage: bool) -
         "model": response["model"],
     }
     if endpoint == "chat":
-        delta = {"role": "assistant", "content": choice_text(choice)}
+        delta: dict[str, Any] = {"role": "assistant", "content": choice_text(choice)}
+        calls = (choice.get("message") or {}).get("tool_calls")
+        if calls:
+            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(calls)]
         first = {"index": 0, "delta": delta, "finish_reason": None}
         last = {"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason")}
     else:
         first = {"index": 0, "text": choice_text(choice), "finish_reason": None}
         last = {"index": 0, "text": "", "finish_reason": choice.get("finish_reason")}
+    if choice.get("logprobs") is not None:
+        first["logprobs"] = choice["logprobs"]
     events = [
         sse(envelope | {"choices": [first], "reward": response["reward"]}),
         sse(envelope | {"choices": [last]}),

@@ -23,7 +23,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -175,6 +175,13 @@ class VariantConfig(BaseModel):
         description="Serve from this other variant's engine (no engine of its own).",
     )
     system_prompt: str | None = None
+    identity_terms: list[Annotated[str, Field(min_length=2, max_length=64)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description='Model or vendor names an answer of this variant might reveal ("Llama", '
+        '"Meta AI"): a battle where either answer contains one of its two variants\' terms '
+        "(a whole word, any case) keeps its vote in the log, out of the leaderboard.",
+    )
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     num_replicas: int = Field(default=1, ge=1)

@@ -21,9 +21,11 @@ and none of `OpenAiIngress`'s middleware stack (CORS, HTTP metrics, request-id) 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import random
+import re
 import time
 import uuid
 from collections import OrderedDict
@@ -49,7 +51,7 @@ from router.assignment import Assignment, CompiledExperiment
 from router.events import Event, Exposure, Score
 from router.experiment import Experiment, check_live_change
 from serve import admission
-from serve.arena import ArenaBattle, Side
+from serve.arena import ArenaBattle, BattleTerms, Side, blind_error, term_pattern
 from serve.auth import KeyRing, Principal
 from serve.best_of_n import as_stream, best_response, choice_text
 from serve.config import (
@@ -59,12 +61,21 @@ from serve.config import (
     ConfigError,
     GatewayConfig,
     RequestLimits,
+    VariantConfig,
     config_revision,
 )
 from serve.errors import RETRY_AFTER_S, APIError, from_validation_error
 from serve.metrics import merge_engine_metrics
 from serve.openapi import openapi_document
-from serve.protocol import IDEMPOTENCY_HEADER, ModelCard, ModelList, feedback_answer, parse_feedback
+from serve.protocol import (
+    IDEMPOTENCY_HEADER,
+    ModelCard,
+    ModelList,
+    feedback_answer,
+    lone_surrogate,
+    parse_feedback,
+    unit_id,
+)
 from serve.relay import (
     CLIENT_CLOSED,
     Call,
@@ -82,6 +93,25 @@ from serve.scorer import ScoreJob
 logger = logging.getLogger("ray.serve")
 
 _REQUEST_MODELS = {"chat": ChatCompletionRequest, "completions": CompletionRequest}
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# Request options refused on an arena experiment (400 naming the field): each returns token ids,
+# log probabilities, the rendered prompt or other engine state, from which a side's system
+# prompt, and so its variant, can be read. Their off values (false, null) are fine.
+ARENA_REFUSED = (
+    "return_token_ids",
+    "return_tokens_as_token_ids",
+    "return_prompt_text",
+    "return_token_offsets",
+    "return_mm_kwargs",
+    "prompt_logprobs",
+    "logprobs",
+    "top_logprobs",
+    "logprob_token_ids",
+    "echo",
+    "kv_transfer_params",
+    "ec_transfer_params",
+    "routed_experts_prompt_start",
+)
 USER_HEADER = "x-user-id"
 SESSION_HEADER = "x-session-id"
 EXPOSURE_CACHE_SIZE = 65_536
@@ -136,6 +166,15 @@ async def _json_object(request: Request, max_bytes: int) -> dict[str, Any]:
         raise APIError(400, "the request body is not valid JSON", code="invalid_json") from None
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+    # JSON may escape half of a surrogate pair (`\ud800`): valid JSON, but no text any store or
+    # tokenizer takes. Only a body with such an escape is walked.
+    if _SURROGATE_ESCAPE.search(raw) and (where := lone_surrogate(body)) is not None:
+        raise APIError(
+            400,
+            f"{where}: not valid Unicode (a lone surrogate escape)",
+            param=where,
+            code="invalid_value",
+        )
     return body
 
 
@@ -151,6 +190,25 @@ def _with_system_prompt(messages: Any, system_prompt: str) -> Any:
     ):
         return [{**first, "content": f"{system_prompt}\n\n{first['content']}"}, *messages[1:]]
     return [{"role": "system", "content": system_prompt}, *messages]
+
+
+def _with_prompt_prefix(prompt: Any, system_prompt: str) -> Any:
+    """A completions prompt with the variant's system prompt before it (a raw prompt has no
+    system turn: the text goes first, then a blank line). A prompt of token ids cannot carry
+    text: a 400 rather than the variant served without what makes it the variant."""
+    if isinstance(prompt, str):
+        return f"{system_prompt}\n\n{prompt}"
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        return [f"{system_prompt}\n\n{p}" for p in prompt]
+    if prompt is None or prompt == []:
+        return prompt  # validation reports the problem
+    raise APIError(
+        400,
+        "prompt: this model has a system prompt, which a prompt of token ids cannot carry; "
+        "send the prompt as text",
+        param="prompt",
+        code="invalid_value",
+    )
 
 
 def _check_contents(messages: Any) -> None:
@@ -191,13 +249,48 @@ def _conversation(body: dict[str, Any], endpoint: Endpoint) -> list[dict[str, st
     return turns
 
 
+def _names(variant: VariantConfig, config: AppConfig) -> tuple[str, ...]:
+    """Every name of a variant an error message could carry: its own, its engine's, and its
+    model folder's (as configured, resolved, and its last part)."""
+    owner = next(v for v in config.variants if v.name == variant.engine_name)
+    folder = owner.model_path
+    names = [variant.name, owner.name, owner.model or "", str(folder), folder.name]
+    return tuple(name for name in dict.fromkeys(names) if name)
+
+
+def _check_prompt(body: dict[str, Any], endpoint: Endpoint) -> None:
+    """400 for a chat without messages or with none (OpenAI's answer; without this vLLM's
+    request model reports a Python error's text)."""
+    if endpoint != "chat":
+        return
+    if "messages" not in body or body["messages"] is None:
+        raise APIError(400, "messages: field required", param="messages", code="invalid_value")
+    if body["messages"] == []:
+        raise APIError(
+            400,
+            "messages: must hold at least one message",
+            param="messages",
+            code="invalid_value",
+        )
+
+
+def _check_arena_options(body: dict[str, Any], experiment: str) -> None:
+    """400 naming an option that would let the voter read which variant wrote a side."""
+    for name in ARENA_REFUSED:
+        value = body.get(name)
+        if value is not None and value is not False:
+            raise APIError(
+                400,
+                f"{name}: not available on arena experiment {experiment!r}: it returns engine "
+                "data (token ids, log probabilities, the rendered prompt) that would tell which "
+                "variant wrote which answer before the vote",
+                param=name,
+                code="not_in_arena",
+            )
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _request_id() -> str:
-    """Serve's id for this request (a client's X-Request-Id if given); the proxy returns it."""
-    return serve.context._get_serve_request_context().request_id or f"req-{uuid.uuid4().hex}"
 
 
 def _headers(call: Call) -> dict[str, str]:
@@ -266,6 +359,7 @@ class Gateway:
         scorer: DeploymentHandle | None = None,
     ) -> None:
         self._variants = {v.name: v for v in config.variants}
+        self._names_of = {v.name: _names(v, config) for v in config.variants}
         self._scorer = scorer
         self._scoring = config.scorer
         self._scoring_tasks: set[asyncio.Task] = set()
@@ -349,8 +443,13 @@ class Gateway:
         return {"status": "ok"}
 
     @app.get("/metrics")
-    async def metrics(self) -> Response:
-        """The gateway's metrics (from the outcome log: every replica's) and the engines'."""
+    async def metrics(self, request: Request) -> Response:
+        """The gateway's metrics (from the outcome log: every replica's) and the engines'.
+
+        An operator's route: with keys configured it needs an admin key, as reports do. The
+        engines' series count each engine's tokens and requests, so a voter who could diff them
+        around a battle would learn which engine wrote which side."""
+        self._caller(request, admin=True)
         try:
             ours = await self._log.metrics.remote()
         except Exception as exc:
@@ -444,9 +543,16 @@ class Gateway:
 
     @app.post("/v1/feedback")
     async def feedback(self, request: Request) -> JSONResponse:
-        self._caller(request)
+        principal = self._caller(request)
         body = await _json_object(request, self._limits.max_body_bytes)
-        event = parse_feedback(body, request.headers.get(IDEMPOTENCY_HEADER), time.time())
+        event = parse_feedback(
+            body,
+            request.headers.get(IDEMPOTENCY_HEADER),
+            time.time(),
+            "" if self._keys.open else principal.name,
+            request.headers.get(USER_HEADER),
+            request.headers.get(SESSION_HEADER),
+        )
         try:
             result = await self._log.record_feedback.remote(event)
         except Exception as exc:
@@ -468,9 +574,10 @@ class Gateway:
 
     async def _complete(self, request: Request, endpoint: Endpoint) -> Response:
         started, ts = time.perf_counter(), time.time()
-        self._caller(request)
+        principal = self._caller(request)
         body = await _json_object(request, self._limits.max_body_bytes)
         self._check_limits(body)
+        _check_prompt(body, endpoint)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise APIError(
@@ -482,7 +589,11 @@ class Gateway:
         user = body.get("user")
         if user is not None and not isinstance(user, str):
             raise APIError(400, "`user` must be a string", param="user", code="invalid_value")
-        request_id = _request_id()
+        unit_id(user, "user")
+        # The server's own ids: a client's X-Request-Id could name another request's completion
+        # (or, in a `request` experiment, pick its own unit). It is kept, for tracing only.
+        request_id = f"req-{uuid.uuid4().hex}"
+        trace = unit_id(request.headers.get("x-request-id"), "X-Request-Id")
         stream = body.get("stream") is True
         plan = self._experiments.get(model)
         if plan is None:
@@ -494,10 +605,13 @@ class Gateway:
                     param="model",
                     code="model_not_found",
                 )
-            unit = user or request.headers.get(USER_HEADER) or None
+            unit = user or unit_id(request.headers.get(USER_HEADER), "X-User-Id") or None
             call = Call(endpoint, request_id, started, ts, model, None, unit, stream)
+            call.client_request_id = trace
             return await self._single(body, call)
         experiment = plan.experiment
+        if experiment.mode == "arena":
+            _check_arena_options(body, experiment.name)
         unit = self._unit(experiment, user, request.headers, request_id)
         assignment = plan.assign(unit, ts)
         events: list[Event] = []
@@ -508,10 +622,20 @@ class Gateway:
             )  # fmt: skip
         try:
             if assignment.variant is None:
-                return await self._battle(
-                    body, plan, unit, request_id, started, ts, endpoint, events
+                who = BattleTerms(
+                    unit_type=experiment.unit,
+                    voter=(
+                        unit
+                        if experiment.unit != "request"
+                        else user or request.headers.get(USER_HEADER) or None
+                    ),
+                    principal=None if self._keys.open else principal.name,
                 )
+                call = Call(endpoint, request_id, started, ts, "", model, unit, stream)
+                call.client_request_id = trace
+                return await self._battle(body, plan, call, who, events)
             call = Call(endpoint, request_id, started, ts, assignment.variant, model, unit, stream)
+            call.client_request_id = trace
             call.events = events
             return await self._single(body, call)
         except BaseException:  # refused, failed or cancelled before its events were sent
@@ -559,7 +683,7 @@ class Gateway:
         if experiment.unit == "request":
             return request_id
         if experiment.unit == "session":
-            session = headers.get(SESSION_HEADER)
+            session = unit_id(headers.get(SESSION_HEADER), "X-Session-Id")
             if not session:
                 raise APIError(
                     400,
@@ -568,7 +692,7 @@ class Gateway:
                     code="missing_unit",
                 )
             return session
-        unit = user or headers.get(USER_HEADER)
+        unit = user or unit_id(headers.get(USER_HEADER), "X-User-Id")
         if not unit:
             raise APIError(
                 400,
@@ -582,7 +706,9 @@ class Gateway:
     def _engine_request(self, body: dict[str, Any], call: Call) -> Any:
         """The vLLM request for this call: the variant's defaults applied, validated."""
         variant = self._variants[call.variant]
-        body = {**body, "model": variant.engine_name}  # the engine's served model id
+        # The engine's served model id, and the server's request id: vLLM makes the completion
+        # id from it, so no client-sent `request_id` can name another answer.
+        body = {**body, "model": variant.engine_name, "request_id": call.engine_request_id}
         for name, value in variant.sampling.as_request_fields().items():
             if body.get(name) is None:
                 body[name] = value
@@ -594,6 +720,8 @@ class Gateway:
             _check_contents(body.get("messages"))
             if variant.system_prompt:
                 body["messages"] = _with_system_prompt(body.get("messages"), variant.system_prompt)
+        elif variant.system_prompt:
+            body["prompt"] = _with_prompt_prefix(body.get("prompt"), variant.system_prompt)
         if call.stream:
             options = body.get("stream_options")
             if options is None or isinstance(options, dict):
@@ -732,7 +860,8 @@ class Gateway:
         if len(self._scoring_tasks) >= self._scoring.max_in_flight:
             logger.warning("scorer backlog full: completion %s left unscored", completion_id)
             return
-        job = ScoreJob(completion_id, call.experiment, call.variant, call.prompt, text, time.time())
+        job = ScoreJob(completion_id, call.experiment, call.variant, call.prompt, text,
+                       time.time(), call.battle_id)  # fmt: skip
         task = asyncio.get_running_loop().create_task(self._send_score(job))
         self._scoring_tasks.add(task)
         task.add_done_callback(self._scoring_tasks.discard)
@@ -758,14 +887,13 @@ class Gateway:
         self,
         body: dict[str, Any],
         plan: CompiledExperiment,
-        unit: str,
-        request_id: str,
-        started: float,
-        ts: float,
-        endpoint: Endpoint,
+        base: Call,
+        who: BattleTerms,
         events: list[Event],
     ) -> Response:
-        """An arena battle: two variants answer at once, shown as choices 0 and 1, blind."""
+        """An arena battle: two variants answer at once, shown as choices 0 and 1, blind.
+
+        `base` is the request's call (no variant yet); `who` says who may vote on it."""
         experiment = plan.experiment.name
         headers = {"x-experiment": experiment}
         n = body.get("n")
@@ -778,30 +906,32 @@ class Gateway:
                 code="invalid_value",
             )
         battle_id = f"battle-{uuid.uuid4().hex}"
-        stream = body.get("stream") is True
+        pair = plan.draw_pair()
+        names = [name for variant in pair for name in self._names_of[variant]]
+        terms = [t for variant in pair for t in self._variants[variant].identity_terms]
+        who = dataclasses.replace(who, secrets=tuple(names), identity_terms=tuple(terms))
         prepared = []
-        for index, variant in enumerate(plan.draw_pair()):
-            label = "ab"[index]
-            call = Call(endpoint, request_id, started, ts, variant, experiment, unit, stream)
-            call.battle_id = battle_id
-            side_body = {**body, "n": 1, "request_id": f"{request_id}-{label}"}
+        for index, variant in enumerate(pair):
+            call = dataclasses.replace(base, variant=variant, events=[])
+            call.battle_id, call.label = battle_id, "ab"[index]
             try:
-                prepared.append((label, call, self._engine_request(side_body, call)))
+                prepared.append((call, self._engine_request({**body, "n": 1}, call)))
             except APIError as exc:
                 call.events = events
-                await self._finish(call, f"{request_id}-{label}", exc.status, error=exc.message)
-                return exc.response(headers)
+                await self._finish(call, call.engine_request_id, exc.status, error=exc.message)
+                return blind_error(exc, index, term_pattern(names)).response(headers)
         sides = [
-            Side(label, index, call, self._engine_call(call, engine_request))
-            for index, (label, call, engine_request) in enumerate(prepared)
+            Side(call.label or "", index, call, self._engine_call(call, engine_request))
+            for index, (call, engine_request) in enumerate(prepared)
         ]
         if self._sampled():
-            conversation = _conversation(body, endpoint)
+            conversation = _conversation(body, base.endpoint)
             for side in sides:
                 side.call.prompt = conversation
         battle = ArenaBattle(
-            battle_id, experiment, unit, sides, self._outcomes, events, self._score_later
-        )
+            battle_id, experiment, base.unit or "", sides, self._outcomes, events,
+            self._score_later, who,
+        )  # fmt: skip
         return await battle.respond(headers | {"x-battle-id": battle_id})
 
     async def _relay(

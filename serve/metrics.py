@@ -10,6 +10,11 @@ port, merged into one exposition.
 Conventions: base units in names (`_seconds`), `_total` counters, labels bounded by the config
 (experiment, variant, endpoint, status class, feedback kind and value) — never a user, request or
 completion id.
+
+Arena battles are blind here too: an arena side's completion, tokens, latency, score and
+feedback are counted under its experiment with the variant `(arena)`, never its variant, so no
+scrape diff around a battle tells a voter which variant wrote which side. Which variant did how
+well in an arena is the report's to say.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 SCORE_BUCKETS = (-4, -3, -2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 3, 4)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 ENGINE_PREFIX = "ray_vllm_"
+ARENA = "(arena)"  # the variant label of every arena side's series
 
 
 def _status_class(status: int) -> str:
@@ -98,21 +104,24 @@ class OutcomeMetrics:
             if isinstance(event, Completion):
                 self._completion(event)
             elif isinstance(event, Exposure):
-                variant = event.variant or "(arena)"
+                variant = event.variant or ARENA
                 self.assignments.labels(event.experiment, variant, event.reason).inc()
             elif isinstance(event, Battle):
                 self.battles.labels(event.experiment).inc()
             elif isinstance(event, Score):
-                labels = (event.experiment or "", event.variant or "")
+                variant = ARENA if event.battle_id is not None else event.variant or ""
+                labels = (event.experiment or "", variant)
                 self.scores.labels(*labels).observe(event.score)
                 self.score_lag.observe(event.latency_s)
             elif isinstance(result, FeedbackResult) and result.status == "recorded":
                 experiment, variant = result.target
+                variant = ARENA if result.in_battle else variant
                 self.feedback.labels(experiment or "", variant or "", event.kind,
                                      event.value or "").inc()  # fmt: skip
 
     def _completion(self, event: Completion) -> None:
-        labels = (event.experiment or "", event.variant or "")
+        variant = ARENA if event.battle_id is not None else event.variant or ""
+        labels = (event.experiment or "", variant)
         self.requests.labels(*labels, event.endpoint, _status_class(event.status)).inc()
         if event.status != 200:
             return

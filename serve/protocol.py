@@ -93,6 +93,30 @@ _FEEDBACK = TypeAdapter(FeedbackRequest)
 FEEDBACK_KINDS = ("thumbs", "vote", "regenerate", "copy", "custom")
 
 
+def lone_surrogate(value: Any) -> str | None:
+    """The path (`messages.0.content`) of the first string in a parsed JSON value that holds a
+    lone surrogate (JSON's `\\ud800` escape: valid JSON, but no Unicode text, so no store or
+    tokenizer can take it), or None. Iterative: nesting depth is bounded by the parser only."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return path
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                # The path goes into the error: a bad key is shown escaped, never as it is.
+                name = str(key).encode("utf-8", "backslashreplace").decode()
+                stack.append((f"{path}.{name}" if path else name, child))
+                stack.append((f"{path}.{name}" if path else name, key))  # a key is a string too
+        elif isinstance(item, list):
+            for i in reversed(range(len(item))):
+                stack.append((f"{path}.{i}" if path else str(i), item[i]))
+    return None
+
+
 def unit_id(value: str | None, where: str) -> str | None:
     """A unit id from a header or field: at most `MAX_ID` characters (a 400 names `where`)."""
     if value is not None and len(value) > MAX_ID:

@@ -46,8 +46,16 @@ class Call:
     wants_usage: bool = False
     ttft_s: float | None = None
     battle_id: str | None = None
+    label: str | None = None  # an arena side's: a or b
+    client_request_id: str | None = None  # the client's X-Request-Id, kept for tracing
     prompt: list[dict[str, str]] | None = None  # set when the completion will be scored
     events: list[Event] = field(default_factory=list)
+
+    @property
+    def engine_request_id(self) -> str:
+        """The id the engine makes the completion id from (`chatcmpl-<this>`): the server's
+        request id, and an arena side's label after it."""
+        return f"{self.request_id}-{self.label}" if self.label else self.request_id
 
     def completion(
         self,
@@ -72,6 +80,7 @@ class Call:
             completion_tokens=usage.get("completion_tokens") if usage else None,
             error=error,
             battle_id=self.battle_id,
+            client_request_id=self.client_request_id,
         )
 
 

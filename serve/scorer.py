@@ -42,6 +42,7 @@ class ScoreJob:
     messages: Sequence[Mapping[str, Any]]
     response: str
     ended: float  # Unix time the completion ended
+    battle_id: str | None = None
 
 
 def run_at_idle_priority() -> bool:
@@ -122,7 +123,7 @@ class RewardScorerDeployment:
         now = time.time()
         await self._log.record.remote(
             [Score(now, job.completion_id, job.experiment, job.variant, self._model, value,
-                   max(0.0, now - job.ended))]
+                   max(0.0, now - job.ended), job.battle_id)]
         )  # fmt: skip
 
     def backend(self) -> str:

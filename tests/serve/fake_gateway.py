@@ -14,7 +14,7 @@ from starlette.responses import Response
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionResponse
 
 import serve.gateway as gateway_module
-from router.events import Event
+from router.events import Event, Feedback, FeedbackResult
 from serve.config import AppConfig
 from serve.errors import APIError
 
@@ -112,11 +112,14 @@ class Engine:
 
 
 class Log:
-    """The outcome log's `record` method, keeping what it was sent."""
+    """The outcome log's `record` and `record_feedback` methods, keeping what they were sent
+    (feedback is answered `recorded`)."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        self.feedback: list[Feedback] = []
         self.record = self
+        self.record_feedback = _FeedbackMethod(self)
 
     async def _record(self, events: list[Event], committed: bool = False) -> bool:
         self.events.extend(events)
@@ -127,6 +130,19 @@ class Log:
 
     def kinds(self) -> list[str]:
         return [type(event).__name__ for event in self.events]
+
+
+class _FeedbackMethod:
+    def __init__(self, log: Log) -> None:
+        self._log = log
+
+    def remote(self, feedback: Feedback) -> Any:
+        self._log.feedback.append(feedback)
+
+        async def answer() -> FeedbackResult:
+            return FeedbackResult("recorded", len(self._log.feedback))
+
+        return answer()
 
 
 @dataclass
@@ -145,6 +161,31 @@ class FakeGateway:
             response = exc.response()
         return response.status_code, await read(response)
 
+    async def call(
+        self,
+        route: str,
+        body: dict[str, Any],
+        headers: dict[str, str] | None = None,
+        endpoint: str = "chat",
+    ) -> tuple[int, str, dict[str, str]]:
+        """Status, body and headers of `complete` (the stream read) or `feedback`."""
+        try:
+            if route == "feedback":
+                response = await self.gateway.feedback(request(body, headers))
+            else:
+                response = await self.gateway._complete(request(body, headers), endpoint)
+        except APIError as exc:
+            response = exc.response()
+        return response.status_code, await read(response), dict(response.headers)
+
+    async def call_raw(self, raw: str) -> tuple[int, str, dict[str, str]]:
+        """A chat completion request whose body is this JSON text, as sent."""
+        try:
+            response = await self.gateway._complete(request(raw), "chat")
+        except APIError as exc:
+            response = exc.response()
+        return response.status_code, await read(response), dict(response.headers)
+
     async def settled(self) -> None:
         """Wait for every outcome delivery in flight."""
         for _ in range(10):
@@ -158,9 +199,13 @@ async def make(
     experiments: list[dict[str, Any]] | None = None,
     variants: tuple[str, ...] = ("a", "b"),
     user_config: dict[str, Any] | None = None,
+    settings: dict[str, dict[str, Any]] | None = None,
 ) -> FakeGateway:
+    """A gateway over fake engines, one per variant; `settings` adds fields to a variant's
+    config (a system prompt, identity terms)."""
     config = AppConfig.from_args(
-        {"variants": [{"name": v, "model": "unused"} for v in variants],
+        {"variants": [{"name": v, "model": "unused", **(settings or {}).get(v, {})}
+                      for v in variants],
          "check_model_files": False}
     )  # fmt: skip
     engines = {v: Engine(v) for v in variants}
@@ -171,8 +216,8 @@ async def make(
     return FakeGateway(gateway, log, engines)
 
 
-def request(body: dict[str, Any], headers: dict[str, str] | None = None) -> Request:
-    raw = json.dumps(body).encode()
+def request(body: dict[str, Any] | str, headers: dict[str, str] | None = None) -> Request:
+    raw = (body if isinstance(body, str) else json.dumps(body)).encode("utf-8", "surrogatepass")
     sent = False
 
     async def receive() -> dict[str, Any]:

@@ -95,3 +95,36 @@ def test_as_stream_is_a_well_formed_sse_answer(chat: bool, usage: bool) -> None:
     assert chunks[0]["reward"]["score"] == 1.0
     assert chunks[1]["choices"][0]["finish_reason"] == "length"
     assert ("usage" in chunks[-1]) == usage
+
+
+def test_a_streamed_best_of_n_answer_carries_the_chosen_tool_calls_and_logprobs() -> None:
+    """Streamed, the chosen candidate lost its tool calls and log probabilities: a client
+    asking for either got an answer without them."""
+    calls = [{"id": "call-7", "type": "function",
+              "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]  # fmt: skip
+    logprobs = {"content": [{"token": "Hi", "logprob": -0.2, "bytes": [72, 105],
+                             "top_logprobs": []}]}  # fmt: skip
+    whole = payload(["", "Hi"])
+    whole["choices"][0]["message"]["tool_calls"] = calls
+    whole["choices"][0]["finish_reason"] = "tool_calls"
+    whole["choices"][1]["logprobs"] = logprobs
+    for best, expected in ((0, "tool_calls"), (1, "logprobs")):
+        scores = [1.0, 0.0] if best == 0 else [0.0, 1.0]
+        chunks = [
+            json.loads(e.removeprefix("data: "))
+            for e in as_stream(best_response(whole, scores, "rm"), "chat", False)
+            .removesuffix("data: [DONE]\n\n")
+            .strip()
+            .split("\n\n")
+        ]
+        first = chunks[0]["choices"][0]
+        if expected == "tool_calls":
+            assert first["delta"]["tool_calls"] == [{"index": 0, **calls[0]}]
+            assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+        else:
+            assert first["logprobs"] == logprobs and "tool_calls" not in first["delta"]
+    completions = payload(["a", "b"], chat=False)
+    completions["choices"][1]["logprobs"] = {"tokens": ["b"], "token_logprobs": [-0.1]}
+    text = as_stream(best_response(completions, [0.0, 1.0], "rm"), "completions", False)
+    first = json.loads(text.split("\n\n")[0].removeprefix("data: "))["choices"][0]
+    assert first["logprobs"] == {"tokens": ["b"], "token_logprobs": [-0.1]}

@@ -135,3 +135,30 @@ def test_what_the_store_already_held_is_not_counted_again(tmp_path: object) -> N
     assert assignments == [1.0] and requests == [1.0]
     tokens = found[("arena_completion_tokens_total", (("experiment", "exp"), ("variant", "a")))]
     assert tokens == 11
+
+
+def test_no_series_tells_which_variant_wrote_an_arena_side() -> None:
+    """A `copy` on side a's completion (no key needed) bumped arena_feedback_total for that
+    side's variant: a scrape diff named side a in every battle. Arena sides are counted under
+    the experiment with variant "(arena)"; the report attributes them, after the votes."""
+    from dataclasses import replace
+
+    metrics = OutcomeMetrics()
+    side = replace(completion("b1-a"), experiment="duel", variant="secret-a", battle_id="b1")
+    events = [
+        side,
+        replace(side, completion_id="b1-b", variant="secret-b", completion_tokens=3),
+        Score(2.0, "b1-a", "duel", "secret-a", "rm", 0.7, 0.4, battle_id="b1"),
+        Feedback(3.0, "copy", "k1", completion_id="b1-a"),
+    ]
+    results = [None, None, None, FeedbackResult("recorded", 1, target=("duel", None),
+                                                in_battle=True)]  # fmt: skip
+    metrics.observe(events, results)
+    text = metrics.exposition()
+    assert "secret" not in text
+    found = samples(text)
+    arena = (("experiment", "duel"), ("variant", "(arena)"))
+    assert found[("arena_completion_tokens_total", arena)] == 11 + 3
+    assert found[("arena_reward_score_count", arena)] == 1
+    copy = (("experiment", "duel"), ("kind", "copy"), ("value", ""), ("variant", "(arena)"))
+    assert found[("arena_feedback_total", copy)] == 1
