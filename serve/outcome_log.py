@@ -28,7 +28,7 @@ from typing import Any
 
 from ray import serve
 
-from router.events import Event, Feedback, FeedbackResult
+from router.events import Event, Feedback, FeedbackResult, check_text
 from router.experiment import Experiment
 from router.store import OutcomeStore, WriteResult
 from serve.config import OUTCOME_LOG_DEPLOYMENT
@@ -70,6 +70,11 @@ class OutcomeWriter:
         most `wait_s`: a store that is slow or cannot write keeps them queued (False)."""
         self._ensure_running()
         for event in events:
+            try:  # what the store could not take is refused here, alone, not with its batch
+                check_text(event)
+            except ValueError as exc:
+                logger.error("outcome event refused: %s: %s", type(event).__name__, exc)
+                continue
             self._queue.put_nowait((event, None))
         if not committed:
             return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -366,3 +367,27 @@ def test_beyond_max_pending_the_oldest_events_go_but_no_flush_is_lost(tmp_path: 
     asyncio.run(run())
     ids = {r[0] for r in sqlite3.connect(path).execute("SELECT completion_id FROM completions")}
     assert ids == {f"c{i}" for i in range(20, 30)}
+
+
+def test_an_event_the_store_cannot_take_is_refused_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lone surrogate in a unit id reached SQLite, failed its whole batch, and sent the log
+    into one-by-one commits: refused where it is queued, the others commit in one batch."""
+    path = tmp_path / "o.db"
+    writes: list[int] = []
+
+    async def run() -> None:
+        writer = OutcomeWriter(str(path))
+        original = writer._store.write
+        writer._store.write = lambda events: (writes.append(len(events)), original(events))[1]
+        bad = replace(completion("c-bad"), unit="alice\ud800")
+        assert await writer.record([completion("c1"), bad, completion("c2")], committed=True)
+        await writer.flush()
+
+    with caplog.at_level("ERROR"):
+        asyncio.run(run())
+    rows = sqlite3.connect(path).execute("SELECT completion_id FROM completions").fetchall()
+    assert sorted(r[0] for r in rows) == ["c1", "c2"]
+    assert writes[0] == 2 and "one by one" not in caplog.text
+    assert "not valid Unicode" in caplog.text
