@@ -10,12 +10,14 @@ which Ray Serve passes to `Gateway.reconfigure` (live, without rebuilding anythi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import ray
 from ray.serve import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 
-from serve.config import VARIANT_PREFIX, AppConfig, VariantConfig
+from serve.config import VARIANT_PREFIX, AppConfig, ConfigError, VariantConfig
 from serve.gateway import Gateway
 from serve.outcome_log import OutcomeLog
 from serve.scorer import RewardScorerDeployment
@@ -40,9 +42,38 @@ def variant_llm_config(variant: VariantConfig) -> LLMConfig:
     )
 
 
+def check_cluster_fits(config: AppConfig, resources: Mapping[str, float]) -> None:
+    """`ConfigError` when the cluster's logical CPUs or GPUs (`resources`, as
+    `ray.cluster_resources()` gives them) cannot hold every engine and scorer replica: Ray
+    would leave the rest waiting forever, and the app would never become healthy (with the
+    scorer left out, scoring would silently never happen)."""
+    if not config.check_resources:
+        return
+    needed, have = config.logical_cpus_needed, resources.get("CPU", 0.0)
+    if needed > have + 1e-9:
+        asks = ", ".join(what for what, _ in config.cpu_demands)
+        raise ConfigError(
+            f"this config asks Ray for {needed:g} logical CPUs ({asks}) and the cluster has "
+            f"{have:g}: the replicas beyond them would wait forever. Start Ray with more "
+            "(`ray start --head --num-cpus N`), lower cpus_per_replica, let prompt-only "
+            "variants share an engine (`engine:`), or set args.check_resources: false where "
+            "an autoscaler adds nodes."
+        )
+    scorer = config.scorer
+    gpus = scorer.num_replicas * scorer.gpus_per_replica if scorer is not None else 0.0
+    if gpus > resources.get("GPU", 0.0) + 1e-9:
+        raise ConfigError(
+            f"the reward scorer asks Ray for {gpus:g} GPUs and the cluster has "
+            f"{resources.get('GPU', 0.0):g} (set scorer.gpus_per_replica: 0 to score on CPUs)"
+        )
+
+
 def build_app(args: dict[str, Any]) -> Application:
-    """Validate `args` (raising `ConfigError` naming each bad field) and bind the application."""
+    """Validate `args` (raising `ConfigError` naming each bad field, or saying why the cluster
+    cannot hold the app) and bind the application."""
     config = AppConfig.from_args(args)
+    if ray.is_initialized():  # `serve deploy` and `serve run` build on the cluster
+        check_cluster_fits(config, ray.cluster_resources())
     owned = {
         v.name: build_llm_deployment(variant_llm_config(v), name_prefix=VARIANT_PREFIX)
         for v in config.variants

@@ -267,6 +267,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     names = ", ".join(e.name for e in checked.gateway.experiments) or "none"
     print(f"{args.config}: valid ({len(checked.app.variants)} variants; experiments: {names})")
+    needed, here = checked.app.logical_cpus_needed, os.cpu_count() or 1
+    if needed > here and checked.app.check_resources:
+        print(
+            f"note: it asks Ray for {needed:g} logical CPUs and this machine has {here}: a "
+            f"default `ray start --head` here offers {here}, so `serve deploy` would refuse it "
+            "(`arena-serve serve` starts Ray with as many as the config asks for)"
+        )
     return 0
 
 

@@ -289,6 +289,12 @@ class AppConfig(BaseModel):
     check_model_files: bool = Field(
         default=True, description="Fail at deploy when a variant's model folder has no config."
     )
+    check_resources: bool = Field(
+        default=True,
+        description="Fail at deploy when the Ray cluster has fewer logical CPUs (or GPUs) than "
+        "the engine and scorer replicas ask for, rather than leave them waiting forever; turn "
+        "off where an autoscaler adds nodes on demand.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -346,9 +352,24 @@ class AppConfig(BaseModel):
     @property
     def logical_cpus_needed(self) -> float:
         """Logical CPUs Ray must offer for every engine and scorer replica (the rest ask none)."""
-        scorer = self.scorer.num_replicas * self.scorer.cpus_per_replica if self.scorer else 0.0
-        engines = [v for v in self.variants if v.engine is None]
-        return sum(v.num_replicas * v.cpus_per_replica for v in engines) + scorer
+        return sum(cpus for _, cpus in self.cpu_demands)
+
+    @property
+    def cpu_demands(self) -> list[tuple[str, float]]:
+        """(what, logical CPUs) of every deployment that asks Ray for CPUs."""
+        demands = [
+            (f"engine {v.name} ({v.num_replicas} × {v.cpus_per_replica:g})",
+             v.num_replicas * v.cpus_per_replica)
+            for v in self.variants
+            if v.engine is None
+        ]  # fmt: skip
+        if self.scorer is not None and self.scorer.cpus_per_replica:
+            scorer = self.scorer
+            demands.append(
+                (f"reward scorer ({scorer.num_replicas} × {scorer.cpus_per_replica:g})",
+                 scorer.num_replicas * scorer.cpus_per_replica)
+            )  # fmt: skip
+        return demands
 
     @classmethod
     def from_args(cls, args: dict[str, Any]) -> AppConfig:

@@ -29,7 +29,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -256,6 +256,13 @@ def _names(variant: VariantConfig, config: AppConfig) -> tuple[str, ...]:
     folder = owner.model_path
     names = [variant.name, owner.name, owner.model or "", str(folder), folder.name]
     return tuple(name for name in dict.fromkeys(names) if name)
+
+
+def _telling_terms(first: Sequence[str], second: Sequence[str]) -> tuple[str, ...]:
+    """The identity terms that tell two variants apart: a name both carry ("Llama" for two
+    Llama sizes) says nothing about which side is which."""
+    shared = {t.casefold() for t in first} & {t.casefold() for t in second}
+    return tuple(t for t in (*first, *second) if t.casefold() not in shared)
 
 
 def _check_prompt(body: dict[str, Any], endpoint: Endpoint) -> None:
@@ -908,7 +915,7 @@ class Gateway:
         battle_id = f"battle-{uuid.uuid4().hex}"
         pair = plan.draw_pair()
         names = [name for variant in pair for name in self._names_of[variant]]
-        terms = [t for variant in pair for t in self._variants[variant].identity_terms]
+        terms = _telling_terms(*(self._variants[variant].identity_terms for variant in pair))
         who = dataclasses.replace(who, secrets=tuple(names), identity_terms=tuple(terms))
         prepared = []
         for index, variant in enumerate(pair):

@@ -31,7 +31,8 @@ def default_document() -> dict:
 def test_the_default_config_serves_two_variants_an_ab_and_an_arena_experiment() -> None:
     served = read_serve_file(DEFAULT)
     assert served.application["import_path"] == APP_IMPORT_PATH
-    assert [v.name for v in served.app.variants] == VARIANTS
+    assert [v.name for v in served.app.variants] == ["smollm2", *VARIANTS]
+    assert {v.engine_name for v in served.app.variants} == {"smollm2"}  # one engine
     ab, arena = served.gateway.experiments
     assert (ab.mode, arena.mode) == ("ab", "arena")
     assert [a.weight for a in ab.arms] == [1, 1]
@@ -68,7 +69,7 @@ DELETE = object()
         ("args.variants", [], "variants: List should have at least 1 item"),
         ("args.variants.0.model", DELETE, "variants.0: set exactly one of `model`"),
         ("args.variants.0.model", "hf://org/model", "variants.0.model: must be a local folder"),
-        ("args.variants.1.name", "smollm2-concise", "variants.1.name: 'smollm2-concise' is used"),
+        ("args.variants.2.name", "smollm2-concise", "variants.2.name: 'smollm2-concise' is used"),
         ("args.variants.0.sampling.temperature", 9, "variants.0.sampling.temperature"),
         ("args.variants.0.num_replicas", 0, "variants.0.num_replicas"),
         ("args.variants.0.colour", "red", "variants.0.colour: Extra inputs"),
@@ -96,19 +97,18 @@ def test_config_errors_name_the_field(path: str, value: object, named: str) -> N
 
 
 def test_prompt_only_variants_share_an_engine() -> None:
-    document = mutate("args.variants.1.engine", "smollm2-concise")
-    del document["applications"][0]["args"]["variants"][1]["model"]
+    document = mutate("args.check_model_files", False)
     app = ServeFile.from_document(document).app
-    assert [v.engine_name for v in app.variants] == ["smollm2-concise", "smollm2-concise"]
+    assert [v.engine_name for v in app.variants] == ["smollm2"] * 3
     assert app.logical_cpus_needed == 2  # one engine and the scorer
     with pytest.raises(ConfigError, match=r"variants\.1: .*exactly one of `model`"):
-        ServeFile.from_document(mutate("args.variants.1.engine", "smollm2-concise"))
+        ServeFile.from_document(mutate("args.variants.1.model", "models/smollm2-135m-instruct"))
     variants = document["applications"][0]["args"]["variants"]
     variants.append({"name": "third", "engine": "smollm2-friendly"})
-    with pytest.raises(ConfigError, match=r"variants\.2\.engine: 'smollm2-friendly' is not"):
+    with pytest.raises(ConfigError, match=r"variants\.3\.engine: 'smollm2-friendly' is not"):
         ServeFile.from_document(document)
-    variants[2] = {"name": "third", "engine": "smollm2-concise", "stream_interval_ms": 10}
-    with pytest.raises(ConfigError, match=r"variants\.2: stream_interval_ms: set on the variant"):
+    variants[3] = {"name": "third", "engine": "smollm2", "stream_interval_ms": 10}
+    with pytest.raises(ConfigError, match=r"variants\.3: stream_interval_ms: set on the variant"):
         ServeFile.from_document(document)
 
 
@@ -144,7 +144,7 @@ def test_engine_deployments_carry_their_queue_limits() -> None:
 
 def with_ranked_variant(document: dict, n: int) -> dict:
     """The document with a prompt-only best-of-n variant (not an arm of the arena) added."""
-    best = {"name": "smollm2-best", "engine": "smollm2-concise", "best_of_n": n}
+    best = {"name": "smollm2-best", "engine": "smollm2", "best_of_n": n}
     document["applications"][0]["args"]["variants"].append(best)
     return document
 
@@ -152,10 +152,10 @@ def with_ranked_variant(document: dict, n: int) -> dict:
 def test_best_of_n_needs_a_scorer() -> None:
     document = with_ranked_variant(mutate("args.check_model_files", False), 4)
     del document["applications"][0]["args"]["scorer"]
-    with pytest.raises(ConfigError, match=r"variants\.2\.best_of_n: needs a `scorer`"):
+    with pytest.raises(ConfigError, match=r"variants\.3\.best_of_n: needs a `scorer`"):
         ServeFile.from_document(document)
     document["applications"][0]["args"]["scorer"] = {"model": "models/smollm2-reward"}
-    assert ServeFile.from_document(document).app.variants[2].best_of_n == 4
+    assert ServeFile.from_document(document).app.variants[3].best_of_n == 4
 
 
 @pytest.mark.parametrize(
@@ -207,8 +207,8 @@ def test_not_a_serve_file() -> None:
 
 def test_missing_model_folder_is_reported(tmp_path: Path) -> None:
     args = default_document()["applications"][0]["args"]
-    args["variants"][1]["model"] = str(tmp_path / "nothing-here")
-    with pytest.raises(ConfigError, match=r"variants\.1\.model: no model at"):
+    args["variants"][0]["model"] = str(tmp_path / "nothing-here")
+    with pytest.raises(ConfigError, match=r"variants\.0\.model: no model at"):
         AppConfig.from_args(args)
 
 
@@ -219,7 +219,7 @@ def test_defaults_fill_engine_options() -> None:
     assert engine["enforce_eager"] is True and engine["kv_cache_memory_bytes"] > 0
     assert config.store_file.is_absolute()
     assert config.scorer is not None and config.scorer.model_path.name == "smollm2-reward"
-    assert config.logical_cpus_needed == 3  # two engines and the scorer
+    assert config.logical_cpus_needed == 2  # one engine and the scorer
 
 
 def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -253,7 +253,7 @@ def test_a_best_of_n_variant_cannot_be_an_arena_arm() -> None:
         GatewayConfig.for_variants(config, VARIANTS, ranked=["smollm2-friendly"])
     config["experiments"][0]["mode"] = "ab"  # an A/B arm serves it as configured
     assert GatewayConfig.for_variants(config, VARIANTS, ranked=["smollm2-friendly"]).experiments
-    in_the_arena = mutate("args.variants.0.best_of_n", 4)  # smollm2-concise, an arena arm
+    in_the_arena = mutate("args.variants.1.best_of_n", 4)  # smollm2-concise, an arena arm
     with pytest.raises(ConfigError, match=r"experiments\.1\.arms\.0\.variant"):
         ServeFile.from_document(in_the_arena)
 
@@ -359,3 +359,39 @@ def test_an_edit_that_would_move_a_default_implicitly_is_not_deployed(
     assert redeploy(Client(), path, running, "127.0.0.1", 8000) is running
     out = capsys.readouterr().out
     assert "still serving the previous config" in out and "default_variant" in out
+
+
+def test_a_config_larger_than_the_cluster_is_refused_at_deploy_with_the_reason() -> None:
+    """On a default `ray start --head` of a 2-core machine the old default config (two engines
+    and a scorer: 3 logical CPUs) never became healthy: the scorer waited for a CPU forever."""
+    from serve.app import check_cluster_fits
+
+    two_engines = mutate("args.check_model_files", False)
+    args = two_engines["applications"][0]["args"]
+    args["variants"] = args["variants"][1:]  # concise and friendly, each an engine of its own
+    for variant in args["variants"]:
+        variant["model"] = "models/smollm2-135m-instruct"
+        variant.pop("engine")
+    app = ServeFile.from_document(two_engines).app
+    assert app.logical_cpus_needed == 3
+    with pytest.raises(ConfigError) as refused:
+        check_cluster_fits(app, {"CPU": 2.0})
+    message = str(refused.value)
+    assert "3 logical CPUs" in message and "has 2" in message and "reward scorer" in message
+    check_cluster_fits(app, {"CPU": 3.0})
+    check_cluster_fits(app.model_copy(update={"check_resources": False}), {"CPU": 2.0})
+    default = ServeFile.from_document(mutate("args.check_model_files", False)).app
+    check_cluster_fits(default, {"CPU": 2.0})  # the default config fits two cores
+
+
+def test_check_config_says_when_this_machine_is_too_small(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serve.cli import main
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(mutate("args.check_model_files", False)))
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "valid" in out and "2 logical CPUs" in out and "this machine has 1" in out

@@ -284,3 +284,23 @@ def answer_saying(text: str, request: Any) -> list[Any]:
     [response] = whole_chat("x", request)
     response.choices[0].message.content = text
     return [response]
+
+
+def test_a_name_both_sides_carry_voids_no_vote() -> None:
+    async def test() -> None:
+        fake = await make(
+            [DUEL],
+            settings={"a": {"identity_terms": ["Llama", "Llama-70B"]},
+                      "b": {"identity_terms": ["llama", "Llama-8B"]}},
+        )  # fmt: skip
+        texts = iter(["As a Llama model, hi.", "Hi.", "I am Llama-8B.", "Hi."])
+        for engine in fake.engines.values():
+            engine.script = lambda name, request: answer_saying(next(texts), request)
+        body = {"model": "duel", "user": "u", "messages": HI}
+        for _ in range(2):
+            assert (await fake.call("complete", body))[0] == 200
+        await fake.settled()
+        battles = [e for e in fake.log.events if type(e).__name__ == "Battle"]
+        assert [b.identity_revealed for b in battles] == [False, True]
+
+    run(test)
