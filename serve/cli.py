@@ -88,7 +88,11 @@ def serve_foreground(config_path: Path, host: str | None, port: int | None) -> i
     from ray import serve
 
     cpus = max(os.cpu_count() or 1, math.ceil(served.app.logical_cpus_needed))
-    say(f"starting Ray ({cpus} logical CPUs) and {len(served.app.variants)} variant engines")
+    engines = sum(v.engine is None for v in served.app.variants)
+    say(
+        f"starting Ray ({cpus} logical CPUs), {engines} engine{'s' if engines > 1 else ''} for "
+        f"{len(served.app.variants)} variants"
+    )
     started = time.perf_counter()
     # Until the app is up, SIGTERM stops the start as Ctrl-C does: Serve and Ray are shut down
     # (a killed Ray would leave vLLM's engine processes running).

@@ -40,6 +40,12 @@ THROUGHPUT_MODE = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIM
 # completion logged that no client saw (the replica died between the commit and the reply):
 # records are written as a request ends, and feedback carries its idempotency key.
 HAPROXY_RETRY_ON = {"RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response"}
+# A gateway replica being stopped stays reachable this long before it closes its listener, so
+# the load balancer in front can drop it first (Ray's default, 30 s, is sized for cloud load
+# balancers). HAProxy on the same node drops it within a reload, and retries a refused
+# connection on another replica; with 30 s every stop of `make serve` took 34-48 s, the
+# controller giving up on the gateway ("Controller failed to shut down within 30.0s").
+DIRECT_INGRESS_DRAIN = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
 # The fixed ports the mode also binds (HAProxy's stats and metrics, Serve's fallback proxy).
 SIDE_PORTS = (
     "RAY_SERVE_HAPROXY_STATS_PORT",
@@ -93,7 +99,7 @@ def use_throughput_mode(
     `side_ports` moves the mode's fixed side ports to free ones, so that a test or benchmark
     cluster can run beside another (`make serve`) on the same machine.
     """
-    for name, value in (THROUGHPUT_MODE | HAPROXY_RETRY_ON).items():
+    for name, value in (THROUGHPUT_MODE | HAPROXY_RETRY_ON | DIRECT_INGRESS_DRAIN).items():
         env.setdefault(name, value)
     if side_ports:
         for name in SIDE_PORTS:

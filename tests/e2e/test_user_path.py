@@ -26,7 +26,13 @@ import yaml
 
 from loadtests.processes import MARKER, _marked, start, stop
 from serve.config import PROJECT_ROOT
-from serve.deploy import SIDE_PORTS, THROUGHPUT_MODE, free_port
+from serve.deploy import (
+    DIRECT_INGRESS_DRAIN,
+    HAPROXY_RETRY_ON,
+    SIDE_PORTS,
+    THROUGHPUT_MODE,
+    free_port,
+)
 
 CONFIG = PROJECT_ROOT / "deploy" / "config.yaml"
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -35,7 +41,8 @@ SERVE = str(Path(sys.executable).with_name("serve"))
 
 def clean_env() -> dict[str, str]:
     """This machine's environment without the session cluster's address or Serve modes."""
-    drop = {"RAY_ADDRESS", MARKER, *SIDE_PORTS, *THROUGHPUT_MODE}
+    drop = {"RAY_ADDRESS", MARKER, *SIDE_PORTS, *THROUGHPUT_MODE, *HAPROXY_RETRY_ON,
+            *DIRECT_INGRESS_DRAIN}  # fmt: skip
     return {name: value for name, value in os.environ.items() if name not in drop}
 
 
