@@ -248,21 +248,26 @@ class ArenaBattle:
             self._queue.put_nowait((side, _END))
 
     async def _events_after(self, buffered: list[tuple[Side, Any]]) -> AsyncIterator[str]:
-        """Everything both sides send, interleaved as it comes, then usage and [DONE]."""
+        """Everything both sides send, interleaved as it comes, then usage and [DONE].
+
+        What both sides sent before the answer started goes out in one write, side a's first:
+        the order in which the two engines answered must not show which came first."""
         logged = False
         failed: str | None = None
         try:
             ended = 0
+            first = []
+            for side, item in sorted(buffered, key=lambda entry: entry[0].index):  # stable
+                ended += item is _END
+                first.append(self._shown(side, item))
+            if "".join(first):
+                yield "".join(first)
             while ended < len(self.sides):
-                side, item = buffered.pop(0) if buffered else await self._queue.get()
-                if item is _END:
-                    ended += 1
-                elif isinstance(item, BaseException):
-                    yield sse(side.fail(self._broken(side)).body())
-                else:
-                    text = "".join(self._rewrite(side, chunk) for chunk in item)
-                    if text:
-                        yield text
+                side, item = await self._queue.get()
+                ended += item is _END
+                text = self._shown(side, item)
+                if text:
+                    yield text
             logged = True  # before the wait: a client leaving during it must not log it twice
             await self._record()
             if any(side.call.wants_usage for side in self.sides):
@@ -278,6 +283,14 @@ class ArenaBattle:
         finally:
             if not logged:  # the client left, or it broke: stop both engines, log now
                 self._client_left(*((503, failed) if failed else ()))
+
+    def _shown(self, side: Side, item: Any) -> str:
+        """What one item a side's pump queued shows the client ("" for none)."""
+        if item is _END:
+            return ""
+        if isinstance(item, BaseException):
+            return sse(side.fail(self._broken(side)).body())
+        return "".join(self._rewrite(side, chunk) for chunk in item)
 
     def _rewrite(self, side: Side, chunk: Any) -> str:
         """One engine SSE chunk as the battle shows it (an empty string drops it)."""

@@ -27,14 +27,18 @@ class EngineStream:
     """A `DeploymentResponseGenerator` stand-in: its items, or never answering (`hang`), or
     failing as a dead replica's call does (`fail`: on the first wait, not on the call)."""
 
-    def __init__(self, items: list[Any], hang: bool = False, fail: bool = False) -> None:
+    def __init__(
+        self, items: list[Any], hang: bool = False, fail: bool = False, delay_s: float = 0.0
+    ) -> None:
         self.items, self.hang, self.fail, self.cancelled = list(items), hang, fail, False
+        self.delay_s = delay_s  # before the first item: a slower engine
 
     def __aiter__(self) -> EngineStream:
         return self
 
     async def __anext__(self) -> Any:
-        await asyncio.sleep(0)
+        await asyncio.sleep(self.delay_s)
+        self.delay_s = 0.0
         if self.hang:
             await asyncio.sleep(3600)
         if self.fail:
@@ -90,6 +94,7 @@ class Engine:
     script: Script = answer
     hang: bool = False
     fail: bool = False
+    delay_s: float = 0.0
     requests: list[Any] = field(default_factory=list)
     streams: list[EngineStream] = field(default_factory=list)
 
@@ -98,7 +103,9 @@ class Engine:
 
     def remote(self, request: Any) -> EngineStream:
         self.requests.append(request)
-        stream = EngineStream(self.script(self.name, request), hang=self.hang, fail=self.fail)
+        stream = EngineStream(
+            self.script(self.name, request), hang=self.hang, fail=self.fail, delay_s=self.delay_s
+        )
         self.streams.append(stream)
         return stream
 

@@ -211,3 +211,27 @@ def test_metrics_is_an_operators_route_where_keys_exist() -> None:
             assert refused.value.status == status
 
     run(test)
+
+
+def test_which_engine_answered_first_does_not_show_in_the_stream() -> None:
+    """The first chunks of both sides go out together, side a's first: otherwise a slower
+    variant's side always came second."""
+
+    async def test() -> None:
+        fake = await make([DUEL], variants=VARIANTS)
+        fake.engines[VARIANTS[0]].delay_s = 0.05  # the slow one
+        slow_first = 0
+        for i in range(12):
+            body = {"model": "duel", "user": f"u{i}", "stream": True, "messages": HI}
+            status, text, _ = await fake.call("complete", body)
+            assert status == 200
+            events = [json.loads(e[6:]) for e in text.split("\n\n") if e.startswith("data: {")]
+            assert events[0]["choices"][0]["index"] == 0
+            labels = [e["arena"]["label"] for e in events if "arena" in e]
+            assert labels == ["a", "b"]
+            await fake.settled()
+            battle = [e for e in fake.log.events if type(e).__name__ == "Battle"][-1]
+            slow_first += battle.variant_a == VARIANTS[0]
+        assert 0 < slow_first < 12  # the slow variant was side a in some battles, not all
+
+    run(test)
