@@ -131,7 +131,8 @@ class ArenaUser(HttpUser):
         shorter = "a" if len(a) <= len(b) else "b"
         longer = "b" if shorter == "a" else "a"
         vote = shorter if random.random() < PREFER_SHORTER else longer
-        answer = _feedback(self, {"battle_id": battle["id"], "kind": "vote", "value": vote})
+        ballot = {"battle_id": battle["id"], "kind": "vote", "value": vote, "user": voter}
+        answer = _feedback(self, ballot)
         if answer is None or "ARENA_TRUTH" not in os.environ:
             return
         reveal = answer["reveal"]

@@ -584,7 +584,6 @@ class Gateway:
         principal = self._caller(request)
         body = await _json_object(request, self._limits.max_body_bytes)
         self._check_limits(body)
-        _check_prompt(body, endpoint)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise APIError(
@@ -603,15 +602,16 @@ class Gateway:
         trace = unit_id(request.headers.get("x-request-id"), "X-Request-Id")
         stream = body.get("stream") is True
         plan = self._experiments.get(model)
+        if plan is None and model not in self._variants:
+            known = ", ".join([*self._experiments, *self._variants])
+            raise APIError(
+                404,
+                f"the model {model!r} does not exist (known: {known})",
+                param="model",
+                code="model_not_found",
+            )
+        _check_prompt(body, endpoint)
         if plan is None:
-            if model not in self._variants:
-                known = ", ".join([*self._experiments, *self._variants])
-                raise APIError(
-                    404,
-                    f"the model {model!r} does not exist (known: {known})",
-                    param="model",
-                    code="model_not_found",
-                )
             unit = user or unit_id(request.headers.get(USER_HEADER), "X-User-Id") or None
             call = Call(endpoint, request_id, started, ts, model, None, unit, stream)
             call.client_request_id = trace

@@ -26,8 +26,10 @@ def battle_row(app: App, battle_id: str) -> dict:
     return dict(row)
 
 
-def vote(app: App, battle_id: str, value: str, key: str) -> httpx.Response:
-    body = {"battle_id": battle_id, "kind": "vote", "value": value, "idempotency_key": key}
+def vote(app: App, battle_id: str, value: str, key: str, user: str) -> httpx.Response:
+    """A vote by `user`: only the unit a battle was served to may vote on it."""
+    body = {"battle_id": battle_id, "kind": "vote", "value": value, "idempotency_key": key,
+            "user": user}  # fmt: skip
     return httpx.post(f"{app.base_url}/v1/feedback", json=body, timeout=30)
 
 
@@ -62,18 +64,27 @@ def test_a_battle_returns_two_blind_choices_from_two_variants(
 
 
 def test_each_choice_is_its_variants_own_answer(client: openai.OpenAI, app: App) -> None:
-    """The variants stop at different max_tokens: each choice's length names its variant."""
+    """The variants stop at different max_tokens: each choice's completion (listed in display
+    order) was written by the variant the battle row shows there, at that variant's length.
+    (Log probabilities, which once counted the tokens here, are refused in an arena.)"""
     checked = 0
     for i in range(6):
         battle = client.chat.completions.create(
-            model="tiny-arena", user=f"arena-{i}", messages=HELLO, logprobs=True
+            model="tiny-arena", user=f"arena-{i}", messages=HELLO
         )
         row = battle_row(app, battle.id)
-        for choice, variant in zip(
-            battle.choices, (row["variant_a"], row["variant_b"]), strict=True
+        ids = battle.model_extra["arena"]["completion_ids"]
+        with app.db() as db:
+            sides = {
+                r["completion_id"]: dict(r)
+                for r in db.execute("SELECT * FROM completions WHERE battle_id = ?", (battle.id,))
+            }
+        for choice, variant, completion_id in zip(
+            battle.choices, (row["variant_a"], row["variant_b"]), ids, strict=True
         ):
+            assert sides[completion_id]["variant"] == variant
             if choice.finish_reason == "length":  # not an early end-of-sequence
-                assert len(choice.logprobs.content) == MAX_TOKENS[variant]
+                assert sides[completion_id]["completion_tokens"] == MAX_TOKENS[variant]
                 checked += 1
     assert checked >= 6
 
@@ -117,7 +128,7 @@ def test_a_vote_reveals_the_variants_and_replays_are_idempotent(
     battle = client.chat.completions.create(model="tiny-arena", user="arena-carol", messages=HELLO)
     row = battle_row(app, battle.id)
     key = f"vote-{uuid.uuid4()}"
-    first = vote(app, battle.id, "a", key)
+    first = vote(app, battle.id, "a", key, "arena-carol")
     assert first.status_code == 201, first.text
     answer = first.json()
     assert answer["reveal"] == {
@@ -125,12 +136,14 @@ def test_a_vote_reveals_the_variants_and_replays_are_idempotent(
         "a": row["variant_a"],
         "b": row["variant_b"],
     }
-    again = vote(app, battle.id, "a", key)
+    stranger = vote(app, battle.id, "a", f"vote-{uuid.uuid4()}", "arena-mallory")
+    assert stranger.status_code == 403 and stranger.json()["error"]["code"] == "not_the_voter"
+    again = vote(app, battle.id, "a", key, "arena-carol")
     assert again.status_code == 200
     assert again.json()["id"] == answer["id"] and again.json()["reveal"] == answer["reveal"]
-    other = vote(app, battle.id, "b", f"vote-{uuid.uuid4()}")
+    other = vote(app, battle.id, "b", f"vote-{uuid.uuid4()}", "arena-carol")
     assert other.status_code == 409 and other.json()["error"]["code"] == "battle_already_voted"
-    reused = vote(app, battle.id, "tie", key)
+    reused = vote(app, battle.id, "tie", key, "arena-carol")
     assert reused.status_code == 409 and reused.json()["error"]["code"] == "idempotency_key_reused"
     with app.db() as db:
         votes = db.execute(
@@ -145,15 +158,20 @@ def test_a_vote_right_after_a_streamed_battle_finds_it(client: openai.OpenAI, ap
             model="tiny-arena", user="arena-dan", messages=HELLO, stream=True
         )
     )
-    assert vote(app, chunks[0].id, "both_bad", f"vote-{uuid.uuid4()}").status_code == 201
+    assert (
+        vote(app, chunks[0].id, "both_bad", f"vote-{uuid.uuid4()}", "arena-dan").status_code == 201
+    )
 
 
 def test_thumbs_on_one_side_of_a_battle(client: openai.OpenAI, app: App) -> None:
     battle = client.chat.completions.create(model="tiny-arena", user="arena-eve", messages=HELLO)
     completion_id = battle.model_extra["arena"]["completion_ids"][1]
     body = {"completion_id": completion_id, "kind": "thumbs", "value": "up"}
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    stranger = httpx.post(f"{app.base_url}/v1/feedback", json=body, headers=key)
+    assert stranger.status_code == 403  # only the battle's own user judges its answers
     response = httpx.post(
-        f"{app.base_url}/v1/feedback", json=body, headers={"Idempotency-Key": str(uuid.uuid4())}
+        f"{app.base_url}/v1/feedback", json=body | {"user": "arena-eve"}, headers=key
     )
     assert response.status_code == 201 and "reveal" not in response.json()
 

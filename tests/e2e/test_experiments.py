@@ -86,12 +86,25 @@ def test_forced_units_get_their_variant_and_are_not_exposed(app: App) -> None:
 
 
 def test_request_experiments_expose_every_request(app: App) -> None:
-    ids = [chat(app, "tiny-requests", user="same-user").headers["x-request-id"] for _ in range(3)]
+    """Each request is a unit of its own, named by the server: a client's X-Request-Id (kept,
+    for tracing) must not pick the unit, and so the arm."""
+    traces = [chat(app, "tiny-requests", user="same-user").headers["x-request-id"]
+              for _ in range(3)]  # fmt: skip
+    picked = chat(app, "tiny-requests", headers={"X-Request-Id": "pick-my-arm"})
+    assert picked.status_code == 200
     with app.db() as db:
+        served = [
+            db.execute(
+                "SELECT request_id FROM completions WHERE client_request_id = ?", (trace,)
+            ).fetchone()["request_id"]
+            for trace in [*traces, "pick-my-arm"]
+        ]
         rows = db.execute(
             "SELECT unit, unit_type FROM exposures WHERE experiment = 'tiny-requests'"
         ).fetchall()
-    assert {r["unit"] for r in rows} >= set(ids)
+    units = {r["unit"] for r in rows}
+    assert len(set(served)) == 4 and units >= set(served)
+    assert not units & {*traces, "pick-my-arm"}
     assert {r["unit_type"] for r in rows} == {"request"}
 
 

@@ -60,8 +60,9 @@ def test_chat_through_an_experiment(client: openai.OpenAI, app: App) -> None:
             "SELECT * FROM completions WHERE completion_id = ?", (completion.id,)
         ).fetchone()
         exposure = db.execute(
-            "SELECT * FROM exposures WHERE request_id = ?", (raw.headers["x-request-id"],)
+            "SELECT * FROM exposures WHERE request_id = ?", (row["request_id"],)
         ).fetchone()
+    assert row["client_request_id"] == raw.headers["x-request-id"]  # kept for tracing
     assert (row["experiment"], row["variant"], row["unit"], row["status"]) == (
         "tiny-ab",
         variant,
@@ -325,7 +326,8 @@ def test_rejected_requests_are_logged_with_their_status(app: App) -> None:
     assert response.status_code == 400
     with app.db() as db:
         row = db.execute(
-            "SELECT * FROM completions WHERE request_id = ?", (response.headers["x-request-id"],)
+            "SELECT * FROM completions WHERE client_request_id = ?",
+            (response.headers["x-request-id"],),
         ).fetchone()
     assert (row["variant"], row["status"]) == ("tiny-a", 400)
     assert row["error"]

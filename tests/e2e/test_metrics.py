@@ -64,7 +64,7 @@ def test_every_dashboard_query_uses_metrics_that_exist(client: openai.OpenAI, ap
     battle = client.chat.completions.create(model="tiny-arena", user="dash", messages=HELLO)
     for body in (
         {"completion_id": completion.id, "kind": "thumbs", "value": "up"},
-        {"battle_id": battle.id, "kind": "vote", "value": "a"},
+        {"battle_id": battle.id, "kind": "vote", "value": "a", "user": "dash"},
     ):
         body["idempotency_key"] = str(uuid.uuid4())
         assert httpx.post(f"{app.base_url}/v1/feedback", json=body).status_code == 201

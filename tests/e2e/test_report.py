@@ -35,7 +35,7 @@ def test_an_arena_report_from_served_battles_and_votes(client: openai.OpenAI, ap
                 "SELECT variant_a FROM battles WHERE battle_id = ?", (battle.id,)
             ).fetchone()
         vote = "a" if row["variant_a"] == "tiny-b" else "b"  # voters prefer tiny-b
-        feedback(app, {"battle_id": battle.id, "kind": "vote", "value": vote})
+        feedback(app, {"battle_id": battle.id, "kind": "vote", "value": vote, "user": f"voter-{i}"})
     report = httpx.get(f"{app.base_url}/v1/experiments/tiny-arena/report", timeout=120).json()
     arena = report["arena"]
     assert arena["votes"] >= 12 and arena["battles"] >= arena["votes"]
