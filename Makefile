@@ -5,7 +5,7 @@ PY := .venv/bin/python
 CONFIG ?= deploy/config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving clean
+.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing clean
 
 setup:
 	@bash scripts/setup.sh
@@ -47,6 +47,9 @@ bench-serving: setup
 
 soak: setup
 	$(call bench_into_docs,loadtests.soak,"Soak: twice the saturation rate")
+
+bench-arena-timing: setup
+	$(call bench_into_docs,loadtests.arena_timing,"Arena: what a stream's timing tells a voter")
 
 bench-kernels: setup
 	$(call bench_into_docs,kernels.bench,"Reward-model kernels and scorer")

@@ -221,3 +221,30 @@ def test_stop_finds_what_a_dead_server_left_running() -> None:
     assert orphans(), "the orphan should be running"
     stop(server)
     assert not [p for p in orphans() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_the_timing_configs_are_valid_and_fit_two_cores(tmp_path: Path) -> None:
+    from loadtests import arena_timing
+
+    for name in ("default", "mixed"):
+        served = read_serve_file(arena_timing.config(name, tmp_path))
+        assert served.app.logical_cpus_needed <= 2
+        engines = {v.engine_name for v in served.app.variants if v.name != "smollm2"}
+        assert len(engines) == (1 if name == "default" else 2)
+
+
+def test_the_timing_predictors_score_their_better_reading() -> None:
+    from loadtests.arena_timing import Seen, score, wilson
+
+    fast, slow = "tiny", "smollm2"
+    seen = [  # side a is the fast one in the first half: its text comes faster and first
+        Seen((9, 1), (1.0, 2.0), (90.0, 10.0), fast) if i < 50 else
+        Seen((1, 9), (2.0, 1.0), (10.0, 90.0), slow)
+        for i in range(100)
+    ]  # fmt: skip
+    assert score(seen) == {"first write": (100, 100), "first done": (100, 100),
+                           "faster": (100, 100)}  # fmt: skip
+    coin = [Seen((1, 1), (1.0, 1.0), (5.0, 5.0), fast)] * 10
+    assert score(coin) == {"first write": (0, 0), "first done": (0, 0), "faster": (0, 0)}
+    low, high = wilson(50, 100)
+    assert low < 0.5 < high and high - low < 0.2
