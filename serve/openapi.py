@@ -34,7 +34,7 @@ ERROR_SCHEMA = {
 _ERRORS = {
     "400": "invalid request",
     "401": "missing or wrong API key",
-    "403": "an admin route with a client key",
+    "403": "an admin route with a client key, or feedback on a battle served to someone else",
     "404": "unknown model, completion, battle or route",
     "409": "a battle already voted, or an idempotency key reused",
     "413": "body over `limits.max_body_bytes`",
@@ -134,6 +134,19 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             "/health": {"get": {"responses": {"200": {"description": "the gateway is up"}}}},
-            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus exposition"}}}},
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus exposition; an admin route where keys are configured",
+                    "security": _BEARER,
+                    "responses": {
+                        "200": {"description": "Prometheus exposition"},
+                        **{
+                            code: value
+                            for code, value in _responses("200", None).items()
+                            if code in ("401", "403", "429", "503")
+                        },
+                    },
+                }
+            },
         },
     }
