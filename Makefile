@@ -5,7 +5,7 @@ PY := .venv/bin/python
 CONFIG ?= deploy/config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing clean
+.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop clean
 
 setup:
 	@bash scripts/setup.sh
@@ -50,6 +50,9 @@ soak: setup
 
 bench-arena-timing: setup
 	$(call bench_into_docs,loadtests.arena_timing,"Arena: what a stream's timing tells a voter")
+
+bench-stop: setup
+	$(call bench_into_docs,loadtests.stop_time,"Stopping make serve")
 
 bench-kernels: setup
 	$(call bench_into_docs,kernels.bench,"Reward-model kernels and scorer")

@@ -10,7 +10,10 @@ knew the variants' speeds would):
 - **first write**: the side with more text in the stream's first write (both sides' first
   chunks are released together, side a's first, so only how much each had counts);
 - **first done**: the side whose finishing chunk arrived first;
-- **faster**: the side whose text arrived at the higher rate after the first write.
+- **faster**: the side whose text arrived at the higher rate after the first write;
+- and, for reference, **shorter**: the side whose whole answer is shorter, which a voter sees
+  in the text itself, timing or not: a timing predictor right about as often as this one adds
+  little to what the answers already show.
 
 An honest coin is right half the time; the table gives each predictor's share right with a 95 %
 Wilson interval, for two configs served one after another on this machine:
@@ -65,6 +68,7 @@ class Seen:
     done_at: tuple[float, float]  # seconds from the request to each choice's finish
     rate: tuple[float, float]  # characters per second after the first write
     side_a: str  # the variant shown as choice 0
+    length: tuple[int, int] = (0, 0)  # characters of each whole answer
 
 
 def config(name: str, folder: Path) -> Path:
@@ -134,8 +138,9 @@ def battle(client: httpx.Client, max_tokens: int) -> Seen | None:
         later = text_at[index][1:]
         span = later[-1][0] - text_at[index][0][0] if later else 0.0
         rates.append(sum(size for _, size in later) / span if span > 0 else 0.0)
+    length = tuple(sum(size for _, size in text_at[index]) for index in (0, 1))
     return Seen((first[0], first[1]), (done[0], done[1]), (rates[0], rates[1]),
-                vote.json()["reveal"]["a"])  # fmt: skip
+                vote.json()["reveal"]["a"], (length[0], length[1]))  # fmt: skip
 
 
 def wilson(right: int, n: int) -> tuple[float, float]:
@@ -157,6 +162,8 @@ def score(seen: list[Seen]) -> dict[str, tuple[int, int]]:
         "first done": [None if s.done_at[0] == s.done_at[1] else s.done_at[0] < s.done_at[1]
                        for s in seen],
         "faster": [None if s.rate[0] == s.rate[1] else s.rate[0] > s.rate[1] for s in seen],
+        "shorter (the text itself)": [None if s.length[0] == s.length[1]
+                                      else s.length[0] < s.length[1] for s in seen],
     }  # fmt: skip
     out = {}
     for name, guesses in calls.items():

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,16 @@ class App:
     def deploy_experiments(self, experiments: list[dict[str, Any]]) -> None:
         """Deploy the same file with other experiments; return once the gateway applied them."""
         self.deploy_gateway({"experiments": experiments})
+
+    @contextmanager
+    def gateway_config(self, user_config: dict[str, Any]) -> Iterator[App]:
+        """The gateway with this `user_config` (keys, limits) for a while, then the session's
+        own experiments again, open, for every other module."""
+        self.deploy_gateway(user_config)
+        try:
+            yield self
+        finally:
+            self.deploy_gateway({"experiments": EXPERIMENTS})
 
     def deploy_gateway(self, user_config: dict[str, Any]) -> None:
         """Deploy the same file with another gateway `user_config`, applied live."""

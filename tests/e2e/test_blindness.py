@@ -47,11 +47,8 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 
 @pytest.fixture(scope="module")
 def keyed(app: App) -> Iterator[App]:
-    app.deploy_gateway(KEYED)
-    try:
-        yield app
-    finally:
-        app.deploy_gateway({"experiments": EXPERIMENTS})
+    with app.gateway_config(KEYED) as configured:
+        yield configured
 
 
 def secrets(app: App) -> list[str]:

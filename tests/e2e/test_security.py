@@ -49,11 +49,8 @@ SECURED = {
 
 @pytest.fixture(scope="module")
 def secured(app: App) -> Iterator[App]:
-    app.deploy_gateway(SECURED)
-    try:
-        yield app
-    finally:
-        app.deploy_gateway({"experiments": EXPERIMENTS})
+    with app.gateway_config(SECURED) as configured:
+        yield configured
 
 
 def chat(app: App, headers: dict[str, str], **body: object) -> httpx.Response:
