@@ -59,6 +59,46 @@ logger = logging.getLogger("ray.serve")
 _END = object()  # a side's stream has ended
 # What an arena answer may carry of an engine's (see the module's docstring).
 MESSAGE_FIELDS = ("role", "content", "reasoning", "tool_calls")
+# Request options refused on an arena experiment (400 naming the field): each returns token ids,
+# log probabilities, the rendered prompt or other engine state, from which a side's system
+# prompt, and so its variant, can be read. Their off values (false, null) are fine.
+REFUSED_OPTIONS = (
+    "return_token_ids",
+    "return_tokens_as_token_ids",
+    "return_prompt_text",
+    "return_token_offsets",
+    "return_mm_kwargs",
+    "prompt_logprobs",
+    "logprobs",
+    "top_logprobs",
+    "logprob_token_ids",
+    "echo",
+    "kv_transfer_params",
+    "ec_transfer_params",
+    "routed_experts_prompt_start",
+)
+
+
+def check_options(body: dict[str, Any], experiment: str) -> None:
+    """400 naming an option that would let the voter read which variant wrote a side."""
+    for name in REFUSED_OPTIONS:
+        value = body.get(name)
+        if value is not None and value is not False:
+            raise APIError(
+                400,
+                f"{name}: not available on arena experiment {experiment!r}: it returns engine "
+                "data (token ids, log probabilities, the rendered prompt) that would tell which "
+                "variant wrote which answer before the vote",
+                param=name,
+                code="not_in_arena",
+            )
+
+
+def telling_terms(first: Sequence[str], second: Sequence[str]) -> tuple[str, ...]:
+    """The identity terms that tell two variants apart: a name both carry ("Llama" for two
+    Llama sizes) says nothing about which side is which."""
+    shared = {t.casefold() for t in first} & {t.casefold() for t in second}
+    return tuple(t for t in (*first, *second) if t.casefold() not in shared)
 
 
 def blind_choice(choice: dict[str, Any], index: int) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,7 +51,15 @@ from router.assignment import Assignment, CompiledExperiment
 from router.events import Event, Exposure, Score
 from router.experiment import Experiment, check_live_change
 from serve import admission
-from serve.arena import ArenaBattle, BattleTerms, Side, blind_error, term_pattern
+from serve.arena import (
+    ArenaBattle,
+    BattleTerms,
+    Side,
+    blind_error,
+    check_options,
+    telling_terms,
+    term_pattern,
+)
 from serve.auth import KeyRing, Principal
 from serve.best_of_n import as_stream, best_response, choice_text
 from serve.config import (
@@ -94,24 +102,6 @@ logger = logging.getLogger("ray.serve")
 
 _REQUEST_MODELS = {"chat": ChatCompletionRequest, "completions": CompletionRequest}
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-# Request options refused on an arena experiment (400 naming the field): each returns token ids,
-# log probabilities, the rendered prompt or other engine state, from which a side's system
-# prompt, and so its variant, can be read. Their off values (false, null) are fine.
-ARENA_REFUSED = (
-    "return_token_ids",
-    "return_tokens_as_token_ids",
-    "return_prompt_text",
-    "return_token_offsets",
-    "return_mm_kwargs",
-    "prompt_logprobs",
-    "logprobs",
-    "top_logprobs",
-    "logprob_token_ids",
-    "echo",
-    "kv_transfer_params",
-    "ec_transfer_params",
-    "routed_experts_prompt_start",
-)
 USER_HEADER = "x-user-id"
 SESSION_HEADER = "x-session-id"
 EXPOSURE_CACHE_SIZE = 65_536
@@ -258,13 +248,6 @@ def _names(variant: VariantConfig, config: AppConfig) -> tuple[str, ...]:
     return tuple(name for name in dict.fromkeys(names) if name)
 
 
-def _telling_terms(first: Sequence[str], second: Sequence[str]) -> tuple[str, ...]:
-    """The identity terms that tell two variants apart: a name both carry ("Llama" for two
-    Llama sizes) says nothing about which side is which."""
-    shared = {t.casefold() for t in first} & {t.casefold() for t in second}
-    return tuple(t for t in (*first, *second) if t.casefold() not in shared)
-
-
 def _check_prompt(body: dict[str, Any], endpoint: Endpoint) -> None:
     """400 for a chat without messages or with none (OpenAI's answer; without this vLLM's
     request model reports a Python error's text)."""
@@ -279,21 +262,6 @@ def _check_prompt(body: dict[str, Any], endpoint: Endpoint) -> None:
             param="messages",
             code="invalid_value",
         )
-
-
-def _check_arena_options(body: dict[str, Any], experiment: str) -> None:
-    """400 naming an option that would let the voter read which variant wrote a side."""
-    for name in ARENA_REFUSED:
-        value = body.get(name)
-        if value is not None and value is not False:
-            raise APIError(
-                400,
-                f"{name}: not available on arena experiment {experiment!r}: it returns engine "
-                "data (token ids, log probabilities, the rendered prompt) that would tell which "
-                "variant wrote which answer before the vote",
-                param=name,
-                code="not_in_arena",
-            )
 
 
 def _is_int(value: Any) -> bool:
@@ -618,7 +586,7 @@ class Gateway:
             return await self._single(body, call)
         experiment = plan.experiment
         if experiment.mode == "arena":
-            _check_arena_options(body, experiment.name)
+            check_options(body, experiment.name)
         unit = self._unit(experiment, user, request.headers, request_id)
         assignment = plan.assign(unit, ts)
         events: list[Event] = []
@@ -915,7 +883,7 @@ class Gateway:
         battle_id = f"battle-{uuid.uuid4().hex}"
         pair = plan.draw_pair()
         names = [name for variant in pair for name in self._names_of[variant]]
-        terms = _telling_terms(*(self._variants[variant].identity_terms for variant in pair))
+        terms = telling_terms(*(self._variants[variant].identity_terms for variant in pair))
         who = dataclasses.replace(who, secrets=tuple(names), identity_terms=tuple(terms))
         prepared = []
         for index, variant in enumerate(pair):
