@@ -564,6 +564,8 @@ class Gateway:
         if user is not None and not isinstance(user, str):
             raise APIError(400, "`user` must be a string", param="user", code="invalid_value")
         unit_id(user, "user")
+        # Who the caller says they are: checked (and capped) once, whatever uses it.
+        named = user or unit_id(request.headers.get(USER_HEADER), "X-User-Id") or None
         # The server's own ids: a client's X-Request-Id could name another request's completion
         # (or, in a `request` experiment, pick its own unit). It is kept, for tracing only.
         request_id = f"req-{uuid.uuid4().hex}"
@@ -580,8 +582,7 @@ class Gateway:
             )
         _check_prompt(body, endpoint)
         if plan is None:
-            unit = user or unit_id(request.headers.get(USER_HEADER), "X-User-Id") or None
-            call = Call(endpoint, request_id, started, ts, model, None, unit, stream)
+            call = Call(endpoint, request_id, started, ts, model, None, named, stream)
             call.client_request_id = trace
             return await self._single(body, call)
         experiment = plan.experiment
@@ -599,11 +600,7 @@ class Gateway:
             if assignment.variant is None:
                 who = BattleTerms(
                     unit_type=experiment.unit,
-                    voter=(
-                        unit
-                        if experiment.unit != "request"
-                        else user or request.headers.get(USER_HEADER) or None
-                    ),
+                    voter=(unit if experiment.unit != "request" else named),
                     principal=None if self._keys.open else principal.name,
                 )
                 call = Call(endpoint, request_id, started, ts, "", model, unit, stream)

@@ -79,19 +79,21 @@ def test_a_clients_request_id_names_no_completion_and_no_unit() -> None:
         ("sessions", {}, {"X-Session-Id": "s" * 257}, "X-Session-Id"),
         ("a", {"user": "u" * 10_000}, {}, "user"),
         ("a", {}, {"X-Request-Id": "r" * 257}, "X-Request-Id"),
+        ("request-duel", {}, {"X-User-Id": "u" * 257}, "X-User-Id"),  # the battle's voter
     ],
 )
 def test_unit_and_trace_ids_over_256_characters_are_a_400_naming_them(
     model: str, body: dict, headers: dict, param: str
 ) -> None:
     async def test() -> None:
-        fake = await make([AB, SESSIONS | {"default_variant": "a"}])
+        request_duel = DUEL | {"name": "request-duel", "unit": "request"}
+        fake = await make([AB, SESSIONS | {"default_variant": "a"}, request_duel])
         status, text, _ = await fake.call(
             "complete", {"model": model, "messages": HI, **body}, headers
         )
         error = json.loads(text)["error"]
         assert (status, error["param"], error["code"]) == (400, param, "invalid_value")
-        assert not fake.log.events and not fake.engines["a"].requests
+        assert not fake.log.events and not any(e.requests for e in fake.engines.values())
 
     run(test)
 
