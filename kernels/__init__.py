@@ -1,6 +1,7 @@
-"""Reward-model scoring on custom Triton kernels, each beside its PyTorch reference.
+"""Triton ops, each kernel beside its PyTorch reference, and the patch that applies them.
 
-`kernels.scorer.RewardScorer` is what `serve/` uses (the RewardScorer deployment); the kernels
-(`rms_norm`, `swiglu`, `rope`, `reward_head`) and `patch.apply_kernels` are its GPU path, and
-`bench` times them (`make bench-kernels`).
+The kernels (`rms_norm`, `swiglu`, `rope`, `reward_head`) share launch settings and exact
+rounding (`_launch`); `patch.apply_kernels` swaps the first three into a loaded Hugging Face
+model. Nothing here loads or serves a model: the reward model's runtime, which runs them, is
+`reward/`.
 """

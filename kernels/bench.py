@@ -33,8 +33,8 @@ import torch
 from kernels.reward_head import reward_head, reward_head_reference
 from kernels.rms_norm import rms_norm, rms_norm_reference
 from kernels.rope import apply_rotary, apply_rotary_reference
-from kernels.scorer import RewardScorer, retain_freed_memory
 from kernels.swiglu import swiglu, swiglu_reference
+from reward.scorer import RewardScorer, retain_freed_memory
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 # Peak HBM bandwidth by device name (vendor figures, bytes/s), for "% of peak".

@@ -8,7 +8,7 @@ embedding runs on the rotary kernel. Unlike Liger's module-wide swap, the rotary
 kernel's only inside the patched model's forward: the modeling module's `apply_rotary_pos_emb`
 becomes a dispatcher that calls the original for every other model in the process.
 
-The fourth kernel, the fused reward head, is not patched into the model: `kernels.scorer` runs
+The fourth kernel, the fused reward head, is not patched into the model: `reward.scorer` runs
 the backbone without its final norm and calls it directly.
 """
 

@@ -1,4 +1,4 @@
-"""The RewardScorer deployment: dynamic batching in front of `kernels.scorer.RewardScorer`.
+"""The RewardScorer deployment: dynamic batching in front of `reward.scorer.RewardScorer`.
 
 Requests from every gateway replica meet here; `@serve.batch` gathers them (up to
 `max_batch_size`, waiting at most `batch_wait_s`), and the scorer splits each gathered batch by
@@ -68,7 +68,7 @@ class RewardScorerDeployment:
     """Scores responses in batches; its failures never reach a user's answer."""
 
     def __init__(self, config: ScorerConfig, outcome_log: DeploymentHandle) -> None:
-        from kernels.scorer import RewardScorer
+        from reward.scorer import RewardScorer
 
         self._config = config
         self._log = outcome_log

@@ -8,7 +8,7 @@ import time
 import openai
 import pytest
 
-from kernels.scorer import RewardScorer
+from reward.scorer import RewardScorer
 from serve.models import MODELS_DIR, TINY_REWARD
 from tests.e2e.conftest import BEST_OF, App
 

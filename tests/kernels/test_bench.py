@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from kernels.bench import _figure, bench_model, workloads
-from kernels.scorer import RewardScorer
+from reward.scorer import RewardScorer
 from serve.models import TINY_REWARD, prepare
 
 

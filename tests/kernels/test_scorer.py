@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernels.patch import FusedRMSNorm, apply_kernels
-from kernels.scorer import RewardScorer, last_real_index, plan_batches, retain_freed_memory
+from reward.scorer import RewardScorer, last_real_index, plan_batches, retain_freed_memory
 from serve.models import MODELS_DIR, TINY_REWARD, prepare
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
