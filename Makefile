@@ -55,7 +55,7 @@ bench-stop: setup
 	$(call bench_into_docs,loadtests.stop_time,"Stopping make serve")
 
 bench-kernels: setup
-	$(call bench_into_docs,kernels.bench,"Reward-model kernels and scorer")
+	$(call bench_into_docs,reward.bench,"Reward-model kernels and scorer")
 
 lint: setup
 	@.venv/bin/ruff check .

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks in one run, for a session that the `device` tool lends a GPU machine: the kernel
-# tests on CUDA (no interpreter), then `python -m kernels.bench` (the Triton rows, the patched
+# tests on CUDA (no interpreter), then `python -m reward.bench` (the Triton rows, the patched
 # scorer against transformers eager). Paste its bench.md into docs/benchmarks.md.
 #
 # That machine has torch, triton, transformers and pytest but none of the serving stack, and takes
@@ -29,7 +29,7 @@ print("python", sys.version.split()[0], "torch", torch.__version__, "triton", tr
 
 timeout 240 "$py" -m pytest tests/kernels -q -p no:cacheprovider 2>&1 | tee "$out/tests.log"
 tests=$?
-timeout 300 "$py" -m kernels.bench 2>"$out/bench.err" | tee "$out/bench.md"
+timeout 300 "$py" -m reward.bench 2>"$out/bench.err" | tee "$out/bench.md"
 bench=$?
 echo "tests rc=$tests bench rc=$bench" | tee -a "$out/gpu.txt"
 exit $((tests != 0 || bench != 0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from kernels.bench import _figure, bench_model, workloads
+from reward.bench import _figure, bench_model, workloads
 from reward.scorer import RewardScorer
 from serve.models import TINY_REWARD, prepare
 

@@ -1,4 +1,4 @@
-"""Kernel and scorer benchmarks: `python -m kernels.bench` (`make bench-kernels`).
+"""Reward-model kernel and scorer benchmarks: `python -m reward.bench` (`make bench-kernels`).
 
 For each kernel, over a sweep of sizes: the Triton kernel (CUDA only), PyTorch eager and
 `torch.compile` of the PyTorch reference, as time per call, effective bandwidth (bytes a fused
@@ -286,7 +286,7 @@ def machine(device: torch.device) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kernels.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m reward.bench", description=__doc__)
     parser.add_argument(
         "--dtype",
         default="bfloat16",
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
-        print("kernels.bench times real kernels: unset TRITON_INTERPRET", file=sys.stderr)
+        print("reward.bench times real kernels: unset TRITON_INTERPRET", file=sys.stderr)
         return 2
     warnings.filterwarnings("ignore")
     torch._logging.set_logs(dynamo=logging.ERROR)  # graph-break notes of the references
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"Machine: {machine(device)}; {peak_text}. Command: `make bench-kernels` "
-        f"(`python -m kernels.bench --dtype {args.dtype}`).{note}\n\n"
+        f"(`python -m reward.bench --dtype {args.dtype}`).{note}\n\n"
         f"{kernel_table(device, dtype, small=device.type != 'cuda', peak=peak)}\n\n"
         "GB/s counts the bytes a fused kernel must move (inputs read once, outputs written "
         "once), for every path alike. The reward head reads only each sequence's last real "
