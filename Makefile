@@ -13,17 +13,18 @@ setup:
 serve: setup
 	@$(PY) -m serve.cli serve $(CONFIG)
 
-# Triton kernels run under the interpreter where there is no GPU, in a process of their own:
-# TRITON_INTERPRET must never reach a process that starts vLLM engines.
+# Triton kernels, and the reward model that runs them, are tested under the interpreter where
+# there is no GPU, in a process of their own: TRITON_INTERPRET must never reach a process that
+# starts vLLM engines.
 KERNEL_ENV := $(if $(shell command -v nvidia-smi 2>/dev/null),,TRITON_INTERPRET=1)
 
 test: setup
-	@$(PY) -m pytest --ignore=tests/kernels $(PYTEST_ARGS)
-	@$(KERNEL_ENV) $(PY) -m pytest tests/kernels $(PYTEST_ARGS)
+	@$(PY) -m pytest --ignore=tests/kernels --ignore=tests/reward $(PYTEST_ARGS)
+	@$(KERNEL_ENV) $(PY) -m pytest tests/kernels tests/reward $(PYTEST_ARGS)
 
 test-unit: setup
-	@$(PY) -m pytest -m "not e2e" --ignore=tests/kernels $(PYTEST_ARGS)
-	@$(KERNEL_ENV) $(PY) -m pytest tests/kernels $(PYTEST_ARGS)
+	@$(PY) -m pytest -m "not e2e" --ignore=tests/kernels --ignore=tests/reward $(PYTEST_ARGS)
+	@$(KERNEL_ENV) $(PY) -m pytest tests/kernels tests/reward $(PYTEST_ARGS)
 
 # A benchmark's figures replace its section of docs/benchmarks.md only once it has finished:
 # one that fails part way leaves the last good figures there.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks in one run, for a session that the `device` tool lends a GPU machine: the kernel
-# tests on CUDA (no interpreter), then `python -m reward.bench` (the Triton rows, the patched
-# scorer against transformers eager). Paste its bench.md into docs/benchmarks.md.
+# and reward-model tests on CUDA (no interpreter), then `python -m reward.bench` (the Triton rows,
+# the patched scorer against transformers eager). Paste its bench.md into docs/benchmarks.md.
 #
 # That machine has torch, triton, transformers and pytest but none of the serving stack, and takes
 # 64 MiB of files: carry the test model and the demo reward model's config and tokenizer (the
@@ -27,7 +27,8 @@ print("python", sys.version.split()[0], "torch", torch.__version__, "triton", tr
       "transformers", transformers.__version__, "cuda", torch.cuda.is_available())'
 } 2>&1 | tee "$out/gpu.txt"
 
-timeout 240 "$py" -m pytest tests/kernels -q -p no:cacheprovider 2>&1 | tee "$out/tests.log"
+timeout 240 "$py" -m pytest tests/kernels tests/reward -q -p no:cacheprovider 2>&1 |
+    tee "$out/tests.log"
 tests=$?
 timeout 300 "$py" -m reward.bench 2>"$out/bench.err" | tee "$out/bench.md"
 bench=$?

@@ -1,36 +1,16 @@
-"""Run the kernel tests on CUDA when there is a GPU, else under the Triton interpreter, else skip.
-
-TRITON_INTERPRET=1 has to be in the environment before triton is first imported, and it must not
-be set in the main test process, which also starts vLLM engines; so this file only reads it. On a
-CPU machine run `TRITON_INTERPRET=1 python -m pytest tests/kernels`.
+"""Run the kernel tests on CUDA when there is a GPU, else under the Triton interpreter, else skip
+(`tests.triton_device`). On a CPU machine run `TRITON_INTERPRET=1 python -m pytest tests/kernels`.
 """
 
-import os
 from pathlib import Path
 
 import pytest
-import torch
 
-ON_CUDA = torch.cuda.is_available()
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-SKIP_REASON = (
-    "Triton kernels need a CUDA device or the interpreter: "
-    "run with TRITON_INTERPRET=1; `make test` does"
-)
+from tests.triton_device import device as device  # a fixture: pytest looks for it here
+from tests.triton_device import skip_without_triton
+
 HERE = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without CUDA or the interpreter, mark every test under tests/kernels skipped."""
-    if ON_CUDA or INTERPRETED:
-        return
-    skip = pytest.mark.skip(reason=SKIP_REASON)
-    for item in items:
-        if HERE in item.path.parents:
-            item.add_marker(skip)
-
-
-@pytest.fixture
-def device() -> str:
-    """Where the tensors live: the GPU when there is one, else the CPU (interpreter)."""
-    return "cuda" if ON_CUDA else "cpu"
+    skip_without_triton(items, HERE)

@@ -1,4 +1,4 @@
-"""The kernel benchmark's helpers: the model it times where only a config came along."""
+"""The benchmark's helpers (`reward.bench`): the model it times where only a config came along."""
 
 from __future__ import annotations
 

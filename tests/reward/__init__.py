@@ -1,0 +1,5 @@
+"""Reward model tests: the scorer and its benchmark's helpers.
+
+The scorer runs the Triton kernels, so these tests run where tests/kernels do: on CUDA, or
+under the Triton interpreter in a process that starts no vLLM engine.
+"""
