@@ -38,8 +38,15 @@ from reward.scorer import RewardScorer, retain_freed_memory
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 # Peak HBM bandwidth by device name (vendor figures, bytes/s), for "% of peak".
-PEAK_BANDWIDTH = {"H200": 4.8e12, "H100 SXM": 3.35e12, "H100 PCIe": 2.0e12, "H100": 3.35e12,
-                  "A100-SXM4-80GB": 2.04e12, "A100": 1.56e12, "L4": 0.3e12}  # fmt: skip
+PEAK_BANDWIDTH = {
+    "H200": 4.8e12,
+    "H100 SXM": 3.35e12,
+    "H100 PCIe": 2.0e12,
+    "H100": 3.35e12,
+    "A100-SXM4-80GB": 2.04e12,
+    "A100": 1.56e12,
+    "L4": 0.3e12,
+}
 
 
 @dataclass(frozen=True)
@@ -90,18 +97,28 @@ def cases(device: torch.device, dtype: torch.dtype, small: bool) -> list[Case]:
     for n, h in rows:
         x, w = make((n, h)), make((h,))
         out.append(
-            Case("RMSNorm", f"{n}×{h}", lambda x=x, w=w: rms_norm(x, w, 1e-5),
-                 lambda x=x, w=w: rms_norm_reference(x, w, 1e-5),
-                 lambda x=x, w=w: norm_compiled(x, w, 1e-5), (2 * n * h + h) * element)
-        )  # fmt: skip
+            Case(
+                "RMSNorm",
+                f"{n}×{h}",
+                lambda x=x, w=w: rms_norm(x, w, 1e-5),
+                lambda x=x, w=w: rms_norm_reference(x, w, 1e-5),
+                lambda x=x, w=w: norm_compiled(x, w, 1e-5),
+                (2 * n * h + h) * element,
+            )
+        )
     swiglu_compiled = _compiled(swiglu_reference)
     for n, h in [(2048, 1536), (2048, 11008)] if small else [(4096, 1536), (16384, 11008)]:
         g, u = make((n, h)), make((n, h))
         out.append(
-            Case("SwiGLU", f"{n}×{h}", lambda g=g, u=u: swiglu(g, u),
-                 lambda g=g, u=u: swiglu_reference(g, u),
-                 lambda g=g, u=u: swiglu_compiled(g, u), 3 * n * h * element)
-        )  # fmt: skip
+            Case(
+                "SwiGLU",
+                f"{n}×{h}",
+                lambda g=g, u=u: swiglu(g, u),
+                lambda g=g, u=u: swiglu_reference(g, u),
+                lambda g=g, u=u: swiglu_compiled(g, u),
+                3 * n * h * element,
+            )
+        )
     rope_compiled = _compiled(apply_rotary_reference)
     rope_sizes = [(1, 9, 3, 1024, 64)] if small else [(4, 9, 3, 2048, 64), (4, 32, 8, 4096, 128)]
     for b, hq, hk, t, d in rope_sizes:
@@ -109,22 +126,29 @@ def cases(device: torch.device, dtype: torch.dtype, small: bool) -> list[Case]:
         cos, sin = make((b, t, d)), make((b, t, d))
         moved = (2 * (q.numel() + k.numel()) + cos.numel() + sin.numel()) * element
         out.append(
-            Case("RoPE", f"B{b} H{hq}/{hk} T{t} D{d}",
-                 lambda q=q, k=k, c=cos, s=sin: apply_rotary(q, k, c, s),
-                 lambda q=q, k=k, c=cos, s=sin: apply_rotary_reference(q, k, c, s),
-                 lambda q=q, k=k, c=cos, s=sin: rope_compiled(q, k, c, s), moved)
-        )  # fmt: skip
+            Case(
+                "RoPE",
+                f"B{b} H{hq}/{hk} T{t} D{d}",
+                lambda q=q, k=k, c=cos, s=sin: apply_rotary(q, k, c, s),
+                lambda q=q, k=k, c=cos, s=sin: apply_rotary_reference(q, k, c, s),
+                lambda q=q, k=k, c=cos, s=sin: rope_compiled(q, k, c, s),
+                moved,
+            )
+        )
     head_compiled = _compiled(reward_head_reference)
     for b, t, h in [(64, 256, 576)] if small else [(64, 512, 576), (256, 1024, 4096)]:
         hidden, nw, hw = make((b, t, h)), make((h,)), make((1, h))
         last = torch.randint(0, t, (b,), device=device)
         out.append(
-            Case("reward head", f"B{b} T{t} H{h}",
-                 lambda x=hidden, i=last, n=nw, w=hw: reward_head(x, i, n, 1e-5, w, None),
-                 lambda x=hidden, i=last, n=nw, w=hw: reward_head_reference(x, i, n, 1e-5, w),
-                 lambda x=hidden, i=last, n=nw, w=hw: head_compiled(x, i, n, 1e-5, w),
-                 (b * h + 2 * h) * element + 4 * b)
-        )  # fmt: skip
+            Case(
+                "reward head",
+                f"B{b} T{t} H{h}",
+                lambda x=hidden, i=last, n=nw, w=hw: reward_head(x, i, n, 1e-5, w, None),
+                lambda x=hidden, i=last, n=nw, w=hw: reward_head_reference(x, i, n, 1e-5, w),
+                lambda x=hidden, i=last, n=nw, w=hw: head_compiled(x, i, n, 1e-5, w),
+                (b * h + 2 * h) * element + 4 * b,
+            )
+        )
     return out
 
 
@@ -181,8 +205,10 @@ Pair = tuple[list[dict[str, str]], str]
 
 def workloads(sequences: int) -> dict[str, list[Pair]]:
     """Conversations to score: chat answers of 1 to 32 short sentences, and one-line answers."""
-    prompts = [[{"role": "user", "content": f"Question {i}: how do I plan a trip to town {i}?"}]
-               for i in range(sequences)]  # fmt: skip
+    prompts = [
+        [{"role": "user", "content": f"Question {i}: how do I plan a trip to town {i}?"}]
+        for i in range(sequences)
+    ]
     chat = [
         " ".join(f"Step {j + 1} costs {i + j} coins." for j in range(1 + (13 * i) % 32))
         for i in range(sequences)
@@ -231,8 +257,9 @@ def scorer_table(device: torch.device, sequences: int, model: Path, name: str) -
     if device.type == "cpu":  # the floor of a forward: its linear layers at the GEMM rate
         config = reference.model.config
         gemm = gemm_rate(device, reference.dtype, config.hidden_size, config.intermediate_size)
-        linear = sum(m.weight.numel() for m in reference.model.modules()
-                     if isinstance(m, torch.nn.Linear))  # fmt: skip
+        linear = sum(
+            m.weight.numel() for m in reference.model.modules() if isinstance(m, torch.nn.Linear)
+        )
     lines = [
         "| workload | tokens (min / mean / max) | scorer | batching | sequences/s "
         "| vs one at a time | vs transformers eager |",
