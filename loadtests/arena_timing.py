@@ -80,10 +80,11 @@ def config(name: str, folder: Path) -> Path:
 
         [tiny] = prepare([TINY_LLAMA])
         args["variants"][2] = {  # smollm2-friendly, now the tiny model on its own engine
-            "name": "smollm2-friendly", "model": str(tiny),
+            "name": "smollm2-friendly",
+            "model": str(tiny),
             "engine_kwargs": {"kv_cache_memory_bytes": 128 * 1024**2, "max_model_len": 512},
             "sampling": {"temperature": 0.7},
-        }  # fmt: skip
+        }
         args["scorer"]["cpus_per_replica"] = 0  # two engines and the scorer on a small machine
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(document))
@@ -93,8 +94,13 @@ def config(name: str, folder: Path) -> Path:
 def battle(client: httpx.Client, max_tokens: int) -> Seen | None:
     user = f"timing-{uuid.uuid4().hex[:12]}"
     question = QUESTIONS[hash(user) % len(QUESTIONS)]
-    body = {"model": ARENA, "user": user, "stream": True, "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": question}]}  # fmt: skip
+    body = {
+        "model": ARENA,
+        "user": user,
+        "stream": True,
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": question}],
+    }
     started = time.perf_counter()
     first: list[int] | None = None
     text_at: dict[int, list[tuple[float, int]]] = {0: [], 1: []}
@@ -139,8 +145,13 @@ def battle(client: httpx.Client, max_tokens: int) -> Seen | None:
         span = later[-1][0] - text_at[index][0][0] if later else 0.0
         rates.append(sum(size for _, size in later) / span if span > 0 else 0.0)
     length = tuple(sum(size for _, size in text_at[index]) for index in (0, 1))
-    return Seen((first[0], first[1]), (done[0], done[1]), (rates[0], rates[1]),
-                vote.json()["reveal"]["a"], (length[0], length[1]))  # fmt: skip
+    return Seen(
+        (first[0], first[1]),
+        (done[0], done[1]),
+        (rates[0], rates[1]),
+        vote.json()["reveal"]["a"],
+        (length[0], length[1]),
+    )
 
 
 def wilson(right: int, n: int) -> tuple[float, float]:
@@ -157,14 +168,18 @@ def score(seen: list[Seen]) -> dict[str, tuple[int, int]]:
     variants = sorted({s.side_a for s in seen})
     truth = [s.side_a == variants[0] for s in seen]
     calls = {
-        "first write": [None if s.first_write[0] == s.first_write[1]
-                        else s.first_write[0] > s.first_write[1] for s in seen],
-        "first done": [None if s.done_at[0] == s.done_at[1] else s.done_at[0] < s.done_at[1]
-                       for s in seen],
+        "first write": [
+            None if s.first_write[0] == s.first_write[1] else s.first_write[0] > s.first_write[1]
+            for s in seen
+        ],
+        "first done": [
+            None if s.done_at[0] == s.done_at[1] else s.done_at[0] < s.done_at[1] for s in seen
+        ],
         "faster": [None if s.rate[0] == s.rate[1] else s.rate[0] > s.rate[1] for s in seen],
-        "shorter (the text itself)": [None if s.length[0] == s.length[1]
-                                      else s.length[0] < s.length[1] for s in seen],
-    }  # fmt: skip
+        "shorter (the text itself)": [
+            None if s.length[0] == s.length[1] else s.length[0] < s.length[1] for s in seen
+        ],
+    }
     out = {}
     for name, guesses in calls.items():
         pairs = [(g, t) for g, t in zip(guesses, truth, strict=True) if g is not None]
@@ -179,10 +194,21 @@ def serve_and_play(name: str, battles: int, max_tokens: int, folder: Path) -> li
     use_throughput_mode(env, side_ports=True)
     log = (folder / f"{name}.log").open("w")
     server = start(
-        [sys.executable, "-m", "serve.cli", "serve", str(config(name, folder)), "--port",
-         str(port)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "serve.cli",
+            "serve",
+            str(config(name, folder)),
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 900
         while "[serve] ready in" not in (folder / f"{name}.log").read_text(errors="replace"):
@@ -217,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
                 serve_and_play(name, args.battles, args.max_tokens, Path(tmp))
             ).items():
                 low, high = wilson(right, n)
-                rows.append(f"| {name} | {predictor} | {right} / {n} = {right / n:.0%} | "
-                            f"{low:.0%}–{high:.0%} |")  # fmt: skip
+                rows.append(
+                    f"| {name} | {predictor} | {right} / {n} = {right / n:.0%} | "
+                    f"{low:.0%}–{high:.0%} |"
+                )
     command = f"python -m loadtests.arena_timing --battles {args.battles} --configs {args.configs}"
     print(
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores. "

@@ -59,8 +59,12 @@ class ChatUser(HttpUser):
 
     @task(3)
     def chat(self) -> None:
-        body = {"model": AB_EXPERIMENT, "user": self.user_id, "max_tokens": 48,
-                "messages": [{"role": "user", "content": random.choice(QUESTIONS)}]}  # fmt: skip
+        body = {
+            "model": AB_EXPERIMENT,
+            "user": self.user_id,
+            "max_tokens": 48,
+            "messages": [{"role": "user", "content": random.choice(QUESTIONS)}],
+        }
         with self.client.post(
             "/v1/chat/completions", json=body, name="chat", catch_response=True
         ) as r:
@@ -74,14 +78,24 @@ class ChatUser(HttpUser):
 
     @task(2)
     def chat_stream(self) -> None:
-        body = {"model": AB_EXPERIMENT, "user": self.user_id, "max_tokens": 48, "stream": True,
-                "messages": [{"role": "user", "content": random.choice(QUESTIONS)}]}  # fmt: skip
+        body = {
+            "model": AB_EXPERIMENT,
+            "user": self.user_id,
+            "max_tokens": 48,
+            "stream": True,
+            "messages": [{"role": "user", "content": random.choice(QUESTIONS)}],
+        }
         started = time.perf_counter()
         first = None
         # Locust times a streamed POST to its headers; the whole answer is timed here (E2E),
         # and an error inside the stream, or a stream that breaks, fails the request.
-        with self.client.post("/v1/chat/completions", json=body, name="chat (stream)",
-                              stream=True, catch_response=True) as r:  # fmt: skip
+        with self.client.post(
+            "/v1/chat/completions",
+            json=body,
+            name="chat (stream)",
+            stream=True,
+            catch_response=True,
+        ) as r:
             if r.status_code != 200:
                 r.failure(f"{r.status_code}")
                 return
@@ -101,10 +115,13 @@ class ChatUser(HttpUser):
         for kind, at in (("TTFT", first), ("E2E", end)):
             if at is not None:
                 self.environment.events.request.fire(
-                    request_type=kind, name="chat (stream)",
-                    response_time=1e3 * (at - started), response_length=0, exception=None,
+                    request_type=kind,
+                    name="chat (stream)",
+                    response_time=1e3 * (at - started),
+                    response_length=0,
+                    exception=None,
                     context={},
-                )  # fmt: skip
+                )
 
 
 class ArenaUser(HttpUser):
@@ -118,8 +135,13 @@ class ArenaUser(HttpUser):
     @task
     def battle_and_vote(self) -> None:
         voter = f"voter-{uuid.uuid4().hex[:10]}"
-        body = {"model": ARENA_EXPERIMENT, "user": voter, "n": 2, "max_tokens": 48,
-                "messages": [{"role": "user", "content": random.choice(QUESTIONS)}]}  # fmt: skip
+        body = {
+            "model": ARENA_EXPERIMENT,
+            "user": voter,
+            "n": 2,
+            "max_tokens": 48,
+            "messages": [{"role": "user", "content": random.choice(QUESTIONS)}],
+        }
         with self.client.post(
             "/v1/chat/completions", json=body, name="arena", catch_response=True
         ) as r:
@@ -140,7 +162,11 @@ class ArenaUser(HttpUser):
         p_concise = PREFER_SHORTER if concise == shorter else 1 - PREFER_SHORTER
         # The reveal and the completion ids as the client saw them: the check compares them
         # with what the store says each completion was, so a swap cannot pass unseen.
-        row = {"battle_id": battle["id"], "p_concise": p_concise, "reveal": reveal,
-               "completion_ids": battle["arena"]["completion_ids"]}  # fmt: skip
+        row = {
+            "battle_id": battle["id"],
+            "p_concise": p_concise,
+            "reveal": reveal,
+            "completion_ids": battle["arena"]["completion_ids"],
+        }
         with open(os.environ["ARENA_TRUTH"], "a") as truth:
             truth.write(json.dumps(row) + "\n")

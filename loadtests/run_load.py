@@ -50,8 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     use_throughput_mode(env, side_ports=True)  # as `make serve`, beside one if it runs
     server = start(
         [sys.executable, "-m", "serve.cli", "serve", str(config), "--port", str(port)],
-        cwd=ROOT, stdout=server_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-    )  # fmt: skip
+        cwd=ROOT,
+        stdout=server_log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
     try:
         print(f"[load] starting the default config on {base} (log: {folder / 'serve.log'})")
         deadline = time.monotonic() + 900
@@ -70,12 +74,31 @@ def main(argv: list[str] | None = None) -> int:
         truth = folder / "arena_truth.jsonl"
         print(f"[load] locust: {args.users} users for {args.time}")
         locust = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"),
-             "--headless", "-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.time,
-             "--host", base, "--csv", str(folder / "locust"), "--html",
-             str(folder / "locust.html"), "--only-summary"],
-            cwd=ROOT, env={**os.environ, "ARENA_TRUTH": str(truth)}, check=False,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(ROOT / "loadtests" / "locustfile.py"),
+                "--headless",
+                "-u",
+                str(args.users),
+                "-r",
+                str(args.spawn_rate),
+                "-t",
+                args.time,
+                "--host",
+                base,
+                "--csv",
+                str(folder / "locust"),
+                "--html",
+                str(folder / "locust.html"),
+                "--only-summary",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "ARENA_TRUTH": str(truth)},
+            check=False,
+        )
         if locust.returncode not in (0, 1):  # 1: some requests failed; the report still counts
             print(f"[load] locust exited with {locust.returncode}", file=sys.stderr)
             return 1
@@ -112,8 +135,11 @@ def check(config: Path, folder: Path, truth: Path) -> int:
         return 1
     swapped = attribution_errors(served.app.store_file, rows)
     if swapped:
-        print(f"[load] {len(swapped)} battles revealed other variants than the store's "
-              f"completions name, e.g. {swapped[0]}", file=sys.stderr)  # fmt: skip
+        print(
+            f"[load] {len(swapped)} battles revealed other variants than the store's "
+            f"completions name, e.g. {swapped[0]}",
+            file=sys.stderr,
+        )
         return 1
     expected = 1 - sum(row["p_concise"] for row in rows) / len(rows)
     [duel] = report.arena.head_to_head

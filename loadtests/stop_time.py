@@ -43,17 +43,24 @@ def one_stop(folder: Path) -> tuple[float, str]:
     use_throughput_mode(env, side_ports=True)
     server = start(
         [sys.executable, "-m", "serve.cli", "serve", str(config), "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 900
         while "[serve] ready in" not in log.read_text(errors="replace"):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not start:\n{log.read_text()[-2000:]}")
             time.sleep(1)
-        chat = {"model": "smollm2-arena", "user": "stop-time", "max_tokens": 8,
-                "messages": [{"role": "user", "content": "Hi"}]}  # fmt: skip
+        chat = {
+            "model": "smollm2-arena",
+            "user": "stop-time",
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": "Hi"}],
+        }
         httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=chat, timeout=120)
         time.sleep(3)  # nothing in flight
         before = len(log.read_text(errors="replace"))

@@ -1,6 +1,7 @@
 """The outcome-log event schema: what the gateway records about every request and judgement.
 
-Plain frozen dataclasses: they cross process boundaries (pickled through Ray) and are written by
+Plain frozen dataclasses, built by keyword only (a swapped pair of positional arguments would
+pass unnoticed): they cross process boundaries (pickled through Ray) and are written by
 `router.store.OutcomeStore`. Times are Unix seconds; latencies are seconds.
 """
 
@@ -12,6 +13,7 @@ from typing import Literal
 
 from router.assignment import Reason
 from router.experiment import Unit
+from router.style import Style
 
 FeedbackKind = Literal["thumbs", "vote", "regenerate", "copy", "custom"]
 FeedbackStatus = Literal[
@@ -29,7 +31,7 @@ THUMBS_VALUES = ("up", "down")
 NOT_SHOWN = 424
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Exposure:
     """What a unit was assigned in an experiment, and why.
 
@@ -48,7 +50,7 @@ class Exposure:
     exposed: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Completion:
     """One served request to one variant, successful or not.
 
@@ -78,7 +80,7 @@ class Completion:
     client_request_id: str | None = None  # the client's X-Request-Id, for tracing only
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Battle:
     """An arena battle: two variants answered one request; `variant_a` was shown as choice 0.
 
@@ -98,21 +100,15 @@ class Battle:
     completion_a: str
     completion_b: str
     # Style of each answer, for style control: completion tokens and markdown counts.
-    tokens_a: int | None = None
-    tokens_b: int | None = None
-    headers_a: int = 0
-    headers_b: int = 0
-    list_items_a: int = 0
-    list_items_b: int = 0
-    bold_a: int = 0
-    bold_b: int = 0
+    style_a: Style = field(default_factory=Style)
+    style_b: Style = field(default_factory=Style)
     unit_type: Unit = "user"
     voter: str | None = None
     principal: str | None = None
     identity_revealed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Score:
     """A reward model's score of one completion, written off the response path.
 
@@ -129,7 +125,7 @@ class Score:
     battle_id: str | None = None  # an arena side's: metrics must not name its variant
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Feedback:
     """A judgement of a completion or a battle, under an idempotency key.
 
@@ -188,7 +184,7 @@ class Feedback:
         return "completion", self.completion_id or ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FeedbackResult:
     """What the store did with a `Feedback`; `reveal` names a voted battle's variants (a, b).
 

@@ -22,6 +22,7 @@ later version than this code knows is refused, never rewritten.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -145,17 +146,49 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_vote_per_battle ON feedback (battle_id) WH
 """
 
 
-def _insert_sql(table: str, cls: type, verb: str = "INSERT") -> str:
-    names = [f.name for f in fields(cls)]
+@functools.cache
+def _insert_sql(table: str, names: tuple[str, ...], verb: str = "INSERT") -> str:
     return f"{verb} INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
 
 
-_INSERT_EXPOSURE = _insert_sql("exposures", Exposure)
+def _field_names(cls: type) -> tuple[str, ...]:
+    """The columns of an event written as it is: one per field, named and ordered alike."""
+    return tuple(f.name for f in fields(cls))
+
+
+def _battle_row(battle: Battle) -> dict[str, object]:
+    """A battle's row, column by column: each side's `Style` fills that side's style columns."""
+    a, b = battle.style_a, battle.style_b
+    return {
+        "ts": battle.ts,
+        "battle_id": battle.battle_id,
+        "request_id": battle.request_id,
+        "experiment": battle.experiment,
+        "unit": battle.unit,
+        "variant_a": battle.variant_a,
+        "variant_b": battle.variant_b,
+        "completion_a": battle.completion_a,
+        "completion_b": battle.completion_b,
+        "tokens_a": a.tokens,
+        "tokens_b": b.tokens,
+        "headers_a": a.headers,
+        "headers_b": b.headers,
+        "list_items_a": a.list_items,
+        "list_items_b": b.list_items,
+        "bold_a": a.bold,
+        "bold_b": b.bold,
+        "unit_type": battle.unit_type,
+        "voter": battle.voter,
+        "principal": battle.principal,
+        "identity_revealed": battle.identity_revealed,
+    }
+
+
+_INSERT_EXPOSURE = _insert_sql("exposures", _field_names(Exposure))
 # A completion or battle sent again (a retried delivery) keeps its first row: the result says so.
-_INSERT_COMPLETION = _insert_sql("completions", Completion, "INSERT OR IGNORE")
-_INSERT_BATTLE = _insert_sql("battles", Battle, "INSERT OR IGNORE")
-_INSERT_SCORE = _insert_sql("scores", Score, "INSERT OR REPLACE")
-_INSERT_FEEDBACK = _insert_sql("feedback", Feedback)
+_INSERT_COMPLETION = _insert_sql("completions", _field_names(Completion), "INSERT OR IGNORE")
+_INSERT_SCORE = _insert_sql("scores", _field_names(Score), "INSERT OR REPLACE")
+_INSERT_FEEDBACK = _insert_sql("feedback", _field_names(Feedback))
 # What makes two feedback calls "the same" for an idempotency key.
 _FEEDBACK_CONTENT = ("kind", "completion_id", "battle_id", "value", "number", "name")
 
@@ -232,7 +265,9 @@ class OutcomeStore:
             if not self._db.execute(_INSERT_COMPLETION, astuple(event)).rowcount:
                 return DUPLICATE
         elif isinstance(event, Battle):
-            if not self._db.execute(_INSERT_BATTLE, astuple(event)).rowcount:
+            row = _battle_row(event)
+            insert = _insert_sql("battles", tuple(row), "INSERT OR IGNORE")
+            if not self._db.execute(insert, tuple(row.values())).rowcount:
                 return DUPLICATE
         elif isinstance(event, Score):
             self._db.execute(_INSERT_SCORE, astuple(event))
@@ -263,9 +298,14 @@ class OutcomeStore:
         if tracked:
             self._db.execute(
                 "INSERT OR REPLACE INTO assignments VALUES (?, ?, ?, ?, ?)",
-                (exposure.experiment, exposure.unit, exposure.variant, exposure.reason,
-                 cursor.lastrowid),
-            )  # fmt: skip
+                (
+                    exposure.experiment,
+                    exposure.unit,
+                    exposure.variant,
+                    exposure.reason,
+                    cursor.lastrowid,
+                ),
+            )
         return True
 
     def _apply_feedback(self, feedback: Feedback) -> FeedbackResult:
@@ -277,9 +317,9 @@ class OutcomeStore:
         if row is not None:
             same = tuple(row[1:]) == tuple(getattr(feedback, name) for name in _FEEDBACK_CONTENT)
             if not same:
-                return FeedbackResult("key_reused", row[0])
+                return FeedbackResult(status="key_reused", feedback_id=row[0])
             if not self._may_judge(feedback, self._battle_of(feedback)):
-                return FeedbackResult("not_the_voter", None)
+                return FeedbackResult(status="not_the_voter", feedback_id=None)
             return self._result("replayed", row[0], feedback)
         if feedback.battle_id is not None:
             known = self._db.execute(
@@ -290,16 +330,16 @@ class OutcomeStore:
                 "SELECT 1 FROM completions WHERE completion_id = ?", (feedback.completion_id,)
             ).fetchone()
         if known is None:
-            return FeedbackResult("unknown_target", None)
+            return FeedbackResult(status="unknown_target", feedback_id=None)
         if not self._may_judge(feedback, self._battle_of(feedback)):
-            return FeedbackResult("not_the_voter", None)
+            return FeedbackResult(status="not_the_voter", feedback_id=None)
         if feedback.kind == "vote":
             voted = self._db.execute(
                 "SELECT id FROM feedback WHERE battle_id = ? AND kind = 'vote'",
                 (feedback.battle_id,),
             ).fetchone()
             if voted is not None:
-                return FeedbackResult("already_voted", voted[0])
+                return FeedbackResult(status="already_voted", feedback_id=voted[0])
         cursor = self._db.execute(_INSERT_FEEDBACK, astuple(feedback))
         return self._result("recorded", cursor.lastrowid, feedback)
 
@@ -336,18 +376,25 @@ class OutcomeStore:
             ).fetchone()
             reveal = (a, b) if feedback.kind == "vote" else None
             return FeedbackResult(
-                status, feedback_id, reveal, experiment, (experiment, None), in_battle=True
+                status=status,
+                feedback_id=feedback_id,
+                reveal=reveal,
+                experiment=experiment,
+                target=(experiment, None),
+                in_battle=True,
             )
         target = self._db.execute(
             "SELECT experiment, variant, battle_id FROM completions WHERE completion_id = ?",
             (feedback.completion_id,),
         ).fetchone()
         if target is None:
-            return FeedbackResult(status, feedback_id)
+            return FeedbackResult(status=status, feedback_id=feedback_id)
         experiment, variant, battle_id = target
         if battle_id is not None:
-            return FeedbackResult(status, feedback_id, target=(experiment, None), in_battle=True)
-        return FeedbackResult(status, feedback_id, target=(experiment, variant))
+            return FeedbackResult(
+                status=status, feedback_id=feedback_id, target=(experiment, None), in_battle=True
+            )
+        return FeedbackResult(status=status, feedback_id=feedback_id, target=(experiment, variant))
 
     # Reads: used by tests and, later, by the analysis. They see only committed batches.
 

@@ -19,6 +19,7 @@ from router.assignment import compile_experiment
 from router.events import Battle, Completion, Event, Exposure, Feedback, Score
 from router.experiment import Experiment
 from router.store import OutcomeStore
+from router.style import Style
 
 DAY = 86_400.0
 T0 = 1_800_000_000.0  # a fixed start, so simulated logs are reproducible
@@ -77,9 +78,17 @@ def simulate_ab(path: str | Path, experiment: Experiment, traffic: Traffic) -> i
         truth = traffic.arms.get(variant, Arm())
         start = T0 + rng.uniform(0, traffic.days * DAY * 0.9)
         events.append(
-            Exposure(start, f"req-{unit}", experiment.name, experiment.unit, unit, variant,
-                     reason, reason in ("arm", "holdout"))  # type: ignore[arg-type]
-        )  # fmt: skip
+            Exposure(
+                ts=start,
+                request_id=f"req-{unit}",
+                experiment=experiment.name,
+                unit_type=experiment.unit,
+                unit=unit,
+                variant=variant,
+                reason=reason,  # type: ignore[arg-type]
+                exposed=reason in ("arm", "holdout"),
+            )
+        )
         propensity = rng.lognormal(0, traffic.unit_effect)
         n = rng.poisson(traffic.requests_per_unit) + 1
         times = np.sort(rng.uniform(start, T0 + traffic.days * DAY, n))
@@ -92,22 +101,55 @@ def simulate_ab(path: str | Path, experiment: Experiment, traffic: Traffic) -> i
             up = ok and rng.random() < min(1.0, truth.thumbs_up * propensity)
             down = ok and not up and rng.random() < min(1.0, truth.thumbs_down * propensity)
             events.append(
-                Completion(float(ts), cid, f"r-{cid}", None if pre else experiment.name,
-                           variant, unit, "chat", True, 200 if ok else 503,
-                           float(rng.exponential(truth.ttft_s)) if ok else None,
-                           float(rng.exponential(truth.latency_s)), 20,
-                           int(rng.poisson(truth.tokens)) if ok else None)
-            )  # fmt: skip
+                Completion(
+                    ts=float(ts),
+                    completion_id=cid,
+                    request_id=f"r-{cid}",
+                    experiment=None if pre else experiment.name,
+                    variant=variant,
+                    unit=unit,
+                    endpoint="chat",
+                    stream=True,
+                    status=200 if ok else 503,
+                    ttft_s=float(rng.exponential(truth.ttft_s)) if ok else None,
+                    latency_s=float(rng.exponential(truth.latency_s)),
+                    prompt_tokens=20,
+                    completion_tokens=int(rng.poisson(truth.tokens)) if ok else None,
+                )
+            )
             completions += 1
             if up or down:
-                events.append(Feedback(float(ts) + 1, "thumbs", f"k-{cid}", completion_id=cid,
-                                       value="up" if up else "down"))  # fmt: skip
+                events.append(
+                    Feedback(
+                        ts=float(ts) + 1,
+                        kind="thumbs",
+                        idempotency_key=f"k-{cid}",
+                        completion_id=cid,
+                        value="up" if up else "down",
+                    )
+                )
             if ok and rng.random() < truth.regenerate:
-                events.append(Feedback(float(ts) + 2, "regenerate", f"r-{cid}", completion_id=cid))
+                events.append(
+                    Feedback(
+                        ts=float(ts) + 2,
+                        kind="regenerate",
+                        idempotency_key=f"r-{cid}",
+                        completion_id=cid,
+                    )
+                )
             if ok:
                 score = float(rng.normal(truth.reward, 1.0))
-                events.append(Score(float(ts) + 1, cid, None if pre else experiment.name,
-                                    variant, "rm", score, 0.5))  # fmt: skip
+                events.append(
+                    Score(
+                        ts=float(ts) + 1,
+                        completion_id=cid,
+                        experiment=None if pre else experiment.name,
+                        variant=variant,
+                        model="rm",
+                        score=score,
+                        latency_s=0.5,
+                    )
+                )
     _write(path, events)
     return completions
 
@@ -145,13 +187,58 @@ def simulate_arena(
         ids = (f"{battle_id}-a", f"{battle_id}-b")
         for cid, variant, tokens in ((ids[0], a, tokens_a), (ids[1], b, tokens_b)):
             events.append(
-                Completion(ts, cid, battle_id, experiment.name, variant, f"u{i % 500}", "chat",
-                           False, 200, None, 1.0, 20, tokens, battle_id=battle_id)
-            )  # fmt: skip
+                Completion(
+                    ts=ts,
+                    completion_id=cid,
+                    request_id=battle_id,
+                    experiment=experiment.name,
+                    variant=variant,
+                    unit=f"u{i % 500}",
+                    endpoint="chat",
+                    stream=False,
+                    status=200,
+                    ttft_s=None,
+                    latency_s=1.0,
+                    prompt_tokens=20,
+                    completion_tokens=tokens,
+                    battle_id=battle_id,
+                )
+            )
             if rewards is not None:
                 score = float(rng.normal(rewards[variant], 1.0))
-                events.append(Score(ts, cid, experiment.name, variant, "rm", score, 0.5))
-        events.append(Battle(ts, battle_id, battle_id, experiment.name, f"u{i % 500}", a, b,
-                             ids[0], ids[1], tokens_a, tokens_b))  # fmt: skip
-        events.append(Feedback(ts + 5, "vote", f"v-{battle_id}", battle_id=battle_id, value=vote))
+                events.append(
+                    Score(
+                        ts=ts,
+                        completion_id=cid,
+                        experiment=experiment.name,
+                        variant=variant,
+                        model="rm",
+                        score=score,
+                        latency_s=0.5,
+                    )
+                )
+        events.append(
+            Battle(
+                ts=ts,
+                battle_id=battle_id,
+                request_id=battle_id,
+                experiment=experiment.name,
+                unit=f"u{i % 500}",
+                variant_a=a,
+                variant_b=b,
+                completion_a=ids[0],
+                completion_b=ids[1],
+                style_a=Style(tokens=tokens_a),
+                style_b=Style(tokens=tokens_b),
+            )
+        )
+        events.append(
+            Feedback(
+                ts=ts + 5,
+                kind="vote",
+                idempotency_key=f"v-{battle_id}",
+                battle_id=battle_id,
+                value=vote,
+            )
+        )
     _write(path, events)

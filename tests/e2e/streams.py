@@ -11,8 +11,12 @@ from pathlib import Path
 
 import httpx
 
-LONG_STREAM = {"messages": [{"role": "user", "content": "Count."}], "max_tokens": 400,
-               "ignore_eos": True, "stream": True}  # fmt: skip
+LONG_STREAM = {
+    "messages": [{"role": "user", "content": "Count."}],
+    "max_tokens": 400,
+    "ignore_eos": True,
+    "stream": True,
+}
 
 
 @contextmanager
@@ -24,8 +28,9 @@ def streams_in_flight(base_url: str, model: str, count: int) -> Iterator[list[st
 
     def stream() -> None:
         body = LONG_STREAM | {"model": model}
-        with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body,
-                          timeout=300) as response:  # fmt: skip
+        with httpx.stream(
+            "POST", f"{base_url}/v1/chat/completions", json=body, timeout=300
+        ) as response:
             lines = response.iter_lines()
             first = next(line for line in lines if line.startswith("data: {"))
             started.wait(timeout=300)

@@ -28,8 +28,13 @@ def battle_row(app: App, battle_id: str) -> dict:
 
 def vote(app: App, battle_id: str, value: str, key: str, user: str) -> httpx.Response:
     """A vote by `user`: only the unit a battle was served to may vote on it."""
-    body = {"battle_id": battle_id, "kind": "vote", "value": value, "idempotency_key": key,
-            "user": user}  # fmt: skip
+    body = {
+        "battle_id": battle_id,
+        "kind": "vote",
+        "value": value,
+        "idempotency_key": key,
+        "user": user,
+    }
     return httpx.post(f"{app.base_url}/v1/feedback", json=body, timeout=30)
 
 

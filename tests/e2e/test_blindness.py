@@ -72,8 +72,13 @@ def battle(app: App, user: str, **extra: object) -> httpx.Response:
 
 
 def vote(app: App, battle_id: str, user: str, headers: dict[str, str] = RATER) -> httpx.Response:
-    body = {"battle_id": battle_id, "kind": "vote", "value": "tie", "user": user,
-            "idempotency_key": f"vote-{uuid.uuid4()}"}  # fmt: skip
+    body = {
+        "battle_id": battle_id,
+        "kind": "vote",
+        "value": "tie",
+        "user": user,
+        "idempotency_key": f"vote-{uuid.uuid4()}",
+    }
     return httpx.post(f"{app.base_url}/v1/feedback", json=body, headers=headers, timeout=30)
 
 
@@ -118,8 +123,9 @@ def test_every_channel_a_voter_reaches_before_the_vote_is_blind(keyed: App) -> N
         # Fields and ids: the allowlist only, random ids, no name of anything behind them.
         assert not leaks(answer.text, app)
         if stream:
-            chunks = [json.loads(e[6:]) for e in answer.text.split("\n\n")
-                      if e.startswith("data: {")]  # fmt: skip
+            chunks = [
+                json.loads(e[6:]) for e in answer.text.split("\n\n") if e.startswith("data: {")
+            ]
             battle_id = chunks[0]["id"]
             sides = {}
             for chunk in chunks:
@@ -147,11 +153,15 @@ def test_every_channel_a_voter_reaches_before_the_vote_is_blind(keyed: App) -> N
         # Feedback on one side, as the voter may give: the answer names no one either.
         copy = httpx.post(
             f"{app.base_url}/v1/feedback",
-            json={"completion_id": completion_ids[0], "kind": "copy", "user": user,
-                  "idempotency_key": f"copy-{uuid.uuid4()}"},
+            json={
+                "completion_id": completion_ids[0],
+                "kind": "copy",
+                "user": user,
+                "idempotency_key": f"copy-{uuid.uuid4()}",
+            },
             headers=RATER,
             timeout=30,
-        )  # fmt: skip
+        )
         assert copy.status_code == 201 and not leaks(copy.text, app)
         # Routes: the operator's are closed to the rater; the rest hold nothing per battle.
         for route in ("/metrics", "/v1/experiments", "/v1/experiments/tiny-arena/report"):
@@ -162,8 +172,12 @@ def test_every_channel_a_voter_reaches_before_the_vote_is_blind(keyed: App) -> N
         # battle (other experiments' late scores may move theirs meanwhile).
         after = arena_series(app)
         moved = {key for key in after if after[key] != before.get(key)}
-        by_variant = {key for key in moved if ("experiment", "tiny-arena") in key[1]
-                      and {("variant", "tiny-a"), ("variant", "tiny-b")} & set(key[1])}  # fmt: skip
+        by_variant = {
+            key
+            for key in moved
+            if ("experiment", "tiny-arena") in key[1]
+            and {("variant", "tiny-a"), ("variant", "tiny-b")} & set(key[1])
+        }
         assert not by_variant, sorted(by_variant)[:5]
         # A stranger cannot vote on it; its own voter can, and only then learns the sides.
         assert vote(app, battle_id, "someone-else").status_code == 403
@@ -178,9 +192,15 @@ def test_every_channel_a_voter_reaches_before_the_vote_is_blind(keyed: App) -> N
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("return_token_ids", True), ("logprobs", True), ("top_logprobs", 1), ("echo", True),
-     ("prompt_logprobs", 1), ("return_prompt_text", True)],
-)  # fmt: skip
+    [
+        ("return_token_ids", True),
+        ("logprobs", True),
+        ("top_logprobs", 1),
+        ("echo", True),
+        ("prompt_logprobs", 1),
+        ("return_prompt_text", True),
+    ],
+)
 def test_options_that_expose_a_side_are_refused_by_name(
     keyed: App, field: str, value: object
 ) -> None:

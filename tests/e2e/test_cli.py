@@ -63,9 +63,12 @@ def test_sigterm_drains_the_streams_in_flight_logs_them_and_exits(tmp_path: Path
     with log.open("w") as out:
         child = subprocess.Popen(
             [sys.executable, "-m", "serve.cli", "serve", str(config), "--port", str(port)],
-            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
     try:
         ready = wait_for_line(log, child, "[serve] ready in", timeout_s=600)
         assert f"http://127.0.0.1:{port}" in ready

@@ -30,10 +30,14 @@ def chat(app: App) -> str:
 def thumbs(app: App, completion_id: str, key: str) -> httpx.Response:
     return httpx.post(
         f"{app.base_url}/v1/feedback",
-        json={"completion_id": completion_id, "kind": "thumbs", "value": "up",
-              "idempotency_key": key},
+        json={
+            "completion_id": completion_id,
+            "kind": "thumbs",
+            "value": "up",
+            "idempotency_key": key,
+        },
         timeout=60,
-    )  # fmt: skip
+    )
 
 
 def test_a_locked_store_means_503_for_feedback_and_no_lost_completion(app: App) -> None:

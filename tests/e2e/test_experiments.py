@@ -88,8 +88,9 @@ def test_forced_units_get_their_variant_and_are_not_exposed(app: App) -> None:
 def test_request_experiments_expose_every_request(app: App) -> None:
     """Each request is a unit of its own, named by the server: a client's X-Request-Id (kept,
     for tracing) must not pick the unit, and so the arm."""
-    traces = [chat(app, "tiny-requests", user="same-user").headers["x-request-id"]
-              for _ in range(3)]  # fmt: skip
+    traces = [
+        chat(app, "tiny-requests", user="same-user").headers["x-request-id"] for _ in range(3)
+    ]
     picked = chat(app, "tiny-requests", headers={"X-Request-Id": "pick-my-arm"})
     assert picked.status_code == 200
     with app.db() as db:

@@ -78,10 +78,15 @@ def test_openai_routes_need_a_key(secured: App) -> None:
     assert models.status_code == 200
     feedback = httpx.post(
         f"{secured.base_url}/v1/feedback",
-        json={"completion_id": answer.json()["id"], "kind": "thumbs", "value": "up",
-              "idempotency_key": uuid.uuid4().hex},
-        headers=CLIENT, timeout=30,
-    )  # fmt: skip
+        json={
+            "completion_id": answer.json()["id"],
+            "kind": "thumbs",
+            "value": "up",
+            "idempotency_key": uuid.uuid4().hex,
+        },
+        headers=CLIENT,
+        timeout=30,
+    )
     assert feedback.status_code == 201
     unauthenticated = httpx.post(
         f"{secured.base_url}/v1/feedback", json={"kind": "thumbs"}, timeout=30
@@ -138,8 +143,12 @@ def test_beyond_max_in_flight_requests_are_shed_with_503(secured: App) -> None:
         async with httpx.AsyncClient(
             base_url=secured.base_url, headers=CLIENT, timeout=120
         ) as client:
-            body = {"model": "tiny-a", "messages": [{"role": "user", "content": "Count."}],
-                    "max_tokens": 300, "ignore_eos": True}  # fmt: skip
+            body = {
+                "model": "tiny-a",
+                "messages": [{"role": "user", "content": "Count."}],
+                "max_tokens": 300,
+                "ignore_eos": True,
+            }
             return await asyncio.gather(
                 *(client.post("/v1/chat/completions", json=body) for _ in range(16))
             )

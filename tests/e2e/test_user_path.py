@@ -42,8 +42,15 @@ SERVE = str(Path(sys.executable).with_name("serve"))
 def clean_env() -> dict[str, str]:
     """This machine's environment without the session cluster's address, Serve modes or auth
     mode (the session's `ray.init` set it in this process)."""
-    drop = {"RAY_ADDRESS", "RAY_AUTH_MODE", MARKER, *SIDE_PORTS, *THROUGHPUT_MODE,
-            *HAPROXY_RETRY_ON, *DIRECT_INGRESS_DRAIN}  # fmt: skip
+    drop = {
+        "RAY_ADDRESS",
+        "RAY_AUTH_MODE",
+        MARKER,
+        *SIDE_PORTS,
+        *THROUGHPUT_MODE,
+        *HAPROXY_RETRY_ON,
+        *DIRECT_INGRESS_DRAIN,
+    }
     return {name: value for name, value in os.environ.items() if name not in drop}
 
 
@@ -68,9 +75,11 @@ def user_config(folder: Path, port: int) -> Path:
 
 def serve_status(dashboard: str, env: dict[str, str]) -> str:
     done = subprocess.run(
-        [SERVE, "status", "--address", dashboard], capture_output=True, text=True,
+        [SERVE, "status", "--address", dashboard],
+        capture_output=True,
+        text=True,
         env=cli_env(env),
-    )  # fmt: skip
+    )
     return done.stdout + done.stderr
 
 
@@ -78,17 +87,35 @@ def test_ray_start_then_serve_deploy_of_the_default_config_serves_a_scored_chat(
     tmp_path: Path,
 ) -> None:
     env = clean_env()
-    ports = {name: free_port() for name in (
-        "port", "dashboard-port", "ray-client-server-port", "node-manager-port",
-        "object-manager-port", "metrics-export-port", "dashboard-agent-listen-port",
-        "dashboard-agent-grpc-port", "runtime-env-agent-port",
-    )}  # fmt: skip
+    ports = {
+        name: free_port()
+        for name in (
+            "port",
+            "dashboard-port",
+            "ray-client-server-port",
+            "node-manager-port",
+            "object-manager-port",
+            "metrics-export-port",
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "runtime-env-agent-port",
+        )
+    }
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must be
     head = start(
-        [RAY, "start", "--head", "--block", "--disable-usage-stats", f"--temp-dir={temp}",
-         *(f"--{name}={port}" for name, port in ports.items())],
-        env, stdout=(tmp_path / "ray.log").open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            "--disable-usage-stats",
+            f"--temp-dir={temp}",
+            *(f"--{name}={port}" for name, port in ports.items()),
+        ],
+        env,
+        stdout=(tmp_path / "ray.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
     dashboard = f"http://127.0.0.1:{ports['dashboard-port']}"
     http_port = free_port()
     base = f"http://127.0.0.1:{http_port}"
@@ -101,8 +128,11 @@ def test_ray_start_then_serve_deploy_of_the_default_config_serves_a_scored_chat(
         cpus = psutil.cpu_count() or 1
         deployed = subprocess.run(
             [SERVE, "deploy", str(user_config(tmp_path, http_port)), "--address", dashboard],
-            capture_output=True, text=True, env=cli_env(env), cwd=tmp_path,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            env=cli_env(env),
+            cwd=tmp_path,
+        )
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         deadline = time.monotonic() + 600
         while "status: RUNNING" not in (status := serve_status(dashboard, env)):
@@ -111,10 +141,14 @@ def test_ray_start_then_serve_deploy_of_the_default_config_serves_a_scored_chat(
             time.sleep(2)
         answer = httpx.post(
             f"{base}/v1/chat/completions",
-            json={"model": "smollm2-arena", "user": "first-user", "max_tokens": 16,
-                  "messages": [{"role": "user", "content": "Name a colour."}]},
+            json={
+                "model": "smollm2-arena",
+                "user": "first-user",
+                "max_tokens": 16,
+                "messages": [{"role": "user", "content": "Name a colour."}],
+            },
             timeout=120,
-        )  # fmt: skip
+        )
         assert answer.status_code == 200, answer.text
         sides = answer.json()["arena"]["completion_ids"]
         store = tmp_path / "outcomes.db"
@@ -123,8 +157,12 @@ def test_ray_start_then_serve_deploy_of_the_default_config_serves_a_scored_chat(
             assert time.monotonic() < deadline, f"scored {scored} of {sides}"
             time.sleep(1)
     finally:
-        subprocess.run([SERVE, "shutdown", "-y", "--address", dashboard], env=cli_env(env),
-                       capture_output=True, timeout=120)  # fmt: skip
+        subprocess.run(
+            [SERVE, "shutdown", "-y", "--address", dashboard],
+            env=cli_env(env),
+            capture_output=True,
+            timeout=120,
+        )
         stop(head)
     assert not _marked(head.marker), "processes of the cluster outlived it"  # type: ignore[attr-defined]
 

@@ -44,11 +44,35 @@ def test_the_soak_counts_acknowledged_feedback_in_the_store(tmp_path: Path) -> N
     from router.store import OutcomeStore
 
     store = OutcomeStore(str(tmp_path / "o.db"))
-    store.write([Completion(1.0, "c1", "r1", None, "a", None, "chat", True, 200, 0.1, 0.2, 3, 4)])
-    store.write([Feedback(2.0, "thumbs", f"k{i}", completion_id="c1", value="up") for i in (1, 2)])
+    store.write(
+        [
+            Completion(
+                ts=1.0,
+                completion_id="c1",
+                request_id="r1",
+                experiment=None,
+                variant="a",
+                unit=None,
+                endpoint="chat",
+                stream=True,
+                status=200,
+                ttft_s=0.1,
+                latency_s=0.2,
+                prompt_tokens=3,
+                completion_tokens=4,
+            )
+        ]
+    )
+    store.write(
+        [
+            Feedback(ts=2.0, kind="thumbs", idempotency_key=f"k{i}", completion_id="c1", value="up")
+            for i in (1, 2)
+        ]
+    )
     assert soak.stored_keys(tmp_path / "o.db", ["k1", "k2", "k3"]) == 2
-    tally = soak.Tally(admitted_ttft=[0.1, 0.2], admitted_e2e=[1.0, 2.0], shed=2,
-                       acknowledged=["k1", "k2", "k3"])  # fmt: skip
+    tally = soak.Tally(
+        admitted_ttft=[0.1, 0.2], admitted_e2e=[1.0, 2.0], shed=2, acknowledged=["k1", "k2", "k3"]
+    )
     text = soak.report(10.0, 20.0, 60.0, tally, stored=2)
     [row] = [line for line in text.splitlines() if line.startswith("| 10.00")]
     assert row.endswith("| 3 | 2 | 1 |") and "| 0.500 |" in row  # 1 lost; 2 of 4 shed
@@ -68,13 +92,51 @@ def test_scoring_counts_answers_scores_and_their_delay(tmp_path: Path) -> None:
     from router.store import OutcomeStore
 
     store = OutcomeStore(str(tmp_path / "o.db"))
-    store.write([Completion(1.0, f"c{i}", f"r{i}", None, "a", None, "chat", True, 200, 0.1, 0.2,
-                            3, 4) for i in range(4)])  # fmt: skip
-    store.write([Score(2.0, f"c{i}", None, "a", "rm", 0.5, 0.1 * (i + 1)) for i in range(3)])
+    store.write(
+        [
+            Completion(
+                ts=1.0,
+                completion_id=f"c{i}",
+                request_id=f"r{i}",
+                experiment=None,
+                variant="a",
+                unit=None,
+                endpoint="chat",
+                stream=True,
+                status=200,
+                ttft_s=0.1,
+                latency_s=0.2,
+                prompt_tokens=3,
+                completion_tokens=4,
+            )
+            for i in range(4)
+        ]
+    )
+    store.write(
+        [
+            Score(
+                ts=2.0,
+                completion_id=f"c{i}",
+                experiment=None,
+                variant="a",
+                model="rm",
+                score=0.5,
+                latency_s=0.1 * (i + 1),
+            )
+            for i in range(3)
+        ]
+    )
     got = serving_bench.scoring(tmp_path / "o.db", settle_s=0.0)
     assert got == {"answered": 4, "scored": 3, "delay_p50": 0.2, "delay_p99": 0.30000000000000004}
-    row = {"tokens_per_s": 100.0, "requests_per_s": 1.0, "ttft_p50": 0.1, "ttft_p99": 0.2,
-           "itl_mean": 0.03, "e2e_p50": 2.0, "e2e_p99": 3.0}  # fmt: skip
+    row = {
+        "tokens_per_s": 100.0,
+        "requests_per_s": 1.0,
+        "ttft_p50": 0.1,
+        "ttft_p99": 0.2,
+        "itl_mean": 0.03,
+        "e2e_p50": 2.0,
+        "e2e_p99": 3.0,
+    }
     results = {"arena-serve": {32: row}, "arena-serve-scored": {32: row | {"tokens_per_s": 90.0}}}
     text = serving_bench.scoring_lines(results, got)
     assert "concurrency 32: arena-serve-scored / arena-serve throughput 0.900×" in text
@@ -82,8 +144,15 @@ def test_scoring_counts_answers_scores_and_their_delay(tmp_path: Path) -> None:
 
 
 def test_the_table_reports_ratios_to_vllm() -> None:
-    row = {"tokens_per_s": 100.0, "requests_per_s": 1.0, "ttft_p50": 0.1, "ttft_p99": 0.2,
-           "itl_mean": 0.03, "e2e_p50": 2.0, "e2e_p99": 3.0}  # fmt: skip
+    row = {
+        "tokens_per_s": 100.0,
+        "requests_per_s": 1.0,
+        "ttft_p50": 0.1,
+        "ttft_p99": 0.2,
+        "itl_mean": 0.03,
+        "e2e_p50": 2.0,
+        "e2e_p99": 3.0,
+    }
     slower = row | {"tokens_per_s": 80.0, "ttft_p50": 0.125}
     text = serving_bench.table({"vllm": {1: row}, "arena-serve": {1: slower}})
     [line] = [line for line in text.splitlines() if "| arena-serve |" in line]
@@ -99,8 +168,13 @@ def _load_folder(tmp_path: Path) -> tuple[Path, Path]:
         e for e in read_serve_file(config).gateway.experiments if e.name == run_load.ARENA
     )
     # Friendly wins 70 % (1147 vs 1000 on the Elo scale).
-    simulate_arena(tmp_path / "outcomes.db", experiment, battles=800, tie_rate=0.0,
-                   ratings={"smollm2-concise": 1000, "smollm2-friendly": 1147})  # fmt: skip
+    simulate_arena(
+        tmp_path / "outcomes.db",
+        experiment,
+        battles=800,
+        tie_rate=0.0,
+        ratings={"smollm2-concise": 1000, "smollm2-friendly": 1147},
+    )
     return config, tmp_path / "truth.jsonl"
 
 
@@ -114,8 +188,14 @@ def _truth(tmp_path: Path, p_concise: float, swap: bool = False) -> str:
         "SELECT battle_id, variant_a, variant_b, completion_a, completion_b FROM battles"
     ):
         reveal = {"experiment": run_load.ARENA, "a": b if swap else a, "b": a if swap else b}
-        rows.append({"battle_id": battle_id, "p_concise": p_concise, "reveal": reveal,
-                     "completion_ids": [ca, cb]})  # fmt: skip
+        rows.append(
+            {
+                "battle_id": battle_id,
+                "p_concise": p_concise,
+                "reveal": reveal,
+                "completion_ids": [ca, cb],
+            }
+        )
     return "\n".join(json.dumps(row) for row in rows)
 
 
@@ -202,10 +282,17 @@ def test_stop_finds_what_a_dead_server_left_running() -> None:
     from loadtests.processes import start, stop
 
     orphan_code = "import time; time.sleep(120)"
-    server = start([sys.executable, "-c", (
-        "import subprocess, sys, time; "
-        f"subprocess.Popen([sys.executable, '-c', {orphan_code!r}]); time.sleep(0.5); sys.exit(3)"
-    )])  # fmt: skip
+    server = start(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import subprocess, sys, time; "
+                f"subprocess.Popen([sys.executable, '-c', {orphan_code!r}]); "
+                "time.sleep(0.5); sys.exit(3)"
+            ),
+        ]
+    )
     assert server.wait(timeout=30) == 3
 
     def orphans() -> list[psutil.Process]:
@@ -238,10 +325,11 @@ def test_the_timing_predictors_score_their_better_reading() -> None:
 
     fast, slow = "tiny", "smollm2"
     seen = [  # side a is the fast one in the first half: its text comes faster and first
-        Seen((9, 1), (1.0, 2.0), (90.0, 10.0), fast, (5, 9)) if i < 50 else
-        Seen((1, 9), (2.0, 1.0), (10.0, 90.0), slow, (9, 5))
+        Seen((9, 1), (1.0, 2.0), (90.0, 10.0), fast, (5, 9))
+        if i < 50
+        else Seen((1, 9), (2.0, 1.0), (10.0, 90.0), slow, (9, 5))
         for i in range(100)
-    ]  # fmt: skip
+    ]
     assert set(score(seen).values()) == {(100, 100)}
     assert len(score(seen)) == 4
     coin = [Seen((1, 1), (1.0, 1.0), (5.0, 5.0), fast, (3, 3))] * 10

@@ -35,44 +35,68 @@ def v1_rows() -> list[tuple[str, tuple]]:
     rows = []
     for i, (unit, variant) in enumerate([("u1", "a"), ("u2", "b"), ("u1", "a")]):
         rows.append(
-            ("INSERT INTO exposures (ts, request_id, experiment, variant, unit) "
-             "VALUES (?, ?, 'ab', ?, ?)", (float(i), f"r{i}", variant, unit))
-        )  # fmt: skip
+            (
+                "INSERT INTO exposures (ts, request_id, experiment, variant, unit) "
+                "VALUES (?, ?, 'ab', ?, ?)",
+                (float(i), f"r{i}", variant, unit),
+            )
+        )
         rows.append(
-            ("INSERT INTO completions VALUES (?, ?, ?, 'ab', ?, ?, 'chat', 0, 200, NULL, 0.5, "
-             "5, 7, NULL)", (f"c{i}", float(i), f"r{i}", variant, unit))
-        )  # fmt: skip
+            (
+                "INSERT INTO completions VALUES (?, ?, ?, 'ab', ?, ?, 'chat', 0, 200, NULL, 0.5, "
+                "5, 7, NULL)",
+                (f"c{i}", float(i), f"r{i}", variant, unit),
+            )
+        )
     rows.append(
-        ("INSERT INTO feedback (ts, completion_id, kind, value, idempotency_key) "
-         "VALUES (5, 'c0', 'thumbs', 'up', 'k0')", ())
-    )  # fmt: skip
+        (
+            "INSERT INTO feedback (ts, completion_id, kind, value, idempotency_key) "
+            "VALUES (5, 'c0', 'thumbs', 'up', 'k0')",
+            (),
+        )
+    )
     rows.append(  # version 1 took feedback without a key
-        ("INSERT INTO feedback (ts, completion_id, kind, value, idempotency_key) "
-         "VALUES (6, 'c1', 'thumbs', 'down', NULL)", ())
-    )  # fmt: skip
+        (
+            "INSERT INTO feedback (ts, completion_id, kind, value, idempotency_key) "
+            "VALUES (6, 'c1', 'thumbs', 'down', NULL)",
+            (),
+        )
+    )
     return rows
 
 
 def v2_rows(styled: bool) -> list[tuple[str, tuple]]:
     rows = [
-        ("INSERT INTO exposures (ts, request_id, experiment, unit_type, unit, variant, reason, "
-         "exposed) VALUES (0, 'r0', 'duel', 'user', 'alice', NULL, 'arena', 1)", ()),
+        (
+            "INSERT INTO exposures (ts, request_id, experiment, unit_type, unit, variant, reason, "
+            "exposed) VALUES (0, 'r0', 'duel', 'user', 'alice', NULL, 'arena', 1)",
+            (),
+        ),
         ("INSERT INTO assignments VALUES ('duel', 'alice', NULL, 'arena', 1)", ()),
-    ]  # fmt: skip
+    ]
     for side, variant in (("a", "a"), ("b", "b")):
         rows.append(
-            ("INSERT INTO completions VALUES (?, 1, 'r1', 'duel', ?, 'alice', 'chat', 0, 200, "
-             "NULL, 0.5, 5, 7, NULL, 'battle-1')", (f"side-{side}", variant))
-        )  # fmt: skip
+            (
+                "INSERT INTO completions VALUES (?, 1, 'r1', 'duel', ?, 'alice', 'chat', 0, 200, "
+                "NULL, 0.5, 5, 7, NULL, 'battle-1')",
+                (f"side-{side}", variant),
+            )
+        )
     style = ", 7, 9, 1, 0, 0, 2, 0, 0" if styled else ""
     rows.append(
-        (f"INSERT INTO battles VALUES ('battle-1', 1, 'r1', 'duel', 'alice', 'a', 'b', "
-         f"'side-a', 'side-b'{style})", ())
-    )  # fmt: skip
+        (
+            f"INSERT INTO battles VALUES ('battle-1', 1, 'r1', 'duel', 'alice', 'a', 'b', "
+            f"'side-a', 'side-b'{style})",
+            (),
+        )
+    )
     rows.append(
-        ("INSERT INTO feedback (ts, kind, idempotency_key, battle_id, value) "
-         "VALUES (2, 'vote', 'vote-1', 'battle-1', 'a')", ())
-    )  # fmt: skip
+        (
+            "INSERT INTO feedback (ts, kind, idempotency_key, battle_id, value) "
+            "VALUES (2, 'vote', 'vote-1', 'battle-1', 'a')",
+            (),
+        )
+    )
     return rows
 
 
@@ -96,10 +120,10 @@ def test_a_version_1_store_is_migrated_with_its_rows(tmp_path: Path) -> None:
     old_store(path, V1, 1, v1_rows())
     store = OutcomeStore(path)
     try:
-        assert [(r["unit"], r["variant"], r["reason"], r["exposed"]) for r in
-                store.rows("exposures", "ORDER BY id")] == [
-            ("u1", "a", "arm", 1), ("u2", "b", "arm", 1), ("u1", "a", "arm", 1)
-        ]  # fmt: skip
+        assert [
+            (r["unit"], r["variant"], r["reason"], r["exposed"])
+            for r in store.rows("exposures", "ORDER BY id")
+        ] == [("u1", "a", "arm", 1), ("u2", "b", "arm", 1), ("u1", "a", "arm", 1)]
         assignments = {(r["unit"], r["exposure_id"]) for r in store.rows("assignments")}
         assert assignments == {("u1", 3), ("u2", 2)}  # each unit's latest exposure
         assert store.count("completions") == 3
@@ -108,10 +132,35 @@ def test_a_version_1_store_is_migrated_with_its_rows(tmp_path: Path) -> None:
         ]
         assert keys == [("k0", ""), ("v1-feedback-2", "")]
         # New events write to it; a repeated exposure is still recognised.
-        later = Completion(9.0, "c9", "r9", "ab", "a", "u1", "chat", True, 200, 0.1, 0.4, 3, 4,
-                           client_request_id="trace-9")  # fmt: skip
-        store.write([later, Feedback(10.0, "thumbs", "k0", completion_id="c9", value="up",
-                                     principal="app")])  # fmt: skip
+        later = Completion(
+            ts=9.0,
+            completion_id="c9",
+            request_id="r9",
+            experiment="ab",
+            variant="a",
+            unit="u1",
+            endpoint="chat",
+            stream=True,
+            status=200,
+            ttft_s=0.1,
+            latency_s=0.4,
+            prompt_tokens=3,
+            completion_tokens=4,
+            client_request_id="trace-9",
+        )
+        store.write(
+            [
+                later,
+                Feedback(
+                    ts=10.0,
+                    kind="thumbs",
+                    idempotency_key="k0",
+                    completion_id="c9",
+                    value="up",
+                    principal="app",
+                ),
+            ]
+        )
         assert store.rows("completions", "WHERE completion_id = 'c9'")[0]["client_request_id"]
     finally:
         store.close()
@@ -137,12 +186,37 @@ def test_a_version_2_store_is_migrated_with_its_battles_and_votes(
         [vote] = store.rows("feedback")
         assert (vote["idempotency_key"], vote["principal"], vote["value"]) == ("vote-1", "", "a")
         # The unique vote per battle and the per-key idempotency hold after the rebuild.
-        again = Feedback(3.0, "vote", "vote-2", battle_id="battle-1", value="b", user="alice")
+        again = Feedback(
+            ts=3.0,
+            kind="vote",
+            idempotency_key="vote-2",
+            battle_id="battle-1",
+            value="b",
+            user="alice",
+        )
         assert store.write([again])[0].status == "already_voted"
-        stranger = Feedback(3.0, "thumbs", "t", completion_id="side-a", value="up", user="eve")
+        stranger = Feedback(
+            ts=3.0,
+            kind="thumbs",
+            idempotency_key="t",
+            completion_id="side-a",
+            value="up",
+            user="eve",
+        )
         assert store.write([stranger])[0].status == "not_the_voter"
-        new = Battle(4.0, "battle-2", "r2", "duel", "bob", "b", "a", "side-a", "side-b",
-                     voter="bob", identity_revealed=True)  # fmt: skip
+        new = Battle(
+            ts=4.0,
+            battle_id="battle-2",
+            request_id="r2",
+            experiment="duel",
+            unit="bob",
+            variant_a="b",
+            variant_b="a",
+            completion_a="side-a",
+            completion_b="side-b",
+            voter="bob",
+            identity_revealed=True,
+        )
         assert store.write([new]) == [None]
     finally:
         store.close()
@@ -174,8 +248,10 @@ def test_a_migration_that_fails_leaves_the_file_as_it_was(tmp_path: Path) -> Non
     rows = v2_rows(True)
     old_store(path, V2_LAST, 2, rows)
     db = sqlite3.connect(path)  # a row the rebuilt feedback table cannot take: two NULL targets
-    db.execute("INSERT INTO feedback (ts, kind, idempotency_key, completion_id, battle_id) "
-               "VALUES (1, 'copy', 'bad', 'side-a', NULL)")  # fmt: skip
+    db.execute(
+        "INSERT INTO feedback (ts, kind, idempotency_key, completion_id, battle_id) "
+        "VALUES (1, 'copy', 'bad', 'side-a', NULL)"
+    )
     db.execute("PRAGMA ignore_check_constraints = 1")
     db.execute("UPDATE feedback SET completion_id = NULL WHERE idempotency_key = 'bad'")
     db.commit()

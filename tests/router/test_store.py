@@ -14,6 +14,7 @@ import pytest
 
 from router.events import Battle, Completion, Exposure, Feedback, FeedbackResult, Score
 from router.store import SCHEMA_VERSION, TABLES, OutcomeStore
+from router.style import Style
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,15 +59,24 @@ def exposure(
     unit_type: str = "user",
     ts: float = 1.0,
 ) -> Exposure:
-    return Exposure(ts, f"req-{ts}", experiment, unit_type, unit, variant, reason, True)  # type: ignore[arg-type]
+    return Exposure(
+        ts=ts,
+        request_id=f"req-{ts}",
+        experiment=experiment,
+        unit_type=unit_type,  # type: ignore[arg-type]
+        unit=unit,
+        variant=variant,
+        reason=reason,  # type: ignore[arg-type]
+        exposed=True,
+    )
 
 
 def thumbs(cid: str, key: str, value: str = "up", ts: float = 2.0) -> Feedback:
-    return Feedback(ts, "thumbs", key, completion_id=cid, value=value)
+    return Feedback(ts=ts, kind="thumbs", idempotency_key=key, completion_id=cid, value=value)
 
 
 def vote(bid: str, key: str, value: str = "a", ts: float = 2.0) -> Feedback:
-    return Feedback(ts, "vote", key, battle_id=bid, value=value)
+    return Feedback(ts=ts, kind="vote", idempotency_key=key, battle_id=bid, value=value)
 
 
 @pytest.fixture
@@ -176,9 +186,33 @@ def test_scores_are_stored_once_per_completion_and_model(store: OutcomeStore) ->
     store.write([completion("c1")])
     store.write(
         [
-            Score(3.0, "c1", "exp", "a", "rm", 0.25, 0.5),
-            Score(4.0, "c1", "exp", "a", "rm", 0.75, 0.1),  # the same model again: replaced
-            Score(4.0, "c1", "exp", "a", "other-rm", -1.0, 0.1),
+            Score(
+                ts=3.0,
+                completion_id="c1",
+                experiment="exp",
+                variant="a",
+                model="rm",
+                score=0.25,
+                latency_s=0.5,
+            ),
+            Score(
+                ts=4.0,
+                completion_id="c1",
+                experiment="exp",
+                variant="a",
+                model="rm",
+                score=0.75,
+                latency_s=0.1,
+            ),  # the same model again: replaced
+            Score(
+                ts=4.0,
+                completion_id="c1",
+                experiment="exp",
+                variant="a",
+                model="other-rm",
+                score=-1.0,
+                latency_s=0.1,
+            ),
         ]
     )
     rows = {r["model"]: r for r in store.rows("scores")}
@@ -214,7 +248,11 @@ def test_battles_are_stored(store: OutcomeStore) -> None:
         "identity_revealed": 0,
     }
     assert (rows["b2"]["variant_a"], rows["b2"]["variant_b"]) == ("qwen", "llama")
-    styled = replace(battle("b3"), tokens_a=40, tokens_b=9, headers_a=2, list_items_b=3, bold_a=1)
+    styled = replace(
+        battle("b3"),
+        style_a=Style(tokens=40, headers=2, bold=1),
+        style_b=Style(tokens=9, list_items=3),
+    )
     store.write([styled])
     [row] = store.rows("battles", "WHERE battle_id = ?", ["b3"])
     assert (
@@ -232,10 +270,34 @@ def test_battles_are_stored(store: OutcomeStore) -> None:
     )
 
 
+def test_each_sides_style_fills_its_own_columns(store: OutcomeStore) -> None:
+    """Every style value differs: a column filled from the wrong side or field would show."""
+    styled = replace(
+        battle("b1"),
+        style_a=Style(tokens=11, headers=12, list_items=13, bold=14),
+        style_b=Style(tokens=21, headers=22, list_items=23, bold=24),
+    )
+    store.write([styled])
+    [row] = store.rows("battles")
+    columns = ("tokens", "headers", "list_items", "bold")
+    assert {f"{c}_{side}": row[f"{c}_{side}"] for c in columns for side in "ab"} == {
+        "tokens_a": 11,
+        "headers_a": 12,
+        "list_items_a": 13,
+        "bold_a": 14,
+        "tokens_b": 21,
+        "headers_b": 22,
+        "list_items_b": 23,
+        "bold_b": 24,
+    }
+
+
 def test_a_vote_is_recorded_and_reveals_the_variants(store: OutcomeStore) -> None:
     store.write([battle("b1", a="qwen", b="llama", experiment="arena-1")])
     [result] = store.write([vote("b1", "k1", "b")])
-    assert result == FeedbackResult("recorded", 1, ("qwen", "llama"), "arena-1")
+    assert result == FeedbackResult(
+        status="recorded", feedback_id=1, reveal=("qwen", "llama"), experiment="arena-1"
+    )
     [row] = store.rows("feedback")
     assert (row["kind"], row["battle_id"], row["completion_id"], row["value"]) == (
         "vote",
@@ -251,15 +313,20 @@ def test_a_replayed_vote_returns_the_first_answer(store: OutcomeStore) -> None:
     [first] = store.write([vote("b1", "k1", "tie", ts=2.0)])
     [again] = store.write([vote("b1", "k1", "tie", ts=9.0)])  # a retry: same content, later
     assert first.status == "recorded"
-    assert again == FeedbackResult("replayed", first.feedback_id, ("llama", "qwen"), "arena")
+    assert again == FeedbackResult(
+        status="replayed",
+        feedback_id=first.feedback_id,
+        reveal=("llama", "qwen"),
+        experiment="arena",
+    )
     assert store.count("feedback") == 1
 
 
 def test_a_replayed_thumbs_returns_the_first_id_and_no_reveal(store: OutcomeStore) -> None:
     store.write([completion("c1")])
     first, again = store.write([thumbs("c1", "k"), thumbs("c1", "k", ts=3.0)])
-    assert first == FeedbackResult("recorded", 1)
-    assert again == FeedbackResult("replayed", 1)
+    assert first == FeedbackResult(status="recorded", feedback_id=1)
+    assert again == FeedbackResult(status="replayed", feedback_id=1)
     assert store.count("feedback") == 1
 
 
@@ -268,7 +335,9 @@ def test_a_replayed_thumbs_returns_the_first_id_and_no_reveal(store: OutcomeStor
     [
         pytest.param(vote("b1", "k", "b"), id="other-value"),
         pytest.param(vote("b2", "k", "a"), id="other-battle"),
-        pytest.param(Feedback(2.0, "copy", "k", completion_id="c1"), id="kind"),
+        pytest.param(
+            Feedback(ts=2.0, kind="copy", idempotency_key="k", completion_id="c1"), id="kind"
+        ),
         pytest.param(thumbs("c1", "k", "up"), id="other-target-type"),
     ],
 )
@@ -297,7 +366,9 @@ def test_a_key_reused_for_a_different_custom_metric_is_refused(
     store: OutcomeStore, second: dict
 ) -> None:
     store.write([completion("c1"), completion("c2")])
-    first = Feedback(2.0, "custom", "k", completion_id="c1", number=4.0, name="rating")
+    first = Feedback(
+        ts=2.0, kind="custom", idempotency_key="k", completion_id="c1", number=4.0, name="rating"
+    )
     assert store.write([first])[0].status == "recorded"
     assert store.write([replace(first, ts=3.0, number=4)])[0].status == "replayed"  # 4 == 4.0
     assert store.write([replace(first, **second)])[0].status == "key_reused"
@@ -309,7 +380,7 @@ def test_a_second_vote_on_a_battle_is_already_voted(store: OutcomeStore) -> None
     [first] = store.write([vote("b1", "k1", "a")])
     for value in ("a", "b"):  # the same or another choice, under a new key
         [second] = store.write([vote("b1", "k2", value)])
-        assert second == FeedbackResult("already_voted", first.feedback_id)
+        assert second == FeedbackResult(status="already_voted", feedback_id=first.feedback_id)
     assert store.count("feedback") == 1
     # The refused key was not stored: it is still free for other feedback.
     store.write([battle("b2")])
@@ -319,12 +390,16 @@ def test_a_second_vote_on_a_battle_is_already_voted(store: OutcomeStore) -> None
 def test_a_custom_metric_on_a_battle_is_refused_where_it_is_made() -> None:
     """No analysis reads a battle's custom metric (it has no variant): refused, not stored."""
     with pytest.raises(ValueError, match="answers"):
-        Feedback(3.0, "custom", "k2", battle_id="b1", number=4.0, name="rating")
+        Feedback(
+            ts=3.0, kind="custom", idempotency_key="k2", battle_id="b1", number=4.0, name="rating"
+        )
 
 
 def test_a_vote_on_an_unknown_battle_is_unknown_target(store: OutcomeStore) -> None:
     store.write([completion("b1")])  # a completion of that id is not a battle
-    assert store.write([vote("b1", "k")]) == [FeedbackResult("unknown_target", None)]
+    assert store.write([vote("b1", "k")]) == [
+        FeedbackResult(status="unknown_target", feedback_id=None)
+    ]
     assert store.count("feedback") == 0
 
 
@@ -334,11 +409,27 @@ def test_a_vote_on_an_unknown_battle_is_unknown_target(store: OutcomeStore) -> N
 @pytest.mark.parametrize(
     ("feedback", "stored"),
     [
-        (Feedback(2.0, "thumbs", "k", completion_id="c1", value="down"), ("down", None, None)),
-        (Feedback(2.0, "regenerate", "k", completion_id="c1"), (None, None, None)),
-        (Feedback(2.0, "copy", "k", completion_id="c1"), (None, None, None)),
         (
-            Feedback(2.0, "custom", "k", completion_id="c1", number=0.25, name="rating"),
+            Feedback(ts=2.0, kind="thumbs", idempotency_key="k", completion_id="c1", value="down"),
+            ("down", None, None),
+        ),
+        (
+            Feedback(ts=2.0, kind="regenerate", idempotency_key="k", completion_id="c1"),
+            (None, None, None),
+        ),
+        (
+            Feedback(ts=2.0, kind="copy", idempotency_key="k", completion_id="c1"),
+            (None, None, None),
+        ),
+        (
+            Feedback(
+                ts=2.0,
+                kind="custom",
+                idempotency_key="k",
+                completion_id="c1",
+                number=0.25,
+                name="rating",
+            ),
             (None, 0.25, "rating"),
         ),
     ],
@@ -348,7 +439,7 @@ def test_feedback_kinds_on_a_completion(
     store: OutcomeStore, feedback: Feedback, stored: tuple
 ) -> None:
     store.write([completion("c1")])
-    assert store.write([feedback]) == [FeedbackResult("recorded", 1)]
+    assert store.write([feedback]) == [FeedbackResult(status="recorded", feedback_id=1)]
     [row] = store.rows("feedback")
     assert (row["kind"], row["completion_id"], row["battle_id"], row["idempotency_key"]) == (
         feedback.kind,
@@ -365,9 +456,15 @@ def test_feedback_on_an_unknown_completion_is_unknown_target(
 ) -> None:
     store.write([battle("c1")])  # a battle of that id is not a completion
     extra = {"name": "stars", "number": 4.0} if kind == "custom" else {}
-    fb = Feedback(1.0, kind, "k", completion_id="c1", value="up" if kind == "thumbs" else None,  # type: ignore[arg-type]
-                  **extra)  # type: ignore[arg-type]  # fmt: skip
-    assert store.write([fb]) == [FeedbackResult("unknown_target", None)]
+    fb = Feedback(
+        ts=1.0,
+        kind=kind,  # type: ignore[arg-type]
+        idempotency_key="k",
+        completion_id="c1",
+        value="up" if kind == "thumbs" else None,
+        **extra,  # type: ignore[arg-type]
+    )
+    assert store.write([fb]) == [FeedbackResult(status="unknown_target", feedback_id=None)]
     assert store.count("feedback") == 0
 
 
@@ -389,13 +486,15 @@ def test_feedback_finds_targets_written_earlier_in_the_same_batch(store: Outcome
     assert results == [
         None,
         None,
-        FeedbackResult("recorded", 1),
+        FeedbackResult(status="recorded", feedback_id=1),
         None,
         None,
         None,
-        FeedbackResult("recorded", 2, ("llama", "qwen"), "arena"),
-        FeedbackResult("already_voted", 2),
-        FeedbackResult("unknown_target", None),
+        FeedbackResult(
+            status="recorded", feedback_id=2, reveal=("llama", "qwen"), experiment="arena"
+        ),
+        FeedbackResult(status="already_voted", feedback_id=2),
+        FeedbackResult(status="unknown_target", feedback_id=None),
         None,
     ]
     assert store.count("feedback") == 2
@@ -403,7 +502,16 @@ def test_feedback_finds_targets_written_earlier_in_the_same_batch(store: Outcome
 
 
 def test_a_failed_batch_writes_nothing(store: OutcomeStore) -> None:
-    no_unit = Exposure(3.0, "r9", "exp", "user", None, "a", "arm", True)  # type: ignore[arg-type]
+    no_unit = Exposure(
+        ts=3.0,
+        request_id="r9",
+        experiment="exp",
+        unit_type="user",
+        unit=None,  # type: ignore[arg-type]
+        variant="a",
+        reason="arm",
+        exposed=True,
+    )
     with pytest.raises(sqlite3.IntegrityError):  # exposures.unit NOT NULL
         store.write([exposure(), completion("c1"), battle("b1"), vote("b1", "k"), no_unit])
     for table in TABLES:
@@ -423,11 +531,17 @@ def test_reopening_keeps_rows_and_replays(tmp_path: Path) -> None:
     again = OutcomeStore(path)
     try:
         assert again.count("feedback") == 2
-        assert again.write([thumbs("c1", "k1")]) == [FeedbackResult("replayed", 1)]
-        assert again.write([vote("b1", "k2")]) == [
-            FeedbackResult("replayed", 2, ("llama", "qwen"), "arena")
+        assert again.write([thumbs("c1", "k1")]) == [
+            FeedbackResult(status="replayed", feedback_id=1)
         ]
-        assert again.write([vote("b1", "k3")]) == [FeedbackResult("already_voted", 2)]
+        assert again.write([vote("b1", "k2")]) == [
+            FeedbackResult(
+                status="replayed", feedback_id=2, reveal=("llama", "qwen"), experiment="arena"
+            )
+        ]
+        assert again.write([vote("b1", "k3")]) == [
+            FeedbackResult(status="already_voted", feedback_id=2)
+        ]
         again.write([exposure(ts=9.0)])
         assert again.count("exposures") == 1
         assert again.count("feedback") == 2
@@ -444,12 +558,18 @@ def test_committed_rows_survive_kill_9(tmp_path: Path) -> None:
         "from router.events import Battle, Completion, Exposure, Feedback\n"
         "s = OutcomeStore(sys.argv[1])\n"
         "for i in range(50):\n"
-        "    c = Completion(1.0, f'c{i}', 'r', 'e', 'a', 'u', 'chat', False, 200, None, 0.1, 1,\n"
-        "                   1)\n"
-        "    b = Battle(1.0, f'b{i}', 'r', 'e', 'u', 'x', 'y', 'ca', 'cb')\n"
-        "    s.write([Exposure(1.0, 'r', 'e', 'user', f'u{i}', 'a', 'arm', True), c, b,\n"
-        "             Feedback(1.0, 'thumbs', f'k{i}', completion_id=f'c{i}', value='up'),\n"
-        "             Feedback(1.0, 'vote', f'v{i}', battle_id=f'b{i}', value='a')])\n"
+        "    e = Exposure(ts=1.0, request_id='r', experiment='e', unit_type='user', unit=f'u{i}',\n"
+        "                 variant='a', reason='arm', exposed=True)\n"
+        "    c = Completion(ts=1.0, completion_id=f'c{i}', request_id='r', experiment='e',\n"
+        "                   variant='a', unit='u', endpoint='chat', stream=False, status=200,\n"
+        "                   ttft_s=None, latency_s=0.1, prompt_tokens=1, completion_tokens=1)\n"
+        "    b = Battle(ts=1.0, battle_id=f'b{i}', request_id='r', experiment='e', unit='u',\n"
+        "               variant_a='x', variant_b='y', completion_a='ca', completion_b='cb')\n"
+        "    s.write([e, c, b,\n"
+        "             Feedback(ts=1.0, kind='thumbs', idempotency_key=f'k{i}',\n"
+        "                      completion_id=f'c{i}', value='up'),\n"
+        "             Feedback(ts=1.0, kind='vote', idempotency_key=f'v{i}',\n"
+        "                      battle_id=f'b{i}', value='a')])\n"
         "print('acked', flush=True)\n"
         "os.kill(os.getpid(), 9)\n"
     )
@@ -513,7 +633,7 @@ def test_a_full_disk_reports_the_real_error(store: OutcomeStore) -> None:
 )
 def test_feedback_the_store_could_not_take_is_refused_where_it_is_made(fields: dict) -> None:
     with pytest.raises(ValueError):
-        Feedback(1.0, idempotency_key="k", **fields)
+        Feedback(ts=1.0, idempotency_key="k", **fields)
 
 
 def test_an_event_the_store_already_holds_is_reported_a_duplicate(store: OutcomeStore) -> None:
@@ -579,7 +699,7 @@ def test_a_replay_by_someone_else_reveals_nothing(store: OutcomeStore) -> None:
     store.write([owned("b1")])
     assert store.write([replace(vote("b1", "k1"), user="alice")])[0].status == "recorded"
     [replay] = store.write([replace(vote("b1", "k1"), user="mallory")])
-    assert replay == FeedbackResult("not_the_voter", None)
+    assert replay == FeedbackResult(status="not_the_voter", feedback_id=None)
 
 
 def test_feedback_outside_battles_needs_no_voter(store: OutcomeStore) -> None:

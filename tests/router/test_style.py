@@ -1,10 +1,10 @@
-"""Markdown counts for style control."""
+"""Markdown counts and the style record of an answer, for style control."""
 
 from __future__ import annotations
 
 import pytest
 
-from router.style import Markdown, markdown_counts
+from router.style import Markdown, Style, markdown_counts, style_of
 
 
 @pytest.mark.parametrize(
@@ -21,3 +21,9 @@ from router.style import Markdown, markdown_counts
 )
 def test_markdown_counts(text: str, expected: Markdown) -> None:
     assert markdown_counts(text) == expected
+
+
+def test_style_of_counts_the_markdown_and_keeps_the_tokens() -> None:
+    text = "# Plan\n\n1. **Boil** water\n2. Add *tea*\n"
+    assert style_of(text, 12) == Style(tokens=12, headers=1, list_items=2, bold=1)
+    assert style_of("", None) == Style()

@@ -147,7 +147,7 @@ class _FeedbackMethod:
         self._log.feedback.append(feedback)
 
         async def answer() -> FeedbackResult:
-            return FeedbackResult("recorded", len(self._log.feedback))
+            return FeedbackResult(status="recorded", feedback_id=len(self._log.feedback))
 
         return answer()
 

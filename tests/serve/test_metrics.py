@@ -17,8 +17,21 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def completion(cid: str, status: int = 200, stream: bool = True) -> Completion:
-    return Completion(1.0, cid, "r", "exp", "a", "alice", "chat", stream, status,
-                      0.2 if stream else None, 1.2, 7, 11)  # fmt: skip
+    return Completion(
+        ts=1.0,
+        completion_id=cid,
+        request_id="r",
+        experiment="exp",
+        variant="a",
+        unit="alice",
+        endpoint="chat",
+        stream=stream,
+        status=status,
+        ttft_s=0.2 if stream else None,
+        latency_s=1.2,
+        prompt_tokens=7,
+        completion_tokens=11,
+    )
 
 
 def test_completions_are_counted_with_bounded_labels() -> None:
@@ -27,10 +40,24 @@ def test_completions_are_counted_with_bounded_labels() -> None:
     metrics.observe(events, [None] * 3)
     found = samples(metrics.exposition())
     labels = (("endpoint", "chat"), ("experiment", "exp"), ("variant", "a"))
-    assert found[("arena_requests_total", (*labels[:1], ("experiment", "exp"), ("status", "2xx"),
-                                           ("variant", "a")))] == 2  # fmt: skip
-    assert found[("arena_requests_total", (*labels[:1], ("experiment", "exp"), ("status", "5xx"),
-                                           ("variant", "a")))] == 1  # fmt: skip
+    assert (
+        found[
+            (
+                "arena_requests_total",
+                (*labels[:1], ("experiment", "exp"), ("status", "2xx"), ("variant", "a")),
+            )
+        ]
+        == 2
+    )
+    assert (
+        found[
+            (
+                "arena_requests_total",
+                (*labels[:1], ("experiment", "exp"), ("status", "5xx"), ("variant", "a")),
+            )
+        ]
+        == 1
+    )
     exp_variant = (("experiment", "exp"), ("variant", "a"))
     assert found[("arena_completion_tokens_total", exp_variant)] == 22
     assert found[("arena_prompt_tokens_total", exp_variant)] == 14
@@ -42,24 +69,66 @@ def test_completions_are_counted_with_bounded_labels() -> None:
 def test_feedback_assignments_battles_and_scores() -> None:
     metrics = OutcomeMetrics()
     events = [
-        Exposure(1.0, "r", "exp", "user", "alice", "a", "arm", True),
-        Battle(1.0, "b1", "r", "duel", "alice", "a", "b", "b1-a", "b1-b"),
-        Score(2.0, "c1", "exp", "a", "rm", 0.7, 0.4),
-        Feedback(3.0, "thumbs", "k1", completion_id="c1", value="up"),
-        Feedback(3.0, "thumbs", "k1", completion_id="c1", value="up"),
-        Feedback(3.0, "vote", "k2", battle_id="b1", value="tie"),
+        Exposure(
+            ts=1.0,
+            request_id="r",
+            experiment="exp",
+            unit_type="user",
+            unit="alice",
+            variant="a",
+            reason="arm",
+            exposed=True,
+        ),
+        Battle(
+            ts=1.0,
+            battle_id="b1",
+            request_id="r",
+            experiment="duel",
+            unit="alice",
+            variant_a="a",
+            variant_b="b",
+            completion_a="b1-a",
+            completion_b="b1-b",
+        ),
+        Score(
+            ts=2.0,
+            completion_id="c1",
+            experiment="exp",
+            variant="a",
+            model="rm",
+            score=0.7,
+            latency_s=0.4,
+        ),
+        Feedback(ts=3.0, kind="thumbs", idempotency_key="k1", completion_id="c1", value="up"),
+        Feedback(ts=3.0, kind="thumbs", idempotency_key="k1", completion_id="c1", value="up"),
+        Feedback(ts=3.0, kind="vote", idempotency_key="k2", battle_id="b1", value="tie"),
     ]
     results = [
-        None, None, None,
-        FeedbackResult("recorded", 1, target=("exp", "a")),
-        FeedbackResult("replayed", 1, target=("exp", "a")),
-        FeedbackResult("recorded", 2, ("a", "b"), "duel", ("duel", None)),
-    ]  # fmt: skip
+        None,
+        None,
+        None,
+        FeedbackResult(status="recorded", feedback_id=1, target=("exp", "a")),
+        FeedbackResult(status="replayed", feedback_id=1, target=("exp", "a")),
+        FeedbackResult(
+            status="recorded",
+            feedback_id=2,
+            reveal=("a", "b"),
+            experiment="duel",
+            target=("duel", None),
+        ),
+    ]
     metrics.observe(events, results)
     metrics.scorer_batch.observe(8)
     found = samples(metrics.exposition())
-    assert found[("arena_assignments_total", (("experiment", "exp"), ("reason", "arm"),
-                                              ("variant", "a")))] == 1  # fmt: skip
+    assert (
+        found[
+            (
+                "arena_assignments_total",
+                (("experiment", "exp"), ("reason", "arm"), ("variant", "a")),
+            )
+        ]
+        == 1
+    )
     assert found[("arena_battles_total", (("experiment", "duel"),))] == 1
     thumbs = (("experiment", "exp"), ("kind", "thumbs"), ("value", "up"), ("variant", "a"))
     assert found[("arena_feedback_total", thumbs)] == 1  # the replay is not counted
@@ -120,7 +189,16 @@ def test_what_the_store_already_held_is_not_counted_again(tmp_path: object) -> N
     path = Path(str(tmp_path)) / "o.db"
 
     def exposure(request_id: str) -> Exposure:
-        return Exposure(1.0, request_id, "exp", "user", "alice", "a", "arm", True)
+        return Exposure(
+            ts=1.0,
+            request_id=request_id,
+            experiment="exp",
+            unit_type="user",
+            unit="alice",
+            variant="a",
+            reason="arm",
+            exposed=True,
+        )
 
     async def run() -> str:
         log = OutcomeLog.func_or_class(str(path))
@@ -148,11 +226,24 @@ def test_no_series_tells_which_variant_wrote_an_arena_side() -> None:
     events = [
         side,
         replace(side, completion_id="b1-b", variant="secret-b", completion_tokens=3),
-        Score(2.0, "b1-a", "duel", "secret-a", "rm", 0.7, 0.4, battle_id="b1"),
-        Feedback(3.0, "copy", "k1", completion_id="b1-a"),
+        Score(
+            ts=2.0,
+            completion_id="b1-a",
+            experiment="duel",
+            variant="secret-a",
+            model="rm",
+            score=0.7,
+            latency_s=0.4,
+            battle_id="b1",
+        ),
+        Feedback(ts=3.0, kind="copy", idempotency_key="k1", completion_id="b1-a"),
     ]
-    results = [None, None, None, FeedbackResult("recorded", 1, target=("duel", None),
-                                                in_battle=True)]  # fmt: skip
+    results = [
+        None,
+        None,
+        None,
+        FeedbackResult(status="recorded", feedback_id=1, target=("duel", None), in_battle=True),
+    ]
     metrics.observe(events, results)
     text = metrics.exposition()
     assert "secret" not in text

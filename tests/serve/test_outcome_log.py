@@ -18,25 +18,47 @@ from serve.relay import OutcomeSender
 
 def completion(cid: str) -> Completion:
     return Completion(
-        ts=1.0, completion_id=cid, request_id=cid, experiment=None, variant="a", unit=None,
-        endpoint="chat", stream=False, status=200, ttft_s=0.01, latency_s=0.02,
-        prompt_tokens=3, completion_tokens=2,
-    )  # fmt: skip
+        ts=1.0,
+        completion_id=cid,
+        request_id=cid,
+        experiment=None,
+        variant="a",
+        unit=None,
+        endpoint="chat",
+        stream=False,
+        status=200,
+        ttft_s=0.01,
+        latency_s=0.02,
+        prompt_tokens=3,
+        completion_tokens=2,
+    )
 
 
 def thumbs(cid: str, key: str) -> Feedback:
-    return Feedback(2.0, "thumbs", key, completion_id=cid, value="up")
+    return Feedback(ts=2.0, kind="thumbs", idempotency_key=key, completion_id=cid, value="up")
 
 
 def test_feedback_after_record_sees_the_completion(tmp_path: Path) -> None:
     async def run() -> FeedbackResult:
         writer = OutcomeWriter(str(tmp_path / "o.db"))
         await writer.record(
-            [Exposure(1.0, "r1", "e", "user", "u", "a", "arm", True), completion("c1")]
+            [
+                Exposure(
+                    ts=1.0,
+                    request_id="r1",
+                    experiment="e",
+                    unit_type="user",
+                    unit="u",
+                    variant="a",
+                    reason="arm",
+                    exposed=True,
+                ),
+                completion("c1"),
+            ]
         )
         return await writer.record_feedback(thumbs("c1", "k"))
 
-    assert asyncio.run(run()) == FeedbackResult("recorded", 1)
+    assert asyncio.run(run()) == FeedbackResult(status="recorded", feedback_id=1)
     db = sqlite3.connect(tmp_path / "o.db")
     assert db.execute("SELECT unit_type, variant, reason FROM exposures").fetchall() == [
         ("user", "a", "arm")
@@ -51,15 +73,29 @@ def test_a_vote_after_its_battle_is_recorded_with_the_reveal(tmp_path: Path) -> 
             [
                 completion("ca"),
                 completion("cb"),
-                Battle(1.0, "b1", "r1", "arena", "u", "llama", "qwen", "ca", "cb"),
+                Battle(
+                    ts=1.0,
+                    battle_id="b1",
+                    request_id="r1",
+                    experiment="arena",
+                    unit="u",
+                    variant_a="llama",
+                    variant_b="qwen",
+                    completion_a="ca",
+                    completion_b="cb",
+                ),
             ]
         )
-        vote = Feedback(2.0, "vote", "k", battle_id="b1", value="b")
+        vote = Feedback(ts=2.0, kind="vote", idempotency_key="k", battle_id="b1", value="b")
         return await writer.record_feedback(vote), await writer.record_feedback(vote)
 
     first, again = asyncio.run(run())
-    assert first == FeedbackResult("recorded", 1, ("llama", "qwen"), "arena")
-    assert again == FeedbackResult("replayed", 1, ("llama", "qwen"), "arena")
+    assert first == FeedbackResult(
+        status="recorded", feedback_id=1, reveal=("llama", "qwen"), experiment="arena"
+    )
+    assert again == FeedbackResult(
+        status="replayed", feedback_id=1, reveal=("llama", "qwen"), experiment="arena"
+    )
 
 
 def test_concurrent_feedback_is_group_committed_in_order(tmp_path: Path) -> None:
@@ -81,8 +117,10 @@ def test_concurrent_feedback_is_group_committed_in_order(tmp_path: Path) -> None
 
     results = asyncio.run(run())
     # Written in the order they were queued: the i-th call got the i-th row.
-    assert results[:-1] == [FeedbackResult("recorded", i + 1) for i in range(200)]
-    assert results[-1] == FeedbackResult("unknown_target", None)
+    assert results[:-1] == [
+        FeedbackResult(status="recorded", feedback_id=i + 1) for i in range(200)
+    ]
+    assert results[-1] == FeedbackResult(status="unknown_target", feedback_id=None)
     # Group commit: 401 events in a handful of transactions, not one each.
     assert sum(batches) == 401
     assert len(batches) <= 4, batches
@@ -119,7 +157,9 @@ def test_a_store_that_cannot_write_fails_the_feedback(tmp_path: Path) -> None:
         finally:
             blocker.rollback()
         # The loop survived the failure, and the retry with the same key is a first write.
-        assert (await writer.record_feedback(thumbs("c1", "k"))) == FeedbackResult("recorded", 1)
+        assert (await writer.record_feedback(thumbs("c1", "k"))) == FeedbackResult(
+            status="recorded", feedback_id=1
+        )
 
     asyncio.run(run())
 
@@ -145,7 +185,9 @@ def test_a_full_disk_fails_feedback_and_keeps_every_other_event(tmp_path: Path) 
         db.execute("PRAGMA max_page_count=1073741823")  # space again
         await asyncio.wait_for(writer.flush(), 5)
         assert writer.pending == 0
-        assert (await writer.record_feedback(thumbs("c0", "k"))) == FeedbackResult("recorded", 1)
+        assert (await writer.record_feedback(thumbs("c0", "k"))) == FeedbackResult(
+            status="recorded", feedback_id=1
+        )
 
     asyncio.run(run())
     ids = [

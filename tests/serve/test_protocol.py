@@ -33,43 +33,50 @@ def rejected(body: Any, header: str | None = None) -> APIError:
 VALID = [
     pytest.param(
         body("thumbs", completion_id="c1", value="up"),
-        Feedback(TS, "thumbs", "key-1", completion_id="c1", value="up"),
+        Feedback(ts=TS, kind="thumbs", idempotency_key="key-1", completion_id="c1", value="up"),
         id="thumbs-up",
     ),
     pytest.param(
         body("thumbs", completion_id="c1", value="down"),
-        Feedback(TS, "thumbs", "key-1", completion_id="c1", value="down"),
+        Feedback(ts=TS, kind="thumbs", idempotency_key="key-1", completion_id="c1", value="down"),
         id="thumbs-down",
     ),
     *(
         pytest.param(
             body("vote", battle_id="b1", value=v),
-            Feedback(TS, "vote", "key-1", battle_id="b1", value=v),
+            Feedback(ts=TS, kind="vote", idempotency_key="key-1", battle_id="b1", value=v),
             id=f"vote-{v}",
         )
         for v in VOTE_VALUES
     ),
     pytest.param(
         body("regenerate", completion_id="c1"),
-        Feedback(TS, "regenerate", "key-1", completion_id="c1"),
+        Feedback(ts=TS, kind="regenerate", idempotency_key="key-1", completion_id="c1"),
         id="regenerate",
     ),
     pytest.param(
         body("copy", completion_id="c1"),
-        Feedback(TS, "copy", "key-1", completion_id="c1"),
+        Feedback(ts=TS, kind="copy", idempotency_key="key-1", completion_id="c1"),
         id="copy",
     ),
     pytest.param(
         body("custom", completion_id="c1", name="rating", value=4),
-        Feedback(TS, "custom", "key-1", completion_id="c1", number=4.0, name="rating"),
+        Feedback(
+            ts=TS,
+            kind="custom",
+            idempotency_key="key-1",
+            completion_id="c1",
+            number=4.0,
+            name="rating",
+        ),
         id="custom-completion",
     ),
     pytest.param(
         body("custom", completion_id="c1", name="latency.ok_2-x", value=-0.5, user="alice"),
         Feedback(
-            TS,
-            "custom",
-            "key-1",
+            ts=TS,
+            kind="custom",
+            idempotency_key="key-1",
             completion_id="c1",
             number=-0.5,
             name="latency.ok_2-x",
@@ -79,12 +86,16 @@ VALID = [
     ),
     pytest.param(
         body("vote", battle_id="b1", value="tie", user="u" * 256),
-        Feedback(TS, "vote", "key-1", battle_id="b1", value="tie", user="u" * 256),
+        Feedback(
+            ts=TS, kind="vote", idempotency_key="key-1", battle_id="b1", value="tie", user="u" * 256
+        ),
         id="vote-user-at-the-limit",
     ),
     pytest.param(
         body("thumbs", completion_id="c" * 256, value="up", idempotency_key="k" * 256),
-        Feedback(TS, "thumbs", "k" * 256, completion_id="c" * 256, value="up"),
+        Feedback(
+            ts=TS, kind="thumbs", idempotency_key="k" * 256, completion_id="c" * 256, value="up"
+        ),
         id="ids-at-the-limit",
     ),
     pytest.param(
@@ -100,14 +111,21 @@ def test_valid_bodies_map_to_their_feedback(given_body: dict, expected: Feedback
     header = "from-header" if given_body["idempotency_key"] is None else None
     got = parse_feedback(given_body, header, TS)
     if expected is None:
-        expected = Feedback(TS, "custom", "from-header", "c1", None, None, 1e300, "n" * 64)
+        expected = Feedback(
+            ts=TS,
+            kind="custom",
+            idempotency_key="from-header",
+            completion_id="c1",
+            number=1e300,
+            name="n" * 64,
+        )
     assert got == expected
     assert type(got.number) is (float if got.kind == "custom" else type(None))
 
 
 def test_the_header_key_is_used_when_the_body_has_none() -> None:
     got = parse_feedback({"kind": "copy", "completion_id": "c1"}, "hdr-7", TS)
-    assert got == Feedback(TS, "copy", "hdr-7", completion_id="c1")
+    assert got == Feedback(ts=TS, kind="copy", idempotency_key="hdr-7", completion_id="c1")
 
 
 def test_body_and_header_may_carry_the_same_key() -> None:
@@ -335,8 +353,8 @@ def test_any_feedback_like_object_is_feedback_or_a_400(
 
 # What the gateway answers once the store has judged the feedback.
 
-VOTE = Feedback(TS, "vote", "k", battle_id="battle-1", value="a")
-THUMBS = Feedback(TS, "thumbs", "k", completion_id="c1", value="up")
+VOTE = Feedback(ts=TS, kind="vote", idempotency_key="k", battle_id="battle-1", value="a")
+THUMBS = Feedback(ts=TS, kind="thumbs", idempotency_key="k", completion_id="c1", value="up")
 
 
 @pytest.mark.parametrize(
@@ -344,14 +362,32 @@ THUMBS = Feedback(TS, "thumbs", "k", completion_id="c1", value="up")
     [
         (
             THUMBS,
-            FeedbackResult("unknown_target", None),
+            FeedbackResult(status="unknown_target", feedback_id=None),
             404,
             "completion_id",
             "completion_not_found",
         ),
-        (VOTE, FeedbackResult("unknown_target", None), 404, "battle_id", "battle_not_found"),
-        (VOTE, FeedbackResult("already_voted", 3), 409, "battle_id", "battle_already_voted"),
-        (THUMBS, FeedbackResult("key_reused", 3), 409, "idempotency_key", "idempotency_key_reused"),
+        (
+            VOTE,
+            FeedbackResult(status="unknown_target", feedback_id=None),
+            404,
+            "battle_id",
+            "battle_not_found",
+        ),
+        (
+            VOTE,
+            FeedbackResult(status="already_voted", feedback_id=3),
+            409,
+            "battle_id",
+            "battle_already_voted",
+        ),
+        (
+            THUMBS,
+            FeedbackResult(status="key_reused", feedback_id=3),
+            409,
+            "idempotency_key",
+            "idempotency_key_reused",
+        ),
     ],
 )
 def test_refused_feedback_answers(
@@ -364,7 +400,12 @@ def test_refused_feedback_answers(
 
 @pytest.mark.parametrize("status", ["recorded", "replayed"])
 def test_a_vote_answer_reveals_the_variants(status: str) -> None:
-    answer = feedback_answer(VOTE, FeedbackResult(status, 7, ("tiny-b", "tiny-a"), "arena"))
+    answer = feedback_answer(
+        VOTE,
+        FeedbackResult(
+            status=status, feedback_id=7, reveal=("tiny-b", "tiny-a"), experiment="arena"
+        ),
+    )
     assert (answer.id, answer.status, answer.battle_id) == ("fb-7", status, "battle-1")
     assert answer.reveal is not None
     assert (answer.reveal.experiment, answer.reveal.a, answer.reveal.b) == (
@@ -375,7 +416,7 @@ def test_a_vote_answer_reveals_the_variants(status: str) -> None:
 
 
 def test_other_answers_reveal_nothing() -> None:
-    answer = feedback_answer(THUMBS, FeedbackResult("recorded", 2))
+    answer = feedback_answer(THUMBS, FeedbackResult(status="recorded", feedback_id=2))
     assert answer.reveal is None and answer.completion_id == "c1"
 
 
@@ -387,7 +428,7 @@ def test_who_judges_comes_from_the_body_or_the_headers() -> None:
     assert got.user == "alice"  # the body's field first, as on completions
     for header in ("X-User-Id", "X-Session-Id"):
         with pytest.raises(APIError) as caught:
-            parse_feedback(vote, None, TS, **{
-                "user_header" if header == "X-User-Id" else "session": "x" * 257
-            })  # fmt: skip
+            parse_feedback(
+                vote, None, TS, **{"user_header" if header == "X-User-Id" else "session": "x" * 257}
+            )
         assert (caught.value.status, caught.value.param) == (400, header)

@@ -10,27 +10,96 @@ import numpy as np
 
 from router.analysis.data import load
 from router.analysis.metrics import ratio_parts
+from router.assignment import Reason
 from router.events import Battle, Completion, Exposure, Feedback, Score
 from router.store import OutcomeStore
+from router.style import Style
 
 
 def completion(ts: float, cid: str, variant: str, unit: str = "u1", **extra: object) -> Completion:
-    return Completion(ts, cid, f"r-{cid}", extra.pop("experiment", "exp"), variant, unit,  # type: ignore[arg-type]
-                      "chat", False, 200, None, 1.0, 1, 1, **extra)  # type: ignore[arg-type]  # fmt: skip
+    return Completion(
+        ts=ts,
+        completion_id=cid,
+        request_id=f"r-{cid}",
+        experiment=extra.pop("experiment", "exp"),  # type: ignore[arg-type]
+        variant=variant,
+        unit=unit,
+        endpoint="chat",
+        stream=False,
+        status=200,
+        ttft_s=None,
+        latency_s=1.0,
+        prompt_tokens=1,
+        completion_tokens=1,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def exposure(
+    *,
+    ts: float,
+    request_id: str = "r0",
+    unit: str = "u1",
+    variant: str = "a",
+    reason: Reason = "arm",
+    exposed: bool = True,
+) -> Exposure:
+    """A user unit's exposure in experiment `exp`."""
+    return Exposure(
+        ts=ts,
+        request_id=request_id,
+        experiment="exp",
+        unit_type="user",
+        unit=unit,
+        variant=variant,
+        reason=reason,
+        exposed=exposed,
+    )
+
+
+def score(*, ts: float, cid: str, model: str, score: float, latency_s: float) -> Score:
+    """A reward model's score of a completion of variant `a` in experiment `exp`."""
+    return Score(
+        ts=ts,
+        completion_id=cid,
+        experiment="exp",
+        variant="a",
+        model=model,
+        score=score,
+        latency_s=latency_s,
+    )
+
+
+def battle(*, battle_id: str = "bt", request_id: str = "r-x1", **style: Style) -> Battle:
+    """A battle of `a` (answer x1) against `b` (answer x2) in experiment `ar`."""
+    return Battle(
+        ts=1.0,
+        battle_id=battle_id,
+        request_id=request_id,
+        experiment="ar",
+        unit="u1",
+        variant_a="a",
+        variant_b="b",
+        completion_a="x1",
+        completion_b="x2",
+        **style,
+    )
 
 
 def test_requests_before_the_first_exposure_are_pre_period_not_the_arm(tmp_path: Path) -> None:
     store = OutcomeStore(tmp_path / "o.db")
-    store.write([
-        # not allocated yet: served the control, thumbs down
-        Exposure(0.0, "r0", "exp", "user", "u1", "a", "not_allocated", False),
-        completion(1.0, "c1", "a"),
-        Feedback(2.0, "thumbs", "k1", completion_id="c1", value="down"),
-        # allocation raised: exposed to b, thumbs up
-        Exposure(10.0, "r-c2", "exp", "user", "u1", "b", "arm", True),
-        completion(10.0, "c2", "b"),
-        Feedback(12.0, "thumbs", "k2", completion_id="c2", value="up"),
-    ])  # fmt: skip
+    store.write(
+        [
+            # not allocated yet: served the control, thumbs down
+            exposure(ts=0.0, reason="not_allocated", exposed=False),
+            completion(1.0, "c1", "a"),
+            Feedback(ts=2.0, kind="thumbs", idempotency_key="k1", completion_id="c1", value="down"),
+            # allocation raised: exposed to b, thumbs up
+            exposure(ts=10.0, request_id="r-c2", variant="b"),
+            completion(10.0, "c2", "b"),
+            Feedback(ts=12.0, kind="thumbs", idempotency_key="k2", completion_id="c2", value="up"),
+        ]
+    )
     group = load(tmp_path / "o.db", "exp").groups["b"]
     assert group.rows.columns["ts"].tolist() == [10.0]  # the exposing request itself counts
     assert [x.tolist() for x in ratio_parts(group, "thumbs_down_rate")] == [[0.0], [1.0]]
@@ -40,15 +109,31 @@ def test_requests_before_the_first_exposure_are_pre_period_not_the_arm(tmp_path:
 
 def test_custom_feedback_follows_its_rows(tmp_path: Path) -> None:
     store = OutcomeStore(tmp_path / "o.db")
-    store.write([
-        Exposure(0.0, "r0", "exp", "user", "u1", "a", "not_allocated", False),
-        completion(1.0, "c1", "a"),
-        Feedback(2.0, "custom", "k1", completion_id="c1", name="stars", number=1.0),
-        Exposure(10.0, "r-c2", "exp", "user", "u1", "a", "arm", True),
-        completion(10.0, "c2", "a"),
-        completion(11.0, "c3", "a"),
-        Feedback(12.0, "custom", "k3", completion_id="c3", name="stars", number=5.0),
-    ])  # fmt: skip
+    store.write(
+        [
+            exposure(ts=0.0, reason="not_allocated", exposed=False),
+            completion(1.0, "c1", "a"),
+            Feedback(
+                ts=2.0,
+                kind="custom",
+                idempotency_key="k1",
+                completion_id="c1",
+                name="stars",
+                number=1.0,
+            ),
+            exposure(ts=10.0, request_id="r-c2"),
+            completion(10.0, "c2", "a"),
+            completion(11.0, "c3", "a"),
+            Feedback(
+                ts=12.0,
+                kind="custom",
+                idempotency_key="k3",
+                completion_id="c3",
+                name="stars",
+                number=5.0,
+            ),
+        ]
+    )
     group = load(tmp_path / "o.db", "exp").groups["a"]
     rows, values = group.rows.custom["stars"]
     assert group.rows.columns["ts"][rows].tolist() == [11.0] and values.tolist() == [5.0]
@@ -56,17 +141,26 @@ def test_custom_feedback_follows_its_rows(tmp_path: Path) -> None:
 
 def test_a_report_as_of_a_time_sees_only_what_was_recorded_by_then(tmp_path: Path) -> None:
     store = OutcomeStore(tmp_path / "o.db")
-    store.write([
-        Exposure(0.0, "r0", "exp", "user", "u1", "a", "arm", True),
-        completion(1.0, "c1", "a"),
-        Feedback(500.0, "thumbs", "k1", completion_id="c1", value="up"),
-        Feedback(500.0, "custom", "k2", completion_id="c1", name="stars", number=4.0),
-        Score(400.0, "c1", "exp", "a", "rm", 3.0, 399.0),
-        completion(1.0, "x1", "a", experiment="ar", battle_id="bt"),
-        completion(1.0, "x2", "b", experiment="ar", battle_id="bt"),
-        Battle(1.0, "bt", "r-x1", "ar", "u1", "a", "b", "x1", "x2"),
-        Feedback(900.0, "vote", "v1", battle_id="bt", value="a"),
-    ])  # fmt: skip
+    store.write(
+        [
+            exposure(ts=0.0),
+            completion(1.0, "c1", "a"),
+            Feedback(ts=500.0, kind="thumbs", idempotency_key="k1", completion_id="c1", value="up"),
+            Feedback(
+                ts=500.0,
+                kind="custom",
+                idempotency_key="k2",
+                completion_id="c1",
+                name="stars",
+                number=4.0,
+            ),
+            score(ts=400.0, cid="c1", model="rm", score=3.0, latency_s=399.0),
+            completion(1.0, "x1", "a", experiment="ar", battle_id="bt"),
+            completion(1.0, "x2", "b", experiment="ar", battle_id="bt"),
+            battle(),
+            Feedback(ts=900.0, kind="vote", idempotency_key="v1", battle_id="bt", value="a"),
+        ]
+    )
     then = load(tmp_path / "o.db", "exp", until=100.0).groups["a"].rows
     assert then.columns["thumbs_up"].tolist() == [0.0]
     assert np.isnan(then.columns["score"]).all() and then.custom == {}
@@ -80,15 +174,17 @@ def test_a_report_as_of_a_time_sees_only_what_was_recorded_by_then(tmp_path: Pat
 
 def test_one_thumbs_per_completion_the_latest(tmp_path: Path) -> None:
     store = OutcomeStore(tmp_path / "o.db")
-    store.write([
-        Exposure(0.0, "r0", "exp", "user", "u1", "a", "arm", True),
-        completion(1.0, "c1", "a"),
-        Feedback(2.0, "thumbs", "k1", completion_id="c1", value="up"),
-        Feedback(3.0, "thumbs", "k2", completion_id="c1", value="up"),
-        Feedback(4.0, "thumbs", "k3", completion_id="c1", value="down"),
-        Feedback(5.0, "copy", "k4", completion_id="c1"),
-        Feedback(6.0, "copy", "k5", completion_id="c1"),
-    ])  # fmt: skip
+    store.write(
+        [
+            exposure(ts=0.0),
+            completion(1.0, "c1", "a"),
+            Feedback(ts=2.0, kind="thumbs", idempotency_key="k1", completion_id="c1", value="up"),
+            Feedback(ts=3.0, kind="thumbs", idempotency_key="k2", completion_id="c1", value="up"),
+            Feedback(ts=4.0, kind="thumbs", idempotency_key="k3", completion_id="c1", value="down"),
+            Feedback(ts=5.0, kind="copy", idempotency_key="k4", completion_id="c1"),
+            Feedback(ts=6.0, kind="copy", idempotency_key="k5", completion_id="c1"),
+        ]
+    )
     group = load(tmp_path / "o.db", "exp").groups["a"]
     assert group.rows.columns["thumbs_up"].tolist() == [0.0]
     assert group.rows.columns["thumbs_down"].tolist() == [1.0]
@@ -99,12 +195,14 @@ def test_one_thumbs_per_completion_the_latest(tmp_path: Path) -> None:
 
 def test_unknown_token_counts_stay_unknown(tmp_path: Path) -> None:
     store = OutcomeStore(tmp_path / "o.db")
-    store.write([
-        completion(1.0, "x1", "a", experiment="ar", battle_id="bt"),
-        completion(1.0, "x2", "b", experiment="ar", battle_id="bt"),
-        Battle(1.0, "bt", "r-x1", "ar", "u1", "a", "b", "x1", "x2", tokens_a=None, tokens_b=40),
-        Feedback(2.0, "vote", "v1", battle_id="bt", value="a"),
-    ])  # fmt: skip
+    store.write(
+        [
+            completion(1.0, "x1", "a", experiment="ar", battle_id="bt"),
+            completion(1.0, "x2", "b", experiment="ar", battle_id="bt"),
+            battle(style_a=Style(tokens=None), style_b=Style(tokens=40)),
+            Feedback(ts=2.0, kind="vote", idempotency_key="v1", battle_id="bt", value="a"),
+        ]
+    )
     battles = load(tmp_path / "o.db", "ar").battles
     assert battles is not None
     assert np.isnan(battles.tokens[0, 0]) and battles.tokens[0, 1] == 40
@@ -115,14 +213,14 @@ def test_a_load_reads_one_snapshot(tmp_path: Path, monkeypatch: object) -> None:
     import router.analysis.data as data
 
     store = OutcomeStore(tmp_path / "o.db")
-    store.write([Exposure(0.0, "r0", "exp", "user", "u1", "a", "arm", True),
-                 completion(1.0, "c1", "a")])  # fmt: skip
+    store.write([exposure(ts=0.0), completion(1.0, "c1", "a")])
     real = data._battles
 
     def battles_then_a_commit(db: sqlite3.Connection, experiment: str, until: float):  # type: ignore[no-untyped-def]
         found = real(db, experiment, until)
-        store.write([Exposure(2.0, "r1", "exp", "user", "u2", "a", "arm", True),
-                     completion(2.0, "c2", "a", unit="u2")])  # fmt: skip
+        store.write(
+            [exposure(ts=2.0, request_id="r1", unit="u2"), completion(2.0, "c2", "a", unit="u2")]
+        )
         return found
 
     monkeypatch.setattr(data, "_battles", battles_then_a_commit)  # type: ignore[attr-defined]
@@ -133,14 +231,16 @@ def test_a_load_reads_one_snapshot(tmp_path: Path, monkeypatch: object) -> None:
 
 def test_reward_scores_are_one_models_the_latest(tmp_path: Path) -> None:
     store = OutcomeStore(tmp_path / "o.db")
-    store.write([
-        Exposure(0.0, "r0", "exp", "user", "u1", "a", "arm", True),
-        completion(1.0, "c1", "a"),
-        completion(2.0, "c2", "a"),
-        Score(3.0, "c1", "exp", "a", "rm-v1", 0.9, 2.0),
-        Score(4.0, "c1", "exp", "a", "rm-v2", -4.0, 3.0),  # another scale
-        Score(5.0, "c2", "exp", "a", "rm-v2", -3.0, 3.0),
-    ])  # fmt: skip
+    store.write(
+        [
+            exposure(ts=0.0),
+            completion(1.0, "c1", "a"),
+            completion(2.0, "c2", "a"),
+            score(ts=3.0, cid="c1", model="rm-v1", score=0.9, latency_s=2.0),
+            score(ts=4.0, cid="c1", model="rm-v2", score=-4.0, latency_s=3.0),  # another scale
+            score(ts=5.0, cid="c2", model="rm-v2", score=-3.0, latency_s=3.0),
+        ]
+    )
     rows = load(tmp_path / "o.db", "exp").groups["a"].rows
     assert rows.columns["score"].tolist() == [-4.0, -3.0]
     before = load(tmp_path / "o.db", "exp", until=3.5).groups["a"].rows
@@ -154,14 +254,20 @@ def test_feedback_on_a_failed_completion_inflates_no_rate(tmp_path: Path) -> Non
 
     store = OutcomeStore(tmp_path / "o.db")
     failed = [replace(completion(float(i), f"f{i}", "a"), status=499) for i in range(1, 3)]
-    store.write([
-        Exposure(0.0, "r0", "exp", "user", "u1", "a", "arm", True),
-        completion(1.0, "ok", "a"),
-        *failed,
-        *(Feedback(5.0, kind, f"k-{kind}-{c}", completion_id=c, value=value)
-          for c in ("ok", "f1", "f2")
-          for kind, value in (("thumbs", "up"), ("regenerate", None), ("copy", None))),
-    ])  # fmt: skip
+    store.write(
+        [
+            exposure(ts=0.0),
+            completion(1.0, "ok", "a"),
+            *failed,
+            *(
+                Feedback(
+                    ts=5.0, kind=kind, idempotency_key=f"k-{kind}-{c}", completion_id=c, value=value
+                )
+                for c in ("ok", "f1", "f2")
+                for kind, value in (("thumbs", "up"), ("regenerate", None), ("copy", None))
+            ),
+        ]
+    )
     group = load(tmp_path / "o.db", "exp").groups["a"]
     for metric in ("thumbs_up_rate", "regenerate_rate", "copy_rate"):
         assert [x.tolist() for x in ratio_parts(group, metric)] == [[1.0], [1.0]], metric
@@ -176,13 +282,15 @@ def test_an_arena_side_that_was_never_shown_is_no_unit_of_its_variant(tmp_path: 
     from router.events import NOT_SHOWN
 
     store = OutcomeStore(tmp_path / "o.db")
-    store.write([
-        completion(1.0, "x1", "a", experiment="ar", battle_id="bt"),
-        completion(1.0, "x2", "b", experiment="ar", battle_id="bt"),
-        Battle(1.0, "bt", "r-x1", "ar", "u1", "a", "b", "x1", "x2"),
-        replace(completion(2.0, "y1", "a", experiment="ar", battle_id="b2"), status=NOT_SHOWN),
-        replace(completion(2.0, "y2", "b", experiment="ar", battle_id="b2"), status=503),
-    ])  # fmt: skip
+    store.write(
+        [
+            completion(1.0, "x1", "a", experiment="ar", battle_id="bt"),
+            completion(1.0, "x2", "b", experiment="ar", battle_id="bt"),
+            battle(),
+            replace(completion(2.0, "y1", "a", experiment="ar", battle_id="b2"), status=NOT_SHOWN),
+            replace(completion(2.0, "y2", "b", experiment="ar", battle_id="b2"), status=503),
+        ]
+    )
     groups = load(tmp_path / "o.db", "ar").groups
     assert groups["a"].n_units == 1
     assert [x.tolist() for x in ratio_parts(groups["a"], "error_rate")] == [[0.0], [1.0]]
@@ -193,11 +301,14 @@ def test_battles_carry_whether_an_answer_named_a_model(tmp_path: Path) -> None:
     from dataclasses import replace
 
     store = OutcomeStore(tmp_path / "o.db")
-    named = Battle(1.0, "b1", "r1", "ar", "u1", "a", "b", "x1", "x2")
-    store.write([
-        named, replace(named, battle_id="b2", identity_revealed=True),
-        Feedback(2.0, "vote", "v1", battle_id="b1", value="a"),
-        Feedback(2.0, "vote", "v2", battle_id="b2", value="b"),
-    ])  # fmt: skip
+    named = battle(battle_id="b1", request_id="r1")
+    store.write(
+        [
+            named,
+            replace(named, battle_id="b2", identity_revealed=True),
+            Feedback(ts=2.0, kind="vote", idempotency_key="v1", battle_id="b1", value="a"),
+            Feedback(ts=2.0, kind="vote", idempotency_key="v2", battle_id="b2", value="b"),
+        ]
+    )
     battles = load(tmp_path / "o.db", "ar").battles
     assert battles is not None and battles.identity_revealed.tolist() == [False, True]

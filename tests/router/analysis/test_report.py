@@ -190,17 +190,54 @@ def test_one_voter_is_no_arena_decision(tmp_path: Path) -> None:
     """A single voter's 30 votes: the interval is not of zero width, and nothing ships."""
     from router.events import Battle, Completion, Feedback
     from router.store import OutcomeStore
+    from router.style import Style
 
     store = OutcomeStore(tmp_path / "o.db")
     events: list = []
     for i in range(30):
         bid, a, b = f"bt{i}", f"bt{i}-a", f"bt{i}-b"
         for cid, variant in ((a, "a"), (b, "b")):
-            events.append(Completion(float(i), cid, bid, "duel", variant, "solo", "chat",
-                                     False, 200, None, 1.0, 3, 3, battle_id=bid))  # fmt: skip
-        events.append(Battle(float(i), bid, bid, "duel", "solo", "a", "b", a, b, 3, 3))
+            events.append(
+                Completion(
+                    ts=float(i),
+                    completion_id=cid,
+                    request_id=bid,
+                    experiment="duel",
+                    variant=variant,
+                    unit="solo",
+                    endpoint="chat",
+                    stream=False,
+                    status=200,
+                    ttft_s=None,
+                    latency_s=1.0,
+                    prompt_tokens=3,
+                    completion_tokens=3,
+                    battle_id=bid,
+                )
+            )
         events.append(
-            Feedback(i + 0.5, "vote", f"v{i}", battle_id=bid, value="b" if i < 19 else "a")
+            Battle(
+                ts=float(i),
+                battle_id=bid,
+                request_id=bid,
+                experiment="duel",
+                unit="solo",
+                variant_a="a",
+                variant_b="b",
+                completion_a=a,
+                completion_b=b,
+                style_a=Style(tokens=3),
+                style_b=Style(tokens=3),
+            )
+        )
+        events.append(
+            Feedback(
+                ts=i + 0.5,
+                kind="vote",
+                idempotency_key=f"v{i}",
+                battle_id=bid,
+                value="b" if i < 19 else "a",
+            )
         )
     store.write(events)
     report = build_report(tmp_path / "o.db", arena(guardrails=[]), reps=100)
@@ -256,15 +293,38 @@ def test_votes_on_battles_whose_answers_named_a_model_are_kept_but_not_counted(
 
     from router.events import Battle, Feedback
     from router.store import OutcomeStore
+    from router.style import Style
 
     store = tmp_path / "o.db"
     simulate_arena(store, arena(), battles=2000, ratings={"a": 1000, "b": 1000}, seed=11)
     clean = build_report(store, arena(), reps=50)
     named = []
     for i in range(400):
-        named.append(Battle(5e9 + i, f"named-{i}", f"r{i}", "duel", f"u{i % 500}", "a", "b",
-                            f"n{i}-a", f"n{i}-b", 50, 50, identity_revealed=True))  # fmt: skip
-        named.append(Feedback(5e9 + i + 1, "vote", f"nv-{i}", battle_id=f"named-{i}", value="b"))
+        named.append(
+            Battle(
+                ts=5e9 + i,
+                battle_id=f"named-{i}",
+                request_id=f"r{i}",
+                experiment="duel",
+                unit=f"u{i % 500}",
+                variant_a="a",
+                variant_b="b",
+                completion_a=f"n{i}-a",
+                completion_b=f"n{i}-b",
+                style_a=Style(tokens=50),
+                style_b=Style(tokens=50),
+                identity_revealed=True,
+            )
+        )
+        named.append(
+            Feedback(
+                ts=5e9 + i + 1,
+                kind="vote",
+                idempotency_key=f"nv-{i}",
+                battle_id=f"named-{i}",
+                value="b",
+            )
+        )
     OutcomeStore(store).write(named)
     report = build_report(store, arena(), reps=50)
     assert report.arena is not None and clean.arena is not None
@@ -296,10 +356,28 @@ def test_only_declared_custom_metrics_are_tested(tmp_path: Path) -> None:
     ids = [r[0] for r in sqlite3.connect(store).execute(
         "SELECT completion_id FROM completions WHERE experiment = 'ab' AND status = 200 LIMIT 30"
     )]  # fmt: skip
-    events = [Feedback(9e9, "custom", f"s{i}", completion_id=c, name="stars", number=4.0)
-              for i, c in enumerate(ids)]  # fmt: skip
-    events += [Feedback(9e9, "custom", f"x{i}", completion_id=c, name=f"invented-{i % 3}",
-                        number=1.0) for i, c in enumerate(ids)]  # fmt: skip
+    events = [
+        Feedback(
+            ts=9e9,
+            kind="custom",
+            idempotency_key=f"s{i}",
+            completion_id=c,
+            name="stars",
+            number=4.0,
+        )
+        for i, c in enumerate(ids)
+    ]
+    events += [
+        Feedback(
+            ts=9e9,
+            kind="custom",
+            idempotency_key=f"x{i}",
+            completion_id=c,
+            name=f"invented-{i % 3}",
+            number=1.0,
+        )
+        for i, c in enumerate(ids)
+    ]
     OutcomeStore(store).write(events)
     report = build_report(store, experiment, reps=50)
     tested = {c.metric for c in report.comparisons}
