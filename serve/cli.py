@@ -76,12 +76,7 @@ def serve_foreground(config_path: Path, host: str | None, port: int | None) -> i
     host = host or http.get("host", "127.0.0.1")
     port = port if port is not None else int(http.get("port", 8000))
 
-    from serve.deploy import (
-        apply,
-        drain_and_shutdown,
-        start_serve,
-        use_throughput_mode,
-    )
+    from serve.deploy import apply, drain_and_shutdown, start_serve, use_throughput_mode
 
     use_throughput_mode()  # before Ray starts: its processes read it
     import ray
@@ -117,15 +112,35 @@ def serve_foreground(config_path: Path, host: str | None, port: int | None) -> i
         serve.shutdown()
         ray.shutdown()
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    say(_ready_line(served, config_path, host, port, time.perf_counter() - started))
+    served = _serve_until_stopped(client, config_path, served, host, port)
+    say("draining: no new completions; finishing those in flight and committing the log")
+    try:
+        drain_and_shutdown(client, _with_http(served.document, host, port), progress=say)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now
+        say("interrupted: shutting down without draining")
+        serve.shutdown()
+    ray.shutdown()
+    return 0
+
+
+def _ready_line(served: ServeFile, config_path: Path, host: str, port: int, took_s: float) -> str:
     experiments = served.gateway.experiments
     model = experiments[0].name if experiments else served.app.variants[0].name
     session = bool(experiments) and experiments[0].unit == "session"
     keyed = bool(served.gateway.auth.keys)
-    say(
-        f"ready in {time.perf_counter() - started:.0f} s on http://{host}:{port} "
+    return (
+        f"ready in {took_s:.0f} s on http://{host}:{port} "
         f"(Ctrl-C stops; edits to {config_path} apply live). Try:\n  "
         f"{example_call(host, port, model, session, keyed)}"
     )
+
+
+def _serve_until_stopped(
+    client: Any, config_path: Path, served: ServeFile, host: str, port: int
+) -> ServeFile:
+    """Serve until Ctrl-C or SIGTERM, redeploying the config file whenever it changes; the
+    config last deployed."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     seen = config_path.stat().st_mtime
@@ -136,14 +151,7 @@ def serve_foreground(config_path: Path, host: str | None, port: int | None) -> i
                 if mtime != seen:
                     seen = mtime
                     served = redeploy(client, config_path, served, host, port)
-    say("draining: no new completions; finishing those in flight and committing the log")
-    try:
-        drain_and_shutdown(client, _with_http(served.document, host, port), progress=say)
-    except KeyboardInterrupt:  # a second Ctrl-C: stop now
-        say("interrupted: shutting down without draining")
-        serve.shutdown()
-    ray.shutdown()
-    return 0
+    return served
 
 
 def redeploy(client: Any, path: Path, current: ServeFile, host: str, port: int) -> ServeFile:

@@ -44,56 +44,92 @@ class OutcomeMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._served_series()
+        self._judged_series()
+
+    def _served_series(self) -> None:
+        """What was served: requests, their timing and tokens."""
         request = ["experiment", "variant"]
         self.requests = Counter(
-            "arena_requests", "Completion requests served, by outcome.",
-            [*request, "endpoint", "status"], registry=self.registry,
-        )  # fmt: skip
+            "arena_requests",
+            "Completion requests served, by outcome.",
+            [*request, "endpoint", "status"],
+            registry=self.registry,
+        )
         self.duration = Histogram(
-            "arena_request_duration_seconds", "Time from request to the end of the answer.",
-            [*request, "endpoint", "stream"], buckets=LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "arena_request_duration_seconds",
+            "Time from request to the end of the answer.",
+            [*request, "endpoint", "stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.ttft = Histogram(
-            "arena_time_to_first_token_seconds", "Time to the first streamed chunk.",
-            request, buckets=TTFT_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "arena_time_to_first_token_seconds",
+            "Time to the first streamed chunk.",
+            request,
+            buckets=TTFT_BUCKETS,
+            registry=self.registry,
+        )
         self.itl = Histogram(
             "arena_inter_token_latency_seconds",
             "Mean time between tokens after the first, one observation per streamed completion.",
-            request, buckets=ITL_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            request,
+            buckets=ITL_BUCKETS,
+            registry=self.registry,
+        )
         self.prompt_tokens = Counter(
-            "arena_prompt_tokens", "Prompt tokens of served completions.", request,
+            "arena_prompt_tokens",
+            "Prompt tokens of served completions.",
+            request,
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.completion_tokens = Counter(
-            "arena_completion_tokens", "Generated tokens of served completions.", request,
+            "arena_completion_tokens",
+            "Generated tokens of served completions.",
+            request,
             registry=self.registry,
-        )  # fmt: skip
+        )
+
+    def _judged_series(self) -> None:
+        """What was assigned and judged: units, battles, feedback and reward scores."""
+        request = ["experiment", "variant"]
         self.assignments = Counter(
-            "arena_assignments", "Units (newly) assigned in an experiment, by reason.",
-            ["experiment", "variant", "reason"], registry=self.registry,
-        )  # fmt: skip
-        self.battles = Counter(
-            "arena_battles", "Arena battles served (both sides answered).", ["experiment"],
+            "arena_assignments",
+            "Units (newly) assigned in an experiment, by reason.",
+            ["experiment", "variant", "reason"],
             registry=self.registry,
-        )  # fmt: skip
+        )
+        self.battles = Counter(
+            "arena_battles",
+            "Arena battles served (both sides answered).",
+            ["experiment"],
+            registry=self.registry,
+        )
         self.feedback = Counter(
-            "arena_feedback", "Feedback recorded (replays not counted), by kind and value.",
-            [*request, "kind", "value"], registry=self.registry,
-        )  # fmt: skip
+            "arena_feedback",
+            "Feedback recorded (replays not counted), by kind and value.",
+            [*request, "kind", "value"],
+            registry=self.registry,
+        )
         self.scores = Histogram(
-            "arena_reward_score", "Reward-model scores of served completions.", request,
-            buckets=SCORE_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "arena_reward_score",
+            "Reward-model scores of served completions.",
+            request,
+            buckets=SCORE_BUCKETS,
+            registry=self.registry,
+        )
         self.score_lag = Histogram(
-            "arena_scoring_delay_seconds", "From a completion's end to its reward score.",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "arena_scoring_delay_seconds",
+            "From a completion's end to its reward score.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.scorer_batch = Histogram(
-            "arena_scorer_batch_size", "Responses per reward-scorer batch.",
-            buckets=BATCH_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "arena_scorer_batch_size",
+            "Responses per reward-scorer batch.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
 
     def observe(self, events: Sequence[Event], results: Sequence[WriteResult]) -> None:
         """Count a committed batch (`results` as `OutcomeStore.write` returned them): what the
@@ -116,8 +152,9 @@ class OutcomeMetrics:
             elif isinstance(result, FeedbackResult) and result.status == "recorded":
                 experiment, variant = result.target
                 variant = ARENA if result.in_battle else variant
-                self.feedback.labels(experiment or "", variant or "", event.kind,
-                                     event.value or "").inc()  # fmt: skip
+                self.feedback.labels(
+                    experiment or "", variant or "", event.kind, event.value or ""
+                ).inc()
 
     def _completion(self, event: Completion) -> None:
         variant = ARENA if event.battle_id is not None else event.variant or ""

@@ -76,22 +76,6 @@ def openapi_document() -> dict[str, Any]:
         "FeedbackResponse": FeedbackResponse,
         "ModelList": ModelList,
     }
-    stream = {"text/event-stream": {"schema": {"type": "string"}}}
-    completion_answer = {"description": "an OpenAI completion, or its SSE stream"}
-    completion_answer["content"] = {"application/json": {"schema": {"type": "object"}}, **stream}
-
-    def completion_route(summary: str, schema: str) -> dict[str, Any]:
-        responses = _responses("200", None)
-        responses["200"] = completion_answer
-        return {
-            "post": {
-                "summary": summary,
-                "security": _BEARER,
-                "requestBody": _body(schema),
-                "responses": responses,
-            }
-        }
-
     return {
         "openapi": "3.1.0",
         "info": {"title": "arena-serve gateway", "version": "1"},
@@ -99,54 +83,76 @@ def openapi_document() -> dict[str, Any]:
             "schemas": _components(models),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-        "paths": {
-            "/v1/chat/completions": completion_route(
-                "Chat; `model` names an experiment or a variant", "ChatCompletionRequest"
-            ),
-            "/v1/completions": completion_route("Text completion", "CompletionRequest"),
-            "/v1/feedback": {
-                "post": {
-                    "summary": "Thumbs, vote, regenerate, copy or custom feedback",
-                    "security": _BEARER,
-                    "requestBody": _body("FeedbackRequest"),
-                    "responses": {
-                        **_responses("201", "FeedbackResponse"),
-                        "200": {"description": "a replay of the same key"},
-                    },
-                }
-            },
-            "/v1/models": {
-                "get": {"security": _BEARER, "responses": _responses("200", "ModelList")}
-            },
-            "/v1/experiments": {"get": {"security": _BEARER, "responses": _responses("200", None)}},
-            "/v1/experiments/{name}/report": {
-                "get": {
-                    "security": _BEARER,
-                    "parameters": [
-                        {
-                            "name": "name",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                    "responses": _responses("200", None),
-                }
-            },
-            "/health": {"get": {"responses": {"200": {"description": "the gateway is up"}}}},
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus exposition; an admin route where keys are configured",
-                    "security": _BEARER,
-                    "responses": {
-                        "200": {"description": "Prometheus exposition"},
-                        **{
-                            code: value
-                            for code, value in _responses("200", None).items()
-                            if code in ("401", "403", "429", "503")
-                        },
-                    },
-                }
-            },
+        "paths": _paths(),
+    }
+
+
+def _completion_route(summary: str, schema: str) -> dict[str, Any]:
+    stream = {"text/event-stream": {"schema": {"type": "string"}}}
+    answer = {
+        "description": "an OpenAI completion, or its SSE stream",
+        "content": {"application/json": {"schema": {"type": "object"}}, **stream},
+    }
+    responses = _responses("200", None)
+    responses["200"] = answer
+    return {
+        "post": {
+            "summary": summary,
+            "security": _BEARER,
+            "requestBody": _body(schema),
+            "responses": responses,
+        }
+    }
+
+
+def _metrics_route() -> dict[str, Any]:
+    refused = {
+        code: value
+        for code, value in _responses("200", None).items()
+        if code in ("401", "403", "429", "503")
+    }
+    return {
+        "get": {
+            "summary": "Prometheus exposition; an admin route where keys are configured",
+            "security": _BEARER,
+            "responses": {"200": {"description": "Prometheus exposition"}, **refused},
+        }
+    }
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        "/v1/chat/completions": _completion_route(
+            "Chat; `model` names an experiment or a variant", "ChatCompletionRequest"
+        ),
+        "/v1/completions": _completion_route("Text completion", "CompletionRequest"),
+        "/v1/feedback": {
+            "post": {
+                "summary": "Thumbs, vote, regenerate, copy or custom feedback",
+                "security": _BEARER,
+                "requestBody": _body("FeedbackRequest"),
+                "responses": {
+                    **_responses("201", "FeedbackResponse"),
+                    "200": {"description": "a replay of the same key"},
+                },
+            }
         },
+        "/v1/models": {"get": {"security": _BEARER, "responses": _responses("200", "ModelList")}},
+        "/v1/experiments": {"get": {"security": _BEARER, "responses": _responses("200", None)}},
+        "/v1/experiments/{name}/report": {
+            "get": {
+                "security": _BEARER,
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": _responses("200", None),
+            }
+        },
+        "/health": {"get": {"responses": {"200": {"description": "the gateway is up"}}}},
+        "/metrics": _metrics_route(),
     }
