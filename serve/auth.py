@@ -85,11 +85,15 @@ class AuthConfig(BaseModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> AuthConfig:
-        names = [k.name for k in self.keys]
-        for i, name in enumerate(names):
-            if names.index(name) != i:
-                raise ValueError(f"keys.{i}.name: {name!r} is used by another key")
+        check_unique([k.name for k in self.keys], "keys", "key")
         return self
+
+
+def check_unique(names: list[str], field: str, what: str) -> None:
+    """ValueError naming the first entry of `field` whose name an earlier one has."""
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise ValueError(f"{field}.{i}.name: {name!r} is used by another {what}")
 
 
 @dataclass(frozen=True, slots=True)

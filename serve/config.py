@@ -36,7 +36,7 @@ from pydantic import (
 )
 
 from router.experiment import NAME_PATTERN, Experiment, check_layers
-from serve.auth import AuthConfig
+from serve.auth import AuthConfig, check_unique
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 APP_IMPORT_PATH = "serve.app:build_app"
@@ -308,10 +308,7 @@ class AppConfig(BaseModel):
 
     @model_validator(mode="after")
     def _names_resolve(self) -> AppConfig:
-        variant_names = [v.name for v in self.variants]
-        for i, name in enumerate(variant_names):
-            if variant_names.index(name) != i:
-                raise ValueError(f"variants.{i}.name: {name!r} is used by another variant")
+        check_unique([v.name for v in self.variants], "variants", "variant")
         owners = {v.name for v in self.variants if v.engine is None}
         for i, variant in enumerate(self.variants):
             if variant.best_of_n is not None and self.scorer is None:
@@ -358,17 +355,21 @@ class AppConfig(BaseModel):
     def cpu_demands(self) -> list[tuple[str, float]]:
         """(what, logical CPUs) of every deployment that asks Ray for CPUs."""
         demands = [
-            (f"engine {v.name} ({v.num_replicas} × {v.cpus_per_replica:g})",
-             v.num_replicas * v.cpus_per_replica)
+            (
+                f"engine {v.name} ({v.num_replicas} × {v.cpus_per_replica:g})",
+                v.num_replicas * v.cpus_per_replica,
+            )
             for v in self.variants
             if v.engine is None
-        ]  # fmt: skip
+        ]
         if self.scorer is not None and self.scorer.cpus_per_replica:
             scorer = self.scorer
             demands.append(
-                (f"reward scorer ({scorer.num_replicas} × {scorer.cpus_per_replica:g})",
-                 scorer.num_replicas * scorer.cpus_per_replica)
-            )  # fmt: skip
+                (
+                    f"reward scorer ({scorer.num_replicas} × {scorer.cpus_per_replica:g})",
+                    scorer.num_replicas * scorer.cpus_per_replica,
+                )
+            )
         return demands
 
     @classmethod
