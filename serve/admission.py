@@ -1,4 +1,5 @@
-"""Admission control: how many completion requests a gateway replica takes on at once.
+"""Admission control: who may call (`admit`: the API key and its rate limit), and how many
+completion requests a gateway replica takes on at once (`InFlightLimit`).
 
 The count is kept by an ASGI middleware around the whole call, so a streamed answer holds its
 slot until its last byte (or until its client leaves), whatever path it ends by. The gateway
@@ -10,10 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from serve.auth import KeyRing, Principal
 from serve.config import RequestLimits
 from serve.errors import RETRY_AFTER_S, APIError
 
 LIMITED_PATHS = ("/v1/chat/completions", "/v1/completions")
+
+
+def admit(keys: KeyRing, authorization: str | None, admin: bool = False) -> Principal:
+    """The key's principal (401/403 otherwise), admitted by its rate limit (429)."""
+    principal = keys.authenticate(authorization, admin)
+    keys.admit(principal)
+    return principal
 
 
 class InFlight:

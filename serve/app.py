@@ -2,8 +2,8 @@
 
 Turns the validated `AppConfig` into bound deployments: one `VariantServer` (Ray Serve LLM's
 `LLMServer` with the first token unbatched, `serve.variant`) per engine, the single `OutcomeLog`
-writer, the `RewardScorerDeployment` when a scorer is configured, and the `Gateway` ingress that
-holds handles to them.
+writer, the `RewardScorerDeployment` when a scorer is configured, and the `Gateway` ingress (a plain
+class, made a Ray Serve ingress deployment here) that holds handles to them.
 The experiments are not built here: they are the gateway's `user_config` in the config file,
 which Ray Serve passes to `Gateway.reconfigure` (live, without rebuilding anything).
 """
@@ -14,11 +14,19 @@ from collections.abc import Mapping
 from typing import Any
 
 import ray
+from ray import serve
 from ray.serve import Application
 from ray.serve.llm import LLMConfig, build_llm_deployment
 
-from serve.config import VARIANT_PREFIX, AppConfig, ConfigError, VariantConfig
-from serve.gateway import Gateway
+from serve.config import (
+    DRAIN_S,
+    GATEWAY_DEPLOYMENT,
+    VARIANT_PREFIX,
+    AppConfig,
+    ConfigError,
+    VariantConfig,
+)
+from serve.gateway import Gateway, app
 from serve.outcome_log import OutcomeLog
 from serve.scorer import RewardScorerDeployment
 from serve.variant import VariantServer
@@ -68,6 +76,18 @@ def check_cluster_fits(config: AppConfig, resources: Mapping[str, float]) -> Non
         )
 
 
+# The ingress deployment: `Gateway` stays a plain class (tests build it without a cluster);
+# its routes are declared on `serve.gateway.app`.
+GatewayDeployment = serve.deployment(
+    name=GATEWAY_DEPLOYMENT,
+    max_ongoing_requests=1024,
+    ray_actor_options={"num_cpus": 0},
+    user_config={"experiments": []},
+    # A replica being replaced (redeploy, scale-down, shutdown) first finishes its streams.
+    graceful_shutdown_timeout_s=DRAIN_S,
+)(serve.ingress(app)(Gateway))
+
+
 def build_app(args: dict[str, Any]) -> Application:
     """Validate `args` (raising `ConfigError` naming each bad field, or saying why the cluster
     cannot hold the app) and bind the application."""
@@ -90,6 +110,6 @@ def build_app(args: dict[str, Any]) -> Application:
                 "num_gpus": config.scorer.gpus_per_replica,
             },
         ).bind(config.scorer.model_copy(update={"priority": config.scorer_priority}), outcome_log)
-    return Gateway.options(num_replicas=config.gateway_replicas).bind(
+    return GatewayDeployment.options(num_replicas=config.gateway_replicas).bind(
         config, engines, outcome_log, scorer
     )

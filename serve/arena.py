@@ -25,34 +25,36 @@ battle (`identity_terms`): that vote is kept but not counted.
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
+import functools
 import logging
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ray.serve.handle import DeploymentResponseGenerator
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 
+from router.assignment import CompiledExperiment
 from router.events import NOT_SHOWN, Battle, Event
 from router.experiment import Unit
-from router.style import markdown_counts
-from serve.best_of_n import choice_text
-from serve.errors import APIError
-from serve.relay import (
-    CLIENT_CLOSED,
-    DONE,
-    Call,
-    OutcomeSender,
-    add_usage,
+from router.style import style_of
+from serve.engines import (
+    Engines,
+    choice_text,
+    conversation,
     engine_error,
-    first_item,
-    sse,
+    first_error,
+    is_error,
     unavailable,
 )
+from serve.errors import APIError
+from serve.outcome_log import OutcomeSender
+from serve.records import CLIENT_CLOSED, Call, Recorder
+from serve.sse import DONE, add_usage, delta_text, events, sse
 
 logger = logging.getLogger("ray.serve")
 
@@ -116,9 +118,15 @@ def blind_choice(choice: dict[str, Any], index: int) -> dict[str, Any]:
 
 def term_pattern(terms: Sequence[str]) -> re.Pattern[str] | None:
     """Any of `terms` as a whole word, in any case (None for no terms)."""
+    return _term_pattern(tuple(sorted(set(terms), key=lambda t: (-len(t), t))))
+
+
+@functools.lru_cache(maxsize=1024)
+def _term_pattern(terms: tuple[str, ...]) -> re.Pattern[str] | None:
+    """Cached: a battle's pair repeats, and its pattern is needed on every battle."""
     if not terms:
         return None
-    alternatives = "|".join(re.escape(t) for t in sorted(set(terms), key=len, reverse=True))
+    alternatives = "|".join(re.escape(t) for t in terms)
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 
@@ -149,7 +157,7 @@ class BattleTerms:
     identity_terms: tuple[str, ...] = ()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Side:
     """One variant's half of a battle."""
 
@@ -179,22 +187,23 @@ class ArenaBattle:
 
     def __init__(
         self,
+        *,
         battle_id: str,
         experiment: str,
         unit: str,
         sides: Sequence[Side],
-        log: OutcomeSender,
+        outcome_sender: OutcomeSender,
         events: list[Event],
-        score: Callable[[Call, str, str], None] | None = None,
+        score_later: Callable[[Call, str, str], None] | None = None,
         terms: BattleTerms | None = None,
     ) -> None:
         self.battle_id = battle_id
         self.experiment = experiment
         self.unit = unit
         self.sides = sides
-        self._log = log
-        self._events = events
-        self._score = score
+        self._outcome_sender = outcome_sender
+        self._events = events  # the request's exposure, logged with the battle
+        self._score_later = score_later
         self._terms = terms or BattleTerms()
         self._secrets = term_pattern(self._terms.secrets)
         self._identity = term_pattern(self._terms.identity_terms)
@@ -278,7 +287,7 @@ class ArenaBattle:
         try:
             async for batch in side.stream:
                 if side.call.ttft_s is None:
-                    side.call.ttft_s = time.perf_counter() - side.call.started
+                    side.call.ttft_s = side.call.elapsed_s()
                 await self._queue.put((side, batch))
         except Exception as exc:
             logger.warning("arena side %s (%s) broke: %r", side.label, side.call.variant, exc)
@@ -332,33 +341,30 @@ class ArenaBattle:
             return sse(side.fail(self._broken(side)).body())
         return "".join(self._rewrite(side, chunk) for chunk in item)
 
-    def _rewrite(self, side: Side, chunk: Any) -> str:
-        """One engine SSE chunk as the battle shows it (an empty string drops it)."""
-        if isinstance(chunk, ErrorResponse):
-            return sse(side.fail(self._blind(engine_error(chunk), side)).body())
+    def _rewrite(self, side: Side, item: Any) -> str:
+        """One thing an engine yielded, as the battle shows it (an empty string drops it)."""
+        if is_error(item):
+            return sse(side.fail(self._blind(engine_error(item), side)).body())
         out = []
-        for event in chunk.split("\n\n"):
-            if not event.startswith("data: {"):
+        for chunk in events(item):
+            payload = chunk.payload  # a chunk that does not parse breaks the battle (503)
+            if payload is None:
                 continue  # [DONE] of one side, keep-alives: the battle sends its own
-            payload = json.loads(event[6:])
             if payload.get("usage") is not None:
                 side.usage = payload["usage"]
-            if not payload.get("choices"):
+            if not chunk.choices:
                 continue  # a usage-only chunk: the battle sums both sides at the end
             shown = self._chunk_envelope()
             if side.completion_id is None:
-                side.completion_id = payload.get("id")
+                side.completion_id = chunk.id
                 self._object = shown["object"] = payload.get("object", self._object)
                 shown["arena"] = {
                     "battle_id": self.battle_id,
                     "label": side.label,
                     "completion_id": side.completion_id,
                 }
-            shown["choices"] = [blind_choice(c, side.index) for c in payload["choices"]]
-            for choice in payload["choices"]:
-                side.text.append(
-                    (choice.get("delta") or {}).get("content") or choice.get("text") or ""
-                )
+            shown["choices"] = [blind_choice(c, side.index) for c in chunk.choices]
+            side.text.extend(delta_text(choice) for choice in chunk.choices)
             out.append(sse(shown))
         return "".join(out)
 
@@ -375,10 +381,8 @@ class ArenaBattle:
         if first is _END or isinstance(first, BaseException):
             failure = first if isinstance(first, BaseException) else None
             return side.fail(unavailable(side.call.variant, failure, shown=f"choice {side.index}"))
-        head = first_item(first)
-        if isinstance(head, ErrorResponse):
-            return side.fail(self._blind(engine_error(head), side))
-        return None
+        error = first_error(first)
+        return None if error is None else side.fail(self._blind(error, side))
 
     def _blind(self, problem: APIError, side: Side) -> APIError:
         return blind_error(problem, side.index, self._secrets)
@@ -408,7 +412,7 @@ class ArenaBattle:
         for side in self.sides:
             if side.error is None:
                 side.status, side.error = status, error
-        self._log.later(self._outcome_events(), f"battle {self.battle_id}")
+        self._outcome_sender.later(self._outcome_events(), f"battle {self.battle_id}")
 
     def _stop(self) -> None:
         for side in self.sides:
@@ -422,20 +426,29 @@ class ArenaBattle:
         for side in self.sides:
             completion_id = side.completion_id or f"{side.call.request_id}-{side.label}"
             events.append(side.call.completion(completion_id, side.status, side.usage, side.error))
-        a, b = self.sides
         if all(side.status == 200 and side.completion_id for side in self.sides):
-            style_a, style_b = (markdown_counts("".join(side.text)) for side in self.sides)
-            terms = self._terms
-            events.append(
-                Battle(a.call.ts, self.battle_id, a.call.request_id, self.experiment, self.unit,
-                       a.call.variant, b.call.variant, a.completion_id or "",
-                       b.completion_id or "", _tokens(a), _tokens(b),
-                       style_a.headers, style_b.headers, style_a.list_items,
-                       style_b.list_items, style_a.bold, style_b.bold,
-                       unit_type=terms.unit_type, voter=terms.voter, principal=terms.principal,
-                       identity_revealed=self._names_a_model())
-            )  # fmt: skip
+            events.append(self._battle_event())
         return events
+
+    def _battle_event(self) -> Battle:
+        a, b = self.sides
+        return Battle(
+            ts=a.call.wall_ts,
+            battle_id=self.battle_id,
+            request_id=a.call.request_id,
+            experiment=self.experiment,
+            unit=self.unit,
+            variant_a=a.call.variant,
+            variant_b=b.call.variant,
+            completion_a=a.completion_id or "",
+            completion_b=b.completion_id or "",
+            style_a=style_of("".join(a.text), _tokens(a)),
+            style_b=style_of("".join(b.text), _tokens(b)),
+            unit_type=self._terms.unit_type,
+            voter=self._terms.voter,
+            principal=self._terms.principal,
+            identity_revealed=self._names_a_model(),
+        )
 
     def _names_a_model(self) -> bool:
         """Whether an answer contains one of the battle's identity terms (LM Arena voids such
@@ -446,8 +459,93 @@ class ArenaBattle:
 
     async def _record(self) -> None:
         """Send the battle's events to the outcome log (returns once committed), then score."""
-        await self._log.send(self._outcome_events(), f"battle {self.battle_id}")
-        if self._score is not None:
+        await self._outcome_sender.send(self._outcome_events(), f"battle {self.battle_id}")
+        if self._score_later is not None:
             for side in self.sides:
                 if side.status == 200 and side.completion_id:
-                    self._score(side.call, side.completion_id, "".join(side.text))
+                    self._score_later(side.call, side.completion_id, "".join(side.text))
+
+
+class Arena:
+    """The execute stage of an arena experiment: draws the battle's pair and runs it."""
+
+    def __init__(
+        self, engines: Engines, recorder: Recorder, names_of: dict[str, tuple[str, ...]]
+    ) -> None:
+        self._engines = engines
+        self._recorder = recorder
+        self._names_of = names_of  # every name a variant's error messages could carry
+
+    async def answer(
+        self, body: dict[str, Any], plan: CompiledExperiment, base: Call, who: BattleTerms
+    ) -> Response:
+        """An arena battle: two variants answer at once, shown as choices 0 and 1, blind.
+
+        `base` is the request's call (no variant yet; its events, the exposure, are logged
+        with the battle); `who` says who may vote on it."""
+        experiment = plan.experiment.name
+        headers = {"x-experiment": experiment}
+        n = body.get("n")
+        if n is not None and n != 2:
+            raise APIError(
+                400,
+                f"experiment {experiment!r} is an arena: it answers with two choices, so `n` "
+                "must be 2 or absent",
+                param="n",
+                code="invalid_value",
+            )
+        battle_id = f"battle-{uuid.uuid4().hex}"
+        pair = plan.draw_pair()
+        names = [name for variant in pair for name in self._names_of[variant]]
+        variants = self._engines.variants
+        terms = telling_terms(*(variants[variant].identity_terms for variant in pair))
+        who = dataclasses.replace(who, secrets=tuple(names), identity_terms=tuple(terms))
+        sides = []
+        for index, variant in enumerate(pair):
+            call = dataclasses.replace(base, variant=variant, events=[])
+            call.battle_id, call.label = battle_id, "ab"[index]
+            try:
+                engine_request = self._engines.request({**body, "n": 1}, call)
+            except APIError as exc:
+                call.events = base.events
+                await self._recorder.record(
+                    call, call.engine_request_id, exc.status, error=exc.message
+                )
+                return blind_error(exc, index, term_pattern(names)).response(headers)
+            sides.append((call, engine_request))
+        return await self._run(body, base, battle_id, sides, who, headers)
+
+    async def _run(
+        self,
+        body: dict[str, Any],
+        base: Call,
+        battle_id: str,
+        prepared: list[tuple[Call, Any]],
+        who: BattleTerms,
+        headers: dict[str, str],
+    ) -> Response:
+        """Start both engines and merge their answers into one."""
+        sides = [
+            Side(
+                label=call.label or "",
+                index=index,
+                call=call,
+                stream=self._engines.start(call, engine_request),
+            )
+            for index, (call, engine_request) in enumerate(prepared)
+        ]
+        if self._recorder.sampled():
+            prompt = conversation(body, base.endpoint)
+            for side in sides:
+                side.call.prompt = prompt
+        battle = ArenaBattle(
+            battle_id=battle_id,
+            experiment=base.experiment or "",
+            unit=base.unit or "",
+            sides=sides,
+            outcome_sender=self._recorder.outcome_sender,
+            events=base.events,
+            score_later=self._recorder.score_later,
+            terms=who,
+        )
+        return await battle.respond(headers | {"x-battle-id": battle_id})

@@ -9,11 +9,106 @@ every candidate, since every candidate was generated.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from serve.relay import DONE, Endpoint, sse
-from serve.scorer import usable_scores
+from starlette.responses import JSONResponse, Response
+
+from router.events import Score
+from serve.engines import choice_text, conversation
+from serve.errors import APIError
+from serve.records import Call, Endpoint, Recorder
+from serve.scorer import ScoreJob, usable_scores
+from serve.single import SingleAnswer, answer_headers
+from serve.sse import DONE, sse
+
+logger = logging.getLogger("ray.serve")
+
+
+class BestOfN:
+    """A variant that answers with the best of n candidates, as the reward scorer ranks them."""
+
+    def __init__(self, single: SingleAnswer, recorder: Recorder) -> None:
+        self._single = single
+        self._recorder = recorder
+
+    async def answer(self, body: dict[str, Any], call: Call, n: int) -> Response:
+        """Generate n candidates in one engine call; answer with the one the scorer ranks best."""
+        if body.get("n") not in (None, 1):
+            raise APIError(
+                400,
+                f"variant {call.variant!r} answers with the best of {n} candidates: `n` must be "
+                "1 or absent",
+                param="n",
+                code="invalid_value",
+            )
+        wants_stream = call.stream
+        if wants_stream:
+            options = body.get("stream_options")
+            call.wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        # The engine answers whole (candidates must be scored before one is shown).
+        whole = {f: v for f, v in body.items() if f not in ("stream", "stream_options")}
+        call.stream = False
+        started = await self._single.first_answer({**whole, "n": n}, call)
+        call.stream = wants_stream
+        if isinstance(started, Response):
+            return started
+        payload = started[0].model_dump() | {"model": call.variant}
+        scores, problem = await self._scores(body, call, payload)
+        model = self._recorder.scorer_config.model_path.name  # type: ignore[union-attr]
+        response = best_response(payload, scores, model, problem)
+        best = response["reward"]["score"]
+        if best is not None:
+            score = Score(
+                ts=time.time(),
+                completion_id=payload["id"],
+                experiment=call.experiment,
+                variant=call.variant,
+                model=model,
+                score=best,
+                latency_s=call.elapsed_s(),
+            )
+            call.events.append(score)
+        await self._recorder.record(call, payload["id"], 200, payload.get("usage"))
+        headers = answer_headers(call)
+        if wants_stream:
+            text = as_stream(response, call.endpoint, call.wants_usage)
+            return Response(text, media_type="text/event-stream", headers=headers)
+        return JSONResponse(response, headers=headers)
+
+    async def _scores(
+        self, body: dict[str, Any], call: Call, payload: dict[str, Any]
+    ) -> tuple[list[float | None] | None, str | None]:
+        """The candidates' scores, or None and why (a slow or failed scorer must not fail the
+        answer: the first candidate is returned)."""
+        recorder = self._recorder
+        assert recorder.scorer_handle is not None and recorder.scorer_config is not None
+        messages = conversation(body, call.endpoint) or []
+        jobs = [
+            ScoreJob(
+                completion_id=payload["id"],
+                experiment=call.experiment,
+                variant=call.variant,
+                messages=messages,
+                response=choice_text(choice),
+                ended=time.time(),
+            )
+            for choice in sorted(payload["choices"], key=lambda c: c["index"])
+        ]
+        try:
+            scores = await asyncio.wait_for(
+                recorder.scorer_handle.score.remote(jobs), timeout=recorder.scorer_config.timeout_s
+            )
+        except asyncio.CancelledError:
+            recorder.record_later(call, payload["id"], usage=payload.get("usage"))
+            raise
+        except Exception as exc:
+            logger.warning("best-of-%d for %s unscored: %r", len(jobs), call.request_id, exc)
+            return None, f"scorer unavailable ({type(exc).__name__}); first candidate returned"
+        return scores, None
 
 
 def pick_best(scores: Sequence[float | None] | None) -> int:
@@ -45,13 +140,6 @@ def best_response(
     if problem is not None:
         reward["error"] = problem
     return {**payload, "choices": [{**choices[best], "index": 0}], "reward": reward}
-
-
-def choice_text(choice: dict[str, Any]) -> str:
-    message = choice.get("message")
-    if isinstance(message, dict):
-        return message.get("content") or ""
-    return choice.get("text") or ""
 
 
 def as_stream(response: dict[str, Any], endpoint: Endpoint, wants_usage: bool) -> str:

@@ -23,10 +23,12 @@ import asyncio
 import functools
 import logging
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from router.events import Event, Feedback, FeedbackResult, check_text
 from router.experiment import Experiment
@@ -79,6 +81,9 @@ class OutcomeWriter:
         if not committed:
             return False
         try:
+            # Shielded: the timeout stops this caller's wait, not the flush. Its mark stays in
+            # the queue behind these events, so a store that recovers commits them in order and
+            # resolves the mark; cancelling it would only throw the mark's future away.
             await asyncio.wait_for(asyncio.shield(self.flush()), timeout=wait_s)
         except TimeoutError:
             return False
@@ -261,3 +266,61 @@ class OutcomeLog(OutcomeWriter):
     async def check_health(self) -> None:
         if self._task is not None and self._task.done():
             raise RuntimeError("outcome writer loop stopped")
+
+
+class OutcomeSender:
+    """Sends a call's events to the outcome log and sees them committed, without ever failing
+    the call or holding it up for long.
+
+    `send` returns once the log has committed the events (so a log killed right after loses
+    nothing the client saw) or, past `HOLD_S`, leaves the delivery to go on behind. The log
+    itself answers after at most its own short wait when the store is slow or cannot write
+    (the events stay queued there); a log whose process died is retried with backoff while
+    Ray Serve starts a new one, up to `RETRY_FOR_S`. `later` does not wait at all, for a
+    caller that may be cancelled (its client left); `pending` lets a stopping replica see
+    every delivery through.
+    """
+
+    HOLD_S = 10.0  # what a caller waits at most: the client's last byte waits with it
+    RETRY_S = (0.1, 2.0)  # first and longest wait between tries
+    RETRY_FOR_S = 120.0
+
+    def __init__(self, log: DeploymentHandle) -> None:
+        self._log = log
+        self._tasks: set[asyncio.Task] = set()
+
+    async def send(self, events: list[Event], what: str) -> None:
+        """Returns once the events are committed, or after `HOLD_S`; never raises."""
+        await asyncio.wait({self.later(events, what)}, timeout=self.HOLD_S)
+
+    def later(self, events: list[Event], what: str) -> asyncio.Task:
+        """Deliver from a tracked task of its own; the caller need not wait for it."""
+        task = asyncio.get_running_loop().create_task(self._deliver(events, what))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _deliver(self, events: list[Event], what: str) -> None:
+        deadline = time.monotonic() + self.RETRY_FOR_S
+        wait = self.RETRY_S[0]
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                # Unanswered while no log replica is up: Ray Serve queues the call meanwhile.
+                await asyncio.wait_for(self._log.record.remote(events, committed=True), left)
+                return
+            except TimeoutError:
+                problem: BaseException = TimeoutError(f"no log took them in {self.RETRY_FOR_S} s")
+            except Exception as exc:  # the log's process died with the call
+                problem = exc
+            if time.monotonic() + wait >= deadline:
+                logger.error("outcome events of %s lost: %r", what, problem)
+                return
+            if wait == self.RETRY_S[0]:
+                logger.warning("outcome events of %s not sent (%r); retrying", what, problem)
+            await asyncio.sleep(wait)
+            wait = min(2 * wait, self.RETRY_S[1])
+
+    @property
+    def pending(self) -> set[asyncio.Task]:
+        return set(self._tasks)

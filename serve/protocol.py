@@ -1,23 +1,41 @@
-"""Request and response models of the gateway's own routes (feedback, listings).
+"""The gateway's API: request and response models of its own routes (feedback, listings),
+and the rules it applies to an OpenAI completion request before an engine sees it.
 
 The OpenAI completion routes reuse vLLM's request models (through `ray.serve.llm`), which the
-variant engines consume anyway; this module holds what the gateway adds to the API.
+variant engines consume anyway; this module holds what the gateway adds to the API: the
+fields it acts on itself (`CompletionFields`: typed as OpenAI requires, capped by its
+`RequestLimits`), the checks vLLM's models would answer with a Python error's text, and how a
+request names its experiment unit (`unit_of`). The code that serves the routes is elsewhere.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from router.events import Feedback, FeedbackResult
-from router.experiment import CUSTOM_NAME_PATTERN
+from router.experiment import CUSTOM_NAME_PATTERN, Experiment
+from serve.config import RequestLimits
 from serve.errors import APIError, from_validation_error
 
 MAX_ID = 256
 ID = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
 IDEMPOTENCY_HEADER = "idempotency-key"
+USER_HEADER = "x-user-id"
+SESSION_HEADER = "x-session-id"
+REQUEST_ID_HEADER = "x-request-id"
 
 
 class _FeedbackBase(BaseModel):
@@ -129,6 +147,128 @@ def unit_id(value: str | None, where: str) -> str | None:
     return value
 
 
+class CompletionFields(BaseModel):
+    """The fields of a completion request the gateway acts on itself, with their JSON types, as
+    OpenAI requires: vLLM's request models would turn `"n": "5"` or `"stream": 1` into 5 and
+    true after the gateway had chosen how to answer. The rest of the body is the engine's."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    n: StrictInt | None = None
+    max_tokens: StrictInt | None = None
+    max_completion_tokens: StrictInt | None = None
+    stream: StrictBool | None = None
+
+
+def check_limits(body: dict[str, Any], limits: RequestLimits) -> CompletionFields:
+    """The fields the gateway acts on; 400 for a wrong type or more than `limits` allow."""
+    try:
+        fields = CompletionFields.model_validate(body)
+    except ValidationError as exc:
+        name = str(exc.errors(include_url=False)[0]["loc"][0])
+        kind = "a boolean" if name == "stream" else "an integer"
+        raise APIError(400, f"`{name}` must be {kind}", param=name, code="invalid_type") from None
+    cap = limits.max_tokens
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = getattr(fields, name)
+        if cap is not None and value is not None and value > cap:
+            raise APIError(
+                400,
+                f"`{name}` is {value}; this gateway allows at most {cap}",
+                param=name,
+                code="max_tokens_exceeded",
+            )
+    if fields.n is not None and fields.n > limits.max_n:
+        raise APIError(
+            400,
+            f"`n` is {fields.n}; this gateway allows at most {limits.max_n} choices",
+            param="n",
+            code="n_exceeded",
+        )
+    return fields
+
+
+def requested_model(body: dict[str, Any]) -> str:
+    """The experiment or variant a completion request names (400 `missing_model`)."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise APIError(
+            400,
+            "`model` must name an experiment or a variant",
+            param="model",
+            code="missing_model",
+        )
+    return model
+
+
+def named_user(body: dict[str, Any], headers: Mapping[str, str]) -> str | None:
+    """Who the caller says they are: the `user` field, else the X-User-Id header (each a 400
+    when it is not a string of at most `MAX_ID` characters)."""
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise APIError(400, "`user` must be a string", param="user", code="invalid_value")
+    unit_id(user, "user")
+    return user or unit_id(headers.get(USER_HEADER), "X-User-Id") or None
+
+
+def check_prompt(body: dict[str, Any], endpoint: str) -> None:
+    """400 for a chat without messages or with none (OpenAI's answer; without this vLLM's
+    request model reports a Python error's text)."""
+    if endpoint != "chat":
+        return
+    if "messages" not in body or body["messages"] is None:
+        raise APIError(400, "messages: field required", param="messages", code="invalid_value")
+    if body["messages"] == []:
+        raise APIError(
+            400,
+            "messages: must hold at least one message",
+            param="messages",
+            code="invalid_value",
+        )
+
+
+def check_contents(messages: Any) -> None:
+    """400 for a message whose `content` is a JSON object: vLLM's models take it for an iterable
+    of parts, lazily, and the request then cannot be sent to the engine at all."""
+    if not isinstance(messages, list):
+        return  # validation reports the problem
+    for i, message in enumerate(messages):
+        if isinstance(message, dict) and isinstance(message.get("content"), dict):
+            raise APIError(
+                400,
+                f"messages.{i}.content: must be a string or a list of content parts",
+                param=f"messages.{i}.content",
+                code="invalid_value",
+            )
+
+
+def unit_of(
+    experiment: Experiment, user: str | None, headers: Mapping[str, str], request_id: str
+) -> str:
+    """The unit the experiment assigns: the named user, the session or the request itself."""
+    if experiment.unit == "request":
+        return request_id
+    if experiment.unit == "session":
+        session = unit_id(headers.get(SESSION_HEADER), "X-Session-Id")
+        if not session:
+            raise APIError(
+                400,
+                f"experiment {experiment.name!r} assigns sessions: set the X-Session-Id header",
+                param=None,
+                code="missing_unit",
+            )
+        return session
+    if not user:
+        raise APIError(
+            400,
+            f"experiment {experiment.name!r} assigns users: set the `user` field or the "
+            "X-User-Id header",
+            param="user",
+            code="missing_unit",
+        )
+    return user
+
+
 def parse_feedback(
     body: dict[str, Any],
     header_key: str | None,
@@ -141,8 +281,29 @@ def parse_feedback(
 
     `principal` is the caller's API key name ("" on a gateway without keys), `user_header` and
     `session` the X-User-Id and X-Session-Id headers: who judges, for feedback on a battle."""
+    given = _feedback_request(body)
+    common: dict[str, Any] = {
+        "ts": ts,
+        "kind": given.kind,
+        "idempotency_key": _idempotency_key(given.idempotency_key, header_key),
+        "principal": principal,
+        "user": given.user or unit_id(user_header, "X-User-Id"),
+        "session": unit_id(session, "X-Session-Id"),
+    }
+    if isinstance(given, CustomFeedback):
+        return Feedback(
+            **common, completion_id=given.completion_id, number=given.value, name=given.name
+        )
+    if isinstance(given, VoteFeedback):
+        return Feedback(**common, battle_id=given.battle_id, value=given.value)
+    value = given.value if isinstance(given, ThumbsFeedback) else None
+    return Feedback(**common, completion_id=given.completion_id, value=value)
+
+
+def _feedback_request(body: dict[str, Any]) -> FeedbackRequest:
+    """The body as one of the feedback kinds; a 400 naming the field that is wrong."""
     try:
-        given = _FEEDBACK.validate_python(body)
+        return _FEEDBACK.validate_python(body)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
@@ -159,6 +320,10 @@ def parse_feedback(
                 400, f"battle_id: {first['msg']}", param="battle_id", code="invalid_value"
             ) from None
         raise from_validation_error(exc, strip_first=True) from None
+
+
+def _idempotency_key(in_body: str | None, header_key: str | None) -> str:
+    """The idempotency key of a feedback call: the body's or the header's, which must agree."""
     if header_key is not None and not 1 <= len(header_key) <= MAX_ID:
         raise APIError(
             400,
@@ -166,7 +331,7 @@ def parse_feedback(
             param="idempotency_key",
             code="invalid_value",
         )
-    key = given.idempotency_key or header_key
+    key = in_body or header_key
     if key is None:
         raise APIError(
             400,
@@ -175,25 +340,14 @@ def parse_feedback(
             param="idempotency_key",
             code="missing_idempotency_key",
         )
-    if given.idempotency_key and header_key and given.idempotency_key != header_key:
+    if in_body and header_key and in_body != header_key:
         raise APIError(
             400,
             "idempotency_key: the body and the Idempotency-Key header disagree",
             param="idempotency_key",
             code="invalid_value",
         )
-    who = {
-        "principal": principal,
-        "user": given.user or unit_id(user_header, "X-User-Id"),
-        "session": unit_id(session, "X-Session-Id"),
-    }
-    if isinstance(given, CustomFeedback):
-        return Feedback(ts, "custom", key, given.completion_id, None, None, given.value,
-                        given.name, **who)  # fmt: skip
-    if isinstance(given, VoteFeedback):
-        return Feedback(ts, "vote", key, battle_id=given.battle_id, value=given.value, **who)
-    value = given.value if isinstance(given, ThumbsFeedback) else None
-    return Feedback(ts, given.kind, key, completion_id=given.completion_id, value=value, **who)
+    return key
 
 
 class Reveal(BaseModel):

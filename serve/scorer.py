@@ -32,7 +32,7 @@ from serve.config import SCORER_DEPLOYMENT, ScorerConfig
 logger = logging.getLogger("ray.serve")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ScoreJob:
     """One response to score, with what the `Score` event needs to name it."""
 
@@ -71,8 +71,8 @@ class RewardScorerDeployment:
         from reward.scorer import RewardScorer
 
         self._config = config
-        self._log = outcome_log
-        self._scorer = RewardScorer(
+        self._outcome_log = outcome_log
+        self._model_runtime = RewardScorer(
             config.model_path,
             device=config.device,
             dtype=config.dtype,
@@ -81,7 +81,7 @@ class RewardScorerDeployment:
         )
         self._model = config.model_path.name
         # `auto` is resolved by the app builder (AppConfig.scorer_priority); alone, it is idle.
-        idle = config.priority != "normal" and self._scorer.device.type == "cpu"
+        idle = config.priority != "normal" and self._model_runtime.device.type == "cpu"
         self._executor = ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix="reward-scorer",
@@ -92,17 +92,17 @@ class RewardScorerDeployment:
         logger.info(
             "reward scorer ready: %s, %s backend%s",
             self._model,
-            self._scorer.backend,
+            self._model_runtime.backend,
             ", forwards at idle CPU priority" if idle else "",
         )
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.02)
     async def _batch(self, jobs: list[ScoreJob]) -> list[float | None]:
-        self._log.observe_scorer_batch.remote(len(jobs))  # for /metrics; not awaited
+        self._outcome_log.observe_scorer_batch.remote(len(jobs))  # for /metrics; not awaited
         conversations = [(job.messages, job.response) for job in jobs]
         scores = await asyncio.get_running_loop().run_in_executor(
             self._executor,
-            self._scorer.score,
+            self._model_runtime.score,
             conversations,
             self._config.token_budget,
             self._config.max_batch_size,
@@ -121,10 +121,17 @@ class RewardScorerDeployment:
             logger.warning("completion %s could not be scored", job.completion_id)
             return
         now = time.time()
-        await self._log.record.remote(
-            [Score(now, job.completion_id, job.experiment, job.variant, self._model, value,
-                   max(0.0, now - job.ended), job.battle_id)]
-        )  # fmt: skip
+        score = Score(
+            ts=now,
+            completion_id=job.completion_id,
+            experiment=job.experiment,
+            variant=job.variant,
+            model=self._model,
+            score=value,
+            latency_s=max(0.0, now - job.ended),
+            battle_id=job.battle_id,
+        )
+        await self._outcome_log.record.remote([score])
 
     def backend(self) -> str:
-        return self._scorer.backend
+        return self._model_runtime.backend

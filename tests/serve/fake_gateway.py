@@ -13,12 +13,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionResponse
 
-import serve.gateway as gateway_module
 from router.events import Event, Feedback, FeedbackResult
 from serve.config import AppConfig
 from serve.errors import APIError
+from serve.gateway import Gateway
 
-GatewayClass: Any = gateway_module.Gateway.func_or_class.__mro__[1]  # under serve.ingress
 Script = Callable[[str, Any], list[Any]]
 MESSAGES = [{"role": "user", "content": "Hi"}]
 
@@ -74,13 +73,22 @@ def sse_chat(name: str, request: Any) -> list[Any]:
 
 def whole_chat(name: str, request: Any) -> list[Any]:
     choices = [
-        {"index": i, "message": {"role": "assistant", "content": f"hi from {name}"},
-         "finish_reason": "stop"}
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": f"hi from {name}"},
+            "finish_reason": "stop",
+        }
         for i in range(request.n or 1)
-    ]  # fmt: skip
+    ]
     usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
-    response = {"id": f"chatcmpl-{request.request_id}", "object": "chat.completion",
-                "created": 1, "model": name, "choices": choices, "usage": usage}  # fmt: skip
+    response = {
+        "id": f"chatcmpl-{request.request_id}",
+        "object": "chat.completion",
+        "created": 1,
+        "model": name,
+        "choices": choices,
+        "usage": usage,
+    }
     return [ChatCompletionResponse.model_validate(response)]
 
 
@@ -154,7 +162,7 @@ class _FeedbackMethod:
 
 @dataclass
 class FakeGateway:
-    gateway: Any
+    gateway: Gateway
     log: Log
     engines: dict[str, Engine]
 
@@ -197,7 +205,7 @@ class FakeGateway:
         """Wait for every outcome delivery in flight."""
         for _ in range(10):
             await asyncio.sleep(0)
-        tasks = list(self.gateway._outcomes._tasks)
+        tasks = list(self.gateway.recorder.outcome_sender.pending)
         if tasks:
             await asyncio.gather(*tasks)
 
@@ -211,14 +219,16 @@ async def make(
     """A gateway over fake engines, one per variant; `settings` adds fields to a variant's
     config (a system prompt, identity terms)."""
     config = AppConfig.from_args(
-        {"variants": [{"name": v, "model": "unused", **(settings or {}).get(v, {})}
-                      for v in variants],
-         "check_model_files": False}
-    )  # fmt: skip
+        {
+            "variants": [
+                {"name": v, "model": "unused", **(settings or {}).get(v, {})} for v in variants
+            ],
+            "check_model_files": False,
+        }
+    )
     engines = {v: Engine(v) for v in variants}
     log = Log()
-    gateway = object.__new__(GatewayClass)
-    GatewayClass.__init__(gateway, config, engines, log, None)
+    gateway = Gateway(config, engines, log, None)
     await gateway.reconfigure({"experiments": experiments or [], **(user_config or {})})
     return FakeGateway(gateway, log, engines)
 
@@ -237,8 +247,13 @@ def request(body: dict[str, Any] | str, headers: dict[str, str] | None = None) -
 
     pairs = [(b"content-type", b"application/json")]
     pairs += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
-             "headers": pairs, "query_string": b""}  # fmt: skip
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": pairs,
+        "query_string": b"",
+    }
     return Request(scope, receive)
 
 

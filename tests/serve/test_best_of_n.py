@@ -100,10 +100,16 @@ def test_as_stream_is_a_well_formed_sse_answer(chat: bool, usage: bool) -> None:
 def test_a_streamed_best_of_n_answer_carries_the_chosen_tool_calls_and_logprobs() -> None:
     """Streamed, the chosen candidate lost its tool calls and log probabilities: a client
     asking for either got an answer without them."""
-    calls = [{"id": "call-7", "type": "function",
-              "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]  # fmt: skip
-    logprobs = {"content": [{"token": "Hi", "logprob": -0.2, "bytes": [72, 105],
-                             "top_logprobs": []}]}  # fmt: skip
+    calls = [
+        {
+            "id": "call-7",
+            "type": "function",
+            "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+        }
+    ]
+    logprobs = {
+        "content": [{"token": "Hi", "logprob": -0.2, "bytes": [72, 105], "top_logprobs": []}]
+    }
     whole = payload(["", "Hi"])
     whole["choices"][0]["message"]["tool_calls"] = calls
     whole["choices"][0]["finish_reason"] = "tool_calls"

@@ -53,13 +53,16 @@ def leaky_whole(name: str, request: Any) -> list[Any]:
         "created": 1 if name == VARIANTS[0] else 2,
         "model": name,
         "choices": [choice],
-        "usage": {"prompt_tokens": 11 if name == VARIANTS[0] else 17, "completion_tokens": 2,
-                  "total_tokens": 13},
+        "usage": {
+            "prompt_tokens": 11 if name == VARIANTS[0] else 17,
+            "completion_tokens": 2,
+            "total_tokens": 13,
+        },
         "system_fingerprint": f"fp-{name}",
         "prompt_token_ids": [9, 9, 9] if name == VARIANTS[0] else [8],
         "prompt_text": f"<system>I am {name}</system>",
         "kv_transfer_params": {"engine": name},
-    }  # fmt: skip
+    }
     return [ChatCompletionResponse.model_validate(response)]
 
 
@@ -121,8 +124,13 @@ def test_a_whole_arena_answer_carries_only_allowed_fields() -> None:
 def test_a_streamed_arena_answer_carries_only_allowed_fields() -> None:
     async def test() -> None:
         fake = await leaky_gateway()
-        body = {"model": "duel", "user": "u", "stream": True, "messages": HI,
-                "stream_options": {"include_usage": True}}  # fmt: skip
+        body = {
+            "model": "duel",
+            "user": "u",
+            "stream": True,
+            "messages": HI,
+            "stream_options": {"include_usage": True},
+        }
         status, text, _ = await fake.call("complete", body)
         assert status == 200 and text.endswith("data: [DONE]\n\n")
         assert "secret" not in text and "fp-" not in text
@@ -181,8 +189,13 @@ def test_an_engine_error_inside_a_battle_names_no_variant(stream: bool) -> None:
             message = (
                 f"This model's ({name}, served from {folder}) maximum context length is 512 tokens"
             )
-            return [ErrorResponse(error=ErrorInfo(message=message, type="BadRequestError",
-                                                  param="messages", code=400))]  # fmt: skip
+            return [
+                ErrorResponse(
+                    error=ErrorInfo(
+                        message=message, type="BadRequestError", param="messages", code=400
+                    )
+                )
+            ]
 
         fake.engines[VARIANTS[1]].script = refuses
         body = {"model": "duel", "user": "u", "stream": stream, "messages": HI}
@@ -200,9 +213,12 @@ def test_metrics_is_an_operators_route_where_keys_exist() -> None:
     from tests.serve.fake_gateway import request
 
     async def test() -> None:
-        keys = {"keys": [{"name": "rater", "sha256": hash_key("sk-rater-0123456789")},
-                         {"name": "ops", "sha256": hash_key("sk-ops-0123456789"),
-                          "role": "admin"}]}  # fmt: skip
+        keys = {
+            "keys": [
+                {"name": "rater", "sha256": hash_key("sk-rater-0123456789")},
+                {"name": "ops", "sha256": hash_key("sk-ops-0123456789"), "role": "admin"},
+            ]
+        }
         fake = await make([DUEL], variants=VARIANTS, user_config={"auth": keys})
         for key, status in ((None, 401), ("sk-rater-0123456789", 403)):
             headers = {"Authorization": f"Bearer {key}"} if key else {}

@@ -127,7 +127,7 @@ def test_engine_deployments_carry_their_queue_limits() -> None:
     from ray.serve.exceptions import BackPressureError
 
     from serve.app import variant_llm_config
-    from serve.relay import unavailable
+    from serve.engines import unavailable
 
     document = mutate("args.variants.0.max_queued_requests", 7)
     variant = ServeFile.from_document(document).app.variants[0]
@@ -259,8 +259,11 @@ def test_a_best_of_n_variant_cannot_be_an_arena_arm() -> None:
 
 
 def test_an_engine_option_vllm_does_not_have_is_refused_with_a_hint() -> None:
-    with pytest.raises(ConfigError, match=r"variants\.0\.engine_kwargs: 'max_modle_len' is not an "
-                       r"option of vLLM's engine \(did you mean 'max_model_len'\?\)"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"variants\.0\.engine_kwargs: 'max_modle_len' is not an "
+        r"option of vLLM's engine \(did you mean 'max_model_len'\?\)",
+    ):
         ServeFile.from_document(mutate("args.variants.0.engine_kwargs", {"max_modle_len": 512}))
     options = {"max_model_len": 512, "kv_cache_memory_bytes": 1 << 28, "enforce_eager": True}
     ServeFile.from_document(mutate("args.variants.0.engine_kwargs", options))
@@ -282,10 +285,12 @@ def test_the_gateways_replicas_are_set_in_args(option: str) -> None:
         (lambda d: d["applications"][0].update(deployments=7), r"applications\.0\.deployments"),
         (lambda d: d.update(proxy_location="Bogus"), "proxy_location"),
         (lambda d: d["http_options"].update(port="abc"), r"http_options\.port"),
-        (lambda d: d["applications"][0]["deployments"][0].update(name="gatway"),
-         r"deployments\.0\.name: 'gatway' is no deployment of this app"),
+        (
+            lambda d: d["applications"][0]["deployments"][0].update(name="gatway"),
+            r"deployments\.0\.name: 'gatway' is no deployment of this app",
+        ),
     ],
-)  # fmt: skip
+)
 def test_what_ray_serve_would_refuse_is_refused_here(change: Any, message: str) -> None:
     document = mutate("args.check_model_files", False)
     document.setdefault("http_options", {})

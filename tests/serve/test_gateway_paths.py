@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from router.events import Completion, Exposure
-from serve.relay import chunk_text
+from serve.sse import SSEChunk
 from tests.serve.fake_gateway import MESSAGES, FakeGateway, make, request
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # Gateway.__del__ unawaited
@@ -28,9 +28,15 @@ def completions(fake: FakeGateway) -> list[Completion]:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("n", "5"), ("n", 5.0), ("max_tokens", "100000"), ("max_completion_tokens", True),
-     ("stream", 1), ("stream", "true")],
-)  # fmt: skip
+    [
+        ("n", "5"),
+        ("n", 5.0),
+        ("max_tokens", "100000"),
+        ("max_completion_tokens", True),
+        ("stream", 1),
+        ("stream", "true"),
+    ],
+)
 def test_fields_the_gateway_acts_on_must_have_their_type(field: str, value: object) -> None:
     async def test() -> None:
         fake = await make([AB, DUEL], user_config={"limits": {"max_n": 2, "max_tokens": 64}})
@@ -135,17 +141,20 @@ def test_the_scored_text_of_a_stream_is_its_first_choice() -> None:
         choice = {"index": index, "delta": {"content": text}}
         return f"data: {json.dumps({'choices': [choice]})}\n\n"
 
-    assert chunk_text(chunk(0, "Paris")) == "Paris"
-    assert chunk_text(chunk(1, "Lyon")) == ""
+    assert SSEChunk(chunk(0, "Paris")).text == "Paris"
+    assert SSEChunk(chunk(1, "Lyon")).text == ""
 
 
 def test_a_variant_default_above_the_token_cap_is_capped() -> None:
     async def test() -> None:
         fake = await make(user_config={"limits": {"max_tokens": 8}})
         fake.gateway._variants["a"] = fake.gateway._variants["a"].model_copy(
-            update={"sampling": fake.gateway._variants["a"].sampling.model_copy(
-                update={"max_tokens": 4096})}
-        )  # fmt: skip
+            update={
+                "sampling": fake.gateway._variants["a"].sampling.model_copy(
+                    update={"max_tokens": 4096}
+                )
+            }
+        )
         status, _ = await fake.post({"model": "a", "messages": MESSAGES})
         assert status == 200 and fake.engines["a"].requests[-1].max_tokens == 8
         await fake.post({"model": "a", "messages": MESSAGES, "max_tokens": 5})
@@ -158,15 +167,17 @@ def test_a_variant_default_above_the_token_cap_is_capped() -> None:
 def test_a_prompt_only_variant_answers_in_its_own_name(stream: bool) -> None:
     async def test() -> None:
         from serve.config import AppConfig
-        from tests.serve.fake_gateway import Engine, FakeGateway, GatewayClass, Log
+        from serve.gateway import Gateway
+        from tests.serve.fake_gateway import Engine, FakeGateway, Log
 
         config = AppConfig.from_args(
-            {"variants": [{"name": "a", "model": "unused"}, {"name": "a-brief", "engine": "a"}],
-             "check_model_files": False}
-        )  # fmt: skip
+            {
+                "variants": [{"name": "a", "model": "unused"}, {"name": "a-brief", "engine": "a"}],
+                "check_model_files": False,
+            }
+        )
         engines, log = {"a": Engine("a"), "a-brief": Engine("a")}, Log()
-        gateway = object.__new__(GatewayClass)
-        GatewayClass.__init__(gateway, config, engines, log, None)
+        gateway = Gateway(config, engines, log, None)
         await gateway.reconfigure({"experiments": []})
         fake = FakeGateway(gateway, log, engines)
         status, text = await fake.post({"model": "a-brief", "stream": stream, "messages": MESSAGES})
@@ -202,7 +213,7 @@ def test_a_score_job_is_sent_again_when_its_scorer_replica_died() -> None:
     """A scorer killed under load: the job goes to the replica Ray Serve starts next."""
     from ray.exceptions import ActorUnavailableError
 
-    import serve.gateway as gateway_module
+    import serve.records as records_module
     from serve.scorer import ScoreJob
 
     async def test() -> None:
@@ -222,14 +233,21 @@ def test_a_score_job_is_sent_again_when_its_scorer_replica_died() -> None:
 
                 return answer()
 
-        fake.gateway._scorer = Scorer()
-        job = ScoreJob("c1", None, "a", [{"role": "user", "content": "Hi"}], "Hello", 0.0)
-        await fake.gateway._send_score(job)
+        fake.gateway.recorder.scorer_handle = Scorer()
+        job = ScoreJob(
+            completion_id="c1",
+            experiment=None,
+            variant="a",
+            messages=[{"role": "user", "content": "Hi"}],
+            response="Hello",
+            ended=0.0,
+        )
+        await fake.gateway.recorder.send_score(job)
         assert calls == ["c1", "c1", "c1"]
 
-    original = gateway_module.SCORE_RETRY_S
-    gateway_module.SCORE_RETRY_S = (0.0, 0.0, 0.0)
+    original = records_module.SCORE_RETRY_S
+    records_module.SCORE_RETRY_S = (0.0, 0.0, 0.0)
     try:
         run(test)
     finally:
-        gateway_module.SCORE_RETRY_S = original
+        records_module.SCORE_RETRY_S = original

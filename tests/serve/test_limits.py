@@ -11,7 +11,7 @@ from starlette.requests import Request
 
 from serve.admission import InFlight, InFlightLimit
 from serve.errors import APIError
-from serve.gateway import _json_object
+from serve.parse import read_json_object
 
 
 def scope(path: str) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def test_the_body_reader_caps_its_size(
     body: bytes, chunks: int, declared: int | None, status: int | None
 ) -> None:
     async def run() -> dict[str, Any]:
-        return await _json_object(request_with(body, chunks, declared), max_bytes=4096)
+        return await read_json_object(request_with(body, chunks, declared), max_bytes=4096)
 
     if status is None:
         assert isinstance(asyncio.run(run()), dict)

@@ -35,8 +35,9 @@ def test_tiny_reward_model_scores_a_batch() -> None:
     folder = MODELS_DIR / TINY_REWARD
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder)
-    batch = tokenizer(["a short answer", "a longer answer with more words"], padding=True,
-                      return_tensors="pt")  # fmt: skip
+    batch = tokenizer(
+        ["a short answer", "a longer answer with more words"], padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         scores = model(**batch).logits
     assert scores.shape == (2, 1) and torch.isfinite(scores).all()

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from router.events import Battle, Completion, Exposure, Feedback, FeedbackResult
-from serve.outcome_log import OutcomeWriter
-from serve.relay import OutcomeSender
+from serve.outcome_log import OutcomeSender, OutcomeWriter
 
 
 def completion(cid: str) -> Completion:

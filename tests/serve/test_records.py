@@ -26,10 +26,10 @@ def test_a_live_change_that_would_move_the_default_implicitly_is_refused() -> No
         await fake.gateway.reconfigure({"experiments": [swapped]})
         rejected = fake.gateway._rejected
         assert rejected is not None and "experiments.0.default_variant" in rejected["error"]
-        assert fake.gateway._experiments["ab"].experiment.fallback_variant == "a"
+        assert fake.gateway.router.experiments["ab"].experiment.fallback_variant == "a"
         await fake.gateway.reconfigure({"experiments": [{**swapped, "default_variant": "b"}]})
         assert fake.gateway._rejected is None
-        assert fake.gateway._experiments["ab"].experiment.fallback_variant == "b"
+        assert fake.gateway.router.experiments["ab"].experiment.fallback_variant == "b"
 
     run(test)
 
@@ -166,8 +166,11 @@ def test_completions_put_the_variants_system_prompt_before_the_prompt() -> None:
         for engine in fake.engines.values():
             engine.script = lambda name, request: [completion_response(name, request)]
         for user in ("u1", "u2", "u3", "u4", "u5", "u6"):
-            await fake.call("complete", {"model": "ab", "user": user, "prompt": "Paris is"},
-                            endpoint="completions")  # fmt: skip
+            await fake.call(
+                "complete",
+                {"model": "ab", "user": user, "prompt": "Paris is"},
+                endpoint="completions",
+            )
         prompts = {n: {r.prompt for r in e.requests} for n, e in fake.engines.items()}
         assert prompts == {"a": {"Be brief.\n\nParis is"}, "b": {"Be warm.\n\nParis is"}}
         status, _, _ = await fake.call(
@@ -191,10 +194,15 @@ def completion_response(name: str, request: Any) -> Any:
     from vllm.entrypoints.openai.completion.protocol import CompletionResponse
 
     return CompletionResponse.model_validate(
-        {"id": f"cmpl-{request.request_id}", "object": "text_completion", "created": 1,
-         "model": name, "choices": [{"index": 0, "text": " a city", "finish_reason": "stop"}],
-         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
-    )  # fmt: skip
+        {
+            "id": f"cmpl-{request.request_id}",
+            "object": "text_completion",
+            "created": 1,
+            "model": name,
+            "choices": [{"index": 0, "text": " a city", "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        }
+    )
 
 
 # Arena records: a side that was never shown, who may vote, answers that name a model.
@@ -292,9 +300,11 @@ def test_a_name_both_sides_carry_voids_no_vote() -> None:
     async def test() -> None:
         fake = await make(
             [DUEL],
-            settings={"a": {"identity_terms": ["Llama", "Llama-70B"]},
-                      "b": {"identity_terms": ["llama", "Llama-8B"]}},
-        )  # fmt: skip
+            settings={
+                "a": {"identity_terms": ["Llama", "Llama-70B"]},
+                "b": {"identity_terms": ["llama", "Llama-8B"]},
+            },
+        )
         texts = iter(["As a Llama model, hi.", "Hi.", "I am Llama-8B.", "Hi."])
         for engine in fake.engines.values():
             engine.script = lambda name, request: answer_saying(next(texts), request)

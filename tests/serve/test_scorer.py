@@ -84,8 +84,14 @@ def test_what_the_model_cannot_score_is_none_and_never_logged(
     monkeypatch.setattr(scorer, "_batch", batch)
 
     def job(response: str) -> ScoreJob:
-        return ScoreJob(f"c-{response}", None, "v", [{"role": "user", "content": "Hi"}],
-                        response, 0.0)  # fmt: skip
+        return ScoreJob(
+            completion_id=f"c-{response}",
+            experiment=None,
+            variant="v",
+            messages=[{"role": "user", "content": "Hi"}],
+            response=response,
+            ended=0.0,
+        )
 
     async def run() -> None:
         assert await scorer.score([job("nan"), job("one")]) == [None, 1.0]

@@ -1,0 +1,179 @@
+"""The variant engines as the execute stage calls them: one variant's request made and sent.
+
+A variant is an engine (a vLLM `LLMServer` deployment) plus what the gateway adds to every
+request it sends there: a system prompt and sampling defaults. A prompt-only variant shares its
+owner's engine. `Engines.request` builds and validates the vLLM request for one call, and
+`Engines.start` sends it; their errors become the client's through `engine_error` and
+`unavailable`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
+
+# The engine yields vLLM's own error class; Ray's `ErrorResponse` is a subclass of it.
+from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+from vllm.exceptions import VLLMClientError
+
+from serve.config import RequestLimits, VariantConfig
+from serve.errors import RETRY_AFTER_S, APIError, from_validation_error
+from serve.protocol import check_contents
+from serve.records import Call
+
+_REQUEST_MODELS = {"chat": ChatCompletionRequest, "completions": CompletionRequest}
+
+
+class Engines:
+    """Each variant's engine handle and settings; `limits` follow the gateway's live config."""
+
+    def __init__(
+        self, variants: dict[str, VariantConfig], handles: dict[str, DeploymentHandle]
+    ) -> None:
+        self.variants = variants
+        self.handles = {name: h.options(stream=True) for name, h in handles.items()}
+        self.limits = RequestLimits()
+
+    def request(self, body: dict[str, Any], call: Call) -> Any:
+        """The vLLM request for this call: the variant's defaults applied, validated."""
+        variant = self.variants[call.variant]
+        # The engine's served model id, and the server's request id: vLLM makes the completion
+        # id from it, so no client-sent `request_id` can name another answer.
+        body = {**body, "model": variant.engine_name, "request_id": call.engine_request_id}
+        for name, value in variant.sampling.as_request_fields().items():
+            if body.get(name) is None:
+                body[name] = value
+        cap = self.limits.max_tokens  # a client's own values were checked; a default is capped
+        for name in ("max_tokens", "max_completion_tokens"):
+            value = body.get(name)
+            if cap is not None and type(value) is int and value > cap:
+                body[name] = cap
+        if call.endpoint == "chat":
+            check_contents(body.get("messages"))
+            if variant.system_prompt:
+                body["messages"] = with_system_prompt(body.get("messages"), variant.system_prompt)
+        elif variant.system_prompt:
+            body["prompt"] = with_prompt_prefix(body.get("prompt"), variant.system_prompt)
+        if call.stream:
+            options = body.get("stream_options")
+            if options is None or isinstance(options, dict):
+                options = options or {}
+                call.wants_usage = options.get("include_usage") is True
+                body["stream_options"] = {**options, "include_usage": True}
+        try:
+            return _REQUEST_MODELS[call.endpoint].model_validate(body)
+        except ValidationError as exc:
+            raise from_validation_error(exc) from None
+        except (VLLMClientError, ValueError, TypeError) as exc:  # vLLM's own request checks
+            param = getattr(exc, "parameter", None)
+            raise APIError(400, str(exc), param=param, code="invalid_value") from None
+
+    def start(self, call: Call, engine_request: Any) -> DeploymentResponseGenerator:
+        """Send the request to the call's variant's engine; its answer comes as a stream."""
+        return getattr(self.handles[call.variant], call.endpoint).remote(engine_request)
+
+
+def with_system_prompt(messages: Any, system_prompt: str) -> Any:
+    """Put the variant's system prompt first; a client's own system message is appended to it."""
+    if not isinstance(messages, list):
+        return messages  # validation reports the problem
+    first = messages[0] if messages else None
+    if (
+        isinstance(first, dict)
+        and first.get("role") == "system"
+        and isinstance(first.get("content"), str)
+    ):
+        return [{**first, "content": f"{system_prompt}\n\n{first['content']}"}, *messages[1:]]
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
+def with_prompt_prefix(prompt: Any, system_prompt: str) -> Any:
+    """A completions prompt with the variant's system prompt before it (a raw prompt has no
+    system turn: the text goes first, then a blank line). A prompt of token ids cannot carry
+    text: a 400 rather than the variant served without what makes it the variant."""
+    if isinstance(prompt, str):
+        return f"{system_prompt}\n\n{prompt}"
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        return [f"{system_prompt}\n\n{p}" for p in prompt]
+    if prompt is None or prompt == []:
+        return prompt  # validation reports the problem
+    raise APIError(
+        400,
+        "prompt: this model has a system prompt, which a prompt of token ids cannot carry; "
+        "send the prompt as text",
+        param="prompt",
+        code="invalid_value",
+    )
+
+
+def conversation(body: dict[str, Any], endpoint: str) -> list[dict[str, str]] | None:
+    """The client's conversation as the reward model reads it (text parts only)."""
+    if endpoint == "completions":
+        prompt = body.get("prompt")
+        return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else None
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return None
+    turns = []
+    for message in messages:
+        if not isinstance(message, dict):
+            return None
+        content = message.get("content")
+        if isinstance(content, list):  # content parts: keep the text ones
+            content = "".join(
+                p.get("text", "")
+                for p in content
+                if isinstance(p, dict) and p.get("type") == "text"
+            )
+        turns.append({"role": str(message.get("role")), "content": content or ""})
+    return turns
+
+
+def choice_text(choice: dict[str, Any]) -> str:
+    """The text of a whole answer's choice: a chat message's content or a completion's text."""
+    message = choice.get("message")
+    if isinstance(message, dict):
+        return message.get("content") or ""
+    return choice.get("text") or ""
+
+
+def first_error(first: Any) -> APIError | None:
+    """The engine's error, when the first thing it yielded (a response, a batch of SSE chunks,
+    or an error) is one."""
+    head = first[0] if isinstance(first, list) and first else first
+    return engine_error(head) if is_error(head) else None
+
+
+def engine_error(error: ErrorResponse) -> APIError:
+    """The client's view of an engine error: its 4xx as is, anything else a retryable 503."""
+    info = error.error
+    status = info.code if isinstance(info.code, int) and 400 <= info.code < 600 else 500
+    if status >= 500:
+        return APIError(
+            503, info.message, code="engine_error", headers={"Retry-After": RETRY_AFTER_S}
+        )
+    return APIError(status, info.message, param=info.param, code="invalid_value")
+
+
+def unavailable(
+    variant: str, exc: BaseException | None = None, *, shown: str | None = None
+) -> APIError:
+    """The retryable 503 for an engine call that failed: its queue full, or the engine gone.
+
+    `shown` names the engine in the message instead of the variant (an arena's choice index:
+    a battle must not say who is in it).
+    """
+    if isinstance(exc, BackPressureError):
+        why, code = "is at capacity (its queue is full)", "variant_overloaded"
+    else:
+        why, code = "is unavailable", "variant_unavailable"
+    who = shown if shown is not None else f"variant {variant!r}"
+    return APIError(503, f"{who} {why}; retry", code=code, headers={"Retry-After": RETRY_AFTER_S})
+
+
+def is_error(item: Any) -> bool:
+    return isinstance(item, ErrorResponse)

@@ -1,0 +1,139 @@
+"""The route stage: what a completion request's `model` names, and the arm or pair it gets.
+
+`model` names a variant (served as is) or an experiment, whose compiled plan assigns the
+request's unit (`serve.protocol.unit_of`: its user, session or the request itself) to an arm,
+or to an arena battle. The assignment's exposure is logged once per change per unit
+(`ExposureCache`, an optimisation: the store deduplicates too) with the request's completion.
+
+Experiments arrive through the gateway's `reconfigure` and are swapped whole, so one request
+sees one revision.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from router.assignment import Assignment, CompiledExperiment
+from router.events import Event, Exposure
+from router.experiment import Experiment
+from serve.arena import check_options
+from serve.errors import APIError
+from serve.protocol import unit_of
+
+EXPOSURE_CACHE_SIZE = 65_536
+
+
+class ExposureCache:
+    """The (variant, reason) last sent per (experiment, unit): repeats need not be sent again.
+
+    Only an optimisation (bounded, per replica): the outcome store deduplicates exposures itself.
+    """
+
+    def __init__(self, size: int = EXPOSURE_CACHE_SIZE) -> None:
+        self._size = size
+        self._seen: OrderedDict[tuple[str, str], Assignment] = OrderedDict()
+
+    def forget(self, experiment: str, unit: str) -> None:
+        """The exposure may not have reached the log: send it again with the next request."""
+        self._seen.pop((experiment, unit), None)
+
+    def is_new(self, experiment: str, unit: str, assignment: Assignment) -> bool:
+        key = (experiment, unit)
+        if self._seen.get(key) == assignment:
+            self._seen.move_to_end(key)
+            return False
+        self._seen[key] = assignment
+        if len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        return True
+
+
+@dataclass(slots=True, kw_only=True)
+class Route:
+    """Where an experiment request goes: an arm (`variant`) or, for an arena, a battle (None)."""
+
+    plan: CompiledExperiment
+    unit: str
+    variant: str | None
+    events: list[Event] = field(default_factory=list)  # the exposure, when it is new
+
+    @property
+    def experiment(self) -> Experiment:
+        return self.plan.experiment
+
+
+class Router:
+    """The live experiments of one gateway replica, and the exposures it has logged."""
+
+    def __init__(self, variants: Mapping[str, Any]) -> None:
+        self.variants = variants
+        self.experiments: dict[str, CompiledExperiment] = {}
+        self._exposures = ExposureCache()
+
+    def plan_for(self, model: str) -> CompiledExperiment | None:
+        """The experiment `model` names; None for a variant; 404 for neither."""
+        plan = self.experiments.get(model)
+        if plan is None and model not in self.variants:
+            known = ", ".join([*self.experiments, *self.variants])
+            raise APIError(
+                404,
+                f"the model {model!r} does not exist (known: {known})",
+                param="model",
+                code="model_not_found",
+            )
+        return plan
+
+    def assign(
+        self,
+        plan: CompiledExperiment,
+        body: dict[str, Any],
+        user: str | None,
+        headers: Mapping[str, str],
+        request_id: str,
+        wall_ts: float,
+    ) -> Route:
+        """The request's unit assigned; its exposure event when the unit's assignment is new.
+        An arena's refused options are a 400 before anything is assigned."""
+        experiment = plan.experiment
+        if experiment.mode == "arena":
+            check_options(body, experiment.name)
+        unit = unit_of(experiment, user, headers, request_id)
+        assignment = plan.assign(unit, wall_ts)
+        route = Route(plan=plan, unit=unit, variant=assignment.variant)
+        if experiment.unit == "request" or self._exposures.is_new(
+            experiment.name, unit, assignment
+        ):
+            exposure = Exposure(
+                ts=wall_ts,
+                request_id=request_id,
+                experiment=experiment.name,
+                unit_type=experiment.unit,
+                unit=unit,
+                variant=assignment.variant,
+                reason=assignment.reason,
+                exposed=assignment.exposed,
+            )
+            route.events.append(exposure)
+        return route
+
+    def unsent(self, route: Route) -> None:
+        """The request failed before its events were sent: log its exposure next time."""
+        if route.events and route.experiment.unit != "request":
+            self._exposures.forget(route.experiment.name, route.unit)
+
+
+def describe(experiment: Experiment, now: datetime) -> dict[str, Any]:
+    """An experiment as `GET /v1/experiments` lists it (forced unit ids are not shown)."""
+    described = experiment.model_dump(mode="json", exclude={"forced", "pairs"})
+    described["state"] = experiment.state(now)
+    described["layer"] = experiment.layer_name
+    described["default_variant"] = experiment.fallback_variant
+    described["primary_metric"] = experiment.metric
+    described["forced_units"] = len(experiment.forced)
+    if experiment.mode == "arena":
+        described["pairs"] = [p.model_dump(mode="json") for p in experiment.arena_pairs()]
+    return described
