@@ -6,6 +6,7 @@ Holm, bootstrap percentiles) and `arena` (Bradley–Terry leaderboard with boots
 and style control).
 """
 
-from router.analysis.report import ExperimentReport, build_report
+from router.analysis.report import build_report
+from router.analysis.schema import ExperimentReport
 
 __all__ = ["ExperimentReport", "build_report"]

@@ -29,10 +29,9 @@ import math
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from router.analysis import arena as arena_stats
 from router.analysis import stats
@@ -46,164 +45,27 @@ from router.analysis.metrics import (
     quantile_values,
     ratio_parts,
 )
+from router.analysis.schema import (
+    NO_INTERVAL,
+    ArenaSection,
+    Comparison,
+    Decision,
+    ExperimentReport,
+    GuardrailResult,
+    HeadToHead,
+    Interval,
+    LeaderboardRow,
+    Look,
+    MetricValue,
+    SampleRatio,
+    Status,
+    Verdict,
+    number,
+)
 from router.experiment import Experiment, Guardrail, can_be_negative
 
 ALPHA = 0.05
 LOOKS = 20  # sequential looks when the experiment is younger than two days; daily after
-Decision = Literal["ship", "do not ship", "keep running"]
-Status = Literal["pass", "fail", "inconclusive"]
-
-
-def _number(value: float | None) -> float | None:
-    """JSON has no NaN: missing figures are null."""
-    if value is None or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-class Interval(BaseModel):
-    value: float | None
-    low: float | None
-    high: float | None
-    se: float | None = Field(default=None, description="The estimate's standard error.")
-
-    @classmethod
-    def of(cls, estimate: stats.Estimate) -> Interval:
-        return cls(
-            value=_number(estimate.value),
-            low=_number(estimate.ci[0]),
-            high=_number(estimate.ci[1]),
-            se=_number(estimate.se),
-        )
-
-
-class MetricValue(BaseModel):
-    metric: str
-    group: str
-    estimate: Interval
-    units: int
-
-
-class Comparison(BaseModel):
-    metric: str
-    treatment: str
-    control: str
-    absolute: Interval
-    relative: Interval
-    p_value: float | None
-    p_adjusted: float | None = Field(description="Holm-adjusted over this treatment's metrics.")
-    cuped: bool
-    variance_reduction: float | None
-    control_value: float | None = Field(default=None, description="The control's estimate.")
-
-
-class Look(BaseModel):
-    """The primary metric at one look: always-valid p-value and confidence sequence."""
-
-    ts: float
-    treatment: str
-    difference: float | None
-    p_value: float | None
-    naive_p_value: float | None
-    cs_low: float | None
-    cs_high: float | None
-
-
-class GuardrailResult(BaseModel):
-    metric: str
-    treatment: str
-    change: Interval = Field(
-        description="The change with its always-valid (confidence sequence) interval: a report "
-        "refreshed every day may be judged every day without passing a violated guardrail more "
-        "often than ALPHA."
-    )
-    relative: bool
-    max_increase: float | None
-    max_decrease: float | None
-    status: Status
-
-
-class SampleRatio(BaseModel):
-    groups: list[str]
-    counts: list[int]
-    expected: list[float]
-    p_value: float | None
-    mismatch: bool
-
-
-class LeaderboardRow(BaseModel):
-    variant: str
-    rating: float | None
-    low: float | None
-    high: float | None
-    rating_style_controlled: float | None
-    style_low: float | None
-    style_high: float | None
-    battles: int
-
-
-class HeadToHead(BaseModel):
-    """P(treatment beats control) from the ratings, with its bootstrap interval."""
-
-    treatment: str
-    control: str
-    probability: Interval
-    probability_style_controlled: Interval
-
-
-class ArenaSection(BaseModel):
-    battles: int
-    votes: int = Field(description="Votes logged, voided ones included.")
-    voided_votes: int = Field(
-        default=0,
-        description="Votes on battles in which an answer named a model or vendor (a variant's "
-        "identity_terms): kept in the log, left out of the leaderboard and the verdict.",
-    )
-    voters: int = Field(default=0, description="Distinct units whose votes count.")
-    leaderboard: list[LeaderboardRow]
-    win_rate: dict[str, dict[str, float | None]]
-    pair_battles: dict[str, dict[str, int]]
-    head_to_head: list[HeadToHead]
-    style_coefficients: dict[str, float] | None
-    style_intervals: str = Field(
-        default="bootstrap",
-        description="bootstrap, or asymptotic (Wald draws) when refitting every replicate on "
-        "this many battles would be too slow",
-    )
-
-
-class Verdict(BaseModel):
-    decision: Decision
-    variant: str | None = Field(description="The variant to ship, when the decision is ship.")
-    reasons: list[str]
-    sycophancy: list[str] = Field(
-        description="Treatments that win on votes or thumbs while failing the reward guardrail."
-    )
-
-
-class ExperimentReport(BaseModel):
-    experiment: str
-    mode: str
-    generated_at: float
-    seconds: float = Field(description="How long the analysis took.")
-    start: float | None
-    end: float | None
-    control: str
-    primary_metric: str
-    units: dict[str, int]
-    sample_ratio: SampleRatio | None
-    metrics: list[MetricValue]
-    comparisons: list[Comparison]
-    sequential: list[Look]
-    guardrails: list[GuardrailResult]
-    arena: ArenaSection | None
-    verdict: Verdict
-    notes: list[str]
-    undeclared_custom_metrics: dict[str, int] = Field(
-        default_factory=dict,
-        description="Custom feedback names in the log that the experiment does not declare "
-        "(primary_metric, guardrails, custom_metrics), with their counts: stored, never tested.",
-    )
 
 
 def build_report(
@@ -322,9 +184,6 @@ def _compare(t: Group, c: Group, metric: str, reps: int) -> stats.Lift:
     return stats.compare_ratio(num_t, den_t, num_c, den_c, ALPHA, x_t, x_c)
 
 
-_NO_INTERVAL = Interval(value=None, low=None, high=None)
-
-
 def _comparisons(
     data: ExperimentData, control: str, treatments: list[str], metrics: list[str], reps: int
 ) -> list[Comparison]:
@@ -337,14 +196,14 @@ def _comparisons(
         for (metric, lift), p_adjusted in zip(lifts.items(), adjusted, strict=True):
             # A metric that can be negative has no relative change: on a negative baseline
             # it flips the sign, and its scale (a reward model's) has no meaningful zero.
-            relative = _NO_INTERVAL if can_be_negative(metric) else Interval.of(lift.relative)
+            relative = NO_INTERVAL if can_be_negative(metric) else Interval.of(lift.relative)
             out.append(
                 Comparison(metric=metric, treatment=name, control=control,
                            absolute=Interval.of(lift.absolute),
                            relative=relative,
-                           p_value=_number(lift.p_value), p_adjusted=_number(p_adjusted),
-                           cuped=lift.cuped, variance_reduction=_number(lift.variance_reduction),
-                           control_value=_number(lift.control.value))
+                           p_value=number(lift.p_value), p_adjusted=number(p_adjusted),
+                           cuped=lift.cuped, variance_reduction=number(lift.variance_reduction),
+                           control_value=number(lift.control.value))
             )  # fmt: skip
     return out
 
@@ -394,9 +253,9 @@ def _sequential(
             if math.isfinite(diff) and math.isfinite(var) and var > 0:
                 low, high = stats.confidence_sequence(diff, var, tau2, alpha)
             looks.append(
-                Look(ts=float(at), treatment=name, difference=_number(diff),
-                     p_value=_number(p), naive_p_value=_number(naive_p),
-                     cs_low=_number(low), cs_high=_number(high))
+                Look(ts=float(at), treatment=name, difference=number(diff),
+                     p_value=number(p), naive_p_value=number(naive_p),
+                     cs_low=number(low), cs_high=number(high))
             )  # fmt: skip
     return looks
 
@@ -429,7 +288,7 @@ def _always_valid(
         scale = 1.0 if guardrail.relative else control_value
         tau2 = stats.default_tau2(scale if scale is not None else math.nan)
     low, high = stats.confidence_sequence(change.value, change.se**2, tau2, ALPHA)
-    return Interval(value=change.value, low=_number(low), high=_number(high), se=change.se)
+    return Interval(value=change.value, low=number(low), high=number(high), se=change.se)
 
 
 def _guardrails(experiment: Experiment, comparisons: list[Comparison]) -> list[GuardrailResult]:
@@ -437,13 +296,12 @@ def _guardrails(experiment: Experiment, comparisons: list[Comparison]) -> list[G
     skipped (a guardrail nobody computed must not let a treatment ship)."""
     by_key = {(c.metric, c.treatment): c for c in comparisons}
     treatments = sorted({c.treatment for c in comparisons})
-    unknown = Interval(value=None, low=None, high=None)
     out = []
     for guardrail in experiment.guardrails:
         for treatment in treatments:
             comparison = by_key.get((guardrail.metric, treatment))
             if comparison is None:
-                change = unknown
+                change = NO_INTERVAL
             else:
                 change = comparison.relative if guardrail.relative else comparison.absolute
                 change = _always_valid(change, guardrail, comparison.control_value)
@@ -483,7 +341,7 @@ def _sample_ratio(
     if experiment.mode == "ab" and any(a.weight == 0 for a in experiment.arms):
         notes.append("arms with weight 0 are left out of the sample-ratio test")
     return SampleRatio(groups=names, counts=list(test.counts), expected=list(test.expected),
-                       p_value=_number(test.p_value), mismatch=test.mismatch)  # fmt: skip
+                       p_value=number(test.p_value), mismatch=test.mismatch)  # fmt: skip
 
 
 def _arena(
@@ -524,10 +382,10 @@ def _arena(
     models = list(battles.models)
     board = sorted(
         (
-            LeaderboardRow(variant=m, rating=_number(plain.rating[i]),
-                           low=_number(plain.ci[i, 0]), high=_number(plain.ci[i, 1]),
-                           rating_style_controlled=_number(styled.rating[i]),
-                           style_low=_number(styled.ci[i, 0]), style_high=_number(styled.ci[i, 1]),
+            LeaderboardRow(variant=m, rating=number(plain.rating[i]),
+                           low=number(plain.ci[i, 0]), high=number(plain.ci[i, 1]),
+                           rating_style_controlled=number(styled.rating[i]),
+                           style_low=number(styled.ci[i, 0]), style_high=number(styled.ci[i, 1]),
                            battles=int(plain.battles[i]))
             for i, m in enumerate(models)
         ),
@@ -550,7 +408,7 @@ def _arena(
             label: float(v) for label, v in zip(labels, styled.style_coefficients, strict=False)
         }
     matrix = {
-        a: {b: _number(win_rate[i, j]) for j, b in enumerate(models) if i != j}
+        a: {b: number(win_rate[i, j]) for j, b in enumerate(models) if i != j}
         for i, a in enumerate(models)
     }
     return ArenaSection(battles=rows.battles, votes=votes, voided_votes=voided, voters=voters,
@@ -583,7 +441,7 @@ def _counted(rows: BattleRows) -> BattleRows:
 def _win_interval(ratings: arena_stats.Ratings, i: str, j: str, alpha: float) -> Interval:
     """P(i beats j) at the ratings, with the percentile interval over the bootstrap replicates."""
     point, low, high = ratings.win_probability(i, j, alpha)
-    return Interval(value=_number(point), low=_number(low), high=_number(high))
+    return Interval(value=number(point), low=number(low), high=number(high))
 
 
 def _significant(

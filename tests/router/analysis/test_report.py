@@ -168,7 +168,8 @@ def test_a_violated_guardrail_does_not_pass_at_some_daily_look() -> None:
     import numpy as np
 
     from router.analysis import stats
-    from router.analysis.report import Interval, _always_valid, _guardrail_status
+    from router.analysis.report import _always_valid, _guardrail_status
+    from router.analysis.schema import Interval
     from router.experiment import Guardrail
 
     guardrail = Guardrail(metric="error_rate", max_increase=0.01)
@@ -216,7 +217,8 @@ def test_a_guardrail_bound_of_zero_can_fail() -> None:
     import numpy as np
 
     from router.analysis import stats
-    from router.analysis.report import Interval, _always_valid, _guardrail_status
+    from router.analysis.report import _always_valid, _guardrail_status
+    from router.analysis.schema import Interval
     from router.experiment import Guardrail
 
     guardrail = Guardrail(metric="error_rate", max_increase=0.0)
@@ -233,7 +235,8 @@ def test_a_guardrail_bound_of_zero_can_fail() -> None:
 @pytest.mark.parametrize("sequential", [True, False])
 def test_the_primary_metric_is_tested_at_the_level_given(sequential: bool) -> None:
     """p = 0.04 is significant alone (0.05) and not with two treatments (0.025)."""
-    from router.analysis.report import Comparison, Interval, Look, _primary_effect
+    from router.analysis.report import _primary_effect
+    from router.analysis.schema import Comparison, Interval, Look
 
     change = Interval(value=0.05, low=0.01, high=0.09, se=0.02)
     comparison = Comparison(metric="thumbs_up_rate", treatment="b", control="a",
