@@ -23,8 +23,8 @@ import matplotlib.pyplot as plt
 from rich.console import Console
 from rich.table import Table
 
-from router.analysis.report import ALPHA
 from router.analysis.schema import ArenaSection, ExperimentReport, GuardrailResult, Interval
+from router.analysis.verdict import ALPHA
 
 VERDICT_STYLE = {"ship": "bold green", "do not ship": "bold red", "keep running": "bold yellow"}
 

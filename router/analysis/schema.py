@@ -9,15 +9,15 @@ every estimate comes with its interval (`Interval`).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
+from router.analysis.verdict import Decision, PrimaryReading, ReasonCode
+from router.analysis.verdict import GuardrailStatus as Status
+
 if TYPE_CHECKING:
     from router.analysis import stats
-
-Decision = Literal["ship", "do not ship", "keep running"]
-Status = Literal["pass", "fail", "inconclusive"]
 
 
 def number(value: float | None) -> float | None:
@@ -141,12 +141,27 @@ class ArenaSection(BaseModel):
     )
 
 
+class Reason(BaseModel):
+    """One reason for the verdict as a code (`router.analysis.verdict` lists them)."""
+
+    code: ReasonCode
+    treatment: str | None = Field(default=None, description="The treatment it is about, if one.")
+    primary: PrimaryReading | None = Field(
+        default=None,
+        description="How that treatment's primary metric reads: better, worse, no_difference, "
+        "or why it cannot be read yet (no_votes, no_battles, too_few_voters, no_data).",
+    )
+
+
 class Verdict(BaseModel):
     decision: Decision
     variant: str | None = Field(description="The variant to ship, when the decision is ship.")
-    reasons: list[str]
+    reasons: list[str] = Field(description="The reasons in English, one for each of `codes`.")
     sycophancy: list[str] = Field(
         description="Treatments that win on votes or thumbs while failing the reward guardrail."
+    )
+    codes: list[Reason] = Field(
+        default_factory=list, description="The reasons as codes, in the order of `reasons`."
     )
 
 

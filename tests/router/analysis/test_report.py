@@ -235,19 +235,35 @@ def test_a_guardrail_bound_of_zero_can_fail() -> None:
 @pytest.mark.parametrize("sequential", [True, False])
 def test_the_primary_metric_is_tested_at_the_level_given(sequential: bool) -> None:
     """p = 0.04 is significant alone (0.05) and not with two treatments (0.025)."""
-    from router.analysis.report import _primary_effect
+    from router.analysis.report import _primary
     from router.analysis.schema import Comparison, Interval, Look
+    from router.analysis.verdict import read_primary
 
     change = Interval(value=0.05, low=0.01, high=0.09, se=0.02)
-    comparison = Comparison(metric="thumbs_up_rate", treatment="b", control="a",
-                            absolute=change, relative=change, p_value=0.04, p_adjusted=0.04,
-                            cuped=False, variance_reduction=None)  # fmt: skip
-    looks = [Look(ts=1.0, treatment="b", difference=0.05, p_value=0.04, naive_p_value=0.01,
-                  cs_low=0.001, cs_high=0.1)] if sequential else []  # fmt: skip
-    experiment = ab()
-    alone = _primary_effect(experiment, "b", [comparison], looks, None, alpha=0.05)
-    corrected = _primary_effect(experiment, "b", [comparison], looks, None, alpha=0.025)
-    assert (alone.direction, corrected.direction) == (1, 0)
+    comparison = Comparison(
+        metric="thumbs_up_rate",
+        treatment="b",
+        control="a",
+        absolute=change,
+        relative=change,
+        p_value=0.04,
+        p_adjusted=0.04,
+        cuped=False,
+        variance_reduction=None,
+    )
+    look = Look(
+        ts=1.0,
+        treatment="b",
+        difference=0.05,
+        p_value=0.04,
+        naive_p_value=0.01,
+        cs_low=0.001,
+        cs_high=0.1,
+    )
+    primary = _primary(ab(), "b", [comparison], [look] if sequential else [], None)
+    alone, _ = read_primary(primary, higher_is_better=True, alpha=0.05)
+    corrected, _ = read_primary(primary, higher_is_better=True, alpha=0.025)
+    assert (alone, corrected) == ("better", "no_difference")
 
 
 def test_votes_on_battles_whose_answers_named_a_model_are_kept_but_not_counted(
