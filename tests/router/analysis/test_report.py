@@ -25,9 +25,14 @@ def ab(**extra: object) -> Experiment:
 
 def arena(**extra: object) -> Experiment:
     return Experiment.model_validate(
-        {"name": "duel", "mode": "arena", "arms": [{"variant": "a"}, {"variant": "b"}],
-         "guardrails": [{"metric": "reward_score", "max_decrease": 0.2}]} | extra
-    )  # fmt: skip
+        {
+            "name": "duel",
+            "mode": "arena",
+            "arms": [{"variant": "a"}, {"variant": "b"}],
+            "guardrails": [{"metric": "reward_score", "max_decrease": 0.2}],
+        }
+        | extra
+    )
 
 
 def test_a_better_treatment_with_healthy_guardrails_ships(tmp_path: Path) -> None:
@@ -76,8 +81,8 @@ def test_a_sample_ratio_mismatch_invalidates_the_experiment(tmp_path: Path) -> N
 
 def test_cuped_uses_the_pre_period(tmp_path: Path) -> None:
     store = tmp_path / "o.db"
-    traffic = Traffic(units=2000, pre_period=True, unit_effect=1.0, seed=4,
-                      arms={"a": Arm(thumbs_up=0.2), "b": Arm(thumbs_up=0.2)})  # fmt: skip
+    arms = {"a": Arm(thumbs_up=0.2), "b": Arm(thumbs_up=0.2)}
+    traffic = Traffic(units=2000, pre_period=True, unit_effect=1.0, seed=4, arms=arms)
     simulate_ab(store, ab(), traffic)
     report = build_report(store, ab(), reps=50)
     up = next(c for c in report.comparisons if c.metric == "thumbs_up_rate")
@@ -95,8 +100,8 @@ def test_holdout_is_its_own_group(tmp_path: Path) -> None:
 
 def test_an_arena_leaderboard_and_its_verdict(tmp_path: Path) -> None:
     store = tmp_path / "o.db"
-    simulate_arena(store, arena(), battles=2000, ratings={"a": 1000, "b": 1070},
-                   rewards={"a": 0.0, "b": 0.0})  # fmt: skip
+    ratings, rewards = {"a": 1000, "b": 1070}, {"a": 0.0, "b": 0.0}
+    simulate_arena(store, arena(), battles=2000, ratings=ratings, rewards=rewards)
     report = build_report(store, arena(), reps=100)
     board = report.arena.leaderboard
     assert [row.variant for row in board] == ["b", "a"]
@@ -107,8 +112,8 @@ def test_an_arena_leaderboard_and_its_verdict(tmp_path: Path) -> None:
 
 def test_an_arena_winner_with_a_worse_reward_is_named(tmp_path: Path) -> None:
     store = tmp_path / "o.db"
-    simulate_arena(store, arena(), battles=2000, ratings={"a": 1000, "b": 1100},
-                   rewards={"a": 0.0, "b": -0.6})  # fmt: skip
+    ratings, rewards = {"a": 1000, "b": 1100}, {"a": 0.0, "b": -0.6}
+    simulate_arena(store, arena(), battles=2000, ratings=ratings, rewards=rewards)
     report = build_report(store, arena(), reps=100)
     assert report.verdict.decision == "do not ship"
     assert report.verdict.sycophancy == ["b"]
@@ -116,8 +121,10 @@ def test_an_arena_winner_with_a_worse_reward_is_named(tmp_path: Path) -> None:
 
 def test_style_control_removes_a_length_bias(tmp_path: Path) -> None:
     store = tmp_path / "o.db"
-    simulate_arena(store, arena(), battles=3000, ratings={"a": 1000, "b": 1000},
-                   length_bias=3.0, longer={"b": 2.0})  # fmt: skip
+    ratings = {"a": 1000, "b": 1000}
+    simulate_arena(
+        store, arena(), battles=3000, ratings=ratings, length_bias=3.0, longer={"b": 2.0}
+    )
     report = build_report(store, arena(), reps=100)
     [h2h] = report.arena.head_to_head
     assert h2h.probability.low > 0.5  # b "wins" only by writing longer answers
@@ -312,9 +319,8 @@ def test_only_declared_custom_metrics_are_tested(tmp_path: Path) -> None:
     arms = {"a": Arm(thumbs_up=0.2), "b": Arm(thumbs_up=0.3)}
     experiment = ab(custom_metrics=["stars"])
     simulate_ab(store, experiment, Traffic(units=400, arms=arms, seed=3))
-    ids = [r[0] for r in sqlite3.connect(store).execute(
-        "SELECT completion_id FROM completions WHERE experiment = 'ab' AND status = 200 LIMIT 30"
-    )]  # fmt: skip
+    answered = "SELECT completion_id FROM completions WHERE experiment = 'ab' AND status = 200"
+    ids = [r[0] for r in sqlite3.connect(store).execute(f"{answered} LIMIT 30")]
     events = [Feedback(9e9, "custom", f"s{i}", completion_id=c, name="stars", number=4.0)
               for i, c in enumerate(ids)]  # fmt: skip
     events += [Feedback(9e9, "custom", f"x{i}", completion_id=c, name=f"invented-{i % 3}",
