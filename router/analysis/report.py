@@ -136,7 +136,7 @@ def _notes(
     notes = []
     if treatments > 1:
         notes.append(prose.bonferroni(treatments, alpha))
-    # The sample-ratio test left out the arms of weight 0 (no unit is meant to be there).
+    # The sample-ratio test leaves out arms of weight 0: no unit is expected in them.
     weightless = any(arm.weight == 0 for arm in experiment.arms)
     if sample_ratio is not None and experiment.mode == "ab" and weightless:
         notes.append(prose.WEIGHT_ZERO)
