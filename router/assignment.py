@@ -152,12 +152,10 @@ class CompiledExperiment:
         self._memo: dict[str, Assignment] = {}
         # Answers are built once: creating a frozen dataclass costs more than the hash.
         self._arm_hashers = tuple(
-            (Assignment(arm.variant, "arm"),
-             _prefix(salt, arm.variant),
-             1.0 / arm.weight)
+            (Assignment(arm.variant, "arm"), _prefix(salt, arm.variant), 1.0 / arm.weight)
             for arm in experiment.arms
             if arm.weight > 0
-        )  # fmt: skip
+        )
         self._fallbacks = {
             reason: Assignment(self._fallback, reason)
             for reason in ("scheduled", "stopped", "other_experiment", "not_allocated", "holdout")

@@ -101,11 +101,16 @@ def report_times(units: int = 100_000, battles: int = 100_000) -> str:
 
     folder = Path(__file__).resolve().parent.parent / "data" / "bench"
     folder.mkdir(parents=True, exist_ok=True)
-    ab = Experiment.model_validate({
-        "name": "bench-ab", "arms": [{"variant": "a"}, {"variant": "b"}],
-        "guardrails": [{"metric": "reward_score", "max_decrease": 0.1},
-                       {"metric": "ttft_p95_s", "max_increase": 0.1, "relative": True}],
-    })  # fmt: skip
+    ab = Experiment.model_validate(
+        {
+            "name": "bench-ab",
+            "arms": [{"variant": "a"}, {"variant": "b"}],
+            "guardrails": [
+                {"metric": "reward_score", "max_decrease": 0.1},
+                {"metric": "ttft_p95_s", "max_increase": 0.1, "relative": True},
+            ],
+        }
+    )
     arena = Experiment.model_validate(
         {"name": "bench-arena", "mode": "arena", "arms": [{"variant": v} for v in "abcd"]}
     )
@@ -121,8 +126,10 @@ def report_times(units: int = 100_000, battles: int = 100_000) -> str:
                 )
             else:
                 ratings = {"a": 1000, "b": 1030, "c": 980, "d": 1010}
-                simulate_arena(partial, experiment, battles=battles, ratings=ratings,
-                               rewards=dict.fromkeys(ratings, 0.0))  # fmt: skip
+                rewards = dict.fromkeys(ratings, 0.0)
+                simulate_arena(
+                    partial, experiment, battles=battles, ratings=ratings, rewards=rewards
+                )
             partial.rename(path)
         store = OutcomeStore(path)
         events = sum(store.count(table) for table in TABLES if table != "assignments")

@@ -296,15 +296,10 @@ class OutcomeStore:
                 return False
         cursor = self._db.execute(_INSERT_EXPOSURE, astuple(exposure))
         if tracked:
+            assigned = (exposure.experiment, exposure.unit, exposure.variant, exposure.reason)
             self._db.execute(
                 "INSERT OR REPLACE INTO assignments VALUES (?, ?, ?, ?, ?)",
-                (
-                    exposure.experiment,
-                    exposure.unit,
-                    exposure.variant,
-                    exposure.reason,
-                    cursor.lastrowid,
-                ),
+                (*assigned, cursor.lastrowid),
             )
         return True
 

@@ -1,6 +1,7 @@
 """`arena-serve report`: an experiment report as terminal tables, PNG plots and one HTML page.
 
-The analysis itself is `router.analysis.build_report`; this module only shows it:
+The analysis itself is `router.analysis.build_report`, whose verdict reasons and notes arrive
+already worded (`router.analysis.prose`); this module only shows the report:
 
 - `print_report`: rich tables (verdict, units, leaderboard, comparisons, guardrails);
 - `write_plots`: the leaderboard with interval whiskers (plain and style-controlled), a forest
@@ -23,13 +24,8 @@ import matplotlib.pyplot as plt
 from rich.console import Console
 from rich.table import Table
 
-from router.analysis.report import (
-    ALPHA,
-    ArenaSection,
-    ExperimentReport,
-    GuardrailResult,
-    Interval,
-)
+from router.analysis.schema import ArenaSection, ExperimentReport, GuardrailResult, Interval
+from router.analysis.verdict import ALPHA
 
 VERDICT_STYLE = {"ship": "bold green", "do not ship": "bold red", "keep running": "bold yellow"}
 
@@ -49,48 +45,90 @@ def _interval(interval: Interval, percent: bool = False) -> str:
 
 # Tables, shared by the terminal and the HTML page: (title, header, rows).
 
+TableRows = tuple[str, list[str], list[list[str]]]
 
-def tables(report: ExperimentReport) -> list[tuple[str, list[str], list[list[str]]]]:
-    out = []
+
+def tables(report: ExperimentReport) -> list[TableRows]:
+    out = [_units(report)]
+    if report.arena is not None and report.arena.leaderboard:
+        out += [_leaderboard(report.arena), _head_to_head(report.arena)]
+    if report.comparisons:
+        out.append(_comparisons(report))
+    if report.guardrails:
+        out.append(_guardrails(report))
+    return out
+
+
+def _units(report: ExperimentReport) -> TableRows:
     units = [[group, str(n)] for group, n in report.units.items()]
     if report.sample_ratio is not None:
         sr = report.sample_ratio
         units.append(
             ["sample-ratio test", f"p = {_fmt(sr.p_value)}" + (" MISMATCH" if sr.mismatch else "")]
         )
-    out.append(("Units" if report.mode == "ab" else "Arena completions", ["group", "n"], units))
-    if report.arena is not None and report.arena.leaderboard:
-        out.append((
-            f"Leaderboard ({_counted_votes(report.arena)}, {report.arena.battles} battles)",
-            ["variant", "rating [95 %]", "style-controlled [95 %]", "battles"],
-            [[r.variant, f"{_fmt(r.rating, 4)} [{_fmt(r.low, 4)}, {_fmt(r.high, 4)}]",
-              f"{_fmt(r.rating_style_controlled, 4)} [{_fmt(r.style_low, 4)}, "
-              f"{_fmt(r.style_high, 4)}]", str(r.battles)]
-             for r in report.arena.leaderboard],
-        ))  # fmt: skip
-        out.append((
-            "Head to head",
-            ["treatment", "control", "P(treatment wins)", "style-controlled"],
-            [[h.treatment, h.control, _interval(h.probability), _interval(
-                h.probability_style_controlled)] for h in report.arena.head_to_head],
-        ))  # fmt: skip
-    if report.comparisons:
-        out.append((
-            f"Treatment vs {report.control}",
-            ["metric", "treatment", "absolute [95 %]", "relative [95 %]", "p (Holm)", "CUPED"],
-            [[c.metric, c.treatment, _interval(c.absolute), _interval(c.relative, percent=True),
-              _fmt(c.p_adjusted),
-              f"−{100 * (c.variance_reduction or 0):.0f} % var" if c.cuped else "no"]
-             for c in report.comparisons],
-        ))  # fmt: skip
-    if report.guardrails:
-        out.append((
-            "Guardrails",
-            ["metric", "treatment", "change [95 %]", "bound", "status"],
-            [[g.metric, g.treatment, _interval(g.change, percent=g.relative), _bound(g), g.status]
-             for g in report.guardrails],
-        ))  # fmt: skip
-    return out
+    return ("Units" if report.mode == "ab" else "Arena completions", ["group", "n"], units)
+
+
+def _leaderboard(arena: ArenaSection) -> TableRows:
+    rows = [
+        [
+            r.variant,
+            f"{_fmt(r.rating, 4)} [{_fmt(r.low, 4)}, {_fmt(r.high, 4)}]",
+            f"{_fmt(r.rating_style_controlled, 4)} "
+            f"[{_fmt(r.style_low, 4)}, {_fmt(r.style_high, 4)}]",
+            str(r.battles),
+        ]
+        for r in arena.leaderboard
+    ]
+    return (
+        f"Leaderboard ({_counted_votes(arena)}, {arena.battles} battles)",
+        ["variant", "rating [95 %]", "style-controlled [95 %]", "battles"],
+        rows,
+    )
+
+
+def _head_to_head(arena: ArenaSection) -> TableRows:
+    rows = [
+        [
+            h.treatment,
+            h.control,
+            _interval(h.probability),
+            _interval(h.probability_style_controlled),
+        ]
+        for h in arena.head_to_head
+    ]
+    return (
+        "Head to head",
+        ["treatment", "control", "P(treatment wins)", "style-controlled"],
+        rows,
+    )
+
+
+def _comparisons(report: ExperimentReport) -> TableRows:
+    rows = [
+        [
+            c.metric,
+            c.treatment,
+            _interval(c.absolute),
+            _interval(c.relative, percent=True),
+            _fmt(c.p_adjusted),
+            f"−{100 * (c.variance_reduction or 0):.0f} % var" if c.cuped else "no",
+        ]
+        for c in report.comparisons
+    ]
+    return (
+        f"Treatment vs {report.control}",
+        ["metric", "treatment", "absolute [95 %]", "relative [95 %]", "p (Holm)", "CUPED"],
+        rows,
+    )
+
+
+def _guardrails(report: ExperimentReport) -> TableRows:
+    rows = [
+        [g.metric, g.treatment, _interval(g.change, percent=g.relative), _bound(g), g.status]
+        for g in report.guardrails
+    ]
+    return ("Guardrails", ["metric", "treatment", "change [95 %]", "bound", "status"], rows)
 
 
 def _bound(guardrail: GuardrailResult) -> str:
@@ -144,16 +182,19 @@ def _leaderboard_plot(report: ExperimentReport, path: Path) -> Path | None:
         return None
     rows = list(reversed(arena.leaderboard))
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.6 * len(rows)))
-    for offset, (label, value, low, high, color) in enumerate([
+    series = [
         ("rating", "rating", "low", "high", "tab:blue"),
         ("style-controlled", "rating_style_controlled", "style_low", "style_high", "tab:orange"),
-    ]):  # fmt: skip
+    ]
+    for offset, (label, value, low, high, color) in enumerate(series):
         ys = [i + (0.15 if offset == 0 else -0.15) for i in range(len(rows))]
         xs = [_or(getattr(r, value), math.nan) for r in rows]
         lows = [_or(getattr(r, low), x) for x, r in zip(xs, rows, strict=True)]
         highs = [_or(getattr(r, high), x) for x, r in zip(xs, rows, strict=True)]
-        err = [[x - lo for x, lo in zip(xs, lows, strict=True)],
-               [hi - x for x, hi in zip(xs, highs, strict=True)]]  # fmt: skip
+        err = [
+            [x - lo for x, lo in zip(xs, lows, strict=True)],
+            [hi - x for x, hi in zip(xs, highs, strict=True)],
+        ]
         ax.errorbar(xs, ys, xerr=err, fmt="o", color=color, capsize=4, label=label)
     ax.set_yticks(range(len(rows)), [r.variant for r in rows])
     ax.axvline(1000, color="grey", lw=0.8, ls=":")
@@ -224,20 +265,21 @@ def _sequential_plot(report: ExperimentReport, path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(7, 3.6))
     start = report.start or report.sequential[0].ts
+    styles = (
+        ("p_value", {"marker": "o", "label": "always-valid p"}),
+        ("naive_p_value", {"ls": "--", "alpha": 0.6, "label": "naive fixed-horizon p"}),
+    )
     for treatment in sorted({look.treatment for look in report.sequential}):
         looks = [look for look in report.sequential if look.treatment == treatment]
         hours = [(look.ts - start) / 3600 for look in looks]
-        for values, style in (
-            ([look.p_value for look in looks], {"marker": "o", "label": "always-valid p"}),
-            ([look.naive_p_value for look in looks],
-             {"ls": "--", "alpha": 0.6, "label": "naive fixed-horizon p"}),
-        ):  # fmt: skip
-            points, floored = _floored(values)
+        for field, style in styles:
+            points, floored = _floored([getattr(look, field) for look in looks])
             line = ax.plot(hours, points, **{**style, "label": f"{treatment}: {style['label']}"})
             below = [(h, p) for h, p, f in zip(hours, points, floored, strict=True) if f]
             if below:
-                ax.scatter(*zip(*below, strict=True), marker="v", facecolors="none",
-                           edgecolors=line[0].get_color(), zorder=3)  # fmt: skip
+                color = line[0].get_color()
+                xs, ys = zip(*below, strict=True)
+                ax.scatter(xs, ys, marker="v", facecolors="none", edgecolors=color, zorder=3)
     ax.axhline(ALPHA, color="tab:red", lw=1, label=f"α = {ALPHA}")
     ax.set_yscale("log")
     ax.set_ylim(P_FLOOR / 2, 1.5)  # hollow triangles on the floor: p below 1e-10

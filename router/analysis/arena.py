@@ -235,56 +235,18 @@ def _newton(
     Armijo backtracking line search per row. The objective is strictly convex, so this converges
     to the unique minimum from any start. Returns ``coef`` ``[R, m + k]``.
     """
-    reps = weights.shape[0]
-    k = 0 if style is None else style.shape[1]
-    p = m + k
-    coef = np.zeros((reps, p)) if start is None else np.tile(start, (reps, 1)).astype(float)
-    row = np.arange(reps)[:, None] * m
-    at_a, at_b = (row + a).ravel(), (row + b).ravel()
-    tiled_a, tiled_b = np.tile(a, reps), np.tile(b, reps)
-    # Flat [R, m, m] positions of the (a, a), (b, b), (a, b), (b, a) Hessian entries per cell.
-    hess_index = np.concatenate(
-        [at_a * m + tiled_a, at_b * m + tiled_b, at_a * m + tiled_b, at_b * m + tiled_a]
-    )
-    diagonal = np.arange(p)
-
-    def by_model(values: np.ndarray) -> np.ndarray:
-        flat = values.ravel()
-        plus = np.bincount(at_a, weights=flat, minlength=reps * m)
-        return (plus - np.bincount(at_b, weights=flat, minlength=reps * m)).reshape(reps, m)
-
-    def objective(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        z = c[:, a] - c[:, b]
-        if k:
-            z += c[:, m:] @ style.T
-        loss = (weights * (np.logaddexp(0.0, z) - y * z)).sum(axis=1)
-        return loss + 0.5 * ridge * np.einsum("rp,rp->r", c, c), z
-
-    f, z = objective(coef)
+    batch = _Batch(a, b, y, weights, m, style, ridge)
+    reps = batch.reps
+    coef = np.zeros((reps, batch.p)) if start is None else np.tile(start, (reps, 1)).astype(float)
+    f, z = batch.objective(coef)
     for _ in range(_MAX_NEWTON):
-        mu = expit(z)
-        resid = weights * (mu - y)
-        curv = weights * mu * (1.0 - mu)
-        grad = ridge * coef
-        grad[:, :m] += by_model(resid)
-        hess = np.zeros((reps, p, p))
-        flat = curv.ravel()
-        hess[:, :m, :m] = np.bincount(
-            hess_index, weights=np.concatenate([flat, flat, -flat, -flat]), minlength=reps * m * m
-        ).reshape(reps, m, m)
-        if k:
-            grad[:, m:] += resid @ style
-            for j in range(k):
-                hess[:, :m, m + j] = by_model(curv * style[:, j])
-            hess[:, m:, :m] = hess[:, :m, m:].transpose(0, 2, 1)
-            hess[:, m:, m:] = np.matmul(curv[:, None, :] * style.T[None], style)
-        hess[:, diagonal, diagonal] += ridge
+        grad, hess = batch.derivatives(coef, z)
         delta = -np.linalg.solve(hess, grad[..., None])[..., 0]
         slope = np.einsum("rp,rp->r", grad, delta)
         step = np.ones(reps)
         for _ in range(60):
             candidate = coef + step[:, None] * delta
-            f_new, z_new = objective(candidate)
+            f_new, z_new = batch.objective(candidate)
             accepted = f_new <= f + 1e-4 * step * slope + 1e-12 * np.abs(f)
             if accepted.all():
                 break
@@ -293,6 +255,75 @@ def _newton(
         if np.max(np.abs(step[:, None] * delta), initial=0.0) < _STEP_TOL:
             break
     return coef
+
+
+class _Batch:
+    """`_newton`'s objective over R rows of cell weights, with its gradient and Hessian per row."""
+
+    def __init__(
+        self,
+        a: np.ndarray,
+        b: np.ndarray,
+        y: np.ndarray,
+        weights: np.ndarray,
+        m: int,
+        style: np.ndarray | None,
+        ridge: float,
+    ) -> None:
+        self.a, self.b, self.y, self.weights, self.m = a, b, y, weights, m
+        self.style, self.ridge = style, ridge
+        self.reps = weights.shape[0]
+        self.k = 0 if style is None else style.shape[1]
+        self.p = m + self.k
+        row = np.arange(self.reps)[:, None] * m
+        self.at_a, self.at_b = (row + a).ravel(), (row + b).ravel()
+        tiled_a, tiled_b = np.tile(a, self.reps), np.tile(b, self.reps)
+        at_a, at_b = self.at_a, self.at_b
+        # Flat [R, m, m] positions of the (a, a), (b, b), (a, b), (b, a) Hessian entries per cell.
+        self.hess_index = np.concatenate(
+            [at_a * m + tiled_a, at_b * m + tiled_b, at_a * m + tiled_b, at_b * m + tiled_a]
+        )
+
+    def by_model(self, values: np.ndarray) -> np.ndarray:
+        """Per-cell values ``[R, C]`` summed onto the models, +1 on side a and -1 on side b."""
+        flat, size = values.ravel(), self.reps * self.m
+        plus = np.bincount(self.at_a, weights=flat, minlength=size)
+        return (plus - np.bincount(self.at_b, weights=flat, minlength=size)).reshape(
+            self.reps, self.m
+        )
+
+    def objective(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's penalized loss at ``c``, and the cells' log-odds ``z``."""
+        z = c[:, self.a] - c[:, self.b]
+        if self.k:
+            z += c[:, self.m :] @ self.style.T
+        loss = (self.weights * (np.logaddexp(0.0, z) - self.y * z)).sum(axis=1)
+        return loss + 0.5 * self.ridge * np.einsum("rp,rp->r", c, c), z
+
+    def derivatives(self, coef: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's gradient ``[R, p]`` and Hessian ``[R, p, p]`` at ``coef`` (log-odds ``z``)."""
+        m, k, reps, style = self.m, self.k, self.reps, self.style
+        mu = expit(z)
+        resid = self.weights * (mu - self.y)
+        curv = self.weights * mu * (1.0 - mu)
+        grad = self.ridge * coef
+        grad[:, :m] += self.by_model(resid)
+        hess = np.zeros((reps, self.p, self.p))
+        flat = curv.ravel()
+        hess[:, :m, :m] = np.bincount(
+            self.hess_index,
+            weights=np.concatenate([flat, flat, -flat, -flat]),
+            minlength=reps * m * m,
+        ).reshape(reps, m, m)
+        if k:
+            grad[:, m:] += resid @ style
+            for j in range(k):
+                hess[:, :m, m + j] = self.by_model(curv * style[:, j])
+            hess[:, m:, :m] = hess[:, :m, m:].transpose(0, 2, 1)
+            hess[:, m:, m:] = np.matmul(curv[:, None, :] * style.T[None], style)
+        diagonal = np.arange(self.p)
+        hess[:, diagonal, diagonal] += self.ridge
+        return grad, hess
 
 
 def _cells(battles: Battles, style: bool) -> tuple[tuple[np.ndarray, ...], np.ndarray | None]:
@@ -353,8 +384,8 @@ def _cluster_scores(
     np.add.at(scores, (cluster, a), residual)
     np.add.at(scores, (cluster, b), -residual)
     if covariates is not None:
-        np.add.at(scores, (cluster[:, None], m + np.arange(k)[None, :]),
-                  residual[:, None] * covariates)  # fmt: skip
+        at = (cluster[:, None], m + np.arange(k)[None, :])
+        np.add.at(scores, at, residual[:, None] * covariates)
     return scores.T @ scores
 
 
@@ -446,10 +477,8 @@ def _information(
     np.add.at(info, (a, b), -curv)
     np.add.at(info, (b, a), -curv)
     if k:
-        cross = np.stack(
-            [np.bincount(a, curv * covariates[:, j], m) - np.bincount(b, curv * covariates[:, j], m)
-             for j in range(k)], axis=1,
-        )  # fmt: skip
+        weighted = [curv * covariates[:, j] for j in range(k)]
+        cross = np.stack([np.bincount(a, w, m) - np.bincount(b, w, m) for w in weighted], axis=1)
         info[:m, m:], info[m:, :m] = cross, cross.T
         info[m:, m:] = covariates.T @ (curv[:, None] * covariates)
     info[np.diag_indices(m + k)] += ridge
@@ -533,52 +562,22 @@ def leaderboard(
         raise ValueError("reps must be 0 or more")
     if not 0 < alpha < 1:
         raise ValueError("alpha must be in (0, 1)")
-    rating, coef, played, (a, b, y, count, covariates), cluster = _point(
-        battles, style, scale, base, anchor, ridge
-    )
+    rating, coef, played, cells, cluster = _point(battles, style, scale, base, anchor, ridge)
+    count, covariates = cells[3], cells[4]
     m, k = len(battles.models), coef.size - len(battles.models)
     points = scale / math.log(base)
     replicates = np.full((reps, m), np.nan)
     style_replicates = np.full((reps, k), np.nan)
-    n = round(float(count.sum()))
     refits = covariates is not None or cluster is not None  # else a few cells: always refit
     asymptotic = refits and count.size * reps > BOOTSTRAP_BUDGET
-    if n and reps and asymptotic:
-        # Wald: replicates drawn from N(coef, covariance), as many as asked, no refits; the
-        # covariance is information^-1, or with voters H^-1 (sum of g g^T per voter) H^-1.
-        rng = np.random.default_rng(seed)
-        covariance = np.linalg.inv(_information(a, b, count, covariates, m, coef, ridge))
-        if cluster is not None:
-            middle = _cluster_scores(a, b, y, count, covariates, m, coef, cluster)
-            covariance = covariance @ middle @ covariance
-        draws = rng.multivariate_normal(coef, (covariance + covariance.T) / 2, size=reps)
-        replicates[:] = _anchored(draws[:, :m], np.broadcast_to(played > 0, (reps, m)),
-                                  scale, base, anchor)  # fmt: skip
-        style_replicates[:] = draws[:, m:] * points
-    elif n and reps:
-        rng = np.random.default_rng(seed)
-        chunk = max(1, _CHUNK_ELEMENTS // count.size)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=reps, desc="bootstrap", unit="rep")
-        for lo in range(0, reps, chunk):
-            size = min(chunk, reps - lo)
-            if cluster is None:
-                weights = rng.multinomial(n, count / n, size=size).astype(float)
-            else:  # voters drawn with replacement; each cell weighs its voter's draws
-                voters = int(cluster.max()) + 1
-                drawn = rng.multinomial(voters, np.full(voters, 1 / voters), size=size)
-                weights = count[None, :] * drawn[:, cluster]
-            fitted = _newton(a, b, y, weights, m, covariates, ridge, start=coef)
-            present = _battles_per_model(a, b, weights, m) > 0
-            replicates[lo : lo + size] = _anchored(fitted[:, :m], present, scale, base, anchor)
-            style_replicates[lo : lo + size] = fitted[:, m:] * points
-            if bar is not None:
-                bar.update(size)
-        if bar is not None:
-            bar.close()
+    if round(float(count.sum())) and reps:
+        if asymptotic:
+            draws = _wald_draws(cells, cluster, m, coef, ridge, reps, seed)
+            present = np.broadcast_to(played > 0, (reps, m))
+        else:
+            draws, present = _bootstrap(cells, cluster, m, coef, ridge, reps, seed, progress)
+        replicates = _anchored(draws[:, :m], present, scale, base, anchor)
+        style_replicates = draws[:, m:] * points
     replicates.setflags(write=False)
     return Ratings(
         models=battles.models,
@@ -592,3 +591,63 @@ def leaderboard(
         base=base,
         method="asymptotic" if asymptotic else "bootstrap",
     )
+
+
+def _wald_draws(
+    cells: tuple[np.ndarray, ...],
+    cluster: np.ndarray | None,
+    m: int,
+    coef: np.ndarray,
+    ridge: float,
+    reps: int,
+    seed: int,
+) -> np.ndarray:
+    """``reps`` coefficient rows drawn from N(coef, covariance), no refits: the covariance is
+    information^-1, or with voters H^-1 (sum of g g^T per voter) H^-1."""
+    a, b, y, count, covariates = cells
+    rng = np.random.default_rng(seed)
+    covariance = np.linalg.inv(_information(a, b, count, covariates, m, coef, ridge))
+    if cluster is not None:
+        middle = _cluster_scores(a, b, y, count, covariates, m, coef, cluster)
+        covariance = covariance @ middle @ covariance
+    return rng.multivariate_normal(coef, (covariance + covariance.T) / 2, size=reps)
+
+
+def _bootstrap(
+    cells: tuple[np.ndarray, ...],
+    cluster: np.ndarray | None,
+    m: int,
+    coef: np.ndarray,
+    ridge: float,
+    reps: int,
+    seed: int,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``reps`` refits on resampled battles (or voters), from ``coef``, in chunks that bound
+    memory: the coefficients ``[reps, m + k]`` and whether each model drew a battle ``[reps, m]``.
+    """
+    a, b, y, count, covariates = cells
+    n = round(float(count.sum()))
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _CHUNK_ELEMENTS // count.size)
+    fitted, present = [], []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=reps, desc="bootstrap", unit="rep")
+    for lo in range(0, reps, chunk):
+        size = min(chunk, reps - lo)
+        if cluster is None:
+            weights = rng.multinomial(n, count / n, size=size).astype(float)
+        else:  # voters drawn with replacement; each cell weighs its voter's draws
+            voters = int(cluster.max()) + 1
+            drawn = rng.multinomial(voters, np.full(voters, 1 / voters), size=size)
+            weights = count[None, :] * drawn[:, cluster]
+        fitted.append(_newton(a, b, y, weights, m, covariates, ridge, start=coef))
+        present.append(_battles_per_model(a, b, weights, m) > 0)
+        if bar is not None:
+            bar.update(size)
+    if bar is not None:
+        bar.close()
+    return np.concatenate(fitted), np.concatenate(present)

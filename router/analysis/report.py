@@ -1,25 +1,15 @@
-"""The experiment report: metrics per arm, comparisons, sequential tests, leaderboard, verdict.
+"""The experiment report's orchestration: read the log, compute each section, ask the verdict.
 
 `build_report(store, experiment)` reads the outcome log (read-only) and answers the question a
-team runs the experiment for: ship the treatment or not. Every figure comes with its interval;
-the JSON form (`ExperimentReport.model_dump`) is what `GET /v1/experiments/{name}/report`
+team runs the experiment for: ship the treatment or not. It computes metrics per arm,
+comparisons, the primary metric's sequential test, guardrails, the sample-ratio test and the
+arena's leaderboard, gathers each treatment's evidence for `verdict.decide` (the decision rules),
+and has `prose` word the reasons and notes. Every figure comes with its interval; the models are
+in `schema`, and `ExperimentReport.model_dump` is what `GET /v1/experiments/{name}/report`
 returns and what the CLI renders as tables, plots and an HTML page.
 
-Decision rules (`_verdict`), per treatment against the control (the experiment's default
-variant):
-
-- a sample-ratio mismatch invalidates the experiment: do not ship;
-- a guardrail whose whole always-valid interval (confidence sequence, so a daily look is
-  fine here too) lies beyond its bound fails: do not ship — and a treatment
-  that wins on its primary metric (votes, thumbs) while failing the reward-score guardrail is
-  named as the sycophancy pattern;
-- the primary metric significantly worse (always-valid p-value, so daily looks are fine): do not
-  ship; significantly better with every guardrail passing (interval inside its bound): ship;
-  anything else: keep running.
-
-With k treatments the primary metric is tested at ALPHA / k (Bonferroni: the chance of shipping
-any treatment that is no better stays at most ALPHA), and of those that could ship, the one with
-the best primary estimate is named.
+With k treatments the primary metric is tested at ALPHA / k (Bonferroni), and its confidence
+sequences and head-to-head intervals are at that level.
 """
 
 from __future__ import annotations
@@ -27,15 +17,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from router.analysis import arena as arena_stats
-from router.analysis import stats
+from router.analysis import prose, stats
 from router.analysis.data import HOLDOUT, BattleRows, ExperimentData, Group, load
 from router.analysis.metrics import (
     QUANTILES,
@@ -46,164 +33,37 @@ from router.analysis.metrics import (
     quantile_values,
     ratio_parts,
 )
+from router.analysis.schema import (
+    NO_INTERVAL,
+    ArenaSection,
+    Comparison,
+    ExperimentReport,
+    GuardrailResult,
+    HeadToHead,
+    Interval,
+    LeaderboardRow,
+    Look,
+    MetricValue,
+    Reason,
+    SampleRatio,
+    Status,
+    Verdict,
+    number,
+)
+from router.analysis.verdict import (
+    ALPHA,
+    Evidence,
+    FixedHorizon,
+    Missing,
+    Primary,
+    Sequential,
+    Treatment,
+    Votes,
+    decide,
+)
 from router.experiment import Experiment, Guardrail, can_be_negative
 
-ALPHA = 0.05
 LOOKS = 20  # sequential looks when the experiment is younger than two days; daily after
-Decision = Literal["ship", "do not ship", "keep running"]
-Status = Literal["pass", "fail", "inconclusive"]
-
-
-def _number(value: float | None) -> float | None:
-    """JSON has no NaN: missing figures are null."""
-    if value is None or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-class Interval(BaseModel):
-    value: float | None
-    low: float | None
-    high: float | None
-    se: float | None = Field(default=None, description="The estimate's standard error.")
-
-    @classmethod
-    def of(cls, estimate: stats.Estimate) -> Interval:
-        return cls(
-            value=_number(estimate.value),
-            low=_number(estimate.ci[0]),
-            high=_number(estimate.ci[1]),
-            se=_number(estimate.se),
-        )
-
-
-class MetricValue(BaseModel):
-    metric: str
-    group: str
-    estimate: Interval
-    units: int
-
-
-class Comparison(BaseModel):
-    metric: str
-    treatment: str
-    control: str
-    absolute: Interval
-    relative: Interval
-    p_value: float | None
-    p_adjusted: float | None = Field(description="Holm-adjusted over this treatment's metrics.")
-    cuped: bool
-    variance_reduction: float | None
-    control_value: float | None = Field(default=None, description="The control's estimate.")
-
-
-class Look(BaseModel):
-    """The primary metric at one look: always-valid p-value and confidence sequence."""
-
-    ts: float
-    treatment: str
-    difference: float | None
-    p_value: float | None
-    naive_p_value: float | None
-    cs_low: float | None
-    cs_high: float | None
-
-
-class GuardrailResult(BaseModel):
-    metric: str
-    treatment: str
-    change: Interval = Field(
-        description="The change with its always-valid (confidence sequence) interval: a report "
-        "refreshed every day may be judged every day without passing a violated guardrail more "
-        "often than ALPHA."
-    )
-    relative: bool
-    max_increase: float | None
-    max_decrease: float | None
-    status: Status
-
-
-class SampleRatio(BaseModel):
-    groups: list[str]
-    counts: list[int]
-    expected: list[float]
-    p_value: float | None
-    mismatch: bool
-
-
-class LeaderboardRow(BaseModel):
-    variant: str
-    rating: float | None
-    low: float | None
-    high: float | None
-    rating_style_controlled: float | None
-    style_low: float | None
-    style_high: float | None
-    battles: int
-
-
-class HeadToHead(BaseModel):
-    """P(treatment beats control) from the ratings, with its bootstrap interval."""
-
-    treatment: str
-    control: str
-    probability: Interval
-    probability_style_controlled: Interval
-
-
-class ArenaSection(BaseModel):
-    battles: int
-    votes: int = Field(description="Votes logged, voided ones included.")
-    voided_votes: int = Field(
-        default=0,
-        description="Votes on battles in which an answer named a model or vendor (a variant's "
-        "identity_terms): kept in the log, left out of the leaderboard and the verdict.",
-    )
-    voters: int = Field(default=0, description="Distinct units whose votes count.")
-    leaderboard: list[LeaderboardRow]
-    win_rate: dict[str, dict[str, float | None]]
-    pair_battles: dict[str, dict[str, int]]
-    head_to_head: list[HeadToHead]
-    style_coefficients: dict[str, float] | None
-    style_intervals: str = Field(
-        default="bootstrap",
-        description="bootstrap, or asymptotic (Wald draws) when refitting every replicate on "
-        "this many battles would be too slow",
-    )
-
-
-class Verdict(BaseModel):
-    decision: Decision
-    variant: str | None = Field(description="The variant to ship, when the decision is ship.")
-    reasons: list[str]
-    sycophancy: list[str] = Field(
-        description="Treatments that win on votes or thumbs while failing the reward guardrail."
-    )
-
-
-class ExperimentReport(BaseModel):
-    experiment: str
-    mode: str
-    generated_at: float
-    seconds: float = Field(description="How long the analysis took.")
-    start: float | None
-    end: float | None
-    control: str
-    primary_metric: str
-    units: dict[str, int]
-    sample_ratio: SampleRatio | None
-    metrics: list[MetricValue]
-    comparisons: list[Comparison]
-    sequential: list[Look]
-    guardrails: list[GuardrailResult]
-    arena: ArenaSection | None
-    verdict: Verdict
-    notes: list[str]
-    undeclared_custom_metrics: dict[str, int] = Field(
-        default_factory=dict,
-        description="Custom feedback names in the log that the experiment does not declare "
-        "(primary_metric, guardrails, custom_metrics), with their counts: stored, never tested.",
-    )
 
 
 def build_report(
@@ -218,43 +78,30 @@ def build_report(
     started = time.perf_counter()
     data = load(store, experiment.name, now)
     control = _control(experiment, data)
-    notes: list[str] = []
     metric_names = _metrics(experiment)
     groups = [g for g in data.groups.values() if g.n_units]
     treatments = [g.name for g in groups if g.name not in (control, HOLDOUT)]
-    values = [
-        MetricValue(metric=m, group=g.name, estimate=Interval.of(_estimate(g, m, reps)),
-                    units=g.n_units)
-        for m in metric_names
-        for g in groups
-    ]  # fmt: skip
+    values = _values(groups, metric_names, reps)
     comparisons = _comparisons(data, control, treatments, metric_names, reps)
     alpha = ALPHA / max(1, len(treatments))
-    if len(treatments) > 1:
-        notes.append(
-            f"{len(treatments)} treatments: the primary metric is tested at {alpha:.3g} each "
-            f"(Bonferroni over {ALPHA:g}); its confidence sequences and head-to-head intervals "
-            "are at that level"
-        )
     arena = _arena(experiment, data, control, reps, progress, alpha) if data.battles else None
     sequential = [] if arena else _sequential(experiment, data, control, treatments, alpha)
     guardrails = _guardrails(experiment, comparisons)
-    sample_ratio = _sample_ratio(experiment, data, notes)
-    if experiment.mode == "arena" and arena is None:
-        notes.append("no battles logged yet")
-    if arena is not None and arena.voided_votes:
-        notes.append(
-            f"{arena.voided_votes} of {arena.votes} votes left out: an answer in their battle "
-            "named a model or vendor (identity_terms), so the voter may have known who wrote it"
-        )
+    sample_ratio = _sample_ratio(experiment, data)
     undeclared = _undeclared(experiment, data)
-    if undeclared:
-        notes.append(
-            f"custom metrics not declared by the experiment, stored but not tested: "
-            f"{', '.join(sorted(undeclared))} (declare them in custom_metrics)"
-        )
-    verdict = _verdict(experiment, control, treatments, comparisons, sequential, guardrails,
-                       sample_ratio, arena, alpha)  # fmt: skip
+    evidence = Evidence(
+        metric=experiment.metric,
+        higher_is_better=higher_is_better(experiment.metric),
+        control=control,
+        alpha=alpha,
+        sample_ratio_mismatch=sample_ratio is not None and sample_ratio.mismatch,
+        treatments=tuple(
+            _treatment(experiment, name, comparisons, sequential, guardrails, arena)
+            for name in treatments
+        ),
+    )
+    verdict = _verdict(evidence, sample_ratio)
+    notes = _notes(experiment, len(treatments), alpha, arena, sample_ratio, undeclared)
     return ExperimentReport(
         experiment=experiment.name,
         mode=experiment.mode,
@@ -275,6 +122,31 @@ def build_report(
         notes=notes,
         undeclared_custom_metrics=undeclared,
     )
+
+
+def _notes(
+    experiment: Experiment,
+    treatments: int,
+    alpha: float,
+    arena: ArenaSection | None,
+    sample_ratio: SampleRatio | None,
+    undeclared: dict[str, int],
+) -> list[str]:
+    """What a reader should know besides the verdict, worded by `prose`."""
+    notes = []
+    if treatments > 1:
+        notes.append(prose.bonferroni(treatments, alpha))
+    # The sample-ratio test leaves out arms of weight 0: no unit is expected in them.
+    weightless = any(arm.weight == 0 for arm in experiment.arms)
+    if sample_ratio is not None and experiment.mode == "ab" and weightless:
+        notes.append(prose.WEIGHT_ZERO)
+    if experiment.mode == "arena" and arena is None:
+        notes.append(prose.NO_BATTLES)
+    if arena is not None and arena.voided_votes:
+        notes.append(prose.voided_votes(arena.voided_votes, arena.votes))
+    if undeclared:
+        notes.append(prose.undeclared(undeclared))
+    return notes
 
 
 def _control(experiment: Experiment, data: ExperimentData) -> str:
@@ -300,6 +172,17 @@ def _undeclared(experiment: Experiment, data: ExperimentData) -> dict[str, int]:
     return counts
 
 
+def _values(groups: list[Group], metrics: list[str], reps: int) -> list[MetricValue]:
+    """Each metric's estimate in each group, metric by metric."""
+    return [
+        MetricValue(
+            metric=m, group=g.name, estimate=Interval.of(_estimate(g, m, reps)), units=g.n_units
+        )
+        for m in metrics
+        for g in groups
+    ]
+
+
 def _estimate(group: Group, metric: str, reps: int) -> stats.Estimate:
     if is_quantile(metric):
         values, units = quantile_values(group, metric)
@@ -322,9 +205,6 @@ def _compare(t: Group, c: Group, metric: str, reps: int) -> stats.Lift:
     return stats.compare_ratio(num_t, den_t, num_c, den_c, ALPHA, x_t, x_c)
 
 
-_NO_INTERVAL = Interval(value=None, low=None, high=None)
-
-
 def _comparisons(
     data: ExperimentData, control: str, treatments: list[str], metrics: list[str], reps: int
 ) -> list[Comparison]:
@@ -337,15 +217,21 @@ def _comparisons(
         for (metric, lift), p_adjusted in zip(lifts.items(), adjusted, strict=True):
             # A metric that can be negative has no relative change: on a negative baseline
             # it flips the sign, and its scale (a reward model's) has no meaningful zero.
-            relative = _NO_INTERVAL if can_be_negative(metric) else Interval.of(lift.relative)
+            relative = NO_INTERVAL if can_be_negative(metric) else Interval.of(lift.relative)
             out.append(
-                Comparison(metric=metric, treatment=name, control=control,
-                           absolute=Interval.of(lift.absolute),
-                           relative=relative,
-                           p_value=_number(lift.p_value), p_adjusted=_number(p_adjusted),
-                           cuped=lift.cuped, variance_reduction=_number(lift.variance_reduction),
-                           control_value=_number(lift.control.value))
-            )  # fmt: skip
+                Comparison(
+                    metric=metric,
+                    treatment=name,
+                    control=control,
+                    absolute=Interval.of(lift.absolute),
+                    relative=relative,
+                    p_value=number(lift.p_value),
+                    p_adjusted=number(p_adjusted),
+                    cuped=lift.cuped,
+                    variance_reduction=number(lift.variance_reduction),
+                    control_value=number(lift.control.value),
+                )
+            )
     return out
 
 
@@ -388,16 +274,22 @@ def _sequential(
         p_values = np.full(len(times), np.nan)
         if valid.any():
             p_values[valid] = stats.always_valid_p_values(diff_arr[valid], var_arr[valid], tau2)
-        for at, diff, var, p, naive_p in zip(times, diffs, variances, p_values, naive,
-                                             strict=True):  # fmt: skip
+        rows = zip(times, diffs, variances, p_values, naive, strict=True)
+        for at, diff, var, p, naive_p in rows:
             low = high = None
             if math.isfinite(diff) and math.isfinite(var) and var > 0:
                 low, high = stats.confidence_sequence(diff, var, tau2, alpha)
             looks.append(
-                Look(ts=float(at), treatment=name, difference=_number(diff),
-                     p_value=_number(p), naive_p_value=_number(naive_p),
-                     cs_low=_number(low), cs_high=_number(high))
-            )  # fmt: skip
+                Look(
+                    ts=float(at),
+                    treatment=name,
+                    difference=number(diff),
+                    p_value=number(p),
+                    naive_p_value=number(naive_p),
+                    cs_low=number(low),
+                    cs_high=number(high),
+                )
+            )
     return looks
 
 
@@ -429,7 +321,7 @@ def _always_valid(
         scale = 1.0 if guardrail.relative else control_value
         tau2 = stats.default_tau2(scale if scale is not None else math.nan)
     low, high = stats.confidence_sequence(change.value, change.se**2, tau2, ALPHA)
-    return Interval(value=change.value, low=_number(low), high=_number(high), se=change.se)
+    return Interval(value=change.value, low=number(low), high=number(high), se=change.se)
 
 
 def _guardrails(experiment: Experiment, comparisons: list[Comparison]) -> list[GuardrailResult]:
@@ -437,29 +329,30 @@ def _guardrails(experiment: Experiment, comparisons: list[Comparison]) -> list[G
     skipped (a guardrail nobody computed must not let a treatment ship)."""
     by_key = {(c.metric, c.treatment): c for c in comparisons}
     treatments = sorted({c.treatment for c in comparisons})
-    unknown = Interval(value=None, low=None, high=None)
     out = []
     for guardrail in experiment.guardrails:
         for treatment in treatments:
             comparison = by_key.get((guardrail.metric, treatment))
             if comparison is None:
-                change = unknown
+                change = NO_INTERVAL
             else:
                 change = comparison.relative if guardrail.relative else comparison.absolute
                 change = _always_valid(change, guardrail, comparison.control_value)
             out.append(
-                GuardrailResult(metric=guardrail.metric, treatment=treatment, change=change,
-                                relative=guardrail.relative,
-                                max_increase=guardrail.max_increase,
-                                max_decrease=guardrail.max_decrease,
-                                status=_guardrail_status(guardrail, change))
-            )  # fmt: skip
+                GuardrailResult(
+                    metric=guardrail.metric,
+                    treatment=treatment,
+                    change=change,
+                    relative=guardrail.relative,
+                    max_increase=guardrail.max_increase,
+                    max_decrease=guardrail.max_decrease,
+                    status=_guardrail_status(guardrail, change),
+                )
+            )
     return out
 
 
-def _sample_ratio(
-    experiment: Experiment, data: ExperimentData, notes: list[str]
-) -> SampleRatio | None:
+def _sample_ratio(experiment: Experiment, data: ExperimentData) -> SampleRatio | None:
     """Units per arm against the arm weights (A/B), or battles per pair against pair weights."""
     if experiment.mode == "arena":
         if data.battles is None:
@@ -480,10 +373,13 @@ def _sample_ratio(
     if len(names) < 2 or sum(counts) == 0:
         return None
     test = stats.sample_ratio_test(counts, weights)
-    if experiment.mode == "ab" and any(a.weight == 0 for a in experiment.arms):
-        notes.append("arms with weight 0 are left out of the sample-ratio test")
-    return SampleRatio(groups=names, counts=list(test.counts), expected=list(test.expected),
-                       p_value=_number(test.p_value), mismatch=test.mismatch)  # fmt: skip
+    return SampleRatio(
+        groups=names,
+        counts=list(test.counts),
+        expected=list(test.expected),
+        p_value=number(test.p_value),
+        mismatch=test.mismatch,
+    )
 
 
 def _arena(
@@ -501,64 +397,106 @@ def _arena(
     votes, voided = len(logged.vote), int(logged.identity_revealed.sum())
     rows = _counted(logged)
     names = sorted({*rows.variant_a, *rows.variant_b} | {a.variant for a in experiment.arms})
+    pair_battles = _pair_battles(rows, names)
+    if not rows.vote:
+        return ArenaSection(
+            battles=rows.battles,
+            votes=votes,
+            voided_votes=voided,
+            leaderboard=[],
+            win_rate={},
+            pair_battles=pair_battles,
+            head_to_head=[],
+            style_coefficients=None,
+        )
+    battles = _voted(rows)
+    plain = arena_stats.leaderboard(battles, reps=reps, alpha=ALPHA, progress=progress)
+    styled = arena_stats.leaderboard(battles, style=True, reps=reps, alpha=ALPHA, progress=progress)
+    return ArenaSection(
+        battles=rows.battles,
+        votes=votes,
+        voided_votes=voided,
+        voters=len(set(rows.voters)),
+        leaderboard=_leaderboard(plain, styled),
+        win_rate=_win_rate(battles),
+        pair_battles=pair_battles,
+        head_to_head=_head_to_head(plain, styled, control, alpha),
+        style_coefficients=_style_coefficients(styled),
+        style_intervals=styled.method,
+    )
+
+
+def _pair_battles(rows: BattleRows, names: list[str]) -> dict[str, dict[str, int]]:
+    """Battles per pair, both ways round, with a row for every variant."""
     pair_battles: dict[str, dict[str, int]] = {n: {} for n in names}
     for (a, b), count in rows.pairs.items():
         pair_battles.setdefault(a, {})[b] = count
         pair_battles.setdefault(b, {})[a] = count
-    if not rows.vote:
-        return ArenaSection(battles=rows.battles, votes=votes, voided_votes=voided,
-                            leaderboard=[], win_rate={}, pair_battles=pair_battles,
-                            head_to_head=[], style_coefficients=None)  # fmt: skip
+    return pair_battles
+
+
+def _voted(rows: BattleRows) -> arena_stats.Battles:
+    """The voted battles with their style features and voters."""
     # A side without a token count (no usage from its engine) gives its battle no length
     # difference, not the largest one there is.
     tokens = np.where(np.isnan(rows.tokens).any(axis=1, keepdims=True), 0.0, rows.tokens)
-    voters = len(set(rows.voters))
-    style = arena_stats.style_features(tokens[:, 0], tokens[:, 1],
-                                       rows.markdown[:, 0], rows.markdown[:, 1])  # fmt: skip
-    battles = arena_stats.Battles.from_votes(
+    style = arena_stats.style_features(
+        tokens[:, 0], tokens[:, 1], rows.markdown[:, 0], rows.markdown[:, 1]
+    )
+    return arena_stats.Battles.from_votes(
         rows.variant_a, rows.variant_b, rows.vote, style, voters=rows.voters
     )
-    plain = arena_stats.leaderboard(battles, reps=reps, alpha=ALPHA, progress=progress)
-    styled = arena_stats.leaderboard(battles, style=True, reps=reps, alpha=ALPHA, progress=progress)
+
+
+def _leaderboard(plain: arena_stats.Ratings, styled: arena_stats.Ratings) -> list[LeaderboardRow]:
+    """Both ratings of each variant, the highest plain rating first."""
+    rows = (
+        LeaderboardRow(
+            variant=m,
+            rating=number(plain.rating[i]),
+            low=number(plain.ci[i, 0]),
+            high=number(plain.ci[i, 1]),
+            rating_style_controlled=number(styled.rating[i]),
+            style_low=number(styled.ci[i, 0]),
+            style_high=number(styled.ci[i, 1]),
+            battles=int(plain.battles[i]),
+        )
+        for i, m in enumerate(plain.models)
+    )
+    return sorted(rows, key=lambda row: -(row.rating or -math.inf))
+
+
+def _win_rate(battles: arena_stats.Battles) -> dict[str, dict[str, float | None]]:
     win_rate, _ = arena_stats.win_matrix(battles)
     models = list(battles.models)
-    board = sorted(
-        (
-            LeaderboardRow(variant=m, rating=_number(plain.rating[i]),
-                           low=_number(plain.ci[i, 0]), high=_number(plain.ci[i, 1]),
-                           rating_style_controlled=_number(styled.rating[i]),
-                           style_low=_number(styled.ci[i, 0]), style_high=_number(styled.ci[i, 1]),
-                           battles=int(plain.battles[i]))
-            for i, m in enumerate(models)
-        ),
-        key=lambda row: -(row.rating or -math.inf),
-    )  # fmt: skip
-    head_to_head = []
-    if control in models:
-        for name in models:
-            if name != control:
-                head_to_head.append(
-                    HeadToHead(treatment=name, control=control,
-                               probability=_win_interval(plain, name, control, alpha),
-                               probability_style_controlled=_win_interval(styled, name, control,
-                                                                          alpha))
-                )  # fmt: skip
-    coefficients = None
-    if styled.style_coefficients is not None:
-        labels = ["length", "headers", "list_items", "bold"]
-        coefficients = {
-            label: float(v) for label, v in zip(labels, styled.style_coefficients, strict=False)
-        }
-    matrix = {
-        a: {b: _number(win_rate[i, j]) for j, b in enumerate(models) if i != j}
+    return {
+        a: {b: number(win_rate[i, j]) for j, b in enumerate(models) if i != j}
         for i, a in enumerate(models)
     }
-    return ArenaSection(battles=rows.battles, votes=votes, voided_votes=voided, voters=voters,
-                        leaderboard=board,
-                        win_rate=matrix,
-                        pair_battles=pair_battles, head_to_head=head_to_head,
-                        style_coefficients=coefficients,
-                        style_intervals=styled.method)  # fmt: skip
+
+
+def _head_to_head(
+    plain: arena_stats.Ratings, styled: arena_stats.Ratings, control: str, alpha: float
+) -> list[HeadToHead]:
+    if control not in plain.models:
+        return []
+    return [
+        HeadToHead(
+            treatment=name,
+            control=control,
+            probability=_win_interval(plain, name, control, alpha),
+            probability_style_controlled=_win_interval(styled, name, control, alpha),
+        )
+        for name in plain.models
+        if name != control
+    ]
+
+
+def _style_coefficients(styled: arena_stats.Ratings) -> dict[str, float] | None:
+    if styled.style_coefficients is None:
+        return None
+    labels = ["length", "headers", "list_items", "bold"]
+    return {label: float(v) for label, v in zip(labels, styled.style_coefficients, strict=False)}
 
 
 def _counted(rows: BattleRows) -> BattleRows:
@@ -583,176 +521,73 @@ def _counted(rows: BattleRows) -> BattleRows:
 def _win_interval(ratings: arena_stats.Ratings, i: str, j: str, alpha: float) -> Interval:
     """P(i beats j) at the ratings, with the percentile interval over the bootstrap replicates."""
     point, low, high = ratings.win_probability(i, j, alpha)
-    return Interval(value=_number(point), low=_number(low), high=_number(high))
+    return Interval(value=number(point), low=number(low), high=number(high))
 
 
-def _significant(
-    value: float | None, low: float | None, high: float | None, metric: str, null: float = 0.0
-) -> int:
-    """+1 significantly better, -1 significantly worse, 0 neither (by the interval)."""
-    if low is None or high is None or value is None:
-        return 0
-    better = 1 if higher_is_better(metric) else -1
-    if low > null:
-        return better
-    if high < null:
-        return -better
-    return 0
+def _treatment(
+    experiment: Experiment,
+    name: str,
+    comparisons: list[Comparison],
+    sequential: list[Look],
+    guardrails: list[GuardrailResult],
+    arena: ArenaSection | None,
+) -> Treatment:
+    """One treatment's evidence for the verdict: its primary metric and guardrail statuses."""
+    return Treatment(
+        name=name,
+        primary=_primary(experiment, name, comparisons, sequential, arena),
+        guardrails=tuple((g.metric, g.status) for g in guardrails if g.treatment == name),
+    )
 
 
-class _Effect(BaseModel):
-    direction: int  # +1 significantly better, -1 significantly worse, 0 neither
-    evidence: str
-    size: float = -math.inf  # the estimate, oriented so that larger is better (ranks winners)
-
-
-def _oriented(value: float | None, metric: str, null: float = 0.0) -> float:
-    if value is None:
-        return -math.inf
-    return (value - null) if higher_is_better(metric) else (null - value)
-
-
-def _primary_effect(
+def _primary(
     experiment: Experiment,
     treatment: str,
-    comparisons: Iterable[Comparison],
+    comparisons: list[Comparison],
     sequential: list[Look],
     arena: ArenaSection | None,
-    alpha: float = ALPHA,
-) -> _Effect:
-    """How the treatment does on the primary metric, tested at `alpha`, and the evidence."""
+) -> Primary:
+    """The treatment's primary metric against the control: the head-to-head of the votes; the
+    looks of the sequential test, where there are any; else the fixed-horizon comparison."""
     metric = experiment.metric
     if metric == "vote_win_rate":
         if arena is None:
-            return _Effect(direction=0, evidence="no votes yet")
+            return Missing("no_votes")
         match = next((h for h in arena.head_to_head if h.treatment == treatment), None)
         if match is None:
-            return _Effect(direction=0, evidence="no battles against the control")
-        if arena.voters < arena_stats.MIN_VOTERS:
-            return _Effect(
-                direction=0,
-                evidence=f"{arena.voters} voters so far; a decision needs "
-                f"{arena_stats.MIN_VOTERS} (each voter has their own taste)",
-            )
+            return Missing("no_battles")
         p = match.probability
-        return _Effect(
-            direction=_significant(p.value, p.low, p.high, metric, null=0.5),
-            evidence=f"wins {_pct(p.value)} of votes against {match.control} "
-            f"(interval {_pct(p.low)}–{_pct(p.high)})",
-            size=_oriented(p.value, metric, null=0.5),
-        )
-    looks = [look for look in sequential if look.treatment == treatment]
+        return Votes(probability=p.value, low=p.low, high=p.high, voters=arena.voters)
     comparison = next(
         (c for c in comparisons if c.metric == metric and c.treatment == treatment), None
     )
     if comparison is None:
-        return _Effect(direction=0, evidence=f"no {metric} data")
-    size = _oriented(comparison.absolute.value, metric)
-    if looks:
-        last = looks[-1]
-        p = min((look.p_value for look in looks if look.p_value is not None), default=None)
-        direction = 0
-        if p is not None and p < alpha:
-            direction = _significant(last.difference, last.cs_low, last.cs_high, metric)
-        return _Effect(
-            direction=direction,
-            evidence=f"{metric} {_signed(comparison.absolute.value)} "
-            f"(always-valid p {_fmt(p)}, confidence sequence {_fmt(last.cs_low)} to "
-            f"{_fmt(last.cs_high)})",
-            size=size,
+        return Missing("no_data")
+    change = comparison.absolute
+    looks = [look for look in sequential if look.treatment == treatment]
+    if not looks:
+        return FixedHorizon(
+            change=change.value, low=change.low, high=change.high, p_value=comparison.p_value
         )
-    a = comparison.absolute
-    direction = _significant(a.value, a.low, a.high, metric)
-    if alpha < ALPHA and (comparison.p_value is None or comparison.p_value >= alpha):
-        direction = 0  # the interval is at ALPHA; several treatments need p below alpha too
-    return _Effect(
-        direction=direction,
-        evidence=f"{metric} {_signed(a.value)} (interval {_fmt(a.low)} to {_fmt(a.high)}, "
-        f"p {_fmt(comparison.p_value)})",
-        size=size,
+    last = looks[-1]
+    return Sequential(
+        change=change.value,
+        difference=last.difference,
+        cs_low=last.cs_low,
+        cs_high=last.cs_high,
+        p_value=min((look.p_value for look in looks if look.p_value is not None), default=None),
     )
 
 
-def _verdict(
-    experiment: Experiment,
-    control: str,
-    treatments: list[str],
-    comparisons: list[Comparison],
-    sequential: list[Look],
-    guardrails: list[GuardrailResult],
-    sample_ratio: SampleRatio | None,
-    arena: ArenaSection | None,
-    alpha: float = ALPHA,
-) -> Verdict:
-    if sample_ratio is not None and sample_ratio.mismatch:
-        return Verdict(
-            decision="do not ship",
-            variant=None,
-            reasons=[
-                f"sample-ratio mismatch (p = {_fmt(sample_ratio.p_value)}): counts "
-                f"{sample_ratio.counts} against expected "
-                f"{[round(e) for e in sample_ratio.expected]}; assignment or logging is broken "
-                "(or the weights changed during the experiment: the test assumes they did "
-                "not), so no comparison can be trusted"
-            ],
-            sycophancy=[],
-        )
-    if not treatments:
-        return Verdict(decision="keep running", variant=None,
-                       reasons=["no treatment has units yet"], sycophancy=[])  # fmt: skip
-    reasons, sycophancy, blocked = [], [], []
-    shippable: list[tuple[float, str]] = []
-    for name in treatments:
-        effect = _primary_effect(experiment, name, comparisons, sequential, arena, alpha)
-        evidence = effect.evidence
-        mine = [g for g in guardrails if g.treatment == name]
-        failed = [g for g in mine if g.status == "fail"]
-        pending = [g for g in mine if g.status == "inconclusive"]
-        if failed:
-            blocked.append(name)
-            names = ", ".join(g.metric for g in failed)
-            reasons.append(f"{name}: fails guardrail {names}; {evidence}")
-            if effect.direction > 0 and any(g.metric == "reward_score" for g in failed):
-                sycophancy.append(name)
-                reasons.append(
-                    f"{name} wins on {experiment.metric} while losing on the reward-score "
-                    "guardrail: the sycophancy pattern (preferred, but judged worse)"
-                )
-        elif effect.direction < 0:
-            blocked.append(name)
-            reasons.append(f"{name}: worse than {control}: {evidence}")
-        elif effect.direction > 0 and not pending:
-            shippable.append((effect.size, name))
-            reasons.append(f"{name}: better than {control}, every guardrail passing: {evidence}")
-        elif effect.direction > 0:
-            reasons.append(
-                f"{name}: better than {control} ({evidence}), but guardrails "
-                f"{', '.join(g.metric for g in pending)} are not yet conclusive"
-            )
-        else:
-            reasons.append(f"{name}: no significant difference yet: {evidence}")
-    best = max(shippable)[1] if shippable else None
-    if best is not None:
-        decision: Decision = "ship"
-        if len(shippable) > 1:
-            reasons.append(
-                f"{best}: the best primary estimate of the {len(shippable)} that could ship"
-            )
-    elif len(blocked) == len(treatments):
-        decision = "do not ship"
-    else:
-        decision = "keep running"
-    return Verdict(decision=decision, variant=best, reasons=reasons,
-                   sycophancy=sycophancy)  # fmt: skip
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3g}"
-
-
-def _signed(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:+.3g}"
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
+def _verdict(evidence: Evidence, sample_ratio: SampleRatio | None) -> Verdict:
+    """The verdict's decision and codes, with `prose`'s words for them."""
+    ruling = decide(evidence)
+    return Verdict(
+        decision=ruling.decision,
+        variant=ruling.variant,
+        reasons=prose.reasons(evidence, ruling, sample_ratio),
+        sycophancy=list(ruling.sycophancy),
+        codes=[
+            Reason(code=r.code, treatment=r.treatment, primary=r.primary) for r in ruling.reasons
+        ],
+    )

@@ -819,8 +819,9 @@ def test_no_public_value_predicts_side_a() -> None:
     """4,000 battles drawn as the gateway draws them (battle id from uuid4, pair and order from
     the OS's CSPRNG): no predictor built from public values names side a's variant in more than
     55 % of them (an honest coin: 50 % with a standard deviation of 0.8 %)."""
-    exp = experiment({"smollm2-concise": 1, "smollm2-friendly": 1}, name="smollm2-arena",
-                     salt=None, mode="arena")  # fmt: skip
+    exp = experiment(
+        {"smollm2-concise": 1, "smollm2-friendly": 1}, name="smollm2-arena", salt=None, mode="arena"
+    )
     arms = ("smollm2-concise", "smollm2-friendly")
     predictors = _public_predictors(exp.hash_salt, exp.name, arms)
     right = Counter()

@@ -34,8 +34,8 @@ def test_an_ab_report_writes_its_plots_and_page(
     arms = {"smollm2-friendly": Arm(thumbs_up=0.35)}
     simulate_ab(served.app.store_file, experiment, Traffic(units=1500, arms=arms))
     out = tmp_path / "report"
-    assert main(["report", "--experiment", experiment.name, "--config", str(config),
-                 "--out", str(out), "--reps", "50"]) == 0  # fmt: skip
+    command = ["report", "--experiment", experiment.name, "--config", str(config)]
+    assert main([*command, "--out", str(out), "--reps", "50"]) == 0
     printed = capsys.readouterr().out
     assert "verdict:" in printed and "thumbs_up_rate" in printed
     assert {p.name for p in out.iterdir()} == {
@@ -52,11 +52,11 @@ def test_an_ab_report_writes_its_plots_and_page(
 def test_an_arena_report_draws_the_leaderboard(config: Path, tmp_path: Path) -> None:
     served = read_serve_file(config)
     experiment = served.gateway.experiments[1]
-    simulate_arena(served.app.store_file, experiment, battles=600,
-                   ratings={"smollm2-concise": 1000, "smollm2-friendly": 1050})  # fmt: skip
+    ratings = {"smollm2-concise": 1000, "smollm2-friendly": 1050}
+    simulate_arena(served.app.store_file, experiment, battles=600, ratings=ratings)
     out = tmp_path / "report"
-    assert main(["report", "--experiment", experiment.name, "--config", str(config),
-                 "--out", str(out), "--reps", "50"]) == 0  # fmt: skip
+    command = ["report", "--experiment", experiment.name, "--config", str(config)]
+    assert main([*command, "--out", str(out), "--reps", "50"]) == 0
     assert (out / "leaderboard.png").read_bytes().startswith(PNG)
 
 
@@ -69,8 +69,8 @@ def test_json_output_and_errors(
     simulate_ab(served.app.store_file, served.gateway.experiments[0], Traffic(units=50))
     assert main(["report", "--experiment", "nope", "--config", str(config)]) == 2
     assert "no experiment 'nope'" in capsys.readouterr().err
-    assert main(["report", "--experiment", "concise-vs-friendly", "--config", str(config),
-                 "--json", "--reps", "10"]) == 0  # fmt: skip
+    command = ["report", "--experiment", "concise-vs-friendly", "--config", str(config)]
+    assert main([*command, "--json", "--reps", "10"]) == 0
     assert '"verdict"' in capsys.readouterr().out
 
 
@@ -99,8 +99,8 @@ def test_a_rerun_leaves_no_plot_of_an_earlier_report(config: Path, tmp_path: Pat
     out.mkdir()
     (out / "leaderboard.png").write_bytes(b"stale")  # an A/B report draws no leaderboard
     simulate_ab(served.app.store_file, served.gateway.experiments[0], Traffic(units=50))
-    main(["report", "--experiment", "concise-vs-friendly", "--config", str(config),
-          "--reps", "10", "--out", str(out)])  # fmt: skip
+    command = ["report", "--experiment", "concise-vs-friendly", "--config", str(config)]
+    main([*command, "--reps", "10", "--out", str(out)])
     assert not (out / "leaderboard.png").exists() and (out / "report.html").exists()
 
 

@@ -25,9 +25,14 @@ def ab(**extra: object) -> Experiment:
 
 def arena(**extra: object) -> Experiment:
     return Experiment.model_validate(
-        {"name": "duel", "mode": "arena", "arms": [{"variant": "a"}, {"variant": "b"}],
-         "guardrails": [{"metric": "reward_score", "max_decrease": 0.2}]} | extra
-    )  # fmt: skip
+        {
+            "name": "duel",
+            "mode": "arena",
+            "arms": [{"variant": "a"}, {"variant": "b"}],
+            "guardrails": [{"metric": "reward_score", "max_decrease": 0.2}],
+        }
+        | extra
+    )
 
 
 def test_a_better_treatment_with_healthy_guardrails_ships(tmp_path: Path) -> None:
@@ -76,8 +81,8 @@ def test_a_sample_ratio_mismatch_invalidates_the_experiment(tmp_path: Path) -> N
 
 def test_cuped_uses_the_pre_period(tmp_path: Path) -> None:
     store = tmp_path / "o.db"
-    traffic = Traffic(units=2000, pre_period=True, unit_effect=1.0, seed=4,
-                      arms={"a": Arm(thumbs_up=0.2), "b": Arm(thumbs_up=0.2)})  # fmt: skip
+    arms = {"a": Arm(thumbs_up=0.2), "b": Arm(thumbs_up=0.2)}
+    traffic = Traffic(units=2000, pre_period=True, unit_effect=1.0, seed=4, arms=arms)
     simulate_ab(store, ab(), traffic)
     report = build_report(store, ab(), reps=50)
     up = next(c for c in report.comparisons if c.metric == "thumbs_up_rate")
@@ -95,8 +100,8 @@ def test_holdout_is_its_own_group(tmp_path: Path) -> None:
 
 def test_an_arena_leaderboard_and_its_verdict(tmp_path: Path) -> None:
     store = tmp_path / "o.db"
-    simulate_arena(store, arena(), battles=2000, ratings={"a": 1000, "b": 1070},
-                   rewards={"a": 0.0, "b": 0.0})  # fmt: skip
+    ratings, rewards = {"a": 1000, "b": 1070}, {"a": 0.0, "b": 0.0}
+    simulate_arena(store, arena(), battles=2000, ratings=ratings, rewards=rewards)
     report = build_report(store, arena(), reps=100)
     board = report.arena.leaderboard
     assert [row.variant for row in board] == ["b", "a"]
@@ -107,8 +112,8 @@ def test_an_arena_leaderboard_and_its_verdict(tmp_path: Path) -> None:
 
 def test_an_arena_winner_with_a_worse_reward_is_named(tmp_path: Path) -> None:
     store = tmp_path / "o.db"
-    simulate_arena(store, arena(), battles=2000, ratings={"a": 1000, "b": 1100},
-                   rewards={"a": 0.0, "b": -0.6})  # fmt: skip
+    ratings, rewards = {"a": 1000, "b": 1100}, {"a": 0.0, "b": -0.6}
+    simulate_arena(store, arena(), battles=2000, ratings=ratings, rewards=rewards)
     report = build_report(store, arena(), reps=100)
     assert report.verdict.decision == "do not ship"
     assert report.verdict.sycophancy == ["b"]
@@ -116,8 +121,10 @@ def test_an_arena_winner_with_a_worse_reward_is_named(tmp_path: Path) -> None:
 
 def test_style_control_removes_a_length_bias(tmp_path: Path) -> None:
     store = tmp_path / "o.db"
-    simulate_arena(store, arena(), battles=3000, ratings={"a": 1000, "b": 1000},
-                   length_bias=3.0, longer={"b": 2.0})  # fmt: skip
+    ratings = {"a": 1000, "b": 1000}
+    simulate_arena(
+        store, arena(), battles=3000, ratings=ratings, length_bias=3.0, longer={"b": 2.0}
+    )
     report = build_report(store, arena(), reps=100)
     [h2h] = report.arena.head_to_head
     assert h2h.probability.low > 0.5  # b "wins" only by writing longer answers
@@ -168,7 +175,8 @@ def test_a_violated_guardrail_does_not_pass_at_some_daily_look() -> None:
     import numpy as np
 
     from router.analysis import stats
-    from router.analysis.report import Interval, _always_valid, _guardrail_status
+    from router.analysis.report import _always_valid, _guardrail_status
+    from router.analysis.schema import Interval
     from router.experiment import Guardrail
 
     guardrail = Guardrail(metric="error_rate", max_increase=0.01)
@@ -253,7 +261,8 @@ def test_a_guardrail_bound_of_zero_can_fail() -> None:
     import numpy as np
 
     from router.analysis import stats
-    from router.analysis.report import Interval, _always_valid, _guardrail_status
+    from router.analysis.report import _always_valid, _guardrail_status
+    from router.analysis.schema import Interval
     from router.experiment import Guardrail
 
     guardrail = Guardrail(metric="error_rate", max_increase=0.0)
@@ -270,18 +279,35 @@ def test_a_guardrail_bound_of_zero_can_fail() -> None:
 @pytest.mark.parametrize("sequential", [True, False])
 def test_the_primary_metric_is_tested_at_the_level_given(sequential: bool) -> None:
     """p = 0.04 is significant alone (0.05) and not with two treatments (0.025)."""
-    from router.analysis.report import Comparison, Interval, Look, _primary_effect
+    from router.analysis.report import _primary
+    from router.analysis.schema import Comparison, Interval, Look
+    from router.analysis.verdict import read_primary
 
     change = Interval(value=0.05, low=0.01, high=0.09, se=0.02)
-    comparison = Comparison(metric="thumbs_up_rate", treatment="b", control="a",
-                            absolute=change, relative=change, p_value=0.04, p_adjusted=0.04,
-                            cuped=False, variance_reduction=None)  # fmt: skip
-    looks = [Look(ts=1.0, treatment="b", difference=0.05, p_value=0.04, naive_p_value=0.01,
-                  cs_low=0.001, cs_high=0.1)] if sequential else []  # fmt: skip
-    experiment = ab()
-    alone = _primary_effect(experiment, "b", [comparison], looks, None, alpha=0.05)
-    corrected = _primary_effect(experiment, "b", [comparison], looks, None, alpha=0.025)
-    assert (alone.direction, corrected.direction) == (1, 0)
+    comparison = Comparison(
+        metric="thumbs_up_rate",
+        treatment="b",
+        control="a",
+        absolute=change,
+        relative=change,
+        p_value=0.04,
+        p_adjusted=0.04,
+        cuped=False,
+        variance_reduction=None,
+    )
+    look = Look(
+        ts=1.0,
+        treatment="b",
+        difference=0.05,
+        p_value=0.04,
+        naive_p_value=0.01,
+        cs_low=0.001,
+        cs_high=0.1,
+    )
+    primary = _primary(ab(), "b", [comparison], [look] if sequential else [], None)
+    alone, _ = read_primary(primary, higher_is_better=True, alpha=0.05)
+    corrected, _ = read_primary(primary, higher_is_better=True, alpha=0.025)
+    assert (alone, corrected) == ("better", "no_difference")
 
 
 def test_votes_on_battles_whose_answers_named_a_model_are_kept_but_not_counted(
@@ -353,9 +379,8 @@ def test_only_declared_custom_metrics_are_tested(tmp_path: Path) -> None:
     arms = {"a": Arm(thumbs_up=0.2), "b": Arm(thumbs_up=0.3)}
     experiment = ab(custom_metrics=["stars"])
     simulate_ab(store, experiment, Traffic(units=400, arms=arms, seed=3))
-    ids = [r[0] for r in sqlite3.connect(store).execute(
-        "SELECT completion_id FROM completions WHERE experiment = 'ab' AND status = 200 LIMIT 30"
-    )]  # fmt: skip
+    answered = "SELECT completion_id FROM completions WHERE experiment = 'ab' AND status = 200"
+    ids = [r[0] for r in sqlite3.connect(store).execute(f"{answered} LIMIT 30")]
     events = [
         Feedback(
             ts=9e9,

@@ -1,0 +1,149 @@
+"""The report's English: the verdict's reasons worded from its codes, and the report's notes.
+
+`router.analysis.verdict` decides in codes and `router.analysis.report` computes figures; the
+sentences a person reads in `verdict.reasons` and `notes` (of the JSON report, the terminal and
+the HTML page) are made here, from the same typed evidence the verdict read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from router.analysis.arena import MIN_VOTERS
+from router.analysis.schema import SampleRatio
+from router.analysis.verdict import (
+    ALPHA,
+    Evidence,
+    FixedHorizon,
+    Missing,
+    Primary,
+    PrimaryReading,
+    Reason,
+    Ruling,
+    Sequential,
+    Treatment,
+    Votes,
+)
+
+NO_BATTLES = "no battles logged yet"
+WEIGHT_ZERO = "arms with weight 0 are left out of the sample-ratio test"
+
+
+def reasons(evidence: Evidence, ruling: Ruling, sample_ratio: SampleRatio | None) -> list[str]:
+    """One sentence for each of the ruling's reasons, in order."""
+    treatments = {t.name: t for t in evidence.treatments}
+    shippable = sum(r.code == "primary_better_guardrails_pass" for r in ruling.reasons)
+    out = []
+    for reason in ruling.reasons:
+        if reason.code == "sample_ratio_mismatch":
+            assert sample_ratio is not None
+            out.append(_mismatch(sample_ratio))
+        elif reason.code == "no_treatment_units":
+            out.append("no treatment has units yet")
+        elif reason.code == "best_of_several":
+            out.append(
+                f"{reason.treatment}: the best primary estimate of the {shippable} that could ship"
+            )
+        else:
+            assert reason.treatment is not None
+            out.append(_treatment_reason(reason, evidence, treatments[reason.treatment]))
+    return out
+
+
+def _mismatch(sample_ratio: SampleRatio) -> str:
+    expected = [round(e) for e in sample_ratio.expected]
+    return (
+        f"sample-ratio mismatch (p = {_fmt(sample_ratio.p_value)}): counts "
+        f"{sample_ratio.counts} against expected {expected}; assignment or logging is broken "
+        "(or the weights changed during the experiment: the test assumes they did not), so no "
+        "comparison can be trusted"
+    )
+
+
+def _treatment_reason(reason: Reason, evidence: Evidence, treatment: Treatment) -> str:
+    name, control = treatment.name, evidence.control
+    said = primary_evidence(treatment.primary, reason.primary, evidence.metric, control)
+    if reason.code == "guardrail_failed":
+        return f"{name}: fails guardrail {_guardrails(treatment, 'fail')}; {said}"
+    if reason.code == "sycophancy_pattern":
+        return (
+            f"{name} wins on {evidence.metric} while losing on the reward-score guardrail: the "
+            "sycophancy pattern (preferred, but judged worse)"
+        )
+    if reason.code == "primary_worse":
+        return f"{name}: worse than {control}: {said}"
+    if reason.code == "primary_better_guardrails_pass":
+        return f"{name}: better than {control}, every guardrail passing: {said}"
+    if reason.code == "primary_better_guardrails_pending":
+        pending = _guardrails(treatment, "inconclusive")
+        return (
+            f"{name}: better than {control} ({said}), but guardrails {pending} are not yet "
+            "conclusive"
+        )
+    return f"{name}: no significant difference yet: {said}"
+
+
+def _guardrails(treatment: Treatment, status: str) -> str:
+    return ", ".join(metric for metric, s in treatment.guardrails if s == status)
+
+
+def primary_evidence(
+    primary: Primary, reading: PrimaryReading | None, metric: str, control: str
+) -> str:
+    """What the primary metric shows, in a few words with its figures."""
+    match primary:
+        case Missing(reading="no_votes"):
+            return "no votes yet"
+        case Missing(reading="no_battles"):
+            return "no battles against the control"
+        case Missing():
+            return f"no {metric} data"
+        case Votes() if reading == "too_few_voters":
+            return (
+                f"{primary.voters} voters so far; a decision needs {MIN_VOTERS} (each voter has "
+                "their own taste)"
+            )
+        case Votes(probability=p, low=low, high=high):
+            return f"wins {_pct(p)} of votes against {control} (interval {_pct(low)}–{_pct(high)})"
+        case Sequential(change=change, p_value=p, cs_low=low, cs_high=high):
+            return (
+                f"{metric} {_signed(change)} (always-valid p {_fmt(p)}, confidence sequence "
+                f"{_fmt(low)} to {_fmt(high)})"
+            )
+        case FixedHorizon(change=change, low=low, high=high, p_value=p):
+            return f"{metric} {_signed(change)} (interval {_fmt(low)} to {_fmt(high)}, p {_fmt(p)})"
+    raise TypeError(f"not primary-metric evidence: {primary!r}")
+
+
+def bonferroni(treatments: int, alpha: float) -> str:
+    return (
+        f"{treatments} treatments: the primary metric is tested at {alpha:.3g} each "
+        f"(Bonferroni over {ALPHA:g}); its confidence sequences and head-to-head intervals "
+        "are at that level"
+    )
+
+
+def voided_votes(voided: int, votes: int) -> str:
+    return (
+        f"{voided} of {votes} votes left out: an answer in their battle named a model or vendor "
+        "(identity_terms), so the voter may have known who wrote it"
+    )
+
+
+def undeclared(names: Iterable[str]) -> str:
+    return (
+        f"custom metrics not declared by the experiment, stored but not tested: "
+        f"{', '.join(sorted(names))} (declare them in custom_metrics)"
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3g}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"

@@ -1,0 +1,190 @@
+"""The report's wire schema: the pydantic models of an experiment report.
+
+`ExperimentReport.model_dump(mode="json")` is what `GET /v1/experiments/{name}/report` returns
+and what `arena-serve report --json` prints; `serve.report` renders the same models as tables,
+plots and an HTML page. Every figure is a number or null (JSON has no NaN: see `number`), and
+every estimate comes with its interval (`Interval`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, Field
+
+from router.analysis.verdict import Decision, PrimaryReading, ReasonCode
+from router.analysis.verdict import GuardrailStatus as Status
+
+if TYPE_CHECKING:
+    from router.analysis import stats
+
+
+def number(value: float | None) -> float | None:
+    """JSON has no NaN: missing figures are null."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+class Interval(BaseModel):
+    value: float | None
+    low: float | None
+    high: float | None
+    se: float | None = Field(default=None, description="The estimate's standard error.")
+
+    @classmethod
+    def of(cls, estimate: stats.Estimate) -> Interval:
+        return cls(
+            value=number(estimate.value),
+            low=number(estimate.ci[0]),
+            high=number(estimate.ci[1]),
+            se=number(estimate.se),
+        )
+
+
+NO_INTERVAL = Interval(value=None, low=None, high=None)
+
+
+class MetricValue(BaseModel):
+    metric: str
+    group: str
+    estimate: Interval
+    units: int
+
+
+class Comparison(BaseModel):
+    metric: str
+    treatment: str
+    control: str
+    absolute: Interval
+    relative: Interval
+    p_value: float | None
+    p_adjusted: float | None = Field(description="Holm-adjusted over this treatment's metrics.")
+    cuped: bool
+    variance_reduction: float | None
+    control_value: float | None = Field(default=None, description="The control's estimate.")
+
+
+class Look(BaseModel):
+    """The primary metric at one look: always-valid p-value and confidence sequence."""
+
+    ts: float
+    treatment: str
+    difference: float | None
+    p_value: float | None
+    naive_p_value: float | None
+    cs_low: float | None
+    cs_high: float | None
+
+
+class GuardrailResult(BaseModel):
+    metric: str
+    treatment: str
+    change: Interval = Field(
+        description="The change with its always-valid (confidence sequence) interval: a report "
+        "refreshed every day may be judged every day without passing a violated guardrail more "
+        "often than ALPHA."
+    )
+    relative: bool
+    max_increase: float | None
+    max_decrease: float | None
+    status: Status
+
+
+class SampleRatio(BaseModel):
+    groups: list[str]
+    counts: list[int]
+    expected: list[float]
+    p_value: float | None
+    mismatch: bool
+
+
+class LeaderboardRow(BaseModel):
+    variant: str
+    rating: float | None
+    low: float | None
+    high: float | None
+    rating_style_controlled: float | None
+    style_low: float | None
+    style_high: float | None
+    battles: int
+
+
+class HeadToHead(BaseModel):
+    """P(treatment beats control) from the ratings, with its bootstrap interval."""
+
+    treatment: str
+    control: str
+    probability: Interval
+    probability_style_controlled: Interval
+
+
+class ArenaSection(BaseModel):
+    battles: int
+    votes: int = Field(description="Votes logged, voided ones included.")
+    voided_votes: int = Field(
+        default=0,
+        description="Votes on battles in which an answer named a model or vendor (a variant's "
+        "identity_terms): kept in the log, left out of the leaderboard and the verdict.",
+    )
+    voters: int = Field(default=0, description="Distinct units whose votes count.")
+    leaderboard: list[LeaderboardRow]
+    win_rate: dict[str, dict[str, float | None]]
+    pair_battles: dict[str, dict[str, int]]
+    head_to_head: list[HeadToHead]
+    style_coefficients: dict[str, float] | None
+    style_intervals: str = Field(
+        default="bootstrap",
+        description="bootstrap, or asymptotic (Wald draws) when refitting every replicate on "
+        "this many battles would be too slow",
+    )
+
+
+class Reason(BaseModel):
+    """One reason for the verdict as a code (`router.analysis.verdict` lists them)."""
+
+    code: ReasonCode
+    treatment: str | None = Field(default=None, description="The treatment it is about, if one.")
+    primary: PrimaryReading | None = Field(
+        default=None,
+        description="How that treatment's primary metric reads: better, worse, no_difference, "
+        "or why it cannot be read yet (no_votes, no_battles, too_few_voters, no_data).",
+    )
+
+
+class Verdict(BaseModel):
+    decision: Decision
+    variant: str | None = Field(description="The variant to ship, when the decision is ship.")
+    reasons: list[str] = Field(description="The reasons in English, one for each of `codes`.")
+    sycophancy: list[str] = Field(
+        description="Treatments that win on votes or thumbs while failing the reward guardrail."
+    )
+    codes: list[Reason] = Field(
+        default_factory=list, description="The reasons as codes, in the order of `reasons`."
+    )
+
+
+class ExperimentReport(BaseModel):
+    experiment: str
+    mode: str
+    generated_at: float
+    seconds: float = Field(description="How long the analysis took.")
+    start: float | None
+    end: float | None
+    control: str
+    primary_metric: str
+    units: dict[str, int]
+    sample_ratio: SampleRatio | None
+    metrics: list[MetricValue]
+    comparisons: list[Comparison]
+    sequential: list[Look]
+    guardrails: list[GuardrailResult]
+    arena: ArenaSection | None
+    verdict: Verdict
+    notes: list[str]
+    undeclared_custom_metrics: dict[str, int] = Field(
+        default_factory=dict,
+        description="Custom feedback names in the log that the experiment does not declare "
+        "(primary_metric, guardrails, custom_metrics), with their counts: stored, never tested.",
+    )
