@@ -95,63 +95,89 @@ def simulate_ab(path: str | Path, experiment: Experiment, traffic: Traffic) -> i
         if traffic.pre_period:
             times = np.concatenate([start - rng.uniform(1, DAY, 2), times])
         for i, ts in enumerate(times):
-            pre = ts < start
-            cid = f"c-{unit}-{i}"
-            ok = rng.random() >= truth.error
-            up = ok and rng.random() < min(1.0, truth.thumbs_up * propensity)
-            down = ok and not up and rng.random() < min(1.0, truth.thumbs_down * propensity)
-            events.append(
-                Completion(
-                    ts=float(ts),
-                    completion_id=cid,
-                    request_id=f"r-{cid}",
-                    experiment=None if pre else experiment.name,
-                    variant=variant,
-                    unit=unit,
-                    endpoint="chat",
-                    stream=True,
-                    status=200 if ok else 503,
-                    ttft_s=float(rng.exponential(truth.ttft_s)) if ok else None,
-                    latency_s=float(rng.exponential(truth.latency_s)),
-                    prompt_tokens=20,
-                    completion_tokens=int(rng.poisson(truth.tokens)) if ok else None,
-                )
+            events += _request_events(
+                rng, experiment, truth, propensity, unit, variant, i, ts, start
             )
             completions += 1
-            if up or down:
-                events.append(
-                    Feedback(
-                        ts=float(ts) + 1,
-                        kind="thumbs",
-                        idempotency_key=f"k-{cid}",
-                        completion_id=cid,
-                        value="up" if up else "down",
-                    )
-                )
-            if ok and rng.random() < truth.regenerate:
-                events.append(
-                    Feedback(
-                        ts=float(ts) + 2,
-                        kind="regenerate",
-                        idempotency_key=f"r-{cid}",
-                        completion_id=cid,
-                    )
-                )
-            if ok:
-                score = float(rng.normal(truth.reward, 1.0))
-                events.append(
-                    Score(
-                        ts=float(ts) + 1,
-                        completion_id=cid,
-                        experiment=None if pre else experiment.name,
-                        variant=variant,
-                        model="rm",
-                        score=score,
-                        latency_s=0.5,
-                    )
-                )
     _write(path, events)
     return completions
+
+
+def _request_events(
+    rng: np.random.Generator,
+    experiment: Experiment,
+    truth: Arm,
+    propensity: float,
+    unit: str,
+    variant: str,
+    i: int,
+    ts: float,
+    start: float,
+) -> list[Event]:
+    """One request of an A/B unit: its completion, thumbs, regenerate and reward score (a
+    request before the unit's exposure is logged outside the experiment)."""
+    pre = ts < start
+    cid = f"c-{unit}-{i}"
+    ok = rng.random() >= truth.error
+    up = ok and rng.random() < min(1.0, truth.thumbs_up * propensity)
+    down = ok and not up and rng.random() < min(1.0, truth.thumbs_down * propensity)
+    events: list[Event] = [
+        Completion(
+            ts=float(ts),
+            completion_id=cid,
+            request_id=f"r-{cid}",
+            experiment=None if pre else experiment.name,
+            variant=variant,
+            unit=unit,
+            endpoint="chat",
+            stream=True,
+            status=200 if ok else 503,
+            ttft_s=float(rng.exponential(truth.ttft_s)) if ok else None,
+            latency_s=float(rng.exponential(truth.latency_s)),
+            prompt_tokens=20,
+            completion_tokens=int(rng.poisson(truth.tokens)) if ok else None,
+        )
+    ]
+    events += _judgements(rng, truth, ok, up, down, cid, float(ts))
+    if ok:
+        score = float(rng.normal(truth.reward, 1.0))
+        events.append(
+            Score(
+                ts=float(ts) + 1,
+                completion_id=cid,
+                experiment=None if pre else experiment.name,
+                variant=variant,
+                model="rm",
+                score=score,
+                latency_s=0.5,
+            )
+        )
+    return events
+
+
+def _judgements(
+    rng: np.random.Generator,
+    truth: Arm,
+    ok: bool,
+    up: bool,
+    down: bool,
+    cid: str,
+    ts: float,
+) -> list[Event]:
+    """A completion's thumbs (drawn already) and its regenerate signal (drawn here)."""
+    events: list[Event] = []
+    if up or down:
+        value = "up" if up else "down"
+        thumbs = Feedback(
+            ts=ts + 1, kind="thumbs", idempotency_key=f"k-{cid}", completion_id=cid, value=value
+        )
+        events.append(thumbs)
+    if ok and rng.random() < truth.regenerate:
+        again = Feedback(
+            ts=ts + 2, kind="regenerate", idempotency_key=f"r-{cid}", completion_id=cid
+        )
+        events.append(again)
+    return events
 
 
 def simulate_arena(
@@ -186,37 +212,8 @@ def simulate_arena(
         vote = "tie" if draw < tie_rate else ("a" if rng.random() < p_a else "b")
         ids = (f"{battle_id}-a", f"{battle_id}-b")
         for cid, variant, tokens in ((ids[0], a, tokens_a), (ids[1], b, tokens_b)):
-            events.append(
-                Completion(
-                    ts=ts,
-                    completion_id=cid,
-                    request_id=battle_id,
-                    experiment=experiment.name,
-                    variant=variant,
-                    unit=f"u{i % 500}",
-                    endpoint="chat",
-                    stream=False,
-                    status=200,
-                    ttft_s=None,
-                    latency_s=1.0,
-                    prompt_tokens=20,
-                    completion_tokens=tokens,
-                    battle_id=battle_id,
-                )
-            )
-            if rewards is not None:
-                score = float(rng.normal(rewards[variant], 1.0))
-                events.append(
-                    Score(
-                        ts=ts,
-                        completion_id=cid,
-                        experiment=experiment.name,
-                        variant=variant,
-                        model="rm",
-                        score=score,
-                        latency_s=0.5,
-                    )
-                )
+            score = float(rng.normal(rewards[variant], 1.0)) if rewards is not None else None
+            events += _arena_side(experiment.name, battle_id, cid, variant, tokens, i, score)
         events.append(
             Battle(
                 ts=ts,
@@ -242,3 +239,47 @@ def simulate_arena(
             )
         )
     _write(path, events)
+
+
+def _arena_side(
+    experiment: str,
+    battle_id: str,
+    cid: str,
+    variant: str,
+    tokens: int,
+    i: int,
+    score: float | None,
+) -> list[Event]:
+    """One side of a simulated battle: its completion and, when rewards are simulated, score."""
+    ts = T0 + i * 10.0
+    events: list[Event] = [
+        Completion(
+            ts=ts,
+            completion_id=cid,
+            request_id=battle_id,
+            experiment=experiment,
+            variant=variant,
+            unit=f"u{i % 500}",
+            endpoint="chat",
+            stream=False,
+            status=200,
+            ttft_s=None,
+            latency_s=1.0,
+            prompt_tokens=20,
+            completion_tokens=tokens,
+            battle_id=battle_id,
+        )
+    ]
+    if score is not None:
+        events.append(
+            Score(
+                ts=ts,
+                completion_id=cid,
+                experiment=experiment,
+                variant=variant,
+                model="rm",
+                score=score,
+                latency_s=0.5,
+            )
+        )
+    return events
