@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -62,16 +63,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import psutil
 
 from loadtests import serving_bench
 from loadtests.serving_bench import MAX_TOKENS, ROOT, STORE_ENV, cpu_model, model_of, running
 
 BASELINE = ROOT / "loadtests" / "bench_quick_baseline.json"
 SYSTEMS = ("vllm", "arena-serve")
-LEVELS = (1, 32)
+LEVELS = (32, 1)  # in a round's order: the first round's warm-up at 32 warms level 1 too
 REQUESTS = {1: 2, 32: 32}  # concurrency -> requests per round
 ROUNDS = {"vllm-before": 2, "arena-serve": 4, "vllm-after": 2}  # phase -> rounds
 FLOOR = 0.03  # the least drop this guard calls a regression
+BUSY = 0.05  # others' mean share of the CPU above which the report calls the machine busy
 
 PASS, REGRESSION, NO_BASELINE, NOT_COMPARABLE, FAILED = 0, 1, 2, 3, 4
 
@@ -139,7 +142,13 @@ def commit() -> str:
     return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def record(levels: dict[int, Level], machine: dict[str, object], at: str, date: str) -> dict:
+def record(
+    levels: dict[int, Level],
+    machine: dict[str, object],
+    at: str,
+    date: str,
+    others: tuple[float, ...] = (),
+) -> dict:
     """A run as the baseline file holds it."""
     return {
         "machine": machine,
@@ -147,6 +156,10 @@ def record(levels: dict[int, Level], machine: dict[str, object], at: str, date: 
         "date": date,
         "settings": settings(),
         "levels": {str(c): levels[c].as_json() for c in sorted(levels)},
+        "others_cpu": {
+            "mean": round(statistics.fmean(others), 4) if others else None,
+            "max": round(max(others), 4) if others else None,
+        },
     }
 
 
@@ -239,10 +252,10 @@ def report(
         f"(`python -m loadtests.bench_quick`), commit {run['commit']}, {run['date']}. "
         f"vLLM's OpenAI server, then arena-serve (one A/B experiment on one engine, as "
         f"`make bench-serving` runs it), then vLLM again (kept running, idle, meanwhile); each "
-        f"round {REQUESTS[1]} streamed chats at concurrency 1, then {REQUESTS[32]} at "
-        f"concurrency 32, {MAX_TOKENS} tokens each (ignore_eos); rounds: vLLM "
+        f"round {REQUESTS[32]} streamed chats at concurrency 32 (one wave), then {REQUESTS[1]} "
+        f"at concurrency 1, {MAX_TOKENS} tokens each (ignore_eos); rounds: vLLM "
         f"{ROUNDS['vllm-before']} + {ROUNDS['vllm-after']}, arena-serve {ROUNDS['arena-serve']}, "
-        "each server's first after a warm-up.",
+        "each phase's first after a warm-up wave at concurrency 32.",
         "",
         "| concurrency | system | tokens/s (median) | each round |",
         "|---:|---|---:|---|",
@@ -285,6 +298,16 @@ def report(
         if baseline
         else "no baseline"
     )
+    others = run["others_cpu"]
+    if others["mean"] is not None:
+        busy = others["mean"] > BUSY
+        lines += [
+            "",
+            f"Other processes (and the host, as steal time) took {100 * others['mean']:.0f} % "
+            f"of the machine's CPU during the rounds on average, {100 * others['max']:.0f} % at "
+            "most in one"
+            + (": the machine was busy, and the noise above is mostly theirs." if busy else "."),
+        ]
     lines += [
         "",
         f"Verdict ({where}): {outcome.message} (exit {outcome.code}).",
@@ -305,22 +328,68 @@ def _progress(text: str) -> None:
     )
 
 
-def phase(base: str, system: str, rounds: int, into: dict[int, list[float]]) -> None:
-    """`rounds` rounds against `base`, each level's tokens/s appended to `into`."""
+def _our_cpu() -> dict[int, float]:
+    """CPU seconds so far of this process and everything it started (the servers, Ray, vLLM)."""
+    ours = {}
+    me = psutil.Process()
+    for process in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            ours[process.pid] = times.user + times.system
+    return ours
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """The machine's busy and total CPU seconds so far (guest time is already in user time)."""
+    times = psutil.cpu_times()
+    total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+    return total - times.idle - getattr(times, "iowait", 0.0), total
+
+
+@contextmanager
+def others_share(into: list[float]) -> Iterator[None]:
+    """Append to `into` the share of the machine's CPU that anything but this run used meanwhile:
+    other processes, and the host (steal time, on a virtual machine)."""
+    ours, (busy, total) = _our_cpu(), _machine_cpu()
+    yield
+    ours_now, (busy_now, total_now) = _our_cpu(), _machine_cpu()
+    used = sum(cpu - ours.get(pid, 0.0) for pid, cpu in ours_now.items())
+    if total_now > total:
+        into.append(max(0.0, busy_now - busy - used) / (total_now - total))
+
+
+def phase(
+    base: str, system: str, rounds: int, into: dict[int, list[float]], others: list[float]
+) -> None:
+    """`rounds` rounds against `base`, each level's tokens/s appended to `into`, and the share
+    of the CPU other processes took during each to `others`."""
     for i in range(rounds):
         for level in LEVELS:
+            warm_up = i == 0 and level == LEVELS[0]
             run = serving_bench.run_level(
-                base, model_of(system), level, REQUESTS[level], warm_up=i == 0
+                base, model_of(system), level, REQUESTS[level], warm_up=warm_up
             )
-            tokens = asyncio.run(run)["tokens_per_s"]
+            with others_share(others):
+                tokens = asyncio.run(run)["tokens_per_s"]
             into[level].append(tokens)
-            _progress(f"{system} c={level} round {i + 1}/{rounds}: {tokens:.1f} tok/s")
+            _progress(
+                f"{system} c={level} round {i + 1}/{rounds}: {tokens:.1f} tok/s "
+                f"(others: {100 * others[-1]:.0f} % of the CPU)"
+            )
 
 
-def measure(logs: Path) -> tuple[dict[int, Level], float]:
-    """Each level's rounds from the three phases, and the seconds spent starting servers."""
+@dataclass(frozen=True)
+class Measured:
+    levels: dict[int, Level]
+    starting_s: float  # spent starting the servers
+    others: tuple[float, ...]  # the CPU share others took, each round of each level
+
+
+def measure(logs: Path) -> Measured:
+    """Each level's rounds from the three phases."""
     vllm: dict[int, list[float]] = {level: [] for level in LEVELS}
     arena: dict[int, list[float]] = {level: [] for level in LEVELS}
+    others: list[float] = []
     starting = 0.0
 
     @contextmanager
@@ -338,12 +407,12 @@ def measure(logs: Path) -> tuple[dict[int, Level], float]:
     with tempfile.TemporaryDirectory(prefix="bench-quick-") as store:
         os.environ[STORE_ENV] = str(Path(store) / "outcomes.db")  # arena-serve's outcome log
         with server("vllm") as vllm_base:
-            phase(vllm_base, "vllm", ROUNDS["vllm-before"], vllm)
+            phase(vllm_base, "vllm", ROUNDS["vllm-before"], vllm, others)
             with server("arena-serve") as arena_base:
-                phase(arena_base, "arena-serve", ROUNDS["arena-serve"], arena)
-            phase(vllm_base, "vllm", ROUNDS["vllm-after"], vllm)
+                phase(arena_base, "arena-serve", ROUNDS["arena-serve"], arena, others)
+            phase(vllm_base, "vllm", ROUNDS["vllm-after"], vllm, others)
     levels = {level: Level(tuple(vllm[level]), tuple(arena[level])) for level in LEVELS}
-    return levels, starting
+    return Measured(levels, starting, tuple(others))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,15 +432,16 @@ def main(argv: list[str] | None = None) -> int:
     args.logs.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     try:
-        levels, starting = measure(args.logs)
+        measured = measure(args.logs)
     except (RuntimeError, httpx.HTTPError) as error:
         print(f"bench-quick: no measurement: {error} (server logs in {args.logs})", file=sys.stderr)
         return FAILED
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    run = record(levels, this_machine(), commit(), date)
+    run = record(measured.levels, this_machine(), commit(), date, measured.others)
     baseline = load_baseline(args.baseline)
     outcome = compare(baseline, run)
-    print(report(run, baseline, outcome, time.monotonic() - began, starting))
+    print(report(run, baseline, outcome, time.monotonic() - began, measured.starting_s))
+    (args.logs / "last.json").write_text(json.dumps(run, indent=2) + "\n")
     if args.save_baseline:
         args.baseline.write_text(json.dumps(run, indent=2) + "\n")
         print(f"\nBaseline saved: {args.baseline} (commit it).")

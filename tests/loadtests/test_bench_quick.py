@@ -77,7 +77,8 @@ def test_a_run_saves_its_baseline_then_compares_with_it(
 ) -> None:
     """`main` end to end, with the measurement replaced: the servers never start."""
     figures = {1: Level((20.0, 20.0), (18.0, 18.0)), 32: Level((250.0, 250.0), (225.0, 225.0))}
-    monkeypatch.setattr(bench_quick, "measure", lambda logs: (dict(figures), 60.0))
+    measured = bench_quick.Measured  # the servers' figures, and the CPU share of others
+    monkeypatch.setattr(bench_quick, "measure", lambda logs: measured(dict(figures), 60, (0.01,)))
     monkeypatch.setattr(bench_quick, "this_machine", lambda: MACHINE)
     baseline, logs = tmp_path / "baseline.json", ["--logs", str(tmp_path / "logs")]
     assert bench_quick.main(["--baseline", str(baseline), *logs]) == NO_BASELINE
