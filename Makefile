@@ -5,7 +5,7 @@ PY := .venv/bin/python
 CONFIG ?= deploy/config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop clean
+.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick clean
 
 setup:
 	@bash scripts/setup.sh
@@ -54,6 +54,14 @@ bench-arena-timing: setup
 
 bench-stop: setup
 	$(call bench_into_docs,loadtests.stop_time,"Stopping make serve")
+
+# The hot path's guard (about 4 minutes on 2 cores): arena-serve / vLLM at concurrency 1 and 32
+# against loadtests/bench_quick_baseline.json, non-zero on a drop beyond the noise; it records
+# nothing in docs/benchmarks.md. `make bench-quick BENCH_QUICK_ARGS=--save-baseline` records a
+# new baseline.
+BENCH_QUICK_ARGS ?=
+bench-quick: setup
+	@$(PY) -m loadtests.bench_quick $(BENCH_QUICK_ARGS)
 
 bench-kernels: setup
 	$(call bench_into_docs,reward.bench,"Reward-model kernels and scorer")

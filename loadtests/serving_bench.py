@@ -340,13 +340,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-async def run_level(base: str, model: str, concurrency: int, requests: int) -> dict[str, float]:
+async def run_level(
+    base: str, model: str, concurrency: int, requests: int, warm_up: bool = True
+) -> dict[str, float]:
+    """`requests` streamed chats, `concurrency` at a time; first (`warm_up`) a warm-up at the
+    level's own concurrency (the engine's batch shapes, connections), not counted."""
     limits = httpx.Limits(max_connections=concurrency + 4)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
         gate = asyncio.Semaphore(concurrency)
-        # Warm-up at the level's own concurrency (the engine's batch shapes, connections).
-        await asyncio.gather(*(one_request(client, base, model, p) for p in
-                               (PROMPTS * concurrency)[: max(2, concurrency)]))  # fmt: skip
+        if warm_up:
+            prompts = (PROMPTS * concurrency)[: max(2, concurrency)]
+            await asyncio.gather(*(one_request(client, base, model, p) for p in prompts))
 
         async def bounded(i: int) -> Result:
             async with gate:
@@ -469,16 +473,19 @@ def scoring_lines(results: dict[str, dict[int, dict[str, float]]], scored: dict)
     return "\n".join(lines)
 
 
-def machine() -> str:
-    cpu = platform.machine()
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the architecture where there is none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    return platform.machine()
+
+
+def machine() -> str:
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def main(argv: list[str] | None = None) -> int:

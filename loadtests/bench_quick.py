@@ -1,0 +1,455 @@
+"""The hot path's quick guard: `python -m loadtests.bench_quick` (`make bench-quick`).
+
+Measures arena-serve's throughput as a ratio to vLLM's own server at concurrency 1 and 32 and
+compares it with a stored baseline (`loadtests/bench_quick_baseline.json`), in about 4 minutes
+on 2 cores, start-ups included. Run it before and after a change to the request path; commit a
+new baseline (`--save-baseline`) when a change is meant to move the ratio.
+
+What runs. The `vllm` and `arena-serve` systems of `loadtests.serving_bench` (the same servers,
+engine settings, requests and client, in the client's session), in three phases: vLLM, then
+arena-serve (vLLM kept running, idle: it takes no measurable CPU then), then vLLM again once
+arena-serve has stopped. A phase is a number of rounds (`ROUNDS`); a round is 2 streamed chats
+at concurrency 1, then 32 at concurrency 32 (one wave), 64 tokens each, and gives each level
+one figure in tokens/s. A phase's first round is preceded by a warm-up at each level. The two
+vLLM phases bracket arena-serve's, so the machine drifting during the run (other processes on
+these cores, a throttled host) shows in vLLM's spread instead of passing for a change in
+arena-serve.
+
+The ratio, per level, is the median of arena-serve's rounds over the median of vLLM's.
+
+Its noise is the half-width of the range the rounds allow, relative to the ratio:
+`(max(arena) / min(vllm) - min(arena) / max(vllm)) / (2 * ratio)`, from the slowest arena-serve
+round over the fastest vLLM round to the fastest over the slowest. It is a deliberately wide
+measure: it holds each system's whole round-to-round spread, not the (smaller) uncertainty of
+a median.
+
+A regression at a level: the ratio fell below the baseline's by more than the noise allowed,
+`1 - ratio / baseline_ratio > max(baseline noise, this run's noise, FLOOR)` (FLOOR = 3 %, the
+least change this guard claims to see: ratios of repeated runs on one unchanged tree moved by
+that much here, docs/benchmarks.md). Taking the larger of the two runs' noise, not their sum,
+makes the guard strict: a drop at least as large as either run's own spread fails it. A rise
+beyond the same allowance passes and is reported as better (a new baseline is then worth
+saving). One run cannot resolve less than about 3 %; to judge a smaller change, run old and new
+back to back several times and compare the medians (docs/benchmarks.md shows how).
+
+Exit status: 0 within the noise of the baseline, or better; 1 a regression at some level (the
+message names the level, both ratios and the drop allowed); 2 no baseline to compare with; 3 a
+baseline that is not comparable: measured on another machine (another CPU model or core count)
+or with other request settings, so that a ratio from it means nothing here. `--save-baseline`
+writes this run as the baseline instead (and exits 0). 4: a server did not start or a request
+failed (see the logs).
+
+Prints markdown: the machine, command and commit, each system's tokens/s per level and round,
+the ratios with their noise, the baseline's, and the verdict. It writes nothing to
+docs/benchmarks.md: it is a guard, run often.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psutil
+
+from loadtests import serving_bench
+from loadtests.serving_bench import MAX_TOKENS, ROOT, STORE_ENV, cpu_model, model_of, running
+
+BASELINE = ROOT / "loadtests" / "bench_quick_baseline.json"
+SYSTEMS = ("vllm", "arena-serve")
+LEVELS = (32, 1)  # in a round's order: the first round's warm-up at 32 warms level 1 too
+REQUESTS = {1: 2, 32: 32}  # concurrency -> requests per round
+ROUNDS = {"vllm-before": 2, "arena-serve": 4, "vllm-after": 2}  # phase -> rounds
+FLOOR = 0.03  # the least drop this guard calls a regression
+BUSY = 0.05  # others' mean share of the CPU above which the report calls the machine busy
+
+PASS, REGRESSION, NO_BASELINE, NOT_COMPARABLE, FAILED = 0, 1, 2, 3, 4
+
+
+# The figures: pure, and what the baseline file holds.
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level's rounds, in tokens/s: vLLM's (both phases) and arena-serve's."""
+
+    vllm: tuple[float, ...]
+    arena: tuple[float, ...]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.arena) / statistics.median(self.vllm)
+
+    @property
+    def low(self) -> float:
+        return min(self.arena) / max(self.vllm)
+
+    @property
+    def high(self) -> float:
+        return max(self.arena) / min(self.vllm)
+
+    @property
+    def noise(self) -> float:
+        """Half the range the rounds allow the ratio, as a fraction of the ratio."""
+        return (self.high - self.low) / (2 * self.ratio)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "ratio": round(self.ratio, 4),
+            "noise": round(self.noise, 4),
+            "low": round(self.low, 4),
+            "high": round(self.high, 4),
+            "vllm_tokens_per_s": [round(x, 2) for x in self.vllm],
+            "arena_serve_tokens_per_s": [round(x, 2) for x in self.arena],
+        }
+
+
+def settings() -> dict[str, object]:
+    """What a ratio depends on besides the code and the machine: runs with other settings are
+    not compared."""
+    return {
+        "max_tokens": MAX_TOKENS,
+        "requests_per_round": {str(c): REQUESTS[c] for c in LEVELS},
+        "rounds": dict(ROUNDS),
+    }
+
+
+def this_machine() -> dict[str, object]:
+    return {"cpu": cpu_model(), "cores": os.cpu_count()}
+
+
+def commit() -> str:
+    """The checkout's commit, `+dirty` where tracked files differ from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def record(
+    levels: dict[int, Level],
+    machine: dict[str, object],
+    at: str,
+    date: str,
+    others: tuple[float, ...] = (),
+) -> dict:
+    """A run as the baseline file holds it."""
+    return {
+        "machine": machine,
+        "commit": at,
+        "date": date,
+        "settings": settings(),
+        "levels": {str(c): levels[c].as_json() for c in sorted(levels)},
+        "others_cpu": {
+            "mean": round(statistics.fmean(others), 4) if others else None,
+            "max": round(max(others), 4) if others else None,
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Check:
+    level: int
+    baseline: float
+    ratio: float
+    allowed: float  # the largest drop, as a fraction of the baseline ratio, within the noise
+
+    @property
+    def change(self) -> float:
+        return self.ratio / self.baseline - 1
+
+    @property
+    def verdict(self) -> str:
+        if -self.change > self.allowed:
+            return "regression"
+        return "better" if self.change > self.allowed else "within noise"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    message: str
+    checks: tuple[Check, ...] = ()
+
+
+def compare(baseline: dict | None, run: dict, floor: float = FLOOR) -> Outcome:
+    """This run (`record`) against the baseline (the same shape, or None when there is none)."""
+    if baseline is None:
+        return Outcome(NO_BASELINE, "no baseline to compare with: run with --save-baseline")
+    if baseline["machine"] != run["machine"]:
+        theirs, ours = baseline["machine"], run["machine"]
+        return Outcome(
+            NOT_COMPARABLE,
+            f"the baseline was measured on another machine ({theirs['cpu']}, {theirs['cores']} "
+            f"cores; this one: {ours['cpu']}, {ours['cores']} cores): its ratios say nothing "
+            "here; save one for this machine with --save-baseline",
+        )
+    if baseline["settings"] != run["settings"]:
+        return Outcome(
+            NOT_COMPARABLE,
+            f"the baseline ran other settings ({json.dumps(baseline['settings'])}; this run: "
+            f"{json.dumps(run['settings'])}); save a new one with --save-baseline",
+        )
+    checks = []
+    for level, then in baseline["levels"].items():
+        now = run["levels"].get(level)
+        if now is None:
+            return Outcome(NOT_COMPARABLE, f"this run has no concurrency {level}")
+        allowed = max(then["noise"], now["noise"], floor)
+        checks.append(Check(int(level), then["ratio"], now["ratio"], allowed))
+    failed = [c for c in checks if c.verdict == "regression"]
+    if failed:
+        message = "; ".join(
+            f"REGRESSION at concurrency {c.level}: arena-serve / vLLM {c.ratio:.3f}×, baseline "
+            f"{c.baseline:.3f}× ({100 * c.change:+.1f} %, more than the {100 * c.allowed:.1f} % "
+            "drop the noise allows)"
+            for c in failed
+        )
+        return Outcome(REGRESSION, message, tuple(checks))
+    better = [c for c in checks if c.verdict == "better"]
+    message = "within the noise of the baseline at every level" + (
+        f"; better at concurrency {', '.join(str(c.level) for c in better)} (a new baseline "
+        "may be worth saving)"
+        if better
+        else ""
+    )
+    return Outcome(PASS, message, tuple(checks))
+
+
+def load_baseline(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# The report.
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
+
+
+def report(
+    run: dict, baseline: dict | None, outcome: Outcome, wall_s: float, start_s: float
+) -> str:
+    machine = run["machine"]
+    lines = [
+        f"Machine: {machine['cpu']}, {machine['cores']} cores. Command: `make bench-quick` "
+        f"(`python -m loadtests.bench_quick`), commit {run['commit']}, {run['date']}. "
+        f"vLLM's OpenAI server, then arena-serve (one A/B experiment on one engine, as "
+        f"`make bench-serving` runs it), then vLLM again (kept running, idle, meanwhile); each "
+        f"round {REQUESTS[32]} streamed chats at concurrency 32 (one wave), then {REQUESTS[1]} "
+        f"at concurrency 1, {MAX_TOKENS} tokens each (ignore_eos); rounds: vLLM "
+        f"{ROUNDS['vllm-before']} + {ROUNDS['vllm-after']}, arena-serve {ROUNDS['arena-serve']}, "
+        "each phase's first after a warm-up wave at concurrency 32.",
+        "",
+        "| concurrency | system | tokens/s (median) | each round |",
+        "|---:|---|---:|---|",
+    ]
+
+    def listed(rounds: list[float]) -> str:
+        return ", ".join(f"{x:.1f}" for x in rounds)
+
+    for level, figures in run["levels"].items():
+        vllm, arena = figures["vllm_tokens_per_s"], figures["arena_serve_tokens_per_s"]
+        split = ROUNDS["vllm-before"]
+        lines += [
+            f"| {level} | vllm | {statistics.median(vllm):.1f} | before: {listed(vllm[:split])}; "
+            f"after: {listed(vllm[split:])} |",
+            f"| {level} | arena-serve | {statistics.median(arena):.1f} | {listed(arena)} |",
+        ]
+    lines += [
+        "",
+        "| concurrency | arena-serve / vLLM | range over rounds | noise | baseline | change | "
+        "allowed drop | verdict |",
+        "|---:|---:|---|---:|---|---:|---:|---|",
+    ]
+    checks = {str(c.level): c for c in outcome.checks}  # none unless comparable
+    for level, figures in run["levels"].items():
+        row = (
+            f"| {level} | {figures['ratio']:.3f}× | {figures['low']:.3f}–{figures['high']:.3f}× "
+            f"| ±{100 * figures['noise']:.1f} % |"
+        )
+        if (check := checks.get(level)) and baseline:
+            then = baseline["levels"][level]
+            row += (
+                f" {then['ratio']:.3f}× ±{100 * then['noise']:.1f} % | "
+                f"{100 * check.change:+.1f} % | {100 * check.allowed:.1f} % | {check.verdict} |"
+            )
+        else:
+            row += " — | — | — | — |"
+        lines.append(row)
+    where = (
+        f"baseline of commit {baseline['commit']}, {baseline['date']}"
+        if baseline
+        else "no baseline"
+    )
+    others = run["others_cpu"]
+    if others["mean"] is not None:
+        busy = others["mean"] > BUSY
+        lines += [
+            "",
+            f"Other processes (and the host, as steal time) took {100 * others['mean']:.0f} % "
+            f"of the machine's CPU during the rounds on average, {100 * others['max']:.0f} % at "
+            "most in one"
+            + (": the machine was busy, and the noise above is mostly theirs." if busy else "."),
+        ]
+    lines += [
+        "",
+        f"Verdict ({where}): {outcome.message} (exit {outcome.code}).",
+        f"Wall time: {_minutes(wall_s)}, of which {_minutes(start_s)} starting the servers.",
+    ]
+    return "\n".join(lines)
+
+
+# The run.
+
+
+_BEGAN = time.monotonic()
+
+
+def _progress(text: str) -> None:
+    print(
+        f"[bench-quick {_minutes(time.monotonic() - _BEGAN)}] {text}", file=sys.stderr, flush=True
+    )
+
+
+def _our_cpu() -> dict[int, float]:
+    """CPU seconds so far of this process and everything it started (the servers, Ray, vLLM)."""
+    ours = {}
+    me = psutil.Process()
+    for process in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            ours[process.pid] = times.user + times.system
+    return ours
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """The machine's busy and total CPU seconds so far (guest time is already in user time)."""
+    times = psutil.cpu_times()
+    total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+    return total - times.idle - getattr(times, "iowait", 0.0), total
+
+
+@contextmanager
+def others_share(into: list[float]) -> Iterator[None]:
+    """Append to `into` the share of the machine's CPU that anything but this run used meanwhile:
+    other processes, and the host (steal time, on a virtual machine)."""
+    ours, (busy, total) = _our_cpu(), _machine_cpu()
+    yield
+    ours_now, (busy_now, total_now) = _our_cpu(), _machine_cpu()
+    used = sum(cpu - ours.get(pid, 0.0) for pid, cpu in ours_now.items())
+    if total_now > total:
+        into.append(max(0.0, busy_now - busy - used) / (total_now - total))
+
+
+def phase(
+    base: str, system: str, rounds: int, into: dict[int, list[float]], others: list[float]
+) -> None:
+    """`rounds` rounds against `base`, each level's tokens/s appended to `into`, and the share
+    of the CPU other processes took during each to `others`."""
+    for i in range(rounds):
+        for level in LEVELS:
+            warm_up = i == 0 and level == LEVELS[0]
+            run = serving_bench.run_level(
+                base, model_of(system), level, REQUESTS[level], warm_up=warm_up
+            )
+            with others_share(others):
+                tokens = asyncio.run(run)["tokens_per_s"]
+            into[level].append(tokens)
+            _progress(
+                f"{system} c={level} round {i + 1}/{rounds}: {tokens:.1f} tok/s "
+                f"(others: {100 * others[-1]:.0f} % of the CPU)"
+            )
+
+
+@dataclass(frozen=True)
+class Measured:
+    levels: dict[int, Level]
+    starting_s: float  # spent starting the servers
+    others: tuple[float, ...]  # the CPU share others took, each round of each level
+
+
+def measure(logs: Path) -> Measured:
+    """Each level's rounds from the three phases."""
+    vllm: dict[int, list[float]] = {level: [] for level in LEVELS}
+    arena: dict[int, list[float]] = {level: [] for level in LEVELS}
+    others: list[float] = []
+    starting = 0.0
+
+    @contextmanager
+    def server(system: str) -> Iterator[str]:
+        nonlocal starting
+        _progress(f"{system}: starting")
+        began = time.monotonic()
+        with running(system, logs / f"{system}.log") as base:
+            starting += time.monotonic() - began
+            _progress(f"{system}: ready in {time.monotonic() - began:.0f} s")
+            yield base
+            began = time.monotonic()
+        _progress(f"{system}: stopped in {time.monotonic() - began:.0f} s")
+
+    with tempfile.TemporaryDirectory(prefix="bench-quick-") as store:
+        os.environ[STORE_ENV] = str(Path(store) / "outcomes.db")  # arena-serve's outcome log
+        with server("vllm") as vllm_base:
+            phase(vllm_base, "vllm", ROUNDS["vllm-before"], vllm, others)
+            with server("arena-serve") as arena_base:
+                phase(arena_base, "arena-serve", ROUNDS["arena-serve"], arena, others)
+            phase(vllm_base, "vllm", ROUNDS["vllm-after"], vllm, others)
+    levels = {level: Level(tuple(vllm[level]), tuple(arena[level])) for level in LEVELS}
+    return Measured(levels, starting, tuple(others))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.bench_quick",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--baseline", type=Path, default=BASELINE, help="the baseline file")
+    parser.add_argument(
+        "--save-baseline",
+        action="store_true",
+        help="write this run as the baseline (after showing how it compares with the old one)",
+    )
+    parser.add_argument("--logs", type=Path, default=ROOT / "data" / "bench" / "quick")
+    args = parser.parse_args(argv)
+    args.logs.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    try:
+        measured = measure(args.logs)
+    except (RuntimeError, httpx.HTTPError) as error:
+        print(f"bench-quick: no measurement: {error} (server logs in {args.logs})", file=sys.stderr)
+        return FAILED
+    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    run = record(measured.levels, this_machine(), commit(), date, measured.others)
+    baseline = load_baseline(args.baseline)
+    outcome = compare(baseline, run)
+    print(report(run, baseline, outcome, time.monotonic() - began, measured.starting_s))
+    (args.logs / "last.json").write_text(json.dumps(run, indent=2) + "\n")
+    if args.save_baseline:
+        args.baseline.write_text(json.dumps(run, indent=2) + "\n")
+        print(f"\nBaseline saved: {args.baseline} (commit it).")
+        return PASS
+    if outcome.code != PASS:
+        print(f"bench-quick: {outcome.message}", file=sys.stderr)
+    return outcome.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""`make bench-quick`'s figures and verdicts, without a server: the ratio and its noise from the
+rounds, the comparison with a baseline, and the exit status of a run end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from loadtests import bench_quick
+from loadtests.bench_quick import NO_BASELINE, NOT_COMPARABLE, PASS, REGRESSION, Level, compare
+
+MACHINE = {"cpu": "AMD EPYC", "cores": 2}
+
+
+def run(ratios: dict[int, float], noise: float = 0.01, machine: dict | None = None) -> dict:
+    """A run whose ratio at each level is `ratios[level]`, its rounds spread by about ±`noise`."""
+    levels = {
+        level: Level(vllm=(100.0, 100.0), arena=(100 * r * (1 - noise), 100 * r * (1 + noise)))
+        for level, r in ratios.items()
+    }
+    return bench_quick.record(levels, machine or MACHINE, "abc1234", "2026-12-02 06:00 UTC")
+
+
+def test_the_ratio_is_of_medians_and_its_noise_spans_the_rounds() -> None:
+    level = Level(vllm=(200.0, 210.0, 190.0, 205.0), arena=(180.0, 170.0, 185.0, 175.0))
+    assert level.ratio == pytest.approx(177.5 / 202.5)
+    assert level.low == pytest.approx(170 / 210) and level.high == pytest.approx(185 / 190)
+    assert level.noise == pytest.approx((185 / 190 - 170 / 210) / 2 / level.ratio)
+    assert run({32: 0.9}, noise=0.02)["levels"]["32"]["noise"] == pytest.approx(0.02, abs=1e-4)
+
+
+def test_a_run_within_the_noise_passes() -> None:
+    outcome = compare(run({1: 0.90, 32: 0.90}), run({1: 0.88, 32: 0.875}))
+    assert outcome.code == PASS
+    assert [c.verdict for c in outcome.checks] == ["within noise", "within noise"]
+
+
+def test_a_drop_beyond_the_noise_fails_naming_the_level_and_both_ratios() -> None:
+    outcome = compare(run({1: 0.90, 32: 0.90}), run({1: 0.90, 32: 0.85}))
+    assert outcome.code == REGRESSION
+    assert [c.verdict for c in outcome.checks] == ["within noise", "regression"]
+    assert "concurrency 32" in outcome.message and "concurrency 1" not in outcome.message
+    assert "0.850×" in outcome.message and "0.900×" in outcome.message
+    assert "3.0 %" in outcome.message  # the floor: both runs' noise is 1 %
+
+
+def test_the_larger_noise_of_the_two_runs_is_allowed() -> None:
+    quiet, noisy = run({32: 0.90}, noise=0.01), run({32: 0.85}, noise=0.08)
+    assert compare(quiet, noisy).code == PASS  # -5.6 % against ±8 %
+    assert compare(noisy, run({32: 0.80}, noise=0.01)).code == PASS  # -5.9 % against ±8 %
+    [check] = compare(quiet, run({32: 0.80}, noise=0.08)).checks  # -11 % against ±8 %
+    assert check.verdict == "regression" and check.allowed == pytest.approx(0.08, abs=1e-4)
+
+
+def test_a_rise_beyond_the_noise_passes_as_better() -> None:
+    outcome = compare(run({1: 0.90, 32: 0.80}), run({1: 0.90, 32: 0.90}))
+    assert outcome.code == PASS and outcome.checks[1].verdict == "better"
+    assert "better at concurrency 32" in outcome.message
+
+
+def test_a_baseline_from_another_machine_or_settings_is_not_compared() -> None:
+    other = run({1: 0.9, 32: 0.9}, machine={"cpu": "Intel Xeon", "cores": 2})
+    outcome = compare(other, run({1: 0.5, 32: 0.5}))
+    assert outcome.code == NOT_COMPARABLE and not outcome.checks
+    assert "another machine" in outcome.message and "Intel Xeon" in outcome.message
+    more_cores = run({1: 0.9, 32: 0.9}, machine={"cpu": "AMD EPYC", "cores": 4})
+    assert compare(more_cores, run({1: 0.9, 32: 0.9})).code == NOT_COMPARABLE
+    longer = run({1: 0.9, 32: 0.9}) | {"settings": {"max_tokens": 128}}
+    assert compare(longer, run({1: 0.9, 32: 0.9})).code == NOT_COMPARABLE
+    assert compare(None, run({1: 0.9})).code == NO_BASELINE
+
+
+def test_a_run_saves_its_baseline_then_compares_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`main` end to end, with the measurement replaced: the servers never start."""
+    figures = {1: Level((20.0, 20.0), (18.0, 18.0)), 32: Level((250.0, 250.0), (225.0, 225.0))}
+    measured = bench_quick.Measured  # the servers' figures, and the CPU share of others
+    monkeypatch.setattr(bench_quick, "measure", lambda logs: measured(dict(figures), 60, (0.01,)))
+    monkeypatch.setattr(bench_quick, "this_machine", lambda: MACHINE)
+    baseline, logs = tmp_path / "baseline.json", ["--logs", str(tmp_path / "logs")]
+    assert bench_quick.main(["--baseline", str(baseline), *logs]) == NO_BASELINE
+    assert bench_quick.main(["--baseline", str(baseline), "--save-baseline", *logs]) == PASS
+    assert json.loads(baseline.read_text())["levels"]["32"]["ratio"] == 0.9
+    assert bench_quick.main(["--baseline", str(baseline), *logs]) == PASS
+    out = capsys.readouterr().out
+    assert "| 32 | arena-serve | 225.0 | 225.0, 225.0 |" in out
+    assert "| 32 | 0.900× | 0.900–0.900× | ±0.0 % | 0.900× ±0.0 % | +0.0 % | 3.0 % |" in out
+    figures[32] = Level((250.0, 250.0), (200.0, 200.0))
+    assert bench_quick.main(["--baseline", str(baseline), *logs]) == REGRESSION
+    assert "REGRESSION at concurrency 32" in capsys.readouterr().err
+    monkeypatch.setattr(bench_quick, "this_machine", lambda: {"cpu": "other", "cores": 2})
+    assert bench_quick.main(["--baseline", str(baseline), *logs]) == NOT_COMPARABLE
