@@ -135,11 +135,26 @@ def engine_kwargs() -> dict[str, object]:
 
 def serve_vllm(port: int, _: System) -> int:
     command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(MODEL),
-        "--served-model-name", MODEL_ID, "--enforce-eager", "--kv-cache-memory-bytes",
-        str(KV_CACHE), "--max-model-len", str(MAX_MODEL_LEN), "--dtype", "bfloat16",
-        "--host", "127.0.0.1", "--port", str(port), "--disable-uvicorn-access-log",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(MODEL),
+        "--served-model-name",
+        MODEL_ID,
+        "--enforce-eager",
+        "--kv-cache-memory-bytes",
+        str(KV_CACHE),
+        "--max-model-len",
+        str(MAX_MODEL_LEN),
+        "--dtype",
+        "bfloat16",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--disable-uvicorn-access-log",
+    ]
     os.execv(sys.executable, command)
     return 1  # not reached
 
@@ -242,8 +257,12 @@ def model_of(system: str) -> str:
 def answers(base: str, model: str) -> bool:
     """Whether the server answers a one-token chat (a gateway answers `/v1/models` before its
     engines are up, so nothing less shows that a system is ready)."""
-    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1,
-            "user": "ready-check"}  # fmt: skip
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 1,
+        "user": "ready-check",
+    }
     try:
         return httpx.post(f"{base}/v1/chat/completions", json=body, timeout=10).status_code == 200
     except httpx.HTTPError:
@@ -269,9 +288,13 @@ def running(system: str, log: Path, own_session: bool = False) -> Iterator[str]:
     with log.open("w") as out:
         child = start(
             [sys.executable, "-m", "loadtests.serving_bench", "serve", system, str(port)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=own_session,
-            env=env, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=own_session,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 600
@@ -403,22 +426,29 @@ def targets(results: dict[str, dict[int, dict[str, float]]]) -> str:
         return results.get(system, {}).get(32, {}).get("tokens_per_s")
 
     ours, lines = throughput("arena-serve"), []
-    checks = [("vllm", 0.95, "direct vLLM"), ("ray-serve-llm", 1.1, "Ray Serve LLM (defaults)"),
-              ("ray-serve-llm-ht", 1.1, "Ray Serve LLM (high-throughput mode)"),
-              ("ray-serve-llm-direct", 1.1, "Ray Serve LLM (direct streaming)")]  # fmt: skip
+    checks = [
+        ("vllm", 0.95, "direct vLLM"),
+        ("ray-serve-llm", 1.1, "Ray Serve LLM (defaults)"),
+        ("ray-serve-llm-ht", 1.1, "Ray Serve LLM (high-throughput mode)"),
+        ("ray-serve-llm-direct", 1.1, "Ray Serve LLM (direct streaming)"),
+    ]
     for other, target, name in checks:
         theirs = throughput(other)
         if ours and theirs:
             ratio = ours / theirs
             verdict = "met" if ratio >= target else "missed"
-            lines.append(f"- throughput at concurrency 32, arena-serve / {name}: {ratio:.3f}× "
-                         f"(target ≥ {target}×: {verdict})")  # fmt: skip
+            lines.append(
+                f"- throughput at concurrency 32, arena-serve / {name}: {ratio:.3f}× "
+                f"(target ≥ {target}×: {verdict})"
+            )
     one, base = results.get("arena-serve", {}).get(1), results.get("vllm", {}).get(1)
     if one and base:
         overhead = 1e3 * (one["ttft_p50"] - base["ttft_p50"])
         verdict = "met" if overhead <= 5 else "missed"
-        lines.append(f"- TTFT p50 at concurrency 1, arena-serve over direct vLLM: "
-                     f"{overhead:+.1f} ms (target ≤ 5 ms: {verdict})")  # fmt: skip
+        lines.append(
+            f"- TTFT p50 at concurrency 1, arena-serve over direct vLLM: "
+            f"{overhead:+.1f} ms (target ≤ 5 ms: {verdict})"
+        )
     return "\n".join(lines)
 
 
@@ -458,12 +488,18 @@ def scoring_lines(results: dict[str, dict[int, dict[str, float]]], scored: dict)
         if plain and with_scores:
             ratio = with_scores["tokens_per_s"] / plain["tokens_per_s"]
             ttft = 1e3 * (with_scores["ttft_p50"] - plain["ttft_p50"])
-            lines.append(f"- concurrency {level}: arena-serve-scored / arena-serve throughput "
-                         f"{ratio:.3f}×, TTFT p50 {ttft:+.1f} ms")  # fmt: skip
+            lines.append(
+                f"- concurrency {level}: arena-serve-scored / arena-serve throughput "
+                f"{ratio:.3f}×, TTFT p50 {ttft:+.1f} ms"
+            )
     if scored:
         unscored = scored["answered"] - scored["scored"]
-        rest = (f"; {unscored} went unscored (shed at the gateway's `scorer.max_in_flight`, or "
-                "still queued when the count settled)" if unscored else "")  # fmt: skip
+        rest = (
+            f"; {unscored} went unscored (shed at the gateway's `scorer.max_in_flight`, or "
+            "still queued when the count settled)"
+            if unscored
+            else ""
+        )
         lines.append(
             f"- answers scored: {scored['scored']} of {scored['answered']} "
             f"({100 * scored['scored'] / max(1, scored['answered']):.0f} %), each "
@@ -524,8 +560,11 @@ def main(argv: list[str] | None = None) -> int:
                     key: statistics.median(run[key] for run in runs) for key in runs[0]
                 }
                 tokens = results[system][concurrency]["tokens_per_s"]
-                print(f"[bench-serving] {system} c={concurrency}: {tokens:.0f} tok/s",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"[bench-serving] {system} c={concurrency}: {tokens:.0f} tok/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if KNOWN_SYSTEMS[system].scored:
                 scored = scoring(store)
     systems = "; ".join(f"`{name}`: {SYSTEMS[name].what}" for name in args.systems)
