@@ -55,7 +55,7 @@ bench-arena-timing: setup
 bench-stop: setup
 	$(call bench_into_docs,loadtests.stop_time,"Stopping make serve")
 
-# The hot path's guard (about 4 minutes on 2 cores): arena-serve / vLLM at concurrency 1 and 32
+# The hot path's guard (5 to 7 minutes on 2 cores): arena-serve / vLLM at concurrency 1 and 32
 # against loadtests/bench_quick_baseline.json, non-zero on a drop beyond the noise; it records
 # nothing in docs/benchmarks.md. `make bench-quick BENCH_QUICK_ARGS=--save-baseline` records a
 # new baseline.

@@ -23,11 +23,18 @@ def run(ratios: dict[int, float], noise: float = 0.01, machine: dict | None = No
     return bench_quick.record(levels, machine or MACHINE, "abc1234", "2026-12-02 06:00 UTC")
 
 
-def test_the_ratio_is_of_medians_and_its_noise_spans_the_rounds() -> None:
+def test_the_ratio_is_of_medians_and_its_noise_a_bootstrap_interval() -> None:
     level = Level(vllm=(200.0, 210.0, 190.0, 205.0), arena=(180.0, 170.0, 185.0, 175.0))
     assert level.ratio == pytest.approx(177.5 / 202.5)
-    assert level.low == pytest.approx(170 / 210) and level.high == pytest.approx(185 / 190)
-    assert level.noise == pytest.approx((185 / 190 - 170 / 210) / 2 / level.ratio)
+    low, high = level.interval
+    assert 170 / 210 <= low < level.ratio < high <= 185 / 190  # within what the rounds allow
+    assert level.noise == pytest.approx((high - low) / 2 / level.ratio)
+    assert Level(level.vllm, level.arena).interval == level.interval  # the same draws each run
+    assert Level((200.0,) * 4, (180.0,) * 4).noise == 0
+    # One slow round widens the interval less than it widens the range of the rounds.
+    hiccup = Level(vllm=(250.0, 240.0, 245.0, 255.0), arena=(220.0, 222.0, 168.0, 218.0))
+    assert hiccup.noise < (222 / 240 - 168 / 255) / 2 / hiccup.ratio
+    # Two rounds each: the interval spans the rounds' two extremes.
     assert run({32: 0.9}, noise=0.02)["levels"]["32"]["noise"] == pytest.approx(0.02, abs=1e-4)
 
 
