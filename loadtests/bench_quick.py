@@ -244,6 +244,12 @@ def compare(baseline: dict | None, run: dict, floor: float = FLOOR) -> Outcome:
     return Outcome(PASS, message, tuple(checks))
 
 
+def is_busy(run: dict) -> bool:
+    """Whether other processes took more than `BUSY` of the CPU during the run's rounds."""
+    mean = run["others_cpu"]["mean"]
+    return mean is not None and mean > BUSY
+
+
 def load_baseline(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -312,7 +318,7 @@ def report(
     )
     others = run["others_cpu"]
     if others["mean"] is not None:
-        busy = others["mean"] > BUSY
+        busy = is_busy(run)
         lines += [
             "",
             f"Other processes (and the host, as steal time) took {100 * others['mean']:.0f} % "
@@ -463,6 +469,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_baseline:
         args.baseline.write_text(json.dumps(run, indent=2) + "\n")
         print(f"\nBaseline saved: {args.baseline} (commit it).")
+        if is_busy(run):
+            print(
+                "bench-quick: warning: the machine was busy during this run; a baseline "
+                "measured on a quiet machine compares better",
+                file=sys.stderr,
+            )
         return PASS
     if outcome.code != PASS:
         print(f"bench-quick: {outcome.message}", file=sys.stderr)

@@ -43,7 +43,7 @@ class SSEChunk:
     def is_json(self) -> bool:
         return self.raw.startswith("data: {")
 
-    @property
+    @cached_property
     def is_usage(self) -> bool:
         """The usage-only chunk vLLM sends last (`choices` empty), told without parsing."""
         return self.is_json and '"choices":[]' in self.raw and '"usage"' in self.raw

@@ -100,3 +100,22 @@ def test_a_run_saves_its_baseline_then_compares_with_it(
     assert "REGRESSION at concurrency 32" in capsys.readouterr().err
     monkeypatch.setattr(bench_quick, "this_machine", lambda: {"cpu": "other", "cores": 2})
     assert bench_quick.main(["--baseline", str(baseline), *logs]) == NOT_COMPARABLE
+
+
+@pytest.mark.parametrize(("others", "warned"), [((0.01, 0.02), False), ((0.2, 0.1), True)])
+def test_saving_a_baseline_on_a_busy_machine_warns(
+    others: tuple[float, ...],
+    warned: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    figures = {1: Level((20.0, 20.0), (18.0, 18.0)), 32: Level((250.0, 250.0), (225.0, 225.0))}
+    measured = bench_quick.Measured(figures, 60, others)
+    monkeypatch.setattr(bench_quick, "measure", lambda logs: measured)
+    monkeypatch.setattr(bench_quick, "this_machine", lambda: MACHINE)
+    baseline = tmp_path / "baseline.json"
+    argv = ["--baseline", str(baseline), "--save-baseline", "--logs", str(tmp_path / "logs")]
+    assert bench_quick.main(argv) == PASS
+    assert baseline.exists()
+    assert ("the machine was busy" in capsys.readouterr().err) is warned
