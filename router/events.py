@@ -20,6 +20,7 @@ FeedbackStatus = Literal[
     "recorded",  # a new row
     "replayed",  # the idempotency key was seen with the same feedback: the first answer again
     "unknown_target",  # no such completion or battle
+    "unknown_replacement",  # a regenerate's new completion is unknown, or of another experiment
     "already_voted",  # the battle has a vote under another idempotency key
     "key_reused",  # the idempotency key was seen with different feedback
     "not_the_voter",  # the battle (or its answer) belongs to another unit or API key
@@ -109,6 +110,23 @@ class Battle:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Transcript:
+    """The text of one experiment completion: kept only where the config asks for it
+    (`store.keep_text`), and only in the store (never in logs), until its retention ends.
+
+    `messages` is the conversation the variant answered, as JSON (`[{"role", "content"}]`;
+    a completions-endpoint prompt is one user turn), without the variant's system prompt;
+    `answer` is the text the client received (choice 0).
+    """
+
+    ts: float
+    completion_id: str
+    experiment: str
+    messages: str
+    answer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Score:
     """A reward model's score of one completion, written off the response path.
 
@@ -130,7 +148,9 @@ class Feedback:
     """A judgement of a completion or a battle, under an idempotency key.
 
     `value` holds the thumbs (`up`/`down`) or vote (`a`, `b`, `tie`, `both_bad`); `number` and
-    `name` a custom metric; `regenerate` and `copy` carry neither.
+    `name` a custom metric; `regenerate` and `copy` carry neither. A `regenerate` may name the
+    answer that replaced the judged one (`new_completion_id`): the pair becomes a preference
+    (the replacement chosen) when text is kept.
 
     `principal` is the API key's name (empty on a gateway without keys): idempotency keys are
     scoped by it, so two clients' `vote-1` never collide. `user` (the `user` field, else
@@ -149,6 +169,7 @@ class Feedback:
     principal: str = ""
     user: str | None = None
     session: str | None = None
+    new_completion_id: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse what the store could not take or the analysis could not read (ValueError):
@@ -173,6 +194,10 @@ class Feedback:
                 "custom feedback is on a completion: a battle's own metric names no variant "
                 "(rate one of its answers, `arena.completion_ids`)"
             )
+        if self.new_completion_id is not None and self.kind != "regenerate":
+            raise ValueError("only a regenerate names a new_completion_id")
+        if self.new_completion_id is not None and self.new_completion_id == self.completion_id:
+            raise ValueError("a regenerate's new_completion_id is another completion")
         if self.kind not in ("thumbs", "vote", "regenerate", "copy", "custom"):
             raise ValueError(f"unknown feedback kind {self.kind!r}")
         check_text(self)
@@ -201,7 +226,7 @@ class FeedbackResult:
     in_battle: bool = field(default=False, compare=False)
 
 
-Event = Exposure | Completion | Battle | Score | Feedback
+Event = Exposure | Completion | Battle | Transcript | Score | Feedback
 
 
 def check_text(event: Event) -> None:

@@ -14,6 +14,8 @@ Versions:
 3. completions keep the client's request id; battles their unit type, voter, API key and
    whether an answer named a model; scores their completion's battle; feedback is unique per
    (API key, idempotency key) and keeps who sent it.
+4. transcripts (the text of experiment completions, where the config keeps it), meta (the
+   store's secret for hashing voter ids), and a regenerate's `new_completion_id`.
 """
 
 from __future__ import annotations
@@ -136,5 +138,14 @@ def _v2_to_v3(db: sqlite3.Connection) -> None:
     )
 
 
+def _v3_to_v4(db: sqlite3.Connection) -> None:
+    # The new tables are made by the schema itself (CREATE ... IF NOT EXISTS), the secret too.
+    _add_missing(db, "feedback", {"new_completion_id": "TEXT"})
+
+
 # MIGRATIONS[n] takes a store of version n to version n + 1.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+}

@@ -1,7 +1,9 @@
 """The outcome store: SQLite in WAL mode, written by exactly one writer.
 
 Tables: exposures (and assignments, their deduplication), completions, battles, scores (reward
-model), feedback.
+model), feedback, transcripts (the text of experiment completions, only where the config keeps
+it; `purge_text` ends its retention), and meta (the store's own secret, which hashes voter ids
+in exports).
 
 `OutcomeStore.write` applies a batch of events in order inside one transaction, so a feedback row
 that refers to a completion or battle earlier in the same batch (or any earlier batch) finds it.
@@ -22,8 +24,10 @@ later version than this code knows is refused, never rewritten.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+import secrets
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, fields
@@ -39,15 +43,24 @@ from router.events import (
     FeedbackResult,
     FeedbackStatus,
     Score,
+    Transcript,
 )
 from router.migrations import MIGRATIONS
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DUPLICATE: Final = "duplicate"  # `write`'s result for an event the store already held
 WriteResult = FeedbackResult | Literal["duplicate"] | None
-TABLES = ("exposures", "assignments", "completions", "battles", "scores", "feedback")
+TABLES = (
+    "exposures",
+    "assignments",
+    "completions",
+    "battles",
+    "scores",
+    "feedback",
+    "transcripts",
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exposures (
@@ -138,11 +151,24 @@ CREATE TABLE IF NOT EXISTS feedback (
     principal TEXT NOT NULL DEFAULT '',
     user TEXT,
     session TEXT,
+    new_completion_id TEXT,
     UNIQUE (principal, idempotency_key),
     CHECK ((completion_id IS NULL) != (battle_id IS NULL))
 );
 CREATE INDEX IF NOT EXISTS feedback_by_completion ON feedback (completion_id);
 CREATE UNIQUE INDEX IF NOT EXISTS one_vote_per_battle ON feedback (battle_id) WHERE kind = 'vote';
+CREATE TABLE IF NOT EXISTS transcripts (
+    completion_id TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    experiment TEXT NOT NULL,
+    messages TEXT NOT NULL,
+    answer TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transcripts_by_time ON transcripts (ts);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -189,8 +215,17 @@ _INSERT_EXPOSURE = _insert_sql("exposures", _field_names(Exposure))
 _INSERT_COMPLETION = _insert_sql("completions", _field_names(Completion), "INSERT OR IGNORE")
 _INSERT_SCORE = _insert_sql("scores", _field_names(Score), "INSERT OR REPLACE")
 _INSERT_FEEDBACK = _insert_sql("feedback", _field_names(Feedback))
+_INSERT_TRANSCRIPT = _insert_sql("transcripts", _field_names(Transcript), "INSERT OR IGNORE")
 # What makes two feedback calls "the same" for an idempotency key.
-_FEEDBACK_CONTENT = ("kind", "completion_id", "battle_id", "value", "number", "name")
+_FEEDBACK_CONTENT = (
+    "kind",
+    "completion_id",
+    "battle_id",
+    "value",
+    "number",
+    "name",
+    "new_completion_id",
+)
 
 
 class OutcomeStore:
@@ -228,6 +263,9 @@ class OutcomeStore:
             for statement in _SCHEMA.split(";"):  # executescript would commit first
                 if statement.strip():
                     self._db.execute(statement)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('voter_secret', ?)", (secrets.token_hex(32),)
+            )
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
@@ -271,6 +309,9 @@ class OutcomeStore:
                 return DUPLICATE
         elif isinstance(event, Score):
             self._db.execute(_INSERT_SCORE, astuple(event))
+        elif isinstance(event, Transcript):
+            if not self._db.execute(_INSERT_TRANSCRIPT, astuple(event)).rowcount:
+                return DUPLICATE
         else:
             return self._apply_feedback(event)
         return None
@@ -328,6 +369,8 @@ class OutcomeStore:
             return FeedbackResult(status="unknown_target", feedback_id=None)
         if not self._may_judge(feedback, self._battle_of(feedback)):
             return FeedbackResult(status="not_the_voter", feedback_id=None)
+        if feedback.new_completion_id is not None and not self._replacement_fits(feedback):
+            return FeedbackResult(status="unknown_replacement", feedback_id=None)
         if feedback.kind == "vote":
             voted = self._db.execute(
                 "SELECT id FROM feedback WHERE battle_id = ? AND kind = 'vote'",
@@ -337,6 +380,21 @@ class OutcomeStore:
                 return FeedbackResult(status="already_voted", feedback_id=voted[0])
         cursor = self._db.execute(_INSERT_FEEDBACK, astuple(feedback))
         return self._result("recorded", cursor.lastrowid, feedback)
+
+    def _replacement_fits(self, feedback: Feedback) -> bool:
+        """Whether a regenerate's new completion exists, in the judged one's experiment, and
+        was served to the same voter where it was a battle's answer."""
+        pair = self._db.execute(
+            "SELECT n.experiment IS o.experiment FROM completions n, completions o "
+            "WHERE n.completion_id = ? AND o.completion_id = ?",
+            (feedback.new_completion_id, feedback.completion_id),
+        ).fetchone()
+        if pair is None or not pair[0]:
+            return False
+        replacement = dataclasses.replace(
+            feedback, completion_id=feedback.new_completion_id, new_completion_id=None
+        )
+        return self._may_judge(feedback, self._battle_of(replacement))
 
     def _battle_of(self, feedback: Feedback) -> tuple[str, str | None, str | None] | None:
         """(unit type, voter, principal) of the battle the feedback judges, directly or through
@@ -397,6 +455,33 @@ class OutcomeStore:
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
         cursor = self._db.execute(f"SELECT * FROM {table} {where}", tuple(params))
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def voter_secret(self) -> bytes:
+        """The store's own random secret (made with the store): exports hash voter ids with it,
+        so they can be joined within one store's data and not traced back to a user."""
+        (value,) = self._db.execute("SELECT value FROM meta WHERE key = 'voter_secret'").fetchone()
+        return bytes.fromhex(value)
+
+    def purge_text(self, before_ts: float) -> int:
+        """Delete the text kept of completions before `before_ts` (Unix seconds): the end of
+        its retention. The events themselves stay. Returns how many texts went."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = self._db.execute(
+                "DELETE FROM transcripts WHERE ts < ?", (before_ts,)
+            ).rowcount
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        return deleted
+
+    def query(self, sql: str, params: Iterable[object] = ()) -> list[dict]:
+        """Rows of a read-only query, as dicts (for the exports)."""
+        cursor = self._db.execute(sql, tuple(params))
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 

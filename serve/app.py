@@ -100,7 +100,10 @@ def build_app(args: dict[str, Any]) -> Application:
         if v.engine is None
     }
     engines = {v.name: owned[v.engine_name] for v in config.variants}  # prompt-only: shared
-    outcome_log = OutcomeLog.bind(str(config.store_file))
+    # Kept text is purged past its retention even once keep_text is off again.
+    outcome_log = OutcomeLog.bind(
+        str(config.store_file), retention_days=config.store.retention_days
+    )
     scorer = None
     if config.scorer is not None:
         scorer = RewardScorerDeployment.options(

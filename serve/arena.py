@@ -426,6 +426,10 @@ class ArenaBattle:
         for side in self.sides:
             completion_id = side.completion_id or f"{side.call.request_id}-{side.label}"
             events.append(side.call.completion(completion_id, side.status, side.usage, side.error))
+            if side.status == 200 and side.completion_id:
+                transcript = side.call.transcript(completion_id, "".join(side.text))
+                if transcript is not None:
+                    events.append(transcript)
         if all(side.status == 200 and side.completion_id for side in self.sides):
             events.append(self._battle_event())
         return events
@@ -500,6 +504,7 @@ class Arena:
         variants = self._engines.variants
         terms = telling_terms(*(variants[variant].identity_terms for variant in pair))
         who = dataclasses.replace(who, secrets=tuple(names), identity_terms=tuple(terms))
+        self._recorder.read_text(base, conversation(body, base.endpoint))  # both sides alike
         sides = []
         for index, variant in enumerate(pair):
             call = dataclasses.replace(base, variant=variant, events=[])
@@ -534,10 +539,6 @@ class Arena:
             )
             for index, (call, engine_request) in enumerate(prepared)
         ]
-        if self._recorder.sampled():
-            prompt = conversation(body, base.endpoint)
-            for side in sides:
-                side.call.prompt = prompt
         battle = ArenaBattle(
             battle_id=battle_id,
             experiment=base.experiment or "",

@@ -72,7 +72,9 @@ class BestOfN:
                 latency_s=call.elapsed_s(),
             )
             call.events.append(score)
-        await self._recorder.record(call, payload["id"], 200, payload.get("usage"))
+        self._recorder.read_text(call, conversation(body, call.endpoint))
+        shown = choice_text(response["choices"][0])
+        await self._recorder.record(call, payload["id"], 200, payload.get("usage"), text=shown)
         headers = answer_headers(call)
         if wants_stream:
             text = as_stream(response, call.endpoint, call.wants_usage)

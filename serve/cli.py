@@ -6,6 +6,8 @@ with an example call, and then watches the file: save an edit and it is deployed
 live (engines untouched), a config that does not validate refused with the field named. Ctrl-C
 or SIGTERM drains the app (no new completions; those in flight finish and are logged; the log
 commits) and shuts it down. `check-config` validates a file without starting anything.
+`report` analyses an experiment; `export-preferences` writes its judgements as training data
+(where the store kept their text), and `purge` deletes kept text past its retention.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import contextlib
 import copy
 import getpass
+import json
 import math
 import os
 import signal
@@ -225,11 +228,135 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_of(args: argparse.Namespace) -> tuple[Path, ServeFile | None] | int:
+    """The outcome log a command reads: `--store`, else the config's (exit status 2 on a bad
+    config)."""
+    if args.store is not None:
+        return args.store, None
+    try:
+        served = read_serve_file(args.config, check_model_files=False)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return served.app.store_file, served
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """Write an experiment's preferences as TRL conversational JSONL (pairs, and thumbs)."""
+    from router.preferences import ExportError, export_preferences, unpaired_path, write_jsonl
+
+    found = _store_of(args)
+    if isinstance(found, int):
+        return found
+    store, served = found
+    if served is not None and not served.app.store.keep_text:
+        print(
+            f"text retention is off in {args.config} (store.keep_text): the store keeps no "
+            "prompt or answer text to export. Set `store: {keep_text: true}` in the app's args "
+            "and collect judgements from then on (or pass --store to export text kept earlier).",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        exported = export_preferences(store, args.experiment, args.heldout)
+    except ExportError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    write_jsonl(exported.pairs, args.out)
+    write_jsonl(exported.unpaired, unpaired_path(args.out))
+    print(
+        f"wrote {len(exported.pairs)} pairs to {args.out} and {len(exported.unpaired)} thumbs "
+        f"to {unpaired_path(args.out)}"
+    )
+    print(json.dumps(exported.summary(), indent=2))
+    return 0
+
+
+def purge_command(args: argparse.Namespace) -> int:
+    """Delete kept text older than --older-than days (default: the config's retention)."""
+    from router.store import OutcomeStore
+
+    found = _store_of(args)
+    if isinstance(found, int):
+        return found
+    store, served = found
+    days = args.older_than
+    if days is None:
+        if served is None:
+            print("--older-than DAYS is needed with --store", file=sys.stderr)
+            return 2
+        days = served.app.store.retention_days
+    if not store.is_file():
+        print(f"no outcome log at {store}", file=sys.stderr)
+        return 2
+    try:
+        opened = OutcomeStore(store)
+    except sqlite3.DatabaseError as exc:
+        print(f"{store} is not an arena-serve outcome log ({exc})", file=sys.stderr)
+        return 2
+    try:
+        gone = opened.purge_text(time.time() - days * 86400)
+    finally:
+        opened.close()
+    print(f"purged the text of {gone} completions older than {days:g} days from {store}")
+    return 0
+
+
+def _days(text: str) -> float:
+    value = float(text)
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError("a number of days, 0 or more")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError("a fraction in [0, 1)")
+    return value
+
+
 def _replicates(text: str) -> int:
     value = int(text)
     if value < 2:
         raise argparse.ArgumentTypeError("an interval needs at least 2 replicates")
     return value
+
+
+def _add_data_commands(commands: Any) -> None:
+    """The commands that read the outcome log: report, export-preferences, purge."""
+    report = commands.add_parser("report", help="analyse an experiment from the outcome log")
+    report.add_argument("--experiment", required=True, help="the experiment's name")
+    report.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    report.add_argument("--store", type=Path, help="the SQLite outcome log (default: config's)")
+    report.add_argument(
+        "--out", type=Path, help="folder for plots and HTML (default: reports/NAME)"
+    )
+    report.add_argument(
+        "--reps", type=_replicates, default=200, help="bootstrap replicates (at least 2)"
+    )
+    report.add_argument("--json", action="store_true", help="print the JSON report instead")
+    export = commands.add_parser(
+        "export-preferences",
+        help="write an experiment's votes, regenerations and thumbs as TRL preference JSONL",
+    )
+    export.add_argument("--experiment", required=True, help="the experiment's name")
+    export.add_argument(
+        "--out", type=Path, required=True, help="pairs file (thumbs go to NAME.unpaired.jsonl)"
+    )
+    export.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    export.add_argument("--store", type=Path, help="the SQLite outcome log (default: config's)")
+    export.add_argument(
+        "--heldout", type=_share, default=0.2, help="share of voters held out (default 0.2)"
+    )
+    purge = commands.add_parser(
+        "purge", help="delete kept prompt and answer text past its retention"
+    )
+    purge.add_argument(
+        "--older-than", type=_days, help="days (default: the config's store.retention_days)"
+    )
+    purge.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    purge.add_argument("--store", type=Path, help="the SQLite outcome log (default: config's)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,18 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     hashed.add_argument("key", nargs="?", help="the key (default: read it without echo)")
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
-    report = commands.add_parser("report", help="analyse an experiment from the outcome log")
-    report.add_argument("--experiment", required=True, help="the experiment's name")
-    report.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    report.add_argument("--store", type=Path, help="the SQLite outcome log (default: config's)")
-    report.add_argument(
-        "--out", type=Path, help="folder for plots and HTML (default: reports/NAME)"
-    )
-    report.add_argument(
-        "--reps", type=_replicates, default=200, help="bootstrap replicates (at least 2)"
-    )
-    report.add_argument("--json", action="store_true", help="print the JSON report instead")
+    _add_data_commands(commands)
     args = parser.parse_args(argv)
+    if args.command == "export-preferences":
+        return export_command(args)
+    if args.command == "purge":
+        return purge_command(args)
     if args.command == "serve":
         return serve_foreground(args.config, args.host, args.port)
     if args.command == "report":

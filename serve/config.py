@@ -107,6 +107,25 @@ def _resolve(path: str) -> Path:
     return resolved if resolved.is_absolute() else PROJECT_ROOT / resolved
 
 
+class StoreConfig(BaseModel):
+    """What the outcome store keeps beyond the events: the text of experiment traffic."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keep_text: bool = Field(
+        default=False,
+        description="Keep the prompt and answer text of experiment completions (A/B and "
+        "arena; never direct variant traffic) in the store, for `arena-serve "
+        "export-preferences`. Only the store holds it: logs never do.",
+    )
+    retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Kept text older than this is deleted (by the outcome log, hourly, and by "
+        "`arena-serve purge`); the events themselves stay.",
+    )
+
+
 class ScorerConfig(BaseModel):
     """The reward scorer: a local one-label sequence classifier, batched in its own deployment."""
 
@@ -285,6 +304,7 @@ class AppConfig(BaseModel):
         default=None, description="Reward-model scoring of served completions; off when absent."
     )
     store_path: str = Field(default="data/outcomes.db", description="SQLite file (WAL mode).")
+    store: StoreConfig = Field(default_factory=StoreConfig)
     gateway_replicas: int = Field(default=1, ge=1)
     check_model_files: bool = Field(
         default=True, description="Fail at deploy when a variant's model folder has no config."

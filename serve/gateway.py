@@ -118,7 +118,7 @@ class Gateway:
     ) -> None:
         self._variants = {v.name: v for v in config.variants}
         self._log_handle = outcome_log
-        self._recorder = Recorder(outcome_log, scorer, config.scorer)
+        self._recorder = Recorder(outcome_log, scorer, config.scorer, config.store.keep_text)
         self._engines = Engines(self._variants, variant_handles)
         self._router = Router(self._variants)
         self._single = SingleAnswer(self._engines, self._recorder)

@@ -228,10 +228,37 @@ class OutcomeLog(OutcomeWriter):
     block the writer).
     """
 
-    def __init__(self, store_path: str, max_batch: int = 1024) -> None:
+    PURGE_EVERY_S = 3600.0
+
+    def __init__(
+        self, store_path: str, max_batch: int = 1024, retention_days: float | None = None
+    ) -> None:
         super().__init__(store_path, max_batch)
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="outcome-report")
         self._metrics = OutcomeMetrics()
+        self._retention_s = None if retention_days is None else retention_days * 86400
+        self._purging: asyncio.Task | None = None
+
+    def _ensure_running(self) -> None:
+        super()._ensure_running()
+        if self._retention_s is not None and (self._purging is None or self._purging.done()):
+            self._purging = asyncio.get_running_loop().create_task(self._purge_text())
+
+    async def _purge_text(self) -> None:
+        """Delete kept text past its retention now, then hourly: on the writer's own thread,
+        so the store keeps its one writer."""
+        assert self._retention_s is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            before = time.time() - self._retention_s
+            try:
+                gone = await loop.run_in_executor(self._executor, self._store.purge_text, before)
+            except sqlite3.Error as exc:
+                logger.warning("kept text not purged this time: %r", exc)
+            else:
+                if gone:
+                    logger.info("purged the text of %d completions past their retention", gone)
+            await asyncio.sleep(self.PURGE_EVERY_S)
 
     async def __del__(self) -> None:
         """A graceful stop (redeploy, shutdown) commits everything queued before the process
@@ -266,6 +293,7 @@ class OutcomeLog(OutcomeWriter):
     async def check_health(self) -> None:
         if self._task is not None and self._task.done():
             raise RuntimeError("outcome writer loop stopped")
+        self._ensure_running()  # the purge of kept text starts without waiting for traffic
 
 
 class OutcomeSender:

@@ -68,10 +68,22 @@ class VoteFeedback(_FeedbackBase):
     value: Literal["a", "b", "tie", "both_bad"]
 
 
-class SignalFeedback(_FeedbackBase):
-    """An implicit signal: the user asked for another answer, or copied this one."""
+class RegenerateFeedback(_FeedbackBase):
+    """An implicit signal: the user asked for another answer instead of this one."""
 
-    kind: Literal["regenerate", "copy"]
+    kind: Literal["regenerate"]
+    completion_id: ID
+    new_completion_id: ID | None = Field(
+        default=None,
+        description="The answer that replaced this one, once it came: with text kept, the two "
+        "make a preference pair for `arena-serve export-preferences` (the new one chosen).",
+    )
+
+
+class CopyFeedback(_FeedbackBase):
+    """An implicit signal: the user copied this answer."""
+
+    kind: Literal["copy"]
     completion_id: ID
 
 
@@ -105,7 +117,8 @@ class CustomFeedback(_FeedbackBase):
 
 
 FeedbackRequest = Annotated[
-    ThumbsFeedback | VoteFeedback | SignalFeedback | CustomFeedback, Field(discriminator="kind")
+    ThumbsFeedback | VoteFeedback | RegenerateFeedback | CopyFeedback | CustomFeedback,
+    Field(discriminator="kind"),
 ]
 _FEEDBACK = TypeAdapter(FeedbackRequest)
 FEEDBACK_KINDS = ("thumbs", "vote", "regenerate", "copy", "custom")
@@ -296,6 +309,19 @@ def parse_feedback(
         )
     if isinstance(given, VoteFeedback):
         return Feedback(**common, battle_id=given.battle_id, value=given.value)
+    if isinstance(given, RegenerateFeedback):
+        if given.new_completion_id == given.completion_id:
+            raise APIError(
+                400,
+                "new_completion_id: the answer that replaced this one, not the same one",
+                param="new_completion_id",
+                code="invalid_value",
+            )
+        return Feedback(
+            **common,
+            completion_id=given.completion_id,
+            new_completion_id=given.new_completion_id,
+        )
     value = given.value if isinstance(given, ThumbsFeedback) else None
     return Feedback(**common, completion_id=given.completion_id, value=value)
 
@@ -371,6 +397,14 @@ class FeedbackResponse(BaseModel):
 def feedback_answer(event: Feedback, result: FeedbackResult) -> FeedbackResponse:
     """The answer to a feedback call the store has judged; `APIError` 404/409 if refused."""
     target, target_id = event.target
+    if result.status == "unknown_replacement":
+        raise APIError(
+            404,
+            f"no completion with id {event.new_completion_id!r} in the same experiment as "
+            f"{target_id!r}",
+            param="new_completion_id",
+            code="completion_not_found",
+        )
     if result.status == "unknown_target":
         raise APIError(
             404,

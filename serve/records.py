@@ -9,6 +9,7 @@ reward scorer, off the response path.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -19,7 +20,7 @@ from typing import Any, Literal
 from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
-from router.events import Completion, Event
+from router.events import Completion, Event, Transcript
 from serve.config import ScorerConfig
 from serve.outcome_log import OutcomeSender
 from serve.scorer import ScoreJob
@@ -54,7 +55,11 @@ class Call:
     battle_id: str | None = None
     label: str | None = None  # an arena side's: a or b
     client_request_id: str | None = None  # the client's X-Request-Id, kept for tracing
-    prompt: list[dict[str, str]] | None = None  # set when the completion will be scored
+    # The conversation, read only where its text is needed: for the scorer (`scored`, the
+    # sample rate) or for the store (`keep_text`, experiment traffic under `store.keep_text`).
+    prompt: list[dict[str, str]] | None = None
+    scored: bool = False
+    keep_text: bool = False
     events: list[Event] = field(default_factory=list)
 
     @property
@@ -65,6 +70,18 @@ class Call:
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.perf_start
+
+    def transcript(self, completion_id: str, answer: str) -> Transcript | None:
+        """The text to keep of this call's answer, where the config keeps it; else None."""
+        if not self.keep_text or self.prompt is None or self.experiment is None:
+            return None
+        return Transcript(
+            ts=self.wall_ts,
+            completion_id=completion_id,
+            experiment=self.experiment,
+            messages=json.dumps(self.prompt, ensure_ascii=False),
+            answer=answer,
+        )
 
     def completion(
         self,
@@ -101,10 +118,12 @@ class Recorder:
         outcome_log: DeploymentHandle,
         scorer_handle: DeploymentHandle | None,
         scorer_config: ScorerConfig | None,
+        keep_text: bool = False,
     ) -> None:
         self.outcome_sender = OutcomeSender(outcome_log)
         self.scorer_handle = scorer_handle
         self.scorer_config = scorer_config
+        self.keep_text = keep_text  # `store.keep_text`: the text of experiment traffic
         self._score_tasks: set[asyncio.Task] = set()
 
     async def record(
@@ -114,9 +133,15 @@ class Recorder:
         status: int,
         usage: Mapping[str, Any] | None = None,
         error: str | None = None,
+        text: str | None = None,
     ) -> None:
-        """Log the call's events and its completion; returns once committed (`OutcomeSender`)."""
+        """Log the call's events and its completion (with its `text`, an answer's, where the
+        config keeps it); returns once committed (`OutcomeSender`)."""
         call.events.append(call.completion(completion_id, status, usage, error))
+        if text is not None and status == 200:
+            transcript = call.transcript(completion_id, text)
+            if transcript is not None:
+                call.events.append(transcript)
         await self.outcome_sender.send(call.events, call.request_id)
 
     def record_later(
@@ -136,10 +161,18 @@ class Recorder:
         config = self.scorer_config
         return config is not None and random.random() < config.sample_rate
 
+    def read_text(self, call: Call, conversation: list[dict[str, str]] | None) -> None:
+        """Decide whether the call's answer is scored and its text kept, and give it its
+        `conversation` where either needs it."""
+        call.scored = self.sampled()
+        call.keep_text = self.keep_text and call.experiment is not None
+        if call.scored or call.keep_text:
+            call.prompt = conversation
+
     def score_later(self, call: Call, completion_id: str, text: str) -> None:
         """Send a finished completion to the scorer without waiting; never fails the caller."""
         config = self.scorer_config
-        if self.scorer_handle is None or config is None or call.prompt is None:
+        if self.scorer_handle is None or config is None or not call.scored or call.prompt is None:
             return
         if len(self._score_tasks) >= config.max_in_flight:
             logger.warning("scorer backlog full: completion %s left unscored", completion_id)

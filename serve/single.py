@@ -48,8 +48,7 @@ class SingleAnswer:
 
     async def answer(self, body: dict[str, Any], call: Call) -> Response:
         """Relay the variant's response, or its stream as it comes."""
-        if self._recorder.sampled():
-            call.prompt = conversation(body, call.endpoint)
+        self._recorder.read_text(call, conversation(body, call.endpoint))
         started = await self.first_answer(body, call)
         if isinstance(started, Response):
             return started
@@ -57,11 +56,10 @@ class SingleAnswer:
         if not isinstance(first, list):
             first.model = call.variant  # a prompt-only variant's engine answers in its owner's name
             usage = first.usage.model_dump() if getattr(first, "usage", None) else None
-            await self._recorder.record(call, first.id, 200, usage)
-            if call.prompt is not None and first.choices:
-                self._recorder.score_later(
-                    call, first.id, choice_text(first.choices[0].model_dump())
-                )
+            text = choice_text(first.choices[0].model_dump()) if first.choices else None
+            await self._recorder.record(call, first.id, 200, usage, text=text)
+            if text is not None:
+                self._recorder.score_later(call, first.id, text)
             return Response(
                 first.model_dump_json(), media_type="application/json", headers=answer_headers(call)
             )
@@ -102,9 +100,10 @@ class SingleAnswer:
     async def _record_end(self, call: Call, tally: Tally, status: int, error: str | None) -> None:
         """The stream's end reached: log it (committed before the client's [DONE]), score it."""
         completion_id = tally.completion_id or call.request_id
-        await self._recorder.record(call, completion_id, status, tally.usage, error)
-        if tally.keep_text and status == 200:
-            self._recorder.score_later(call, completion_id, tally.text)
+        text = tally.text if tally.keep_text else None
+        await self._recorder.record(call, completion_id, status, tally.usage, error, text=text)
+        if text is not None and status == 200:
+            self._recorder.score_later(call, completion_id, text)
 
     async def relay(
         self, call: Call, first: list, rest: DeploymentResponseGenerator
@@ -131,12 +130,7 @@ class SingleAnswer:
                     if chunk.is_done:
                         if not logged:
                             logged = True
-                            completion_id = tally.completion_id or call.request_id
-                            await self._recorder.record(
-                                call, completion_id, status, tally.usage, error
-                            )
-                            if tally.keep_text and status == 200:
-                                self._recorder.score_later(call, completion_id, tally.text)
+                            await self._record_end(call, tally, status, error)
                     else:
                         tally.add(chunk)
                         if chunk.is_usage and not call.wants_usage:

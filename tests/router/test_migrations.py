@@ -13,7 +13,7 @@ from router.events import Battle, Completion, Feedback
 from router.experiment import Experiment
 from router.migrations import MIGRATIONS
 from router.store import SCHEMA_VERSION, TABLES, OutcomeStore
-from tests.router.old_schemas import V1, V2_FIRST, V2_LAST
+from tests.router.old_schemas import V1, V2_FIRST, V2_LAST, V3
 
 AB = Experiment.model_validate({"name": "ab", "arms": [{"variant": "a"}, {"variant": "b"}]})
 ARENA = Experiment.model_validate(
@@ -98,6 +98,47 @@ def v2_rows(styled: bool) -> list[tuple[str, tuple]]:
         )
     )
     return rows
+
+
+def v3_rows() -> list[tuple[str, tuple]]:
+    completion = (
+        "INSERT INTO completions (completion_id, ts, request_id, experiment, variant, unit, "
+        "endpoint, stream, status, latency_s) VALUES (?, ?, ?, 'ab', 'a', 'u1', 'chat', 1, 200, 1)"
+    )
+    return [
+        (completion, ("c0", 1.0, "r0")),
+        (completion, ("c1", 2.0, "r1")),
+        (
+            "INSERT INTO feedback (ts, kind, idempotency_key, completion_id, user) "
+            "VALUES (3, 'regenerate', 'k0', 'c0', 'u1')",
+            (),
+        ),
+    ]
+
+
+def test_a_version_3_store_gains_text_a_secret_and_regenerate_links(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    old_store(path, V3, 3, v3_rows())
+    store = OutcomeStore(path)
+    try:
+        (old,) = store.rows("feedback")
+        assert (old["idempotency_key"], old["new_completion_id"]) == ("k0", None)
+        secret = store.voter_secret()
+        assert len(secret) == 32
+        link = Feedback(
+            ts=4.0,
+            kind="regenerate",
+            idempotency_key="k1",
+            completion_id="c0",
+            new_completion_id="c1",
+        )
+        assert store.write([link])[0].status == "recorded"
+        assert store.count("transcripts") == 0
+    finally:
+        store.close()
+    again = OutcomeStore(path)  # the secret is made once, with the schema
+    assert again.voter_secret() == secret
+    again.close()
 
 
 def columns(db: sqlite3.Connection, table: str) -> list[str]:
@@ -226,8 +267,13 @@ def test_a_version_2_store_is_migrated_with_its_battles_and_votes(
 
 @pytest.mark.parametrize(
     ("schema", "version", "rows"),
-    [(V1, 1, v1_rows()), (V2_FIRST, 2, v2_rows(False)), (V2_LAST, 2, v2_rows(True))],
-    ids=["v1", "v2-first", "v2-last"],
+    [
+        (V1, 1, v1_rows()),
+        (V2_FIRST, 2, v2_rows(False)),
+        (V2_LAST, 2, v2_rows(True)),
+        (V3, 3, v3_rows()),
+    ],
+    ids=["v1", "v2-first", "v2-last", "v3"],
 )
 def test_a_migrated_store_has_the_columns_of_a_new_one(
     tmp_path: Path, schema: str, version: int, rows: list

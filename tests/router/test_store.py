@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from router.events import Battle, Completion, Exposure, Feedback, FeedbackResult, Score
+from router.events import (
+    Battle,
+    Completion,
+    Exposure,
+    Feedback,
+    FeedbackResult,
+    Score,
+    Transcript,
+)
 from router.store import SCHEMA_VERSION, TABLES, OutcomeStore
 from router.style import Style
 
@@ -89,9 +97,9 @@ def store(tmp_path: Path) -> Iterator[OutcomeStore]:
 def test_wal_mode_and_schema(store: OutcomeStore) -> None:
     db = sqlite3.connect(store.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == set(TABLES)
+    assert tables == {*TABLES, "meta"}
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     db.close()
 
@@ -728,3 +736,69 @@ def test_metrics_targets_never_name_an_arena_answers_variant(store: OutcomeStore
     assert (side.target, side.in_battle) == (("exp", None), True)
     assert (plain.target, plain.in_battle) == (("exp", "llama"), False)
     assert (ballot.target, ballot.in_battle) == (("arena", None), True)
+
+
+def transcript(cid: str, ts: float = 1.0, experiment: str = "exp") -> Transcript:
+    return Transcript(
+        ts=ts,
+        completion_id=cid,
+        experiment=experiment,
+        messages='[{"role": "user", "content": "hi"}]',
+        answer=f"answer {cid}",
+    )
+
+
+def test_text_is_kept_once_per_completion_and_purged_after_its_retention(
+    store: OutcomeStore,
+) -> None:
+    assert store.write([completion("c1"), transcript("c1", ts=1.0)]) == [None, None]
+    assert store.write([transcript("c1", ts=1.0)]) == ["duplicate"]
+    store.write([completion("c2"), transcript("c2", ts=5.0)])
+    assert [r["answer"] for r in store.rows("transcripts", "ORDER BY ts")] == [
+        "answer c1",
+        "answer c2",
+    ]
+    assert store.purge_text(before_ts=5.0) == 1
+    assert [r["completion_id"] for r in store.rows("transcripts")] == ["c2"]
+    assert store.count("completions") == 2  # the events stay: only their text goes
+
+
+def regenerate(cid: str, new: str | None, key: str = "r1", **fields: object) -> Feedback:
+    return Feedback(
+        ts=3.0,
+        kind="regenerate",
+        idempotency_key=key,
+        completion_id=cid,
+        new_completion_id=new,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def test_a_regenerate_names_the_answer_that_replaced_it(store: OutcomeStore) -> None:
+    other = replace(completion("elsewhere"), experiment="other")
+    store.write([completion("old"), completion("new"), other])
+    assert store.write([regenerate("old", "missing")])[0].status == "unknown_replacement"
+    assert store.write([regenerate("old", "elsewhere")])[0].status == "unknown_replacement"
+    assert store.write([regenerate("old", "new")])[0].status == "recorded"
+    assert store.write([regenerate("old", "new")])[0].status == "replayed"
+    assert store.write([regenerate("old", None)])[0].status == "key_reused"
+    (row,) = store.rows("feedback")
+    assert row["new_completion_id"] == "new"
+
+
+def test_a_regenerate_in_a_battle_names_only_an_answer_of_the_same_voter(
+    store: OutcomeStore,
+) -> None:
+    store.write([owned("b1", voter="alice"), owned("b2", voter="bob")])
+    store.write([replace(completion(f"{b}-{s}"), battle_id=b) for b in ("b1", "b2") for s in "ab"])
+    theirs = regenerate("b1-a", "b2-a", user="alice")
+    assert store.write([theirs])[0].status == "unknown_replacement"
+    mine = regenerate("b1-a", "b1-b", key="r2", user="alice")
+    assert store.write([mine])[0].status == "recorded"
+
+
+def test_the_voter_secret_is_random_per_store(tmp_path: Path) -> None:
+    first, second = OutcomeStore(tmp_path / "1.db"), OutcomeStore(tmp_path / "2.db")
+    assert first.voter_secret() != second.voter_secret()
+    first.close()
+    second.close()

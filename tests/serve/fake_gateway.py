@@ -215,15 +215,17 @@ async def make(
     variants: tuple[str, ...] = ("a", "b"),
     user_config: dict[str, Any] | None = None,
     settings: dict[str, dict[str, Any]] | None = None,
+    app_args: dict[str, Any] | None = None,
 ) -> FakeGateway:
     """A gateway over fake engines, one per variant; `settings` adds fields to a variant's
-    config (a system prompt, identity terms)."""
+    config (a system prompt, identity terms), `app_args` to the app's (`store`)."""
     config = AppConfig.from_args(
         {
             "variants": [
                 {"name": v, "model": "unused", **(settings or {}).get(v, {})} for v in variants
             ],
             "check_model_files": False,
+            **(app_args or {}),
         }
     )
     engines = {v: Engine(v) for v in variants}
