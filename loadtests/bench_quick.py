@@ -72,6 +72,7 @@ import psutil
 
 from loadtests import serving_bench
 from loadtests.serving_bench import MAX_TOKENS, ROOT, STORE_ENV, cpu_model, model_of, running
+from serve.config import cpu_engine_dtype
 
 BASELINE = ROOT / "loadtests" / "bench_quick_baseline.json"
 SYSTEMS = ("vllm", "arena-serve")
@@ -136,6 +137,7 @@ def settings() -> dict[str, object]:
         "max_tokens": MAX_TOKENS,
         "requests_per_round": {str(c): REQUESTS[c] for c in LEVELS},
         "rounds": dict(ROUNDS),
+        "dtype": cpu_engine_dtype(),
     }
 
 

@@ -49,6 +49,7 @@ from typing import Literal
 import httpx
 
 from loadtests.processes import start, stop
+from serve.config import cpu_engine_dtype
 from serve.deploy import THROUGHPUT_MODE, free_port, use_throughput_mode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,7 +127,7 @@ def engine_kwargs() -> dict[str, object]:
         "enforce_eager": True,
         "kv_cache_memory_bytes": KV_CACHE,
         "max_model_len": MAX_MODEL_LEN,
-        "dtype": "bfloat16",
+        "dtype": cpu_engine_dtype(),
     }
 
 
@@ -148,7 +149,7 @@ def serve_vllm(port: int, _: System) -> int:
         "--max-model-len",
         str(MAX_MODEL_LEN),
         "--dtype",
-        "bfloat16",
+        cpu_engine_dtype(),
         "--host",
         "127.0.0.1",
         "--port",

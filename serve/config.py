@@ -46,13 +46,40 @@ SCORER_DEPLOYMENT = "reward-scorer"
 VARIANT_PREFIX = "variant:"  # engine deployments: this, then the variant's name
 DRAIN_S = 60.0  # how long a stopping gateway replica lets its streams finish
 
+
+def cpu_flags(cpuinfo: str) -> set[str]:
+    """The feature flags of the first CPU in a /proc/cpuinfo text (x86 `flags`, Arm
+    `Features`)."""
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+@functools.cache
+def cpu_engine_dtype() -> str:
+    """bfloat16 where this machine's CPU computes it natively (AVX-512 BF16, AMX, Arm BF16),
+    else float32: elsewhere (AVX2 machines) bf16 matrix products are emulated, dozens of times
+    slower than fp32 (measured in docs/benchmarks.md). Outside Linux, bfloat16."""
+    try:
+        flags = cpu_flags(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return "bfloat16"
+    return engine_dtype_for(flags)
+
+
+def engine_dtype_for(flags: set[str]) -> str:
+    return "bfloat16" if flags & {"avx512_bf16", "amx_bf16", "bf16"} else "float32"
+
+
 # Engine settings that work on a CPU-only machine (see README): explicit KV-cache budget, eager
-# execution. A GPU config overrides them.
+# execution, the dtype this CPU computes fastest. A GPU config overrides them.
 DEFAULT_ENGINE_KWARGS: dict[str, Any] = {
     "enforce_eager": True,
     "kv_cache_memory_bytes": 512 * 1024**2,
     "max_model_len": 2048,
-    "dtype": "bfloat16",
+    "dtype": cpu_engine_dtype(),
 }
 
 

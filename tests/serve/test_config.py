@@ -400,3 +400,20 @@ def test_check_config_says_when_this_machine_is_too_small(
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "valid" in out and "2 logical CPUs" in out and "this machine has 1" in out
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "dtype"),
+    [
+        ("processor\t: 0\nflags\t\t: fpu sse avx avx2 fma f16c\n", "float32"),
+        ("processor\t: 0\nflags\t\t: avx2 avx512f avx512_bf16 amx_tile\n", "bfloat16"),
+        ("processor\t: 0\nflags\t\t: avx2 amx_bf16\n", "bfloat16"),
+        ("processor\t: 0\nFeatures\t: fp asimd sve bf16\n", "bfloat16"),
+        ("processor\t: 0\nFeatures\t: fp asimd\n", "float32"),
+        ("", "float32"),
+    ],
+)
+def test_engines_compute_in_bf16_only_where_the_cpu_does_natively(cpuinfo: str, dtype: str) -> None:
+    from serve.config import cpu_flags, engine_dtype_for
+
+    assert engine_dtype_for(cpu_flags(cpuinfo)) == dtype
