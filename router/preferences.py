@@ -172,7 +172,11 @@ class _Reader:
                 prompt=row["messages_a"],
                 chosen=sides[winner],
                 rejected=sides[loser],
-                common={"battle_id": row["battle_id"], **self._common(row["ts"], voter)},
+                common={
+                    "battle_id": row["battle_id"],
+                    "chosen_side": winner,  # which choice it was shown as: a (0) or b (1)
+                    **self._common(row["ts"], voter),
+                },
             )
 
     def regenerations(self) -> None:

@@ -112,6 +112,7 @@ def test_votes_become_pairs_and_ties_are_counted_and_left_out(store_path: Path) 
     assert first["rejected"] == [{"role": "assistant", "content": "answer of beta (b0-b)"}]
     assert (first["source"], first["battle_id"], first["experiment"]) == ("vote", "b0", "duel")
     assert (first["chosen_id"], first["rejected_id"]) == ("b0-a", "b0-b")
+    assert [p["chosen_side"] for p in out.pairs] == ["a", "b"]
     assert first["voter"] != "alice" and len(first["voter"]) == 16
     summary = out.summary()
     assert summary["votes"] == 6 and summary["vote_records"] == 2
