@@ -108,6 +108,8 @@ def build_app(args: dict[str, Any]) -> Application:
     if config.scorer is not None:
         scorer = RewardScorerDeployment.options(
             num_replicas=config.scorer.num_replicas,
+            # The model it serves; the config file's user_config for it swaps models live.
+            user_config={"model": config.scorer.model},
             ray_actor_options={
                 "num_cpus": config.scorer.cpus_per_replica,
                 "num_gpus": config.scorer.gpus_per_replica,

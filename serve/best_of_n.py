@@ -21,7 +21,7 @@ from router.events import Score
 from serve.engines import choice_text, conversation
 from serve.errors import APIError
 from serve.records import Call, Endpoint, Recorder
-from serve.scorer import ScoreJob, usable_scores
+from serve.scorer import Scored, ScoreJob, usable_scores
 from serve.single import SingleAnswer, answer_headers
 from serve.sse import DONE, sse
 
@@ -34,6 +34,10 @@ class BestOfN:
     def __init__(self, single: SingleAnswer, recorder: Recorder) -> None:
         self._single = single
         self._recorder = recorder
+        # The model the scorer last said it scores with (it may be swapped live); named in an
+        # answer the scorer could not rank.
+        config = recorder.scorer_config
+        self._model = config.model_path.name if config is not None else ""
 
     async def answer(self, body: dict[str, Any], call: Call, n: int) -> Response:
         """Generate n candidates in one engine call; answer with the one the scorer ranks best."""
@@ -57,8 +61,11 @@ class BestOfN:
         if isinstance(started, Response):
             return started
         payload = started[0].model_dump() | {"model": call.variant}
-        scores, problem = await self._scores(body, call, payload)
-        model = self._recorder.scorer_config.model_path.name  # type: ignore[union-attr]
+        scored, problem = await self._scores(body, call, payload)
+        if scored is not None:
+            self._model = scored.model
+        scores = scored.scores if scored is not None else None
+        model = self._model
         response = best_response(payload, scores, model, problem)
         best = response["reward"]["score"]
         if best is not None:
@@ -83,7 +90,7 @@ class BestOfN:
 
     async def _scores(
         self, body: dict[str, Any], call: Call, payload: dict[str, Any]
-    ) -> tuple[list[float | None] | None, str | None]:
+    ) -> tuple[Scored | None, str | None]:
         """The candidates' scores, or None and why (a slow or failed scorer must not fail the
         answer: the first candidate is returned)."""
         recorder = self._recorder
@@ -101,7 +108,7 @@ class BestOfN:
             for choice in sorted(payload["choices"], key=lambda c: c["index"])
         ]
         try:
-            scores = await asyncio.wait_for(
+            scored = await asyncio.wait_for(
                 recorder.scorer_handle.score.remote(jobs), timeout=recorder.scorer_config.timeout_s
             )
         except asyncio.CancelledError:
@@ -110,7 +117,7 @@ class BestOfN:
         except Exception as exc:
             logger.warning("best-of-%d for %s unscored: %r", len(jobs), call.request_id, exc)
             return None, f"scorer unavailable ({type(exc).__name__}); first candidate returned"
-        return scores, None
+        return scored, None
 
 
 def pick_best(scores: Sequence[float | None] | None) -> int:

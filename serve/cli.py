@@ -175,7 +175,7 @@ def redeploy(client: Any, path: Path, current: ServeFile, host: str, port: int) 
         return current
     unchanged = {k: v for k, v in current.application.items() if k != "deployments"}
     if {k: v for k, v in edited.application.items() if k != "deployments"} == unchanged:
-        say("applying the edited experiments live (engines keep running)")
+        say("applying the edit live: experiments, scorer model (engines keep running)")
     else:
         say("the application's args changed: Ray Serve rebuilds the application, engines included")
     try:

@@ -202,6 +202,22 @@ class ScorerConfig(BaseModel):
         return _resolve(self.model)
 
 
+class ScorerLiveConfig(BaseModel):
+    """The reward scorer deployment's `user_config`: which model scores, applied live
+    (`deployments: - name: reward-scorer, user_config: {model: FOLDER}`); absent, `scorer.model`
+    of the args."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="Local reward model folder (absolute, or relative).")
+
+    _model_is_local = field_validator("model")(_local_folder)
+
+    @property
+    def model_path(self) -> Path:
+        return _resolve(self.model)
+
+
 class VariantConfig(BaseModel):
     """One model variant: a vLLM engine in its own deployment, plus what the gateway adds.
 
@@ -515,6 +531,7 @@ class ServeFile:
     application: dict[str, Any]
     app: AppConfig
     gateway: GatewayConfig
+    scorer_model: Path | None = None  # the model the scorer serves: its user_config's, or args'
 
     @classmethod
     def from_document(
@@ -559,7 +576,8 @@ class ServeFile:
             [v.name for v in app.variants],
             [v.name for v in app.variants if v.best_of_n is not None],
         )
-        return cls(document, application, app, gateway)
+        scorer = _scorer_model(application, app, where)
+        return cls(document, application, app, gateway, scorer)
 
 
 def variant_deployment(name: str) -> str:
@@ -585,7 +603,30 @@ def config_revision(user_config: Any) -> str:
 
 def gateway_user_config(application: dict[str, Any]) -> dict[str, Any] | None:
     """The gateway deployment's `user_config` in one application entry of a Serve config."""
+    return deployment_user_config(application, GATEWAY_DEPLOYMENT)
+
+
+def deployment_user_config(application: dict[str, Any], name: str) -> Any:
+    """The `user_config` of deployment `name` in one application entry of a Serve config."""
     for deployment in application.get("deployments") or []:
-        if isinstance(deployment, dict) and deployment.get("name") == GATEWAY_DEPLOYMENT:
+        if isinstance(deployment, dict) and deployment.get("name") == name:
             return deployment.get("user_config")
     return None
+
+
+def _scorer_model(application: dict[str, Any], app: AppConfig, where: str) -> Path | None:
+    """The reward model the scorer deployment serves; `ConfigError` for a `user_config` that
+    names no usable model, or a scorer `user_config` without a scorer."""
+    live = deployment_user_config(application, SCORER_DEPLOYMENT)
+    if live is None:
+        return app.scorer.model_path if app.scorer is not None else None
+    prefix = f"{where}: deployments: {SCORER_DEPLOYMENT}.user_config"
+    if app.scorer is None:
+        raise ConfigError(f"{prefix}: the args configure no scorer (add args.scorer)")
+    try:
+        path = ScorerLiveConfig.model_validate(live).model_path
+    except ValidationError as exc:
+        raise ConfigError(f"{prefix}: " + _problems(exc)) from None
+    if app.check_model_files and not (path / "config.json").is_file():
+        raise ConfigError(f"{prefix}.model: no model at {path}")
+    return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -417,3 +418,42 @@ def test_engines_compute_in_bf16_only_where_the_cpu_does_natively(cpuinfo: str, 
     from serve.config import cpu_flags, engine_dtype_for
 
     assert engine_dtype_for(cpu_flags(cpuinfo)) == dtype
+
+
+def with_scorer_user_config(user_config: object, document: dict | None = None) -> dict:
+    document = document or default_document()
+    application = document["applications"][0]
+    application["deployments"].append({"name": "reward-scorer", "user_config": user_config})
+    return document
+
+
+def test_the_scorer_serves_its_user_configs_model_else_the_args() -> None:
+    assert ServeFile.from_document(default_document()).scorer_model == (
+        ROOT / "models" / "smollm2-reward"
+    )
+    document = with_scorer_user_config({"model": "models/tiny-reward"})
+    served = ServeFile.from_document(document, check_model_files=False)
+    assert served.scorer_model == ROOT / "models" / "tiny-reward"
+
+
+@pytest.mark.parametrize(
+    ("user_config", "named"),
+    [
+        ({"model": "models/no-such-judge"}, "reward-scorer.user_config.model: no model at"),
+        ({"model": "hf://org/judge"}, "nothing is fetched from a model hub"),
+        ({"path": "models/tiny-reward"}, "reward-scorer.user_config"),
+        ({}, "model"),
+    ],
+)
+def test_a_scorer_user_config_that_names_no_usable_model_is_refused(
+    user_config: dict, named: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        ServeFile.from_document(with_scorer_user_config(user_config))
+
+
+def test_a_scorer_user_config_without_a_scorer_is_refused() -> None:
+    document = default_document()
+    del document["applications"][0]["args"]["scorer"]
+    with pytest.raises(ConfigError, match="the args configure no scorer"):
+        ServeFile.from_document(with_scorer_user_config({"model": "models/tiny-reward"}, document))
