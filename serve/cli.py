@@ -302,6 +302,37 @@ def purge_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def rescore_command(args: argparse.Namespace) -> int:
+    """Score an experiment's kept history with the model the config's scorer serves."""
+    try:
+        served = read_serve_file(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    scorer, model = served.app.scorer, served.scorer_model
+    if scorer is None or model is None:
+        print(f"{args.config} configures no reward scorer (args.scorer)", file=sys.stderr)
+        return 2
+    store = args.store or served.app.store_file
+    if not store.is_file():
+        print(f"no outcome log at {store}", file=sys.stderr)
+        return 2
+    from reward.rescore import rescore
+    from reward.scorer import RewardScorer
+
+    runtime = RewardScorer(
+        model,
+        device=scorer.device,
+        dtype=scorer.dtype,
+        kernels=scorer.kernels,
+        max_length=scorer.max_length,
+    )
+    counts = rescore(store, args.experiment, runtime, model.name, force=args.force)
+    print(f"scored {counts['scored']} completions of {args.experiment} with {model.name}")
+    print(json.dumps(dict(sorted(counts.items())), indent=2))
+    return 0
+
+
 def _days(text: str) -> float:
     value = float(text)
     if not (value >= 0 and math.isfinite(value)):
@@ -349,6 +380,16 @@ def _add_data_commands(commands: Any) -> None:
     export.add_argument(
         "--heldout", type=_share, default=0.2, help="share of voters held out (default 0.2)"
     )
+    rescore = commands.add_parser(
+        "rescore",
+        help="score an experiment's kept history with the model the scorer serves now",
+    )
+    rescore.add_argument("--experiment", required=True, help="the experiment's name")
+    rescore.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    rescore.add_argument("--store", type=Path, help="the SQLite outcome log (default: config's)")
+    rescore.add_argument(
+        "--force", action="store_true", help="score again what this model scored already"
+    )
     purge = commands.add_parser(
         "purge", help="delete kept prompt and answer text past its retention"
     )
@@ -374,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
     _add_data_commands(commands)
     args = parser.parse_args(argv)
+    if args.command == "rescore":
+        return rescore_command(args)
     if args.command == "export-preferences":
         return export_command(args)
     if args.command == "purge":

@@ -166,6 +166,8 @@ def print_report(report: ExperimentReport, console: Console | None = None) -> No
         console.print(table)
     for note in report.notes:
         console.print(f"[dim]note: {note}[/]")
+    if report.reward_model is not None:
+        console.print(f"[dim]reward scores: {report.reward_model}[/]")
     console.print(f"[dim]analysed in {report.seconds:.2f} s[/]")
 
 

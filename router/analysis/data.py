@@ -152,6 +152,7 @@ class ExperimentData:
     battles: BattleRows | None
     start: float | None  # first exposure
     end: float | None  # last completion
+    reward_model: str | None = None  # whose scores `score` holds: the model that scored last
 
 
 def _migrated(path: str | Path) -> None:
@@ -244,7 +245,12 @@ def _load(db: sqlite3.Connection, experiment: str, until: float) -> ExperimentDa
         "(SELECT MAX(ts) FROM completions WHERE experiment = ? AND ts <= ?)",
         (experiment, experiment, until),
     ).fetchone()
-    return ExperimentData(experiment, groups, battles, start_end[0], start_end[1])
+    scorer = db.execute(
+        "SELECT model FROM scores WHERE ts <= ? ORDER BY ts DESC LIMIT 1", (until,)
+    ).fetchone()
+    return ExperimentData(
+        experiment, groups, battles, start_end[0], start_end[1], scorer[0] if scorer else None
+    )
 
 
 def _ab_groups(db: sqlite3.Connection, experiment: str, until: float) -> dict[str, Group]:

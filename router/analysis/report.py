@@ -121,6 +121,7 @@ def build_report(
         verdict=verdict,
         notes=notes,
         undeclared_custom_metrics=undeclared,
+        reward_model=data.reward_model,
     )
 
 

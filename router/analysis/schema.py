@@ -183,6 +183,12 @@ class ExperimentReport(BaseModel):
     arena: ArenaSection | None
     verdict: Verdict
     notes: list[str]
+    reward_model: str | None = Field(
+        default=None,
+        description="The reward model whose scores `reward_score` uses: the one that scored "
+        "last (after a live swap, the new one once it scores; `arena-serve rescore` scores the "
+        "kept history with it). Null where nothing was scored.",
+    )
     undeclared_custom_metrics: dict[str, int] = Field(
         default_factory=dict,
         description="Custom feedback names in the log that the experiment does not declare "

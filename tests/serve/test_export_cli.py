@@ -122,3 +122,62 @@ def test_purge_deletes_text_past_its_retention(
     assert main(["purge", "--store", str(tmp_path / "none.db"), "--older-than", "1"]) == 2
     with pytest.raises(SystemExit):
         main(["purge", "--store", str(store), "--older-than", "-1"])
+
+
+def test_rescore_scores_the_kept_history_once_per_model(tmp_path: Path) -> None:
+    from reward.rescore import rescore
+
+    events: list[Event] = [*battle("b1", "u1"), *battle("b2", "u2", text=False)]
+    store_with(tmp_path / "o.db", events)
+
+    class Judge:
+        def score(self, conversations: list) -> list[float]:
+            return [float("nan") if "beta" in answer else 1.0 for _, answer in conversations]
+
+    counts = rescore(tmp_path / "o.db", "duel", Judge(), "judge-2", progress=False)
+    assert (counts["scored"], counts["unscorable"], counts["without_text"]) == (1, 1, 2)
+    again = rescore(tmp_path / "o.db", "duel", Judge(), "judge-2", progress=False)
+    assert (again["already_scored"], again["scored"], again["unscorable"]) == (1, 0, 1)
+    store = OutcomeStore(tmp_path / "o.db")
+    [row] = store.rows("scores")
+    store.close()
+    assert (row["completion_id"], row["model"], row["score"]) == ("b1-a", "judge-2", 1.0)
+    assert row["battle_id"] == "b1" and row["variant"] == "alpha"
+
+
+def test_rescore_uses_the_model_the_scorer_serves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from serve.models import MODELS_DIR, TINY_REWARD, prepare
+
+    prepare([TINY_REWARD])
+    config = config_file(tmp_path)
+    document = yaml.safe_load(config.read_text())
+    application = document["applications"][0]
+    application["args"]["check_model_files"] = False
+    application["deployments"].append(
+        {"name": "reward-scorer", "user_config": {"model": str(MODELS_DIR / TINY_REWARD)}}
+    )
+    application["args"]["scorer"]["device"] = "cpu"
+    config.write_text(yaml.safe_dump(document))
+    store_with(tmp_path / "outcomes.db", battle("b1", "u1"))
+    assert main(["rescore", "--experiment", "duel", "--config", str(config)]) == 0
+    assert f"scored 2 completions of duel with {TINY_REWARD}" in capsys.readouterr().out
+    store = OutcomeStore(tmp_path / "outcomes.db")
+    assert {row["model"] for row in store.rows("scores")} == {TINY_REWARD}
+    store.close()
+    assert (
+        main(
+            [
+                "rescore",
+                "--experiment",
+                "duel",
+                "--store",
+                str(tmp_path / "x.db"),
+                "--config",
+                str(config),
+            ]
+        )
+        == 2
+    )
+    assert "no outcome log at" in capsys.readouterr().err

@@ -241,10 +241,14 @@ def test_reward_scores_are_one_models_the_latest(tmp_path: Path) -> None:
             score(ts=5.0, cid="c2", model="rm-v2", score=-3.0, latency_s=3.0),
         ]
     )
-    rows = load(tmp_path / "o.db", "exp").groups["a"].rows
-    assert rows.columns["score"].tolist() == [-4.0, -3.0]
-    before = load(tmp_path / "o.db", "exp", until=3.5).groups["a"].rows
+    data = load(tmp_path / "o.db", "exp")
+    assert data.groups["a"].rows.columns["score"].tolist() == [-4.0, -3.0]
+    assert data.reward_model == "rm-v2"  # the report names the model whose scores it uses
+    earlier = load(tmp_path / "o.db", "exp", until=3.5)
+    before = earlier.groups["a"].rows
     assert before.columns["score"][0] == 0.9 and np.isnan(before.columns["score"][1])
+    assert earlier.reward_model == "rm-v1"
+    assert load(tmp_path / "o.db", "exp", until=2.5).reward_model is None
 
 
 def test_feedback_on_a_failed_completion_inflates_no_rate(tmp_path: Path) -> None:
