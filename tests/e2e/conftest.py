@@ -142,6 +142,7 @@ def serve_document(model: Path, reward: Path, store: Path, port: int) -> dict[st
                 "import_path": "serve.app:build_app",
                 "args": {
                     "store_path": str(store),
+                    "store": {"keep_text": True},
                     "variants": variants,
                     "scorer": scorer,
                     "gateway_replicas": GATEWAY_REPLICAS,
