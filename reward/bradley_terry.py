@@ -38,8 +38,8 @@ class Settings:
     """The hyperparameters; the defaults are practical on two CPU cores."""
 
     top_layers: int = 2
-    epochs: int = 10
-    lr: float = 1e-4
+    epochs: int = 6
+    lr: float = 3e-4
     weight_decay: float = 0.0
     batch_size: int = 16
     max_length: int = 512
