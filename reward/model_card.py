@@ -5,7 +5,8 @@ well it ranks the held-out pairs against three baselines on the same pairs (each
 Wilson interval, `reward.pairwise`), and what training cost (time, peak memory). Keys:
 
 - `card_version`, `created_utc`;
-- `base_model`: `path`, `architecture`, `decoder_layers`, `head` (from the base, or new);
+- `base_model`: `path`, `resolved`, `architecture`, `decoder_layers`, `head` (from the base, or
+  new);
 - `method`: objective, what is trained and frozen, where features are cached, optimizer, pooling;
 - `hyperparameters`: `reward.bradley_terry.Settings`, with the device used;
 - `data`: `file`, `sha256`, `pairs`, `train`, `heldout`, `by_source`, `by_split_and_source`,
@@ -90,6 +91,7 @@ def build_card(
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "base_model": {
             "path": str(base.path),
+            "resolved": str(base.path.resolve()),
             "architecture": base.architecture,
             "decoder_layers": base.layers,
             "head": head,
