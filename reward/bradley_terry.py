@@ -26,6 +26,7 @@ from reward.features import SplitClassifier
 from reward.pairs import Pair, Side, Split
 from reward.pairwise import Accuracy, pairwise_accuracy
 from reward.scorer import encode_tail, plan_batches, render_conversation
+from reward.train_settings import Settings
 
 # Padded tokens per scoring batch, as the scorer measured them (reward.scorer): a CPU is
 # compute-bound from a few hundred tokens on, a GPU wants big batches.
@@ -33,23 +34,6 @@ TOKEN_BUDGET = {"cpu": 1024, "cuda": 16_384}
 LENGTH_GROUP = 32  # batches per group of similar-length pairs (less padding per batch)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings:
-    """The hyperparameters; the defaults are practical on two CPU cores."""
-
-    top_layers: int = 2
-    epochs: int = 6
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    batch_size: int = 16
-    max_length: int = 512
-    patience: int = 2
-    grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-
-
-DEFAULTS = Settings()
 SIDES: tuple[Side, Side] = ("chosen", "rejected")
 
 

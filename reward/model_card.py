@@ -8,7 +8,7 @@ Wilson interval, `reward.pairwise`), and what training cost (time, peak memory).
 - `base_model`: `path`, `resolved`, `architecture`, `decoder_layers`, `head` (from the base, or
   new);
 - `method`: objective, what is trained and frozen, where features are cached, optimizer, pooling;
-- `hyperparameters`: `reward.bradley_terry.Settings`, with the device used;
+- `hyperparameters`: `reward.train_settings.Settings`, with the device used;
 - `data`: `file`, `sha256`, `pairs`, `train`, `heldout`, `by_source`, `by_split_and_source`,
   `skipped_lines` (blank, identical answers), `pairs_unrenderable`;
 - `heldout_accuracy`: `model`, `length_only`, `stand_in_head`, `always_side_a` (each `n`,
@@ -24,12 +24,15 @@ import json
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reward.base_model import BaseModel
-from reward.bradley_terry import Encoded, Fit, Settings
-from reward.pairs import Pairs
 from reward.pairwise import always_side_a, length_only
+
+if TYPE_CHECKING:  # torch-free at run time, as reward.train's import is
+    from reward.base_model import BaseModel
+    from reward.bradley_terry import Encoded, Fit
+    from reward.pairs import Pairs
+    from reward.train_settings import Settings
 
 CARD_FILE = "model_card.json"
 CARD_VERSION = 1

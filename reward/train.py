@@ -54,24 +54,19 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from reward.base_model import BaseModel, inspect_base, load_base, quiet_transformers
-from reward.bradley_terry import (
-    DEFAULTS,
-    TOKEN_BUDGET,
-    Encoded,
-    Fit,
-    Settings,
-    cache_features,
-    encode_pairs,
-    fit,
-)
-from reward.features import SplitClassifier
 from reward.model_card import CARD_FILE, build_card, summary_line, write_card
 from reward.pairs import Pairs, TrainError, load_pairs, require_both_splits
+from reward.train_settings import DEFAULTS, Settings
+
+# torch, transformers and the modules that use them load in `train_reward`, not here: the
+# command line imports this module to build its parser on every run of `arena-serve`.
+if TYPE_CHECKING:
+    import torch
+
+    from reward.base_model import BaseModel
+    from reward.bradley_terry import Encoded, Fit
 
 __all__ = [
     "HELP",
@@ -91,6 +86,8 @@ RELOAD_TOLERANCE = 1e-3  # relative to the score's size: float32, other batch co
 
 def resolve_device(name: str) -> torch.device:
     """`auto`: the GPU when there is one, else the CPU."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -192,6 +189,8 @@ def peak_rss_mib() -> float:
 
 
 def _encode(tokenizer: Any, pairs: Pairs, base: BaseModel, max_length: int) -> Encoded:
+    from reward.bradley_terry import encode_pairs
+
     encoded = encode_pairs(tokenizer, pairs.pairs, max_length)
     if encoded.unrenderable and not (encoded.indices("train") and encoded.indices("heldout")):
         raise TrainError(
@@ -213,6 +212,12 @@ def train_reward(
     """Train a reward model on `pairs` from the `base` folder and write it to `out` (a folder
     `RewardScorer` loads, with `model_card.json`); return the card. `TrainError` on bad input,
     before any weights load where it can be told from the data, the base's config or `out`."""
+    import torch
+
+    from reward.base_model import inspect_base, load_base, quiet_transformers
+    from reward.bradley_terry import TOKEN_BUDGET, cache_features, fit
+    from reward.features import SplitClassifier
+
     started = time.perf_counter()
     settings, out = settings or DEFAULTS, Path(out)
     require_both_splits(pairs)

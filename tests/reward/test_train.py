@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -352,3 +354,14 @@ def test_the_wilson_interval() -> None:
     assert 0 < wilson_interval(0.0, 10)[1] < 0.35
     with pytest.raises(ValueError):
         wilson_interval(0.5, 0)
+
+
+def test_the_command_line_builds_its_parser_without_importing_torch() -> None:
+    """`arena-serve` imports reward.train for every command; torch loads only to train."""
+    code = (
+        "import argparse, sys; import reward.train as t; "
+        "t.add_arguments(argparse.ArgumentParser()); "
+        "sys.exit('torch' in sys.modules or 'transformers' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0
