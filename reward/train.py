@@ -91,9 +91,12 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise TrainError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainError(f"device {name!r}: torch sees no CUDA device here")
+    return device
 
 
 def check_settings(settings: Settings, base: BaseModel) -> None:
