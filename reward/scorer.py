@@ -26,10 +26,13 @@ import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +111,35 @@ def _base_model(model: nn.Module) -> nn.Module:
     return getattr(model, model.base_model_prefix)
 
 
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """The model's tokenizer as the scorer uses it: right padding, the eos token as the pad
+    where the tokenizer names none (the trainer saves its models with this same pad)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def render_conversation(
+    tokenizer: PreTrainedTokenizerBase, messages: Messages, response: str
+) -> str:
+    """The scored text: the conversation and the response as the assistant's turn."""
+    turns = [{"role": m["role"], "content": m["content"]} for m in messages]
+    turns.append({"role": "assistant", "content": response})
+    return tokenizer.apply_chat_template(turns, tokenize=False)
+
+
+def encode_tail(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
+) -> list[list[int]]:
+    """Token ids, keeping the last `max_length` tokens (the response's end matters most)."""
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [ids[-max_length:] for ids in encoded]
+
+
 class RewardScorer:
     """One reward model on one device; `score` is synchronous and not thread-safe."""
 
@@ -120,7 +152,7 @@ class RewardScorer:
         kernels: bool | None = None,
         max_length: int = 1024,
     ) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
         self.path = Path(path)
         self.device = torch.device(
@@ -135,10 +167,7 @@ class RewardScorer:
         self.token_budget = 16_384 if on_gpu else 1024
         self.backend: Backend = "triton" if (on_gpu if kernels is None else kernels) else "torch"
         self.max_length = max_length
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.tokenizer.padding_side = "right"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = load_tokenizer(self.path)
         model = AutoModelForSequenceClassification.from_pretrained(self.path, dtype=self.dtype)
         if model.config.num_labels != 1:
             raise ValueError(
@@ -188,14 +217,11 @@ class RewardScorer:
 
     def render(self, messages: Messages, response: str) -> str:
         """The scored text: the conversation and the response as the assistant's turn."""
-        turns = [{"role": m["role"], "content": m["content"]} for m in messages]
-        turns.append({"role": "assistant", "content": response})
-        return self.tokenizer.apply_chat_template(turns, tokenize=False)
+        return render_conversation(self.tokenizer, messages, response)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids, keeping the last `max_length` tokens (the response's end matters most)."""
-        encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        return [ids[-self.max_length :] for ids in encoded]
+        return encode_tail(self.tokenizer, texts, self.max_length)
 
     @torch.inference_mode()
     def score_ids(self, batch: Sequence[Sequence[int]]) -> list[float]:
