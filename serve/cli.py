@@ -7,7 +7,9 @@ live (engines untouched), a config that does not validate refused with the field
 or SIGTERM drains the app (no new completions; those in flight finish and are logged; the log
 commits) and shuts it down. `check-config` validates a file without starting anything.
 `report` analyses an experiment; `export-preferences` writes its judgements as training data
-(where the store kept their text), and `purge` deletes kept text past its retention.
+(where the store kept their text), `train-reward` trains a reward model on them, `rescore`
+scores the kept history with the model the scorer serves, and `purge` deletes kept text past
+its retention.
 """
 
 from __future__ import annotations
@@ -380,6 +382,9 @@ def _add_data_commands(commands: Any) -> None:
     export.add_argument(
         "--heldout", type=_share, default=0.2, help="share of voters held out (default 0.2)"
     )
+    from reward.train import HELP, add_arguments
+
+    add_arguments(commands.add_parser("train-reward", help=HELP))
     rescore = commands.add_parser(
         "rescore",
         help="score an experiment's kept history with the model the scorer serves now",
@@ -417,6 +422,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "rescore":
         return rescore_command(args)
+    if args.command == "train-reward":
+        from reward.train import run
+
+        return run(args)
     if args.command == "export-preferences":
         return export_command(args)
     if args.command == "purge":

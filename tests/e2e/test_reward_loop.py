@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import openai
 import pytest
 
 from router.preferences import export_preferences
+from serve.cli import main
 from serve.deploy import apply
 from serve.models import MODELS_DIR, TINY_REWARD
 from tests.e2e.conftest import EXPERIMENTS, App
@@ -97,17 +97,49 @@ def test_a_direct_variant_call_keeps_no_text(app: App, client: openai.OpenAI) ->
     assert row is None
 
 
-def test_the_scorer_swaps_models_live_and_back_without_restarting_an_engine(
+def trained_judge(app: App, client: openai.OpenAI, folder: Path) -> Path:
+    """Battles voted by 16 raters, exported, and a tiny reward model trained on them (the
+    command line's export-preferences and train-reward, as a user runs them)."""
+    for i in range(16):
+        rater = f"loop-rater-{i}"
+        battle = client.chat.completions.create(
+            model="tiny-arena",
+            user=rater,
+            messages=[{"role": "user", "content": f"Count to {i}."}],
+            n=2,
+        )
+        vote = {
+            "kind": "vote",
+            "battle_id": battle.model_extra["arena"]["battle_id"],  # type: ignore[index]
+            "value": "a",
+            "user": rater,
+            "idempotency_key": f"loop-{i}",
+        }
+        assert httpx.post(f"{app.base_url}/v1/feedback", json=vote, timeout=30).status_code == 201
+    prefs = folder / "prefs.jsonl"
+    export = ["export-preferences", "--experiment", "tiny-arena", "--store", str(app.store_path)]
+    assert main([*export, "--out", str(prefs), "--heldout", "0.5"]) == 0
+    judge = folder / "judge-trained"
+    train = ["train-reward", "--data", str(prefs), "--base", str(MODELS_DIR / TINY_REWARD)]
+    settings = ["--epochs", "1", "--max-length", "64", "--no-progress"]
+    assert main([*train, "--out", str(judge), *settings]) == 0
+    card = json.loads((judge / "model_card.json").read_text())
+    assert card["data"]["pairs"] >= 1 and "model" in card["heldout_accuracy"]
+    return judge
+
+
+def test_a_judge_trained_on_exported_votes_is_swapped_in_live_and_back(
     app: App, client: openai.OpenAI, tmp_path: Path
 ) -> None:
-    judge = tmp_path / "judge-v2"
-    shutil.copytree(MODELS_DIR / TINY_REWARD, judge)
+    """The acceptance path: export, train a tiny model, swap it in live: new scores name it,
+    and no engine restarted; removing the scorer's user_config swaps back the same way."""
+    judge = trained_judge(app, client, tmp_path)
     engines = engine_processes()
     assert engines and latest_score_model(app, client) == TINY_REWARD
     try:
         deploy_scorer(app, judge)
         deadline = time.monotonic() + 120
-        while latest_score_model(app, client) != "judge-v2":
+        while latest_score_model(app, client) != "judge-trained":
             assert time.monotonic() < deadline, "the scorer never served the new model"
     finally:
         deploy_scorer(app, None)  # back to the args' model: the same live change
@@ -117,4 +149,3 @@ def test_the_scorer_swaps_models_live_and_back_without_restarting_an_engine(
     assert engine_processes() == engines
     report = httpx.get(f"{app.base_url}/v1/experiments/tiny-ab/report", timeout=120).json()
     assert report["reward_model"] == TINY_REWARD
-    assert json.dumps(report)  # the report still reads the store
