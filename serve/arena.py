@@ -504,7 +504,9 @@ class Arena:
         variants = self._engines.variants
         terms = telling_terms(*(variants[variant].identity_terms for variant in pair))
         who = dataclasses.replace(who, secrets=tuple(names), identity_terms=tuple(terms))
-        self._recorder.read_text(base, conversation(body, base.endpoint))  # both sides alike
+        self._recorder.read_text(
+            base, lambda: conversation(body, base.endpoint)
+        )  # both sides alike
         sides = []
         for index, variant in enumerate(pair):
             call = dataclasses.replace(base, variant=variant, events=[])

@@ -79,7 +79,7 @@ class BestOfN:
                 latency_s=call.elapsed_s(),
             )
             call.events.append(score)
-        self._recorder.read_text(call, conversation(body, call.endpoint))
+        self._recorder.read_text(call, lambda: conversation(body, call.endpoint))
         shown = choice_text(response["choices"][0])
         await self._recorder.record(call, payload["id"], 200, payload.get("usage"), text=shown)
         headers = answer_headers(call)

@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -161,13 +161,15 @@ class Recorder:
         config = self.scorer_config
         return config is not None and random.random() < config.sample_rate
 
-    def read_text(self, call: Call, conversation: list[dict[str, str]] | None) -> None:
-        """Decide whether the call's answer is scored and its text kept, and give it its
-        `conversation` where either needs it."""
+    def read_text(
+        self, call: Call, conversation: Callable[[], list[dict[str, str]] | None]
+    ) -> None:
+        """Decide whether the call's answer is scored and its text kept, and read its
+        `conversation()` only where either needs it (not on every request's path)."""
         call.scored = self.sampled()
         call.keep_text = self.keep_text and call.experiment is not None
         if call.scored or call.keep_text:
-            call.prompt = conversation
+            call.prompt = conversation()
 
     def score_later(self, call: Call, completion_id: str, text: str) -> None:
         """Send a finished completion to the scorer without waiting; never fails the caller."""

@@ -48,7 +48,7 @@ class SingleAnswer:
 
     async def answer(self, body: dict[str, Any], call: Call) -> Response:
         """Relay the variant's response, or its stream as it comes."""
-        self._recorder.read_text(call, conversation(body, call.endpoint))
+        self._recorder.read_text(call, lambda: conversation(body, call.endpoint))
         started = await self.first_answer(body, call)
         if isinstance(started, Response):
             return started
