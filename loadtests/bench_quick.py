@@ -263,6 +263,39 @@ def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
 
 
+def _others_lines(run: dict) -> list[str]:
+    """The paragraph on the CPU share other processes took (none where it was not measured)."""
+    others = run["others_cpu"]
+    if others["mean"] is None:
+        return []
+    busy = is_busy(run)
+    return [
+        "",
+        f"Other processes (and the host, as steal time) took {100 * others['mean']:.0f} % "
+        f"of the machine's CPU during the rounds on average, {100 * others['max']:.0f} % at "
+        "most in one"
+        + (": the machine was busy, and the noise above is mostly theirs." if busy else "."),
+    ]
+
+
+def _round_rows(run: dict) -> list[str]:
+    """The table of each system's tokens/s per level: the median and every round."""
+
+    def listed(rounds: list[float]) -> str:
+        return ", ".join(f"{x:.1f}" for x in rounds)
+
+    rows = ["| concurrency | system | tokens/s (median) | each round |", "|---:|---|---:|---|"]
+    for level, figures in run["levels"].items():
+        vllm, arena = figures["vllm_tokens_per_s"], figures["arena_serve_tokens_per_s"]
+        split = ROUNDS["vllm-before"]
+        rows += [
+            f"| {level} | vllm | {statistics.median(vllm):.1f} | before: {listed(vllm[:split])}; "
+            f"after: {listed(vllm[split:])} |",
+            f"| {level} | arena-serve | {statistics.median(arena):.1f} | {listed(arena)} |",
+        ]
+    return rows
+
+
 def report(
     run: dict, baseline: dict | None, outcome: Outcome, wall_s: float, start_s: float
 ) -> str:
@@ -277,21 +310,8 @@ def report(
         f"{ROUNDS['vllm-before']} + {ROUNDS['vllm-after']}, arena-serve {ROUNDS['arena-serve']}, "
         "the first of each server after a warm-up wave at concurrency 32.",
         "",
-        "| concurrency | system | tokens/s (median) | each round |",
-        "|---:|---|---:|---|",
+        *_round_rows(run),
     ]
-
-    def listed(rounds: list[float]) -> str:
-        return ", ".join(f"{x:.1f}" for x in rounds)
-
-    for level, figures in run["levels"].items():
-        vllm, arena = figures["vllm_tokens_per_s"], figures["arena_serve_tokens_per_s"]
-        split = ROUNDS["vllm-before"]
-        lines += [
-            f"| {level} | vllm | {statistics.median(vllm):.1f} | before: {listed(vllm[:split])}; "
-            f"after: {listed(vllm[split:])} |",
-            f"| {level} | arena-serve | {statistics.median(arena):.1f} | {listed(arena)} |",
-        ]
     lines += [
         "",
         "| concurrency | arena-serve / vLLM | 90 % interval | noise | baseline | change | "
@@ -318,16 +338,7 @@ def report(
         if baseline
         else "no baseline"
     )
-    others = run["others_cpu"]
-    if others["mean"] is not None:
-        busy = is_busy(run)
-        lines += [
-            "",
-            f"Other processes (and the host, as steal time) took {100 * others['mean']:.0f} % "
-            f"of the machine's CPU during the rounds on average, {100 * others['max']:.0f} % at "
-            "most in one"
-            + (": the machine was busy, and the noise above is mostly theirs." if busy else "."),
-        ]
+    lines += _others_lines(run)
     lines += [
         "",
         f"Verdict ({where}): {outcome.message} (exit {outcome.code}).",

@@ -525,7 +525,7 @@ def machine() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loadtests.serving_bench", description=__doc__)
     commands = parser.add_subparsers(dest="command")
     child = commands.add_parser("serve", help="(internal) run one server in the foreground")
@@ -538,7 +538,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--own-session", action="store_true", help="each server in a session of its own (setsid)"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.command == "serve":
         system = KNOWN_SYSTEMS[args.system]
         return SERVERS[system.server](args.port, system)
