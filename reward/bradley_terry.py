@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from reward.features import SplitClassifier
+from reward.features import SplitClassifier, plan_prefix_batches
 from reward.pairs import Pair, Side, Split
 from reward.pairwise import Accuracy, pairwise_accuracy
 from reward.scorer import encode_tail, plan_batches, render_conversation
@@ -98,12 +98,13 @@ def encode_pairs(tokenizer: Any, pairs: Sequence[Pair], max_length: int) -> Enco
 def cache_features(
     split: SplitClassifier, ids: Sequence[Sequence[int]], budget: int, progress: bool
 ) -> Features:
-    """Run the frozen layers once over every sequence, in length-sorted batches."""
+    """Run the frozen layers once over every sequence, in batches of sequences that share
+    their first tokens (`plan_prefix_batches`: each batch's shared prefix runs once)."""
     hidden: list[torch.Tensor] = [torch.empty(0)] * len(ids)
     last = [0] * len(ids)
     lengths = [len(x) for x in ids]
     with tqdm(total=sum(lengths), desc="caching features", unit="tok", disable=not progress) as bar:
-        for batch in plan_batches(lengths, budget):
+        for batch in plan_prefix_batches(ids, budget):
             states, where = split.features([ids[i] for i in batch])
             for index, state, at in zip(batch, states, where, strict=True):
                 hidden[index], last[index] = state, at
