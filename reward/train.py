@@ -211,10 +211,13 @@ def train_reward(
     *,
     force: bool = False,
     progress: bool = True,
+    heldout_scores: Path | None = None,
 ) -> dict[str, Any]:
     """Train a reward model on `pairs` from the `base` folder and write it to `out` (a folder
-    `RewardScorer` loads, with `model_card.json`); return the card. `TrainError` on bad input,
-    before any weights load where it can be told from the data, the base's config or `out`."""
+    `RewardScorer` loads, with `model_card.json`); return the card. `heldout_scores`, when
+    given, receives every held-out pair's scores (`write_heldout_scores`). `TrainError` on bad
+    input, before any weights load where it can be told from the data, the base's config or
+    `out`."""
     import torch
 
     from reward.base_model import inspect_base, load_base, quiet_transformers
@@ -255,7 +258,36 @@ def train_reward(
             wall_time_s=round(time.perf_counter() - started, 3), peak_rss_mib=round(peak_rss_mib())
         )
         write_card(card, staging)
+    if heldout_scores is not None:
+        write_heldout_scores(heldout_scores, encoded, result)
     return card
+
+
+def write_heldout_scores(path: Path, encoded: Encoded, result: Fit) -> None:
+    """One JSON line per held-out pair: its `line` in the pairs file and its answers' scores by
+    the chosen epoch's model and by the stand-in (the base before training), for analyses of
+    subsets of the held-out pairs that the card does not know of."""
+    import json
+
+    rows = zip(
+        encoded.indices("heldout"),
+        result.best.chosen,
+        result.best.rejected,
+        result.stand_in.chosen,
+        result.stand_in.rejected,
+        strict=True,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as out:
+        for index, chosen, rejected, stand_in_chosen, stand_in_rejected in rows:
+            record = {
+                "line": encoded.pairs[index].line,
+                "chosen": chosen,
+                "rejected": rejected,
+                "stand_in_chosen": stand_in_chosen,
+                "stand_in_rejected": stand_in_rejected,
+            }
+            out.write(json.dumps(record) + "\n")
 
 
 def _at_least(low: int) -> Callable[[str], int]:
@@ -323,6 +355,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--grad-clip", type=_positive, default=d.grad_clip, help="gradient norm (%(default)s)")
     add("--seed", type=int, default=d.seed, help="head init and batch order (%(default)s)")
     add("--device", default=d.device, help="auto (cuda when there is one), cpu, cuda[:N]")
+    add(
+        "--heldout-scores",
+        type=Path,
+        metavar="FILE",
+        help="also write each held-out pair's scores (trained and stand-in) as JSON lines",
+    )
     add("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -355,6 +393,7 @@ def run(args: argparse.Namespace) -> int:
             settings_from(args),
             force=args.force,
             progress=not args.no_progress,
+            heldout_scores=args.heldout_scores,
         )
     except TrainError as exc:
         print(exc, file=sys.stderr)

@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 import reward.bradley_terry
 import reward.train
-from reward.features import SplitClassifier
+from reward.features import MIN_SHARED, SplitClassifier, plan_prefix_batches, shared_prefix
 from reward.pairs import TrainError, load_pairs
 from reward.pairwise import pairwise_accuracy, wilson_interval
 from reward.scorer import RewardScorer, encode_tail, load_tokenizer, render_conversation
@@ -83,8 +85,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_reward: Path) -> dict
     folder = tmp_path_factory.mktemp("trained")
     data = write_lines(folder / "pairs.jsonl", synthetic(160))
     out = folder / "models" / "judge"
-    card = train_reward(load_pairs(data), tiny_reward, out, FAST, progress=False)
-    return {"card": card, "out": out, "data": data}
+    scores = folder / "heldout-scores.jsonl"
+    card = train_reward(
+        load_pairs(data), tiny_reward, out, FAST, progress=False, heldout_scores=scores
+    )
+    return {"card": card, "out": out, "data": data, "scores": scores}
 
 
 # --- what it learns, and what it writes -------------------------------------------------------
@@ -146,6 +151,19 @@ def test_the_scorer_reproduces_the_trainers_scores(trained: dict[str, Any]) -> N
     assert pairwise_accuracy(chosen, rejected).accuracy == card_model["accuracy"]
 
 
+def test_the_heldout_scores_file_holds_every_heldout_pair_as_the_card_counts_them(
+    trained: dict[str, Any],
+) -> None:
+    rows = [json.loads(line) for line in trained["scores"].read_text().splitlines()]
+    pairs = {p.line: p for p in load_pairs(trained["data"]).pairs}
+    assert [r["line"] for r in rows] == sorted(n for n, p in pairs.items() if p.split == "heldout")
+    held = trained["card"]["heldout_accuracy"]
+    chosen, rejected = [r["chosen"] for r in rows], [r["rejected"] for r in rows]
+    assert pairwise_accuracy(chosen, rejected).accuracy == held["model"]["accuracy"]
+    stand_in = [r["stand_in_chosen"] for r in rows], [r["stand_in_rejected"] for r in rows]
+    assert pairwise_accuracy(*stand_in).accuracy == held["stand_in_head"]["accuracy"]
+
+
 def test_the_cut_model_scores_as_the_whole_model(tiny_reward: Path) -> None:
     from transformers import AutoModelForSequenceClassification
 
@@ -161,7 +179,39 @@ def test_the_cut_model_scores_as_the_whole_model(tiny_reward: Path) -> None:
         whole = model(input_ids=padded).logits[:, 0]
         for top in range(model.config.num_hidden_layers + 1):
             split = SplitClassifier(model.eval(), top)
-            torch.testing.assert_close(split.scores(*split.features(ids)), whole)
+            assert shared_prefix(ids) >= MIN_SHARED  # one question: its prefix runs once
+            for share in (True, False):
+                features = split.features(ids, share_prefix=share)
+                torch.testing.assert_close(split.scores(*features), whole)
+
+
+@given(
+    st.lists(
+        st.lists(st.integers(0, 3), min_size=1, max_size=12).map(lambda t: [7, 7, 7, 7, *t]),
+        min_size=1,
+        max_size=40,
+    ),
+    st.integers(1, 64),
+)
+def test_prefix_batches_hold_every_sequence_once_within_the_budget(
+    ids: list[list[int]], budget: int
+) -> None:
+    batches = plan_prefix_batches(ids, budget)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(ids)))
+    for batch in batches:
+        rows = [ids[i] for i in batch]
+        shared = shared_prefix(rows)
+        assert all(r[:shared] == rows[0][:shared] for r in rows)
+        assert all(len(r) > shared for r in rows)  # each keeps a token of its own
+        if len(batch) > 1:
+            assert len(batch) * (max(map(len, rows)) - shared) <= budget
+
+
+def test_a_shared_prefix_is_the_longest_all_share_leaving_each_a_token() -> None:
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert shared_prefix([[1, 2, 3], [1, 2, 3]]) == 2
+    assert shared_prefix([[4], [4, 5]]) == 0
+    assert shared_prefix([[1, 2, 3]]) == 2
 
 
 def test_one_seed_one_model_and_a_causal_base_gets_a_new_head(
