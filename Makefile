@@ -5,7 +5,7 @@ PY := .venv/bin/python
 CONFIG ?= deploy/config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick clean
+.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick bench-train reward-loop clean
 
 setup:
 	@bash scripts/setup.sh
@@ -62,6 +62,23 @@ bench-stop: setup
 BENCH_QUICK_ARGS ?=
 bench-quick: setup
 	@$(PY) -m loadtests.bench_quick $(BENCH_QUICK_ARGS)
+
+# What training a judge costs: train-reward on 1,000 and 10,000 synthetic pairs (about 45
+# minutes on 2 cores), each in a process of its own; the table goes to docs/benchmarks.md.
+bench-train: setup
+	$(call bench_into_docs,reward.bench_train,"Training a reward model: time and memory")
+
+# Learning from votes against a known truth (about 30 minutes on 2 cores): the default config
+# served, simulated raters voting 2,200 battles by a planted rule, export-preferences,
+# train-reward, the judge swapped in live, best-of-4 with it, the report; the figures go to
+# docs/benchmarks.md, the model to models/reward-loop-judge. REWARD_LOOP_ARGS: see
+# `python -m loadtests.reward_loop --help`.
+REWARD_LOOP_ARGS ?=
+reward-loop: setup
+	@mkdir -p $(dir $(BENCH_OUT))
+	@$(PY) -m loadtests.reward_loop $(REWARD_LOOP_ARGS) | tee $(BENCH_OUT)
+	@$(PY) scripts/bench_section.py loadtests.reward_loop "The reward loop against a known truth" \
+		< $(BENCH_OUT) > /dev/null
 
 bench-kernels: setup
 	$(call bench_into_docs,reward.bench,"Reward-model kernels and scorer")
