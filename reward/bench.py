@@ -324,6 +324,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sequences", type=int, help="per workload (default: 64 on a CPU, 512 on a GPU)"
     )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="the reward model of the scorer table (default: models/smollm2-reward), e.g. a "
+        "judge from train-reward",
+    )
+    parser.add_argument(
+        "--scorer-only", action="store_true", help="the scorer table alone, no kernel table"
+    )
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("reward.bench times real kernels: unset TRITON_INTERPRET", file=sys.stderr)
@@ -335,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu":  # as the CPU scorer runs: without it, eager times swing 10×
         retain_freed_memory()
     sequences = args.sequences or (512 if device.type == "cuda" else 64)
-    reward_model = MODELS / "smollm2-reward"
-    if not (reward_model / "config.json").is_file():
+    reward_model = args.model or MODELS / "smollm2-reward"
+    if args.model is None and not (reward_model / "config.json").is_file():
         reward_model = MODELS / "tiny-reward"
     peak, peak_text = peak_bandwidth(device)
     note = (
@@ -347,16 +356,17 @@ def main(argv: list[str] | None = None) -> int:
             "with glibc keeping freed memory as the scorer has it do."
         )
     )
-    print(
-        f"Machine: {machine(device)}; {peak_text}. Command: `make bench-kernels` "
-        f"(`python -m reward.bench --dtype {args.dtype}`).{note}\n\n"
-        f"{kernel_table(device, dtype, small=device.type != 'cuda', peak=peak)}\n\n"
-        "GB/s counts the bytes a fused kernel must move (inputs read once, outputs written "
-        "once), for every path alike. The reward head reads only each sequence's last real "
-        'row, so it is bound by launch latency, not bandwidth: read its time and "vs eager" '
-        "(eager normalizes every token, then gathers).\n",
-        flush=True,
-    )
+    command = " ".join(["python -m reward.bench", *(argv if argv is not None else sys.argv[1:])])
+    print(f"Machine: {machine(device)}; {peak_text}. Command: `{command}`.{note}\n", flush=True)
+    if not args.scorer_only:
+        print(
+            f"{kernel_table(device, dtype, small=device.type != 'cuda', peak=peak)}\n\n"
+            "GB/s counts the bytes a fused kernel must move (inputs read once, outputs written "
+            "once), for every path alike. The reward head reads only each sequence's last real "
+            'row, so it is bound by launch latency, not bandwidth: read its time and "vs eager" '
+            "(eager normalizes every token, then gathers).\n",
+            flush=True,
+        )
     with tempfile.TemporaryDirectory() as workdir:
         model, name = bench_model(reward_model, Path(workdir))
         print(scorer_table(device, sequences, model, name))
