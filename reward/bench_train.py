@@ -118,6 +118,17 @@ def row(size: int, card: dict[str, Any]) -> str:
     )
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the architecture where there is none."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return os.uname().machine
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reward.bench_train", description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -133,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         for size in args.sizes:
             lines.append(row(size, train(size, args.epochs, Path(workdir), args.base)))
     command = " ".join(["python -m reward.bench_train", *(argv or sys.argv[1:])])
-    print(f"Machine: {os.uname().machine}, {os.cpu_count()} cores. Command: `{command}`.\n")
+    print(f"Machine: {cpu_model()}, {os.cpu_count()} cores. Command: `{command}`.\n")
     print("\n".join(lines))
     return 0
 
