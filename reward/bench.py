@@ -302,14 +302,20 @@ def scorer_table(device: torch.device, sequences: int, model: Path, name: str) -
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    cpu = platform.machine()
+    threads = torch.get_num_threads()
+    return (
+        f"{cpu_model()}, {os.cpu_count()} cores ({threads} torch threads), "
+        f"torch {torch.__version__}"
+    )
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the architecture where there is none."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    threads = torch.get_num_threads()
-    return f"{cpu}, {os.cpu_count()} cores ({threads} torch threads), torch {torch.__version__}"
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:

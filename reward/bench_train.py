@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from reward.bench import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "models" / "smollm2-reward"
 WORDS = [
@@ -116,17 +118,6 @@ def row(size: int, card: dict[str, Any]) -> str:
         f"{t['feature_caching_s']:.0f} | {t['training_s']:.0f} ({t['epochs_run']} epochs) | "
         f"{t['cached_features_mib']:,.0f} | {t['peak_rss_mib']:,.0f} | {accuracy} |"
     )
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), or the architecture where there is none."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return os.uname().machine
 
 
 def main(argv: list[str] | None = None) -> int:
