@@ -84,17 +84,30 @@ def _compiled(fn: Callable[..., object]) -> Callable[..., object]:
         return fn
 
 
+Make = Callable[[tuple[int, ...]], torch.Tensor]
+
+
 def cases(device: torch.device, dtype: torch.dtype, small: bool) -> list[Case]:
     """The sweep: SmolLM2-135M shapes, and a 7B-class hidden size where memory allows."""
     element = torch.empty((), dtype=dtype).element_size()
-    rows = [(2048, 576), (4096, 4096)] if small else [(4096, 576), (16384, 4096), (32768, 8192)]
-    out: list[Case] = []
 
     def make(shape: tuple[int, ...]) -> torch.Tensor:
         return torch.randn(shape, device=device, dtype=dtype)
 
-    norm_compiled = _compiled(rms_norm_reference)
-    for n, h in rows:
+    return [
+        *_norm_cases(make, element, small),
+        *_swiglu_cases(make, element, small),
+        *_rope_cases(make, element, small),
+        *_head_cases(make, element, small, device),
+    ]
+
+
+def _norm_cases(make: Make, element: int, small: bool) -> list[Case]:
+    compiled = _compiled(rms_norm_reference)
+    out = []
+    for n, h in (
+        [(2048, 576), (4096, 4096)] if small else [(4096, 576), (16384, 4096), (32768, 8192)]
+    ):
         x, w = make((n, h)), make((h,))
         out.append(
             Case(
@@ -102,11 +115,16 @@ def cases(device: torch.device, dtype: torch.dtype, small: bool) -> list[Case]:
                 f"{n}×{h}",
                 lambda x=x, w=w: rms_norm(x, w, 1e-5),
                 lambda x=x, w=w: rms_norm_reference(x, w, 1e-5),
-                lambda x=x, w=w: norm_compiled(x, w, 1e-5),
+                lambda x=x, w=w: compiled(x, w, 1e-5),
                 (2 * n * h + h) * element,
             )
         )
-    swiglu_compiled = _compiled(swiglu_reference)
+    return out
+
+
+def _swiglu_cases(make: Make, element: int, small: bool) -> list[Case]:
+    compiled = _compiled(swiglu_reference)
+    out = []
     for n, h in [(2048, 1536), (2048, 11008)] if small else [(4096, 1536), (16384, 11008)]:
         g, u = make((n, h)), make((n, h))
         out.append(
@@ -115,13 +133,18 @@ def cases(device: torch.device, dtype: torch.dtype, small: bool) -> list[Case]:
                 f"{n}×{h}",
                 lambda g=g, u=u: swiglu(g, u),
                 lambda g=g, u=u: swiglu_reference(g, u),
-                lambda g=g, u=u: swiglu_compiled(g, u),
+                lambda g=g, u=u: compiled(g, u),
                 3 * n * h * element,
             )
         )
-    rope_compiled = _compiled(apply_rotary_reference)
-    rope_sizes = [(1, 9, 3, 1024, 64)] if small else [(4, 9, 3, 2048, 64), (4, 32, 8, 4096, 128)]
-    for b, hq, hk, t, d in rope_sizes:
+    return out
+
+
+def _rope_cases(make: Make, element: int, small: bool) -> list[Case]:
+    compiled = _compiled(apply_rotary_reference)
+    sizes = [(1, 9, 3, 1024, 64)] if small else [(4, 9, 3, 2048, 64), (4, 32, 8, 4096, 128)]
+    out = []
+    for b, hq, hk, t, d in sizes:
         q, k = make((b, hq, t, d)), make((b, hk, t, d))
         cos, sin = make((b, t, d)), make((b, t, d))
         moved = (2 * (q.numel() + k.numel()) + cos.numel() + sin.numel()) * element
@@ -131,11 +154,16 @@ def cases(device: torch.device, dtype: torch.dtype, small: bool) -> list[Case]:
                 f"B{b} H{hq}/{hk} T{t} D{d}",
                 lambda q=q, k=k, c=cos, s=sin: apply_rotary(q, k, c, s),
                 lambda q=q, k=k, c=cos, s=sin: apply_rotary_reference(q, k, c, s),
-                lambda q=q, k=k, c=cos, s=sin: rope_compiled(q, k, c, s),
+                lambda q=q, k=k, c=cos, s=sin: compiled(q, k, c, s),
                 moved,
             )
         )
-    head_compiled = _compiled(reward_head_reference)
+    return out
+
+
+def _head_cases(make: Make, element: int, small: bool, device: torch.device) -> list[Case]:
+    compiled = _compiled(reward_head_reference)
+    out = []
     for b, t, h in [(64, 256, 576)] if small else [(64, 512, 576), (256, 1024, 4096)]:
         hidden, nw, hw = make((b, t, h)), make((h,)), make((1, h))
         last = torch.randint(0, t, (b,), device=device)
@@ -145,7 +173,7 @@ def cases(device: torch.device, dtype: torch.dtype, small: bool) -> list[Case]:
                 f"B{b} T{t} H{h}",
                 lambda x=hidden, i=last, n=nw, w=hw: reward_head(x, i, n, 1e-5, w, None),
                 lambda x=hidden, i=last, n=nw, w=hw: reward_head_reference(x, i, n, 1e-5, w),
-                lambda x=hidden, i=last, n=nw, w=hw: head_compiled(x, i, n, 1e-5, w),
+                lambda x=hidden, i=last, n=nw, w=hw: compiled(x, i, n, 1e-5, w),
                 (b * h + 2 * h) * element + 4 * b,
             )
         )
