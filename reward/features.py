@@ -49,13 +49,9 @@ MIN_SHARED = 8  # tokens a batch's sequences must share before their prefix runs
 def shared_prefix(batch: Sequence[Sequence[int]]) -> int:
     """The length of the prefix every sequence of `batch` shares, leaving each at least one
     token of its own."""
-    first, shortest = batch[0], min(len(ids) for ids in batch)
-    shared = shortest - 1
+    shared = min(len(ids) for ids in batch) - 1
     for ids in batch[1:]:
-        n = 0
-        while n < shared and ids[n] == first[n]:
-            n += 1
-        shared = n
+        shared = min(shared, _common_length(batch[0], ids))
     return max(shared, 0)
 
 
@@ -68,17 +64,31 @@ def plan_prefix_batches(ids: Sequence[Sequence[int]], token_budget: int) -> list
     order = sorted(range(len(ids)), key=lambda i: list(ids[i]))
     batches: list[list[int]] = []
     current: list[int] = []
+    common = longest = shortest = 0  # the current batch's prefix with its first row, lengths
     for index in order:
-        trial = [*current, index]
-        rows = [ids[i] for i in trial]
-        rest = max(len(r) for r in rows) - (shared_prefix(rows) if len(rows) > 1 else 0)
-        if current and len(trial) * rest > token_budget:
+        row = ids[index]
+        if current:
+            # In token order, what a run shares is what its first and newest rows share.
+            first = ids[current[0]]
+            common = min(common, _common_length(first, row))
+            wider, narrower = max(longest, len(row)), min(shortest, len(row))
+            rest = wider - min(common, narrower - 1)
+            if (len(current) + 1) * rest <= token_budget:
+                current.append(index)
+                longest, shortest = wider, narrower
+                continue
             batches.append(current)
-            trial = [index]
-        current = trial
+        current, common, longest, shortest = [index], len(row), len(row), len(row)
     if current:
         batches.append(current)
     return batches
+
+
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 class SplitClassifier:
