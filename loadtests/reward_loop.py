@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import json
 import os
 import random
@@ -139,7 +140,7 @@ def loop_document(config: Path, store: Path) -> dict[str, Any]:
 
 def with_scorer_model(document: dict[str, Any], model: Path) -> dict[str, Any]:
     """`document` with the scorer's user_config naming `model`: a change Serve applies live."""
-    changed = json.loads(json.dumps(document))
+    changed = copy.deepcopy(document)
     deployments = changed["applications"][0].setdefault("deployments", [])
     deployments[:] = [d for d in deployments if d.get("name") != "reward-scorer"]
     deployments.append({"name": "reward-scorer", "user_config": {"model": str(model)}})
