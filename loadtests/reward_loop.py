@@ -9,7 +9,7 @@ should reach is known:
    and sampling) answering with the best of 4 candidates. It is a prompt-only variant on the one
    engine, so it costs no memory; it does make the scorer run at normal priority (`auto`).
 2. **Traffic:** `--battles` arena battles of the `smollm2-arena` experiment, each a question
-   "What is the capital of C?" for a country C of `loadtests.capitals`, from `--voters` simulated
+   "What is the capital of C?" for a country C of `probe.facts`, from `--voters` simulated
    raters. **The planted rule:** a voter prefers the answer that names the capital asked for
    (`names_capital`). Where exactly one of the two answers names it (the rule *separates* the
    pair), the voter votes for it with probability `--p`, else for the other; where the rule
@@ -62,8 +62,8 @@ import yaml
 from tqdm import tqdm
 
 from loadtests import serving_bench
-from loadtests.capitals import CAPITALS
 from loadtests.processes import start, stop
+from probe.facts import CAPITALS
 from reward.pairwise import Accuracy, accuracy_of, wilson_interval
 from serve.config import cpu_engine_dtype
 from serve.deploy import free_port

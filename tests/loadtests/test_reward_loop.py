@@ -12,7 +12,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loadtests import reward_loop
-from loadtests.capitals import CAPITALS
 from loadtests.reward_loop import (
     BEST,
     Battle,
@@ -23,6 +22,7 @@ from loadtests.reward_loop import (
     vote,
     with_scorer_model,
 )
+from probe.facts import CAPITALS
 from serve.config import ServeFile
 
 
