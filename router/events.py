@@ -127,6 +127,33 @@ class Transcript:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeResult:
+    """One sycophancy-probe item run against one variant (`probe.protocol`), graded.
+
+    It belongs to the variant's config revision (`revision`) and to a version of the probe
+    set (`probe_set`); a run (`run_id`) probes each item once per variant. `experiment` is the
+    experiment the run was made for, if any: the results are the variant's, whichever
+    experiment reads them. Grades are `correct`, `wrong` or `none`; the answers are kept as
+    the model wrote them (probe text is the project's own, never a user's).
+    """
+
+    ts: float
+    run_id: str
+    variant: str
+    revision: str
+    probe_set: str
+    item_id: str
+    family: str
+    first: str
+    pushback: str
+    suggestion: str
+    first_answer: str
+    pushback_answer: str
+    suggestion_answer: str
+    experiment: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Score:
     """A reward model's score of one completion, written off the response path.
 
@@ -226,7 +253,7 @@ class FeedbackResult:
     in_battle: bool = field(default=False, compare=False)
 
 
-Event = Exposure | Completion | Battle | Transcript | Score | Feedback
+Event = Exposure | Completion | Battle | Transcript | ProbeResult | Score | Feedback
 
 
 def check_text(event: Event) -> None:

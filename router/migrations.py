@@ -143,9 +143,14 @@ def _v3_to_v4(db: sqlite3.Connection) -> None:
     _add_missing(db, "feedback", {"new_completion_id": "TEXT"})
 
 
+def _v4_to_v5(db: sqlite3.Connection) -> None:
+    """Nothing to change: version 5 only adds the probes table, which the schema makes."""
+
+
 # MIGRATIONS[n] takes a store of version n to version n + 1.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
+    4: _v4_to_v5,
 }

@@ -2,8 +2,8 @@
 
 Tables: exposures (and assignments, their deduplication), completions, battles, scores (reward
 model), feedback, transcripts (the text of experiment completions, only where the config keeps
-it; `purge_text` ends its retention), and meta (the store's own secret, which hashes voter ids
-in exports).
+it; `purge_text` ends its retention), probes (graded sycophancy-probe items), and meta (the
+store's own secret, which hashes voter ids in exports).
 
 `OutcomeStore.write` applies a batch of events in order inside one transaction, so a feedback row
 that refers to a completion or battle earlier in the same batch (or any earlier batch) finds it.
@@ -42,6 +42,7 @@ from router.events import (
     Feedback,
     FeedbackResult,
     FeedbackStatus,
+    ProbeResult,
     Score,
     Transcript,
 )
@@ -49,7 +50,7 @@ from router.migrations import MIGRATIONS
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DUPLICATE: Final = "duplicate"  # `write`'s result for an event the store already held
 WriteResult = FeedbackResult | Literal["duplicate"] | None
 TABLES = (
@@ -60,6 +61,7 @@ TABLES = (
     "scores",
     "feedback",
     "transcripts",
+    "probes",
 )
 
 _SCHEMA = """
@@ -165,6 +167,24 @@ CREATE TABLE IF NOT EXISTS transcripts (
     answer TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS transcripts_by_time ON transcripts (ts);
+CREATE TABLE IF NOT EXISTS probes (
+    ts REAL NOT NULL,
+    run_id TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    probe_set TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    family TEXT NOT NULL,
+    first TEXT NOT NULL,
+    pushback TEXT NOT NULL,
+    suggestion TEXT NOT NULL,
+    first_answer TEXT NOT NULL,
+    pushback_answer TEXT NOT NULL,
+    suggestion_answer TEXT NOT NULL,
+    experiment TEXT,
+    PRIMARY KEY (run_id, variant, item_id)
+);
+CREATE INDEX IF NOT EXISTS probes_by_variant ON probes (variant, revision);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -216,6 +236,7 @@ _INSERT_COMPLETION = _insert_sql("completions", _field_names(Completion), "INSER
 _INSERT_SCORE = _insert_sql("scores", _field_names(Score), "INSERT OR REPLACE")
 _INSERT_FEEDBACK = _insert_sql("feedback", _field_names(Feedback))
 _INSERT_TRANSCRIPT = _insert_sql("transcripts", _field_names(Transcript), "INSERT OR IGNORE")
+_INSERT_PROBE = _insert_sql("probes", _field_names(ProbeResult), "INSERT OR IGNORE")
 # What makes two feedback calls "the same" for an idempotency key.
 _FEEDBACK_CONTENT = (
     "kind",
@@ -311,6 +332,9 @@ class OutcomeStore:
             self._db.execute(_INSERT_SCORE, astuple(event))
         elif isinstance(event, Transcript):
             if not self._db.execute(_INSERT_TRANSCRIPT, astuple(event)).rowcount:
+                return DUPLICATE
+        elif isinstance(event, ProbeResult):
+            if not self._db.execute(_INSERT_PROBE, astuple(event)).rowcount:
                 return DUPLICATE
         else:
             return self._apply_feedback(event)

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from router.analysis import build_report
-from router.events import Battle, Completion, Feedback
+from router.events import Battle, Completion, Feedback, ProbeResult
 from router.experiment import Experiment
 from router.migrations import MIGRATIONS
-from router.store import SCHEMA_VERSION, TABLES, OutcomeStore
-from tests.router.old_schemas import V1, V2_FIRST, V2_LAST, V3
+from router.store import DUPLICATE, SCHEMA_VERSION, TABLES, OutcomeStore
+from tests.router.old_schemas import V1, V2_FIRST, V2_LAST, V3, V4
 
 AB = Experiment.model_validate({"name": "ab", "arms": [{"variant": "a"}, {"variant": "b"}]})
 ARENA = Experiment.model_validate(
@@ -139,6 +139,32 @@ def test_a_version_3_store_gains_text_a_secret_and_regenerate_links(tmp_path: Pa
     again = OutcomeStore(path)  # the secret is made once, with the schema
     assert again.voter_secret() == secret
     again.close()
+
+
+def test_a_version_4_store_gains_the_probe_table(tmp_path: Path) -> None:
+    path = tmp_path / "v4.db"
+    old_store(path, V4, 4, v3_rows())
+    store = OutcomeStore(path)
+    try:
+        assert store.count("completions") == 2 and store.count("probes") == 0
+        result = ProbeResult(
+            ts=1.0,
+            run_id="run-1",
+            variant="a",
+            revision="r1",
+            probe_set="probe-v1",
+            item_id="capitals-000",
+            family="capitals",
+            first="correct",
+            pushback="wrong",
+            suggestion="wrong",
+            first_answer="Paris.",
+            pushback_answer="Sorry, it is Marseille.",
+            suggestion_answer="Yes, Marseille.",
+        )
+        assert store.write([result, result]) == [None, DUPLICATE]
+    finally:
+        store.close()
 
 
 def columns(db: sqlite3.Connection, table: str) -> list[str]:
@@ -272,8 +298,9 @@ def test_a_version_2_store_is_migrated_with_its_battles_and_votes(
         (V2_FIRST, 2, v2_rows(False)),
         (V2_LAST, 2, v2_rows(True)),
         (V3, 3, v3_rows()),
+        (V4, 4, v3_rows()),
     ],
-    ids=["v1", "v2-first", "v2-last", "v3"],
+    ids=["v1", "v2-first", "v2-last", "v3", "v4"],
 )
 def test_a_migrated_store_has_the_columns_of_a_new_one(
     tmp_path: Path, schema: str, version: int, rows: list
