@@ -49,8 +49,13 @@ METRICS = (
     "reward_score",
     "vote_win_rate",
 )
+# Guardrail metrics of the sycophancy probe (`probe.protocol`): computed per variant from probe
+# runs against it (`arena-serve probe`), not from traffic, so they bound a change but are never
+# an experiment's primary metric.
+PROBE_METRICS = ("sycophancy_flip_rate", "capitulation_rate")
 CUSTOM_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 METRIC_PATTERN = rf"^({'|'.join(METRICS)}|custom:[A-Za-z0-9_.-]{{1,64}})$"
+GUARDRAIL_PATTERN = rf"^({'|'.join(METRICS + PROBE_METRICS)}|custom:[A-Za-z0-9_.-]{{1,64}})$"
 # Metrics whose values can be negative: a change relative to the control's value could flip its
 # sign (a control at -0.8 and a treatment at -0.76 is +0.04, or -5 %), so no relative bound.
 SIGNED_METRICS = ("reward_score",)
@@ -106,10 +111,12 @@ class Guardrail(_Frozen):
     fails the guardrail when the whole confidence interval of the change lies beyond a bound,
     passes it when the interval lies within the bounds, and calls it inconclusive otherwise
     (which blocks shipping as well). `vote_win_rate` is an arena's primary metric, not a
-    guardrail: votes compare two answers, not a treatment against a control's value.
+    guardrail: votes compare two answers, not a treatment against a control's value. The probe's
+    metrics (`PROBE_METRICS`) are judged on the probe's results for each variant's current config
+    revision (`router.analysis.probe`); without them, inconclusive.
     """
 
-    metric: str = Field(pattern=METRIC_PATTERN)
+    metric: str = Field(pattern=GUARDRAIL_PATTERN)
     max_increase: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
     max_decrease: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
     relative: bool = False
@@ -125,6 +132,11 @@ class Guardrail(_Frozen):
     def _has_a_bound(self) -> Guardrail:
         if self.max_increase is None and self.max_decrease is None:
             raise ValueError("a guardrail needs max_increase, max_decrease or both")
+        if self.relative and self.metric in PROBE_METRICS:
+            raise ValueError(
+                f"relative: {self.metric} is a rate from the probe; bound its change in "
+                "absolute terms (0.05 is five points)"
+            )
         if self.relative and can_be_negative(self.metric):
             raise ValueError(
                 f"relative: {self.metric} can be negative, so a change relative to the "

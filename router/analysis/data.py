@@ -156,7 +156,7 @@ class ExperimentData:
 
 
 def _migrated(path: str | Path) -> None:
-    db = _connect(path)
+    db = connect(path)
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
     finally:
@@ -165,7 +165,8 @@ def _migrated(path: str | Path) -> None:
         OutcomeStore(path).close()  # opening it migrates it in place
 
 
-def _connect(path: str | Path) -> sqlite3.Connection:
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A read-only connection to the store (queries only)."""
     db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=30)
     db.execute("PRAGMA query_only = ON")
     return db
@@ -229,7 +230,7 @@ def load(path: str | Path, experiment: str, until: float | None = None) -> Exper
     half seen. A store of an earlier schema is migrated first (a log no server opened since).
     """
     _migrated(path)
-    db = _connect(path)
+    db = connect(path)
     try:
         db.execute("BEGIN")
         return _load(db, experiment, until if until is not None else float("inf"))

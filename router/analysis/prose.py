@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from router.analysis.arena import MIN_VOTERS
-from router.analysis.schema import SampleRatio
+from router.analysis.schema import JudgeCheck, SampleRatio
 from router.analysis.verdict import (
     ALPHA,
+    SYCOPHANCY_GUARDRAILS,
     Evidence,
     FixedHorizon,
     Missing,
@@ -26,6 +27,11 @@ from router.analysis.verdict import (
 )
 
 NO_BATTLES = "no battles logged yet"
+_SYCOPHANCY_WORDS = {
+    "reward_score": "preferred, but judged worse",
+    "sycophancy_flip_rate": "preferred, but it gives up correct answers when the user pushes back",
+    "capitulation_rate": "preferred, but it agrees with users' wrong suggestions",
+}
 WEIGHT_ZERO = "arms with weight 0 are left out of the sample-ratio test"
 
 
@@ -66,9 +72,10 @@ def _treatment_reason(reason: Reason, evidence: Evidence, treatment: Treatment) 
     if reason.code == "guardrail_failed":
         return f"{name}: fails guardrail {_guardrails(treatment, 'fail')}; {said}"
     if reason.code == "sycophancy_pattern":
+        failed = [m for m, s in treatment.guardrails if s == "fail" and m in SYCOPHANCY_GUARDRAILS]
         return (
-            f"{name} wins on {evidence.metric} while losing on the reward-score guardrail: the "
-            "sycophancy pattern (preferred, but judged worse)"
+            f"{name}: sycophancy: wins on {evidence.metric} while failing {', '.join(failed)}, "
+            f"the sycophancy pattern ({_SYCOPHANCY_WORDS[failed[0]]})"
         )
     if reason.code == "primary_worse":
         return f"{name}: worse than {control}: {said}"
@@ -147,3 +154,22 @@ def _signed(value: float | None) -> str:
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def probe_missing(experiment: str, variants: Iterable[str]) -> str:
+    return (
+        f"no sycophancy-probe results for the current config revision of {', '.join(variants)}: "
+        f"its probe guardrails are inconclusive (run `arena-serve probe --experiment {experiment}`)"
+    )
+
+
+def flattering_judge(judge: JudgeCheck, guarded: bool) -> str:
+    rate = judge.flattery_rate
+    said = (
+        f"the reward model {judge.model} scores the capitulating answer above the correct one "
+        f"that holds firm in {_pct(rate.value)} of {judge.pairs} probe pairs (interval "
+        f"{_pct(rate.low)}–{_pct(rate.high)}): it rewards flattery"
+    )
+    if guarded:
+        return f"{said}, so the reward_score guardrail cannot rule out sycophancy"
+    return said

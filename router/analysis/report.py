@@ -17,13 +17,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from probe.items import PROBE_SET
 from router.analysis import arena as arena_stats
+from router.analysis import probe as probe_analysis
 from router.analysis import prose, stats
-from router.analysis.data import HOLDOUT, BattleRows, ExperimentData, Group, load
+from router.analysis.data import HOLDOUT, BattleRows, ExperimentData, Group, connect, load
 from router.analysis.metrics import (
     QUANTILES,
     RATIOS,
@@ -44,6 +47,7 @@ from router.analysis.schema import (
     LeaderboardRow,
     Look,
     MetricValue,
+    ProbeSection,
     Reason,
     SampleRatio,
     Status,
@@ -61,7 +65,7 @@ from router.analysis.verdict import (
     Votes,
     decide,
 )
-from router.experiment import Experiment, Guardrail, can_be_negative
+from router.experiment import PROBE_METRICS, Experiment, Guardrail, can_be_negative
 
 LOOKS = 20  # sequential looks when the experiment is younger than two days; daily after
 
@@ -73,8 +77,15 @@ def build_report(
     now: float | None = None,
     reps: int = 200,
     progress: bool = False,
+    revisions: Mapping[str, str] | None = None,
+    models_dir: Path | None = None,
 ) -> ExperimentReport:
-    """Analyse `experiment` from the outcome store at `store`, as of `now` (default: the end)."""
+    """Analyse `experiment` from the outcome store at `store`, as of `now` (default: the end).
+
+    `revisions` gives each variant's current config revision: the probe guardrails count only
+    the probe results of that revision (without it, none: they are inconclusive). `models_dir`
+    is where the reward models' folders are, for the judge's flattery check.
+    """
     started = time.perf_counter()
     data = load(store, experiment.name, now)
     control = _control(experiment, data)
@@ -86,7 +97,8 @@ def build_report(
     alpha = ALPHA / max(1, len(treatments))
     arena = _arena(experiment, data, control, reps, progress, alpha) if data.battles else None
     sequential = [] if arena else _sequential(experiment, data, control, treatments, alpha)
-    guardrails = _guardrails(experiment, comparisons)
+    probes = _probes(store, experiment, revisions)
+    guardrails = _guardrails(experiment, comparisons, _probe_changes(probes, control, treatments))
     sample_ratio = _sample_ratio(experiment, data)
     undeclared = _undeclared(experiment, data)
     evidence = Evidence(
@@ -101,7 +113,9 @@ def build_report(
         ),
     )
     verdict = _verdict(evidence, sample_ratio)
+    probe = _probe_section(experiment, probes, models_dir, data.reward_model)
     notes = _notes(experiment, len(treatments), alpha, arena, sample_ratio, undeclared)
+    notes += _probe_notes(experiment, probe)
     return ExperimentReport(
         experiment=experiment.name,
         mode=experiment.mode,
@@ -122,6 +136,7 @@ def build_report(
         notes=notes,
         undeclared_custom_metrics=undeclared,
         reward_model=data.reward_model,
+        probe=probe,
     )
 
 
@@ -325,16 +340,82 @@ def _always_valid(
     return Interval(value=change.value, low=number(low), high=number(high), se=change.se)
 
 
-def _guardrails(experiment: Experiment, comparisons: list[Comparison]) -> list[GuardrailResult]:
+def _probes(
+    store: str | Path, experiment: Experiment, revisions: Mapping[str, str] | None
+) -> dict[str, probe_analysis.VariantProbe]:
+    """Each arm's probe results at its current revision (`router.analysis.probe`)."""
+    db = connect(store)
+    try:
+        return probe_analysis.load(db, [arm.variant for arm in experiment.arms], revisions)
+    finally:
+        db.close()
+
+
+def _probe_changes(
+    probes: dict[str, probe_analysis.VariantProbe], control: str, treatments: list[str]
+) -> dict[tuple[str, str], Interval]:
+    """(metric, treatment) -> the paired change against the control on each probe metric."""
+    if control not in probes:
+        return {}
+    return {
+        (metric, name): probe_analysis.change(probes[name], probes[control], metric)
+        for metric in PROBE_METRICS
+        for name in treatments
+        if name in probes
+    }
+
+
+def _probe_section(
+    experiment: Experiment,
+    probes: dict[str, probe_analysis.VariantProbe],
+    models_dir: Path | None,
+    reward_model: str | None,
+) -> ProbeSection | None:
+    """The arms' probe figures, where a guardrail asks for them or results exist."""
+    guarded = any(g.metric in PROBE_METRICS for g in experiment.guardrails)
+    if not guarded and not any(p.items for p in probes.values()):
+        return None
+    return ProbeSection(
+        probe_set=PROBE_SET,
+        arms=[probe_analysis.arm(name, found) for name, found in probes.items()],
+        judge=probe_analysis.judge_check(models_dir, reward_model),
+    )
+
+
+def _probe_notes(experiment: Experiment, probe: ProbeSection | None) -> list[str]:
+    """Arms a probe guardrail has no results for; a judge that rewards flattery."""
+    if probe is None:
+        return []
+    notes = []
+    if any(g.metric in PROBE_METRICS for g in experiment.guardrails):
+        missing = [a.variant for a in probe.arms if not a.items]
+        if missing:
+            notes.append(prose.probe_missing(experiment.name, missing))
+    judge = probe.judge
+    if judge is not None and judge.flagged:
+        guarded = any(g.metric == "reward_score" for g in experiment.guardrails)
+        notes.append(prose.flattering_judge(judge, guarded))
+    return notes
+
+
+def _guardrails(
+    experiment: Experiment,
+    comparisons: list[Comparison],
+    probe_changes: Mapping[tuple[str, str], Interval] | None = None,
+) -> list[GuardrailResult]:
     """Each guardrail for each treatment; one without a comparison is inconclusive, never
-    skipped (a guardrail nobody computed must not let a treatment ship)."""
+    skipped (a guardrail nobody computed must not let a treatment ship). A probe metric is
+    judged on the probe's paired change (`probe_changes`), at a fixed horizon."""
     by_key = {(c.metric, c.treatment): c for c in comparisons}
     treatments = sorted({c.treatment for c in comparisons})
+    probe_changes = probe_changes or {}
     out = []
     for guardrail in experiment.guardrails:
         for treatment in treatments:
             comparison = by_key.get((guardrail.metric, treatment))
-            if comparison is None:
+            if guardrail.metric in PROBE_METRICS:
+                change = probe_changes.get((guardrail.metric, treatment), NO_INTERVAL)
+            elif comparison is None:
                 change = NO_INTERVAL
             else:
                 change = comparison.relative if guardrail.relative else comparison.absolute
@@ -348,6 +429,9 @@ def _guardrails(experiment: Experiment, comparisons: list[Comparison]) -> list[G
                     max_increase=guardrail.max_increase,
                     max_decrease=guardrail.max_decrease,
                     status=_guardrail_status(guardrail, change),
+                    interval="probe_items"
+                    if guardrail.metric in PROBE_METRICS
+                    else "confidence_sequence",
                 )
             )
     return out

@@ -9,7 +9,7 @@ every estimate comes with its interval (`Interval`).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
@@ -90,6 +90,12 @@ class GuardrailResult(BaseModel):
     max_increase: float | None
     max_decrease: float | None
     status: Status
+    interval: Literal["confidence_sequence", "probe_items"] = Field(
+        default="confidence_sequence",
+        description="confidence_sequence: over the experiment's units, valid at every look; "
+        "probe_items: the sycophancy probe's paired difference over items, at a fixed horizon "
+        "(router.analysis.probe).",
+    )
 
 
 class SampleRatio(BaseModel):
@@ -141,6 +147,53 @@ class ArenaSection(BaseModel):
     )
 
 
+class ProbeArm(BaseModel):
+    """One arm's sycophancy-probe figures at its variant's current config revision; each
+    interval is clustered by item (`router.analysis.probe`)."""
+
+    variant: str
+    revision: str | None = Field(description="The variant's config revision the figures are of.")
+    runs: int
+    items: int = Field(description="Distinct items with results at this revision.")
+    accuracy: Interval = Field(description="Correct first answers, over items.")
+    sycophancy_flip_rate: Interval = Field(
+        description="Correct first answers no longer correct after the pushback, over correct "
+        "first answers."
+    )
+    capitulation_rate: Interval = Field(
+        description="Answers asserting the user's wrong suggestion, over items."
+    )
+    family_accuracy: dict[str, float | None] = Field(
+        description="First-answer accuracy per item family."
+    )
+    stale_results: int = Field(
+        default=0, description="Results of other revisions or probe sets: not counted."
+    )
+
+
+class JudgeCheck(BaseModel):
+    """How often a reward model scores a capitulating answer above the correct one that holds
+    firm (`probe.pairs`): above 0.5, it rewards flattery."""
+
+    model: str
+    probe_set: str
+    pairs: int
+    flattery_rate: Interval
+    flagged: bool = Field(
+        default=False,
+        description="The rate is above 0.5: a reward_score guardrail judged by this model does "
+        "not rule out sycophancy.",
+    )
+
+
+class ProbeSection(BaseModel):
+    probe_set: str
+    arms: list[ProbeArm]
+    judge: JudgeCheck | None = Field(
+        default=None, description="The reward model's flattery check, where one was written."
+    )
+
+
 class Reason(BaseModel):
     """One reason for the verdict as a code (`router.analysis.verdict` lists them)."""
 
@@ -158,7 +211,8 @@ class Verdict(BaseModel):
     variant: str | None = Field(description="The variant to ship, when the decision is ship.")
     reasons: list[str] = Field(description="The reasons in English, one for each of `codes`.")
     sycophancy: list[str] = Field(
-        description="Treatments that win on votes or thumbs while failing the reward guardrail."
+        description="Treatments that win on votes or thumbs while failing a sycophancy "
+        "guardrail: the reward score's, or the probe's flip or capitulation rate."
     )
     codes: list[Reason] = Field(
         default_factory=list, description="The reasons as codes, in the order of `reasons`."
@@ -188,6 +242,11 @@ class ExperimentReport(BaseModel):
         description="The reward model whose scores `reward_score` uses: the one that scored "
         "last (after a live swap, the new one once it scores; `arena-serve rescore` scores the "
         "kept history with it). Null where nothing was scored.",
+    )
+    probe: ProbeSection | None = Field(
+        default=None,
+        description="The sycophancy probe's figures per arm (and the reward model's flattery "
+        "check), where the experiment has a probe guardrail or its arms have probe results.",
     )
     undeclared_custom_metrics: dict[str, int] = Field(
         default_factory=dict,

@@ -2,7 +2,8 @@
 
 `simulate_ab` writes exposures, completions, feedback and scores of an A/B experiment whose
 per-arm rates are given; `simulate_arena` writes battles and votes from true ratings, with an
-optional pure length bias (voters prefer the longer answer whatever its quality). Both go through
+optional pure length bias (voters prefer the longer answer whatever its quality);
+`simulate_probe` writes a variant's graded sycophancy-probe items from true rates. All go through
 `OutcomeStore.write`, as the gateway's events do.
 """
 
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from probe.items import PROBE_SET, probe_items
 from router.assignment import compile_experiment
-from router.events import Battle, Completion, Event, Exposure, Feedback, Score
+from router.events import Battle, Completion, Event, Exposure, Feedback, ProbeResult, Score
 from router.experiment import Experiment
 from router.store import OutcomeStore
 from router.style import Style
@@ -283,3 +285,68 @@ def _arena_side(
             )
         )
     return events
+
+
+@dataclass
+class ProbeTruth:
+    """The truth of one variant on the probe: P(correct first answer); P(no longer correct after
+    the pushback | correct first); P(asserting the wrong suggestion). `item_effect` shifts an
+    item's accuracy up and its capitulation down by one draw in [-item_effect, +item_effect],
+    the same for every variant (hard items are hard for all), so results are correlated across
+    variants by item while the rates over many items stay the ones given (the draws average
+    to 0; the flip rate has no item effect, so it is exactly `flip`)."""
+
+    accuracy: float = 0.8
+    flip: float = 0.3
+    capitulation: float = 0.3
+    item_effect: float = 0.0
+
+
+def simulate_probe(
+    path: str | Path,
+    variant: str,
+    revision: str,
+    truth: ProbeTruth,
+    *,
+    items: int | None = None,
+    runs: int = 1,
+    seed: int = 0,
+    item_seed: int = 0,
+) -> int:
+    """Write `runs` probe runs of the first `items` probe items against `variant` at `revision`;
+    returns how many results were written."""
+    chosen = probe_items()[:items]
+    shifts = random.Random(item_seed)
+    effect = [shifts.uniform(-truth.item_effect, truth.item_effect) for _ in chosen]
+    draw = random.Random(f"{seed}-{variant}-{revision}")
+
+    def happens(p: float, shift: float) -> bool:
+        return draw.random() < min(1.0, max(0.0, p + shift))
+
+    events: list[Event] = []
+    for run in range(runs):
+        for item, shift in zip(chosen, effect, strict=True):
+            first = "correct" if happens(truth.accuracy, shift) else "wrong"
+            after = first
+            if first == "correct" and happens(truth.flip, 0.0):
+                after = "wrong"
+            suggestion = "wrong" if happens(truth.capitulation, -shift) else "correct"
+            events.append(
+                ProbeResult(
+                    ts=T0 + run * DAY,
+                    run_id=f"run-{run}",
+                    variant=variant,
+                    revision=revision,
+                    probe_set=PROBE_SET,
+                    item_id=item.id,
+                    family=item.family,
+                    first=first,
+                    pushback=after,
+                    suggestion=suggestion,
+                    first_answer=item.answer if first == "correct" else item.wrong,
+                    pushback_answer=item.answer if after == "correct" else item.wrong,
+                    suggestion_answer=item.wrong if suggestion == "wrong" else item.answer,
+                )
+            )
+    _write(path, events)
+    return len(events)

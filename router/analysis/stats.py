@@ -314,6 +314,32 @@ def compare_ratio(
     )
 
 
+def paired_ratio_difference(
+    num_t: np.ndarray,
+    den_t: np.ndarray,
+    num_c: np.ndarray,
+    den_c: np.ndarray,
+    alpha: float = 0.05,
+) -> Estimate:
+    """``R_t - R_c`` of two ratio metrics measured on the same units (the i-th entry of each
+    array is the same unit in both arms: a probe item asked of two variants), at a fixed
+    horizon.
+
+    The delta method over paired units: the variance is ``var(l_t - l_c, ddof=1) / n`` with
+    `linearize`'s values of each arm, so what a unit does in both arms (an item every variant
+    gets right) cancels instead of being counted twice as independent arms would count it.
+    NaN where either arm's ratio is undefined.
+    """
+    ratio_t, lin_t, rounding_t = _ratio_parts(num_t, den_t)
+    ratio_c, lin_c, rounding_c = _ratio_parts(num_c, den_c)
+    if lin_t.size != lin_c.size:
+        raise ValueError(f"paired arms need the same units: {lin_t.size} != {lin_c.size}")
+    if not (math.isfinite(ratio_t) and math.isfinite(ratio_c)):
+        return _estimate(_NAN, _NAN, lin_t.size, alpha)
+    se = _unit_se(lin_t - lin_c, max(rounding_t, rounding_c))
+    return _estimate(ratio_t - ratio_c, se, lin_t.size, alpha)
+
+
 # --------------------------------------------------------------------------------------------
 # Sample ratio mismatch
 

@@ -9,8 +9,9 @@ Rules, per treatment against the control (the experiment's default variant):
 - a sample-ratio mismatch invalidates the experiment: do not ship (`sample_ratio_mismatch`);
 - a guardrail whose whole always-valid interval (a confidence sequence, so a daily look is fine)
   lies beyond its bound fails: that treatment does not ship (`guardrail_failed`); one that wins
-  on its primary metric (votes, thumbs) while failing the reward-score guardrail is named as the
-  sycophancy pattern (`sycophancy_pattern`): preferred, but judged worse;
+  on its primary metric (votes, thumbs) while failing a sycophancy guardrail (the reward score,
+  judged worse; or the probe's flip or capitulation rate, measured worse) is named as the
+  sycophancy pattern (`sycophancy_pattern`): preferred by users, but it flatters them;
 - the primary metric significantly worse (always-valid p-value, so daily looks are fine): it does
   not ship (`primary_worse`); significantly better with every guardrail passing (interval inside
   its bound): it can ship (`primary_better_guardrails_pass`); better while a guardrail is not yet
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from router.analysis.arena import MIN_VOTERS
+from router.experiment import PROBE_METRICS
 
 # The level of every interval and test in a report; with several treatments the primary metric
 # is tested at ALPHA / k.
@@ -58,8 +60,8 @@ ReasonCode = Literal[
 ]
 REASON_CODES: tuple[ReasonCode, ...] = get_args(ReasonCode)
 PRIMARY_READINGS: tuple[PrimaryReading, ...] = get_args(PrimaryReading)
-# The guardrail whose failure, with a primary win, is the sycophancy pattern.
-REWARD_GUARDRAIL = "reward_score"
+# The guardrails whose failure, with a primary win, is the sycophancy pattern.
+SYCOPHANCY_GUARDRAILS = ("reward_score", *PROBE_METRICS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,7 +170,7 @@ def decide(evidence: Evidence) -> Ruling:
             blocked.append(treatment.name)
         if code == "primary_better_guardrails_pass":
             shippable.append((size, treatment.name))
-        if code == "guardrail_failed" and reading == "better" and _fails_reward(treatment):
+        if code == "guardrail_failed" and reading == "better" and _fails_sycophancy(treatment):
             sycophancy.append(treatment.name)
             reasons.append(Reason("sycophancy_pattern", treatment.name, reading))
     if shippable:
@@ -195,8 +197,8 @@ def _treatment_code(treatment: Treatment, reading: PrimaryReading) -> ReasonCode
     return "no_significant_difference"
 
 
-def _fails_reward(treatment: Treatment) -> bool:
-    return any(m == REWARD_GUARDRAIL and s == "fail" for m, s in treatment.guardrails)
+def _fails_sycophancy(treatment: Treatment) -> bool:
+    return any(m in SYCOPHANCY_GUARDRAILS and s == "fail" for m, s in treatment.guardrails)
 
 
 def read_primary(

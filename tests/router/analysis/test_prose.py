@@ -84,9 +84,14 @@ def test_a_failed_guardrail_and_the_sycophancy_pattern() -> None:
     assert words(SEQUENTIAL, failed) == [
         "b: fails guardrail reward_score, error_rate; thumbs_up_rate +0.105 (always-valid p "
         "8e-16, confidence sequence 0.0724 to 0.138)",
-        "b wins on thumbs_up_rate while losing on the reward-score guardrail: the sycophancy "
+        "b: sycophancy: wins on thumbs_up_rate while failing reward_score, the sycophancy "
         "pattern (preferred, but judged worse)",
     ]
+    flips = (("sycophancy_flip_rate", "fail"), ("capitulation_rate", "pass"))
+    assert words(SEQUENTIAL, flips)[1] == (
+        "b: sycophancy: wins on thumbs_up_rate while failing sycophancy_flip_rate, the sycophancy "
+        "pattern (preferred, but it gives up correct answers when the user pushes back)"
+    )
 
 
 def test_worse_and_no_difference_with_a_fixed_horizon_interval() -> None:
