@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from router.experiment import check_live_change
-from serve.config import PROJECT_ROOT, ConfigError, ServeFile
+from serve.config import PROJECT_ROOT, ConfigError, ServeFile, variant_revisions
 
 DEFAULT_CONFIG = PROJECT_ROOT / "deploy" / "config.yaml"
 
@@ -189,6 +189,34 @@ def redeploy(client: Any, path: Path, current: ServeFile, host: str, port: int) 
     return edited
 
 
+def flattering_judge_note(served: ServeFile) -> str | None:
+    """A note where a `reward_score` guardrail is judged by a reward model whose flattery check
+    (`arena-serve judge-check`, `train-reward`) found it preferring capitulation."""
+    from router.analysis.probe import judge_check
+
+    guarded = [
+        e.name
+        for e in served.gateway.experiments
+        if any(g.metric == "reward_score" for g in e.guardrails)
+    ]
+    model = served.scorer_model
+    if not guarded or model is None:
+        return None
+    check = judge_check(model.parent, model.name)
+    if check is None:
+        return (
+            f"note: the reward model {model.name} guarding {', '.join(guarded)} (reward_score) "
+            f"has not been checked for flattery: arena-serve judge-check --model {model}"
+        )
+    if not check.flagged:
+        return None
+    return (
+        f"note: the reward model {model.name} guarding {', '.join(guarded)} (reward_score) scores "
+        f"capitulation above a firm correct answer in {check.flattery_rate.value:.0%} of probe "
+        "pairs: it rewards flattery, so that guardrail cannot rule out sycophancy"
+    )
+
+
 def report_command(args: argparse.Namespace) -> int:
     """Print the experiment's report and write its plots and HTML page."""
     try:
@@ -215,7 +243,14 @@ def report_command(args: argparse.Namespace) -> int:
     from serve.report import print_report, write_html, write_plots
 
     try:
-        report = build_report(store, experiment, reps=args.reps, progress=not args.json)
+        report = build_report(
+            store,
+            experiment,
+            reps=args.reps,
+            progress=not args.json,
+            revisions=variant_revisions(served.app.variants),
+            models_dir=served.scorer_model.parent if served.scorer_model else None,
+        )
     except sqlite3.DatabaseError as exc:
         print(f"{store} is not an arena-serve outcome log ({exc})", file=sys.stderr)
         return 2
@@ -395,6 +430,20 @@ def _add_data_commands(commands: Any) -> None:
     rescore.add_argument(
         "--force", action="store_true", help="score again what this model scored already"
     )
+    from reward import judge_check
+    from serve import probe_cli
+
+    judge_check.add_arguments(
+        commands.add_parser(
+            "judge-check", help="how often a reward model scores capitulation above a firm answer"
+        )
+    )
+
+    probe_cli.add_arguments(
+        commands.add_parser(
+            "probe", help="run the sycophancy probe through a running gateway against variants"
+        )
+    )
     purge = commands.add_parser(
         "purge", help="delete kept prompt and answer text past its retention"
     )
@@ -430,6 +479,14 @@ def main(argv: list[str] | None = None) -> int:
         return export_command(args)
     if args.command == "purge":
         return purge_command(args)
+    if args.command == "judge-check":
+        from reward import judge_check
+
+        return judge_check.main(args)
+    if args.command == "probe":
+        from serve import probe_cli
+
+        return probe_cli.main(args)
     if args.command == "serve":
         return serve_foreground(args.config, args.host, args.port)
     if args.command == "report":
@@ -452,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     names = ", ".join(e.name for e in checked.gateway.experiments) or "none"
     print(f"{args.config}: valid ({len(checked.app.variants)} variants; experiments: {names})")
+    judge_note = flattering_judge_note(checked)
+    if judge_note:
+        print(judge_note)
     needed, here = checked.app.logical_cpus_needed, os.cpu_count() or 1
     if needed > here and checked.app.check_resources:
         print(

@@ -329,6 +329,22 @@ class VariantConfig(BaseModel):
         return {**DEFAULT_ENGINE_KWARGS, **self.engine_kwargs}
 
 
+def variant_revisions(variants: Sequence[VariantConfig]) -> dict[str, str]:
+    """Each variant's config revision: a short id of everything in the config that shapes its
+    answers (its own fields, and its engine owner's model and engine settings). The probe's
+    results belong to one (`router.analysis.probe`)."""
+    by_name = {v.name: v for v in variants}
+    revisions = {}
+    for variant in variants:
+        owner = by_name.get(variant.engine_name, variant)
+        served = {
+            "variant": variant.model_dump(mode="json", exclude={"num_replicas"}),
+            "engine": owner.model_dump(mode="json", include={"model", "engine_kwargs"}),
+        }
+        revisions[variant.name] = config_revision(served)
+    return revisions
+
+
 @functools.cache
 def engine_option_names() -> tuple[str, ...]:
     """The fields of vLLM's `AsyncEngineArgs` (imported on first use: vLLM takes seconds)."""
@@ -596,7 +612,8 @@ def _check_serve_schema(document: dict[str, Any], where: str) -> None:
 
 
 def config_revision(user_config: Any) -> str:
-    """A short, stable id of a gateway `user_config` (shown by `GET /v1/experiments`)."""
+    """A short, stable id of a config fragment: a gateway `user_config` (shown by
+    `GET /v1/experiments`), or what shapes a variant's answers (`variant_revisions`)."""
     canonical = json.dumps(user_config, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

@@ -48,12 +48,20 @@ from serve import admission
 from serve.arena import Arena, BattleTerms
 from serve.auth import KeyRing, Principal
 from serve.best_of_n import BestOfN
-from serve.config import DRAIN_S, AppConfig, ConfigError, GatewayConfig, config_revision
+from serve.config import (
+    DRAIN_S,
+    AppConfig,
+    ConfigError,
+    GatewayConfig,
+    config_revision,
+    variant_revisions,
+)
 from serve.engines import Engines
 from serve.errors import RETRY_AFTER_S, APIError
 from serve.metrics import merge_engine_metrics
 from serve.openapi import openapi_document
 from serve.parse import Incoming, parse_completion, read_json_object
+from serve.probe import Prober, parse_probe_request
 from serve.protocol import (
     IDEMPOTENCY_HEADER,
     SESSION_HEADER,
@@ -130,6 +138,10 @@ class Gateway:
         self._replicas = config.gateway_replicas
         self._keys = KeyRing()
         self._limits = self._engines.limits
+        self._revisions = variant_revisions(config.variants)
+        self._prober = Prober(self._engines, self._recorder, self._revisions)
+        # Where the reward models' folders are: a report reads the judge's flattery check there.
+        self._models_dir = config.scorer.model_path.parent if config.scorer else None
 
     @property
     def router(self) -> Router:
@@ -266,7 +278,9 @@ class Gateway:
                 404, f"no experiment named {name!r}", param="name", code="experiment_not_found"
             )
         try:
-            report = await self._log_handle.report.remote(plan.experiment)
+            report = await self._log_handle.report.remote(
+                plan.experiment, revisions=self._revisions, models_dir=self._models_dir
+            )
         except Exception as exc:
             logger.error("report of %s failed: %r", name, exc)
             raise APIError(
@@ -313,6 +327,32 @@ class Gateway:
             answer.model_dump(exclude_none=True),
             status_code=201 if answer.status == "recorded" else 200,
         )
+
+    @app.post("/v1/probe")
+    async def probe(self, request: Request) -> JSONResponse:
+        """One sycophancy-probe item against one variant (`serve.probe`): an admin route."""
+        self._caller(request, admin=True)
+        body = await read_json_object(request, self._limits.max_body_bytes)
+        probe_request = parse_probe_request(body)
+        name = probe_request.experiment
+        if name is not None:
+            plan = self._router.experiments.get(name)
+            if plan is None:
+                raise APIError(
+                    404,
+                    f"no experiment named {name!r}",
+                    param="experiment",
+                    code="experiment_not_found",
+                )
+            if probe_request.variant not in {arm.variant for arm in plan.experiment.arms}:
+                raise APIError(
+                    400,
+                    f"variant: {probe_request.variant!r} is not an arm of {name!r}",
+                    param="variant",
+                    code="invalid_value",
+                )
+        result = await self._prober.run(probe_request)
+        return JSONResponse(result.model_dump())
 
     # The completion pipeline: admit, parse, route, execute; each stage records what it must.
 

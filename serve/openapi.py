@@ -1,7 +1,7 @@
 """The gateway's OpenAPI 3.1 document (`GET /openapi.json`), built from the models it validates
-with: vLLM's chat and completion requests, the feedback union, the listings, and OpenAI's error
-shape on every route. The routes read raw bodies (to answer bad ones in OpenAI's shape), so
-FastAPI cannot infer this; schemathesis tests the running gateway against it.
+with: vLLM's chat and completion requests, the feedback union, the probe, the listings, and
+OpenAI's error shape on every route. The routes read raw bodies (to answer bad ones in OpenAI's
+shape), so FastAPI cannot infer this; schemathesis tests the running gateway against it.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
+from serve.probe import ProbeRequest, ProbeResponse
 from serve.protocol import FeedbackRequest, FeedbackResponse, ModelList
 
 REF = "#/components/schemas/"
@@ -35,8 +36,8 @@ _ERRORS = {
     "400": "invalid request",
     "401": "missing or wrong API key",
     "403": "an admin route with a client key, or feedback on a battle served to someone else",
-    "404": "unknown model, completion, battle or route",
-    "409": "a battle already voted, or an idempotency key reused",
+    "404": "unknown model, completion, battle, probe item or route",
+    "409": "a battle already voted, an idempotency key reused, or another probe set",
     "413": "body over `limits.max_body_bytes`",
     "429": "over the key's rate limit (`Retry-After`)",
     "503": "at capacity, or an engine or the outcome log unavailable (`Retry-After`)",
@@ -75,6 +76,8 @@ def openapi_document() -> dict[str, Any]:
         "FeedbackRequest": TypeAdapter(FeedbackRequest),
         "FeedbackResponse": FeedbackResponse,
         "ModelList": ModelList,
+        "ProbeRequest": ProbeRequest,
+        "ProbeResponse": ProbeResponse,
     }
     return {
         "openapi": "3.1.0",
@@ -135,6 +138,15 @@ def _paths() -> dict[str, Any]:
                     **_responses("201", "FeedbackResponse"),
                     "200": {"description": "a replay of the same key"},
                 },
+            }
+        },
+        "/v1/probe": {
+            "post": {
+                "summary": "One sycophancy-probe item against one variant (admin): asked, "
+                "pushed back on and asked with a wrong suggestion, graded and logged",
+                "security": _BEARER,
+                "requestBody": _body("ProbeRequest"),
+                "responses": _responses("200", "ProbeResponse"),
             }
         },
         "/v1/models": {"get": {"security": _BEARER, "responses": _responses("200", "ModelList")}},

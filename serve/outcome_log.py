@@ -25,6 +25,7 @@ import logging
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -281,12 +282,26 @@ class OutcomeLog(OutcomeWriter):
     def observe_scorer_batch(self, size: int) -> None:
         self._metrics.scorer_batch.observe(size)
 
-    async def report(self, experiment: Experiment, reps: int = 200) -> dict[str, Any]:
-        """The experiment's report as JSON, over everything recorded before the call."""
+    async def report(
+        self,
+        experiment: Experiment,
+        reps: int = 200,
+        revisions: dict[str, str] | None = None,
+        models_dir: Path | None = None,
+    ) -> dict[str, Any]:
+        """The experiment's report as JSON, over everything recorded before the call; the
+        probe counts the results of the variants' current `revisions`."""
         from router.analysis import build_report
 
         await asyncio.wait_for(self.flush(), timeout=30)  # a store that cannot write: 503
-        analyse = functools.partial(build_report, self._store.path, experiment, reps=reps)
+        analyse = functools.partial(
+            build_report,
+            self._store.path,
+            experiment,
+            reps=reps,
+            revisions=revisions,
+            models_dir=models_dir,
+        )
         report = await asyncio.get_running_loop().run_in_executor(self._readers, analyse)
         return report.model_dump(mode="json")
 
@@ -314,7 +329,7 @@ class OutcomeSender:
     RETRY_FOR_S = 120.0
 
     def __init__(self, log: DeploymentHandle) -> None:
-        self._log = log
+        self.log = log
         self._tasks: set[asyncio.Task] = set()
 
     async def send(self, events: list[Event], what: str) -> None:
@@ -335,7 +350,7 @@ class OutcomeSender:
             left = deadline - time.monotonic()
             try:
                 # Unanswered while no log replica is up: Ray Serve queues the call meanwhile.
-                await asyncio.wait_for(self._log.record.remote(events, committed=True), left)
+                await asyncio.wait_for(self.log.record.remote(events, committed=True), left)
                 return
             except TimeoutError:
                 problem: BaseException = TimeoutError(f"no log took them in {self.RETRY_FOR_S} s")

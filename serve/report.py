@@ -24,7 +24,13 @@ import matplotlib.pyplot as plt
 from rich.console import Console
 from rich.table import Table
 
-from router.analysis.schema import ArenaSection, ExperimentReport, GuardrailResult, Interval
+from router.analysis.schema import (
+    ArenaSection,
+    ExperimentReport,
+    GuardrailResult,
+    Interval,
+    ProbeSection,
+)
 from router.analysis.verdict import ALPHA
 
 VERDICT_STYLE = {"ship": "bold green", "do not ship": "bold red", "keep running": "bold yellow"}
@@ -56,7 +62,46 @@ def tables(report: ExperimentReport) -> list[TableRows]:
         out.append(_comparisons(report))
     if report.guardrails:
         out.append(_guardrails(report))
+    if report.probe is not None:
+        out.append(_probe(report.probe))
     return out
+
+
+def headline(report: ExperimentReport) -> str:
+    """The decision as a line says it: "do not ship: sycophancy" where that is why."""
+    verdict = report.verdict
+    text = verdict.decision + (f" {verdict.variant}" if verdict.variant else "")
+    if verdict.sycophancy and verdict.decision == "do not ship":
+        text += ": sycophancy"
+    return text
+
+
+def _probe(probe: ProbeSection) -> TableRows:
+    rows = [
+        [
+            a.variant,
+            a.revision or "—",
+            f"{a.items} × {a.runs}",
+            rate_text(a.accuracy),
+            rate_text(a.sycophancy_flip_rate),
+            rate_text(a.capitulation_rate),
+        ]
+        for a in probe.arms
+    ]
+    return (
+        f"Sycophancy probe ({probe.probe_set}; intervals clustered by item)",
+        ["variant", "revision", "items × runs", "accuracy", "flip rate", "capitulation rate"],
+        rows,
+    )
+
+
+def rate_text(interval: Interval) -> str:
+    """A rate with its interval, two decimals: "0.68 [0.61, 0.75]"."""
+    if interval.value is None:
+        return "—"
+    low = "—" if interval.low is None else f"{interval.low:.2f}"
+    high = "—" if interval.high is None else f"{interval.high:.2f}"
+    return f"{interval.value:.2f} [{low}, {high}]"
 
 
 def _units(report: ExperimentReport) -> TableRows:
@@ -148,14 +193,14 @@ def print_report(report: ExperimentReport, console: Console | None = None) -> No
     console.print(
         f"[bold]{report.experiment}[/] ({report.mode}, primary metric {report.primary_metric}, "
         f"control {report.control}) — verdict: [{VERDICT_STYLE[verdict.decision]}]"
-        f"{verdict.decision}{f' {verdict.variant}' if verdict.variant else ''}[/]"
+        f"{headline(report)}[/]"
     )
     for reason in verdict.reasons:
         console.print(f"  • {reason}")
     if verdict.sycophancy:
         console.print(
             f"[bold red]  sycophancy pattern: {', '.join(verdict.sycophancy)}[/] wins on "
-            f"{report.primary_metric} while losing on reward score"
+            f"{report.primary_metric} while failing a sycophancy guardrail"
         )
     for title, header, rows in tables(report):
         table = Table(title=title, title_justify="left")
@@ -325,8 +370,8 @@ def write_html(report: ExperimentReport, plots: list[Path], folder: Path) -> Pat
         f"<p>{html.escape(report.mode)} experiment, primary metric "
         f"<b>{html.escape(report.primary_metric)}</b>, control "
         f"<b>{html.escape(report.control)}</b>.</p>",
-        f"<h2 style='color:{color[verdict.decision]}'>Verdict: {verdict.decision}"
-        f"{' ' + html.escape(verdict.variant) if verdict.variant else ''}</h2><ul>",
+        f"<h2 style='color:{color[verdict.decision]}'>Verdict: {html.escape(headline(report))}"
+        "</h2><ul>",
         *(f"<li>{html.escape(reason)}</li>" for reason in verdict.reasons),
         "</ul>",
     ]
@@ -334,7 +379,7 @@ def write_html(report: ExperimentReport, plots: list[Path], folder: Path) -> Pat
         parts.append(
             f"<p style='color:#cf222e'><b>Sycophancy pattern:</b> "
             f"{html.escape(', '.join(verdict.sycophancy))} wins on "
-            f"{html.escape(report.primary_metric)} while losing on reward score.</p>"
+            f"{html.escape(report.primary_metric)} while failing a sycophancy guardrail.</p>"
         )
     for plot in plots:
         data = base64.b64encode(plot.read_bytes()).decode()
