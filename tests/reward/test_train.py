@@ -23,7 +23,9 @@ from safetensors.torch import load_file
 
 import reward.bradley_terry
 import reward.train
+from probe.pairs import JUDGE_CHECK_FILE, flattery_pairs
 from reward.features import MIN_SHARED, SplitClassifier, plan_prefix_batches, shared_prefix
+from reward.judge_check import score_pairs
 from reward.pairs import TrainError, load_pairs
 from reward.pairwise import pairwise_accuracy, wilson_interval
 from reward.scorer import RewardScorer, encode_tail, load_tokenizer, render_conversation
@@ -149,6 +151,18 @@ def test_the_scorer_reproduces_the_trainers_scores(trained: dict[str, Any]) -> N
     rejected = scorer.score([p.conversation("rejected") for p in heldout])
     card_model = trained["card"]["heldout_accuracy"]["model"]
     assert pairwise_accuracy(chosen, rejected).accuracy == card_model["accuracy"]
+
+
+def test_the_judge_and_its_stand_in_are_checked_for_flattery(trained: dict[str, Any]) -> None:
+    checks, out = trained["card"]["judge_flattery"], trained["out"]
+    assert json.loads((out / JUDGE_CHECK_FILE).read_text()) == checks["model"]
+    for name in ("model", "stand_in"):
+        rate = checks[name]["flattery_rate"]
+        assert checks[name]["pairs"] == len(flattery_pairs()), name
+        assert rate["low"] <= rate["value"] <= rate["high"], name
+        assert checks[name]["flagged"] == (rate["value"] > 0.5)
+    scorer = RewardScorer(out, device="cpu", dtype="float32", kernels=False, max_length=512)
+    assert score_pairs(scorer)["flattery_rate"] == checks["model"]["flattery_rate"]
 
 
 def test_the_heldout_scores_file_holds_every_heldout_pair_as_the_card_counts_them(
