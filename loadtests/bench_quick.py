@@ -66,6 +66,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -202,10 +203,16 @@ class Outcome:
     checks: tuple[Check, ...] = ()
 
 
-def compare(baseline: dict | None, run: dict, floor: float = FLOOR) -> Outcome:
+def compare(baseline: Any, run: dict, floor: float = FLOOR) -> Outcome:
     """This run (`record`) against the baseline (the same shape, or None when there is none)."""
     if baseline is None:
         return Outcome(NO_BASELINE, "no baseline to compare with: run with --save-baseline")
+    if not isinstance(baseline, dict) or not {"machine", "settings", "levels"} <= set(baseline):
+        return Outcome(
+            NOT_COMPARABLE,
+            "the baseline file is not a bench-quick record (machine, settings, levels): save "
+            "one with --save-baseline",
+        )
     if baseline["machine"] != run["machine"]:
         theirs, ours = baseline["machine"], run["machine"]
         return Outcome(

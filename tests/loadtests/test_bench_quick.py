@@ -79,6 +79,12 @@ def test_a_baseline_from_another_machine_or_settings_is_not_compared() -> None:
     assert compare(None, run({1: 0.9})).code == NO_BASELINE
 
 
+def test_a_baseline_that_is_no_record_is_not_compared_and_the_run_still_reported() -> None:
+    for broken in ({}, {"machine": {"cpu": "AMD EPYC", "cores": 2}}, [], "x"):
+        outcome = compare(broken, run({1: 0.9, 32: 0.9}))
+        assert outcome.code == NOT_COMPARABLE and "not a bench-quick record" in outcome.message
+
+
 def test_a_run_saves_its_baseline_then_compares_with_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
