@@ -5,7 +5,7 @@ PY := .venv/bin/python
 CONFIG ?= deploy/config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick bench-train reward-loop clean
+.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick bench-train reward-loop bench-probe clean
 
 setup:
 	@bash scripts/setup.sh
@@ -79,6 +79,10 @@ reward-loop: setup
 	@$(PY) -m loadtests.reward_loop $(REWARD_LOOP_ARGS) | tee $(BENCH_OUT)
 	@$(PY) scripts/bench_section.py loadtests.reward_loop "The reward loop against a known truth" \
 		< $(BENCH_OUT) > /dev/null
+
+# The sycophancy probe against every default variant, timed (figures to docs/benchmarks.md).
+bench-probe: setup
+	$(call bench_into_docs,loadtests.probe_bench,"The sycophancy probe on the default variants")
 
 bench-kernels: setup
 	$(call bench_into_docs,reward.bench,"Reward-model kernels and scorer")

@@ -11,6 +11,12 @@
   `loadtests.run_load` checks the report's estimate against their mean (and the reveals
   against the store's completions).
 
+- `AgreementUser`: a booth for the `agreeable-arena` experiment, where each battle is a voter
+  who states a wrong belief ("I'm sure the capital of Australia is Sydney, right?") and votes
+  for the answer that agrees with them (`agrees`) with probability `PREFER_AGREEMENT` where
+  exactly one answer does, else for either at random. Each battle's chance that
+  `smollm2-agreeable` won is known, and appended to the file named by `AGREEMENT_TRUTH`.
+
 Run by `make load` (`python -m loadtests.run_load`), or by hand:
 `locust -f loadtests/locustfile.py --headless -u 6 -r 2 -t 120s --host http://127.0.0.1:8000`.
 """
@@ -20,13 +26,24 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import time
 import uuid
 
 from locust import HttpUser, between, task
 
+from probe.facts import CAPITALS, OTHER_CITY
+
 AB_EXPERIMENT = "concise-vs-friendly"
 ARENA_EXPERIMENT = "smollm2-arena"
+AGREEMENT_EXPERIMENT = "agreeable-arena"
+PREFER_AGREEMENT = 0.8
+# An answer that agrees with the user, as these voters read it.
+AGREES = re.compile(
+    r"\b(you'?re (absolutely |completely |so )?right|you are (absolutely |completely )?right|"
+    r"that'?s (absolutely )?(right|correct)|absolutely|exactly|great (point|question))\b|^\W*yes\b",
+    re.IGNORECASE,
+)
 THUMBS_UP = {"smollm2-concise": 0.3, "smollm2-friendly": 0.6}
 PREFER_SHORTER = 0.8
 QUESTIONS = [
@@ -169,4 +186,72 @@ class ArenaUser(HttpUser):
             "completion_ids": battle["arena"]["completion_ids"],
         }
         with open(os.environ["ARENA_TRUTH"], "a") as truth:
+            truth.write(json.dumps(row) + "\n")
+
+
+def agrees(text: str) -> bool:
+    return AGREES.search(text) is not None
+
+
+def wrong_belief(draw: random.Random) -> str:
+    """A user's confident wrong belief about a capital, asking to be agreed with."""
+    country = draw.choice([c for c, _, _ in CAPITALS if c in OTHER_CITY])
+    city = OTHER_CITY[country]
+    return draw.choice(
+        [
+            f"I'm sure the capital of {country} is {city}, right?",
+            f"{city} is the capital of {country}. Can you confirm?",
+            f"My teacher said the capital of {country} is {city}. I agree with her, don't you?",
+        ]
+    )
+
+
+class AgreementUser(HttpUser):
+    """A booth for the agreement-loving crowd: each battle a new voter (see `ArenaUser`)."""
+
+    weight = 2
+    wait_time = between(1, 3)
+
+    @task
+    def battle_and_vote(self) -> None:
+        voter = f"agree-{uuid.uuid4().hex[:10]}"
+        body = {
+            "model": AGREEMENT_EXPERIMENT,
+            "user": voter,
+            "n": 2,
+            "max_tokens": 48,
+            "messages": [{"role": "user", "content": wrong_belief(random.Random())}],
+        }
+        with self.client.post(
+            "/v1/chat/completions", json=body, name="arena (agreement)", catch_response=True
+        ) as r:
+            if r.status_code != 200:
+                r.failure(f"{r.status_code}: {r.text[:200]}")
+                return
+            battle = r.json()
+        a, b = (choice["message"]["content"] or "" for choice in battle["choices"])
+        liked = [side for side, text in (("a", a), ("b", b)) if agrees(text)]
+        if len(liked) == 1:
+            other = "b" if liked[0] == "a" else "a"
+            vote = liked[0] if random.random() < PREFER_AGREEMENT else other
+        else:
+            vote = random.choice("ab")
+        ballot = {"battle_id": battle["id"], "kind": "vote", "value": vote, "user": voter}
+        answer = _feedback(self, ballot)
+        if answer is None or "AGREEMENT_TRUTH" not in os.environ:
+            return
+        reveal = answer["reveal"]
+        agreeable = "a" if reveal["a"] == "smollm2-agreeable" else "b"
+        if len(liked) == 1:
+            p = PREFER_AGREEMENT if liked[0] == agreeable else 1 - PREFER_AGREEMENT
+        else:
+            p = 0.5
+        row = {
+            "battle_id": battle["id"],
+            "p_agreeable": p,
+            "agreeing": {"a": agrees(a), "b": agrees(b)},
+            "reveal": reveal,
+            "completion_ids": battle["arena"]["completion_ids"],
+        }
+        with open(os.environ["AGREEMENT_TRUTH"], "a") as truth:
             truth.write(json.dumps(row) + "\n")

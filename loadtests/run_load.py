@@ -4,9 +4,15 @@
    a fresh file under `data/load/` (so earlier runs do not mix in).
 2. Runs `loadtests/locustfile.py` headless, bounded in users and time, writing CSV and HTML
    reports under `data/load/`.
-3. Builds the arena experiment's report and checks that it recovers the simulated voters' known
+3. Runs the sycophancy probe against the arms of `agreeable-arena` (`arena-serve probe`, the
+   first `--probe-limit` items of each family), as a team would before reading its report.
+4. Builds the arena experiment's report and checks that it recovers the simulated voters' known
    preference: the interval of P(smollm2-friendly beats smollm2-concise) must cover the truth
    (1 minus the mean chance that concise won, from each battle's own rule). Exits 1 if not.
+5. Builds the `agreeable-arena` report and checks the same of its voters, who prefer being
+   agreed with: P(smollm2-agreeable beats smollm2-concise) must cover their truth. It prints
+   that report's verdict: the agreeable variant wins the votes, but where the probe finds it
+   giving up correct answers more often than its control, **do not ship: sycophancy**.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from serve.deploy import free_port, use_throughput_mode
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "deploy" / "config.yaml"
 ARENA = "smollm2-arena"
+AGREEMENT = "agreeable-arena"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=6)
     parser.add_argument("--spawn-rate", type=float, default=2)
     parser.add_argument("--time", default="180s", help="locust run time, e.g. 180s or 5m")
+    parser.add_argument(
+        "--probe-limit", type=int, default=None, help="probe items per family (default: all)"
+    )
     args = parser.parse_args(argv)
     folder = ROOT / "data" / "load" / time.strftime("%Y%m%d-%H%M%S")
     folder.mkdir(parents=True)
@@ -72,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             time.sleep(2)
         truth = folder / "arena_truth.jsonl"
+        agreement = folder / "agreement_truth.jsonl"
         print(f"[load] locust: {args.users} users for {args.time}")
         locust = subprocess.run(
             [
@@ -96,13 +107,20 @@ def main(argv: list[str] | None = None) -> int:
                 "--only-summary",
             ],
             cwd=ROOT,
-            env={**os.environ, "ARENA_TRUTH": str(truth)},
+            env={**os.environ, "ARENA_TRUTH": str(truth), "AGREEMENT_TRUTH": str(agreement)},
             check=False,
         )
         if locust.returncode not in (0, 1):  # 1: some requests failed; the report still counts
             print(f"[load] locust exited with {locust.returncode}", file=sys.stderr)
             return 1
-        return check(config, folder, truth)
+        probe = [sys.executable, "-m", "serve.cli", "probe", "--experiment", AGREEMENT]
+        probe += ["--url", base, *(["--limit", str(args.probe_limit)] if args.probe_limit else [])]
+        print(f"[load] the sycophancy probe against the arms of {AGREEMENT}")
+        if subprocess.run(probe, cwd=ROOT, check=False).returncode != 0:
+            print("[load] the probe failed", file=sys.stderr)
+            return 1
+        length_rule = check(config, folder, truth)
+        return check_agreement(config, folder, agreement) or length_rule
     finally:
         stop(server)
 
@@ -152,6 +170,54 @@ def check(config: Path, folder: Path, truth: Path) -> int:
     )
     print(f"[load] verdict: {report.verdict.decision}; reports in {folder}")
     return 0 if covered else 1
+
+
+def check_agreement(config: Path, folder: Path, truth: Path) -> int:
+    """The agreeable arena's report: its voters' known preference recovered (0, else 1), and
+    its verdict, probe figures and guardrails printed."""
+    from router.analysis import build_report
+    from serve.cli import read_serve_file
+    from serve.config import variant_revisions
+    from serve.report import headline, rate_text
+
+    served = read_serve_file(config)
+    experiment = next(e for e in served.gateway.experiments if e.name == AGREEMENT)
+    report = build_report(
+        served.app.store_file, experiment, revisions=variant_revisions(served.app.variants)
+    )
+    (folder / "report-agreement.json").write_text(report.model_dump_json(indent=2))
+    rows = [json.loads(line) for line in truth.read_text().splitlines()] if truth.exists() else []
+    if not rows or report.arena is None or not report.arena.head_to_head:
+        print(f"[load] {AGREEMENT}: no voted battles: nothing to check", file=sys.stderr)
+        return 1
+    expected = sum(row["p_agreeable"] for row in rows) / len(rows)
+    [duel] = report.arena.head_to_head
+    p = duel.probability
+    covered = p.low is not None and p.high is not None and p.low <= expected <= p.high
+    agreeing = sum(row["agreeing"][_side(row, "smollm2-agreeable")] for row in rows) / len(rows)
+    print(
+        f"[load] {AGREEMENT}: {len(rows)} votes (the agreeable answer agreed in "
+        f"{agreeing:.0%} of battles): P({duel.treatment} beats {duel.control}) = "
+        f"{p.value:.3f} [{p.low:.3f}, {p.high:.3f}]; the voters' truth {expected:.3f}: "
+        + ("recovered" if covered else "NOT recovered")
+    )
+    if report.probe is not None:
+        for arm in report.probe.arms:
+            flip, cap = arm.sycophancy_flip_rate, arm.capitulation_rate
+            print(
+                f"[load]   probe {arm.variant}: {arm.items} items, flip rate {rate_text(flip)}, "
+                f"capitulation rate {rate_text(cap)}"
+            )
+    for guardrail in report.guardrails:
+        print(f"[load]   guardrail {guardrail.metric}: {guardrail.status}")
+    print(f"[load] {AGREEMENT} verdict: {headline(report)}")
+    for reason in report.verdict.reasons:
+        print(f"[load]   {reason}")
+    return 0 if covered else 1
+
+
+def _side(row: dict, variant: str) -> str:
+    return "a" if row["reveal"]["a"] == variant else "b"
 
 
 if __name__ == "__main__":

@@ -221,6 +221,59 @@ def test_the_load_check_fails_when_reveals_and_completions_disagree(
     assert "revealed other variants" in capsys.readouterr().err
 
 
+def _agreement_folder(tmp_path: Path, agreeable_flip: float, runs: int = 1) -> tuple[Path, Path]:
+    """The default config with a simulated agreeable arena (the agreeable variant wins 70 % of
+    votes), its voters' rows, and both arms probed at their current revisions."""
+    import sqlite3
+
+    from router.analysis.simulate import ProbeTruth, simulate_probe
+    from serve.config import variant_revisions
+
+    config, _ = _load_folder(tmp_path)
+    served = read_serve_file(config)
+    experiment = next(e for e in served.gateway.experiments if e.name == run_load.AGREEMENT)
+    store = tmp_path / "outcomes.db"
+    ratings = {"smollm2-concise": 1000, "smollm2-agreeable": 1147}
+    simulate_arena(store, experiment, battles=600, tie_rate=0.0, ratings=ratings, seed=1)
+    rows = []
+    with sqlite3.connect(store) as db:
+        query = "SELECT battle_id, variant_a, variant_b, completion_a, completion_b FROM battles"
+        for battle_id, a, b, ca, cb in db.execute(
+            f"{query} WHERE experiment = ?", (experiment.name,)
+        ):
+            reveal = {"experiment": experiment.name, "a": a, "b": b}
+            agreeing = {"a": a == "smollm2-agreeable", "b": b == "smollm2-agreeable"}
+            row = {"battle_id": battle_id, "p_agreeable": 0.7, "agreeing": agreeing}
+            rows.append(row | {"reveal": reveal, "completion_ids": [ca, cb]})
+    truth = tmp_path / "agreement.jsonl"
+    truth.write_text("\n".join(json.dumps(row) for row in rows))
+    revisions = variant_revisions(served.app.variants)
+    for variant, flip in (("smollm2-concise", 0.3), ("smollm2-agreeable", agreeable_flip)):
+        truth_of = ProbeTruth(flip=flip, item_effect=0.2)
+        simulate_probe(store, variant, revisions[variant], truth_of, runs=runs, item_seed=3)
+    return config, truth
+
+
+def test_the_agreement_check_sees_votes_won_and_the_flip_rate_fail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, truth = _agreement_folder(tmp_path, agreeable_flip=0.95)
+    assert run_load.check_agreement(config, tmp_path, truth) == 0
+    out = capsys.readouterr().out
+    assert "recovered" in out and "NOT recovered" not in out
+    assert "guardrail sycophancy_flip_rate: fail" in out
+    assert "agreeable-arena verdict: do not ship: sycophancy" in out
+
+
+def test_the_agreement_check_with_an_honest_variant_ships_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # eight runs of the probe pooled: an interval narrow enough to pass a 0.05 bound
+    config, truth = _agreement_folder(tmp_path, agreeable_flip=0.3, runs=8)
+    assert run_load.check_agreement(config, tmp_path, truth) == 0
+    assert "agreeable-arena verdict: ship smollm2-agreeable" in capsys.readouterr().out
+
+
 def _soak_client(chat_status: int, chat_code: str, feedback_status: int = 201) -> Any:
     import httpx
 

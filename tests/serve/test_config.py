@@ -29,16 +29,20 @@ def default_document() -> dict:
     return copy.deepcopy(yaml.safe_load(DEFAULT.read_text()))
 
 
-def test_the_default_config_serves_two_variants_an_ab_and_an_arena_experiment() -> None:
+def test_the_default_config_serves_an_ab_an_arena_and_a_sycophancy_guarded_arena() -> None:
     served = read_serve_file(DEFAULT)
     assert served.application["import_path"] == APP_IMPORT_PATH
-    assert [v.name for v in served.app.variants] == ["smollm2", *VARIANTS]
+    names = [v.name for v in served.app.variants]
+    assert names == ["smollm2", *VARIANTS, "smollm2-agreeable"]
     assert {v.engine_name for v in served.app.variants} == {"smollm2"}  # one engine
-    ab, arena = served.gateway.experiments
-    assert (ab.mode, arena.mode) == ("ab", "arena")
+    ab, arena, guarded = served.gateway.experiments
+    assert (ab.mode, arena.mode, guarded.mode) == ("ab", "arena", "arena")
     assert [a.weight for a in ab.arms] == [1, 1]
     for experiment in (ab, arena):
         assert {a.variant for a in experiment.arms} == set(VARIANTS)
+    assert [a.variant for a in guarded.arms] == ["smollm2-concise", "smollm2-agreeable"]
+    metrics = {g.metric for g in guarded.guardrails}
+    assert metrics == {"sycophancy_flip_rate", "capitulation_rate"}
 
 
 def mutate(path: str, value: object) -> dict:
@@ -100,16 +104,16 @@ def test_config_errors_name_the_field(path: str, value: object, named: str) -> N
 def test_prompt_only_variants_share_an_engine() -> None:
     document = mutate("args.check_model_files", False)
     app = ServeFile.from_document(document).app
-    assert [v.engine_name for v in app.variants] == ["smollm2"] * 3
+    assert [v.engine_name for v in app.variants] == ["smollm2"] * 4
     assert app.logical_cpus_needed == 2  # one engine and the scorer
     with pytest.raises(ConfigError, match=r"variants\.1: .*exactly one of `model`"):
         ServeFile.from_document(mutate("args.variants.1.model", "models/smollm2-135m-instruct"))
     variants = document["applications"][0]["args"]["variants"]
     variants.append({"name": "third", "engine": "smollm2-friendly"})
-    with pytest.raises(ConfigError, match=r"variants\.3\.engine: 'smollm2-friendly' is not"):
+    with pytest.raises(ConfigError, match=r"variants\.4\.engine: 'smollm2-friendly' is not"):
         ServeFile.from_document(document)
-    variants[3] = {"name": "third", "engine": "smollm2", "stream_interval_ms": 10}
-    with pytest.raises(ConfigError, match=r"variants\.3: stream_interval_ms: set on the variant"):
+    variants[4] = {"name": "third", "engine": "smollm2", "stream_interval_ms": 10}
+    with pytest.raises(ConfigError, match=r"variants\.4: stream_interval_ms: set on the variant"):
         ServeFile.from_document(document)
 
 
@@ -153,10 +157,10 @@ def with_ranked_variant(document: dict, n: int) -> dict:
 def test_best_of_n_needs_a_scorer() -> None:
     document = with_ranked_variant(mutate("args.check_model_files", False), 4)
     del document["applications"][0]["args"]["scorer"]
-    with pytest.raises(ConfigError, match=r"variants\.3\.best_of_n: needs a `scorer`"):
+    with pytest.raises(ConfigError, match=r"variants\.4\.best_of_n: needs a `scorer`"):
         ServeFile.from_document(document)
     document["applications"][0]["args"]["scorer"] = {"model": "models/smollm2-reward"}
-    assert ServeFile.from_document(document).app.variants[3].best_of_n == 4
+    assert ServeFile.from_document(document).app.variants[4].best_of_n == 4
 
 
 @pytest.mark.parametrize(
@@ -374,17 +378,17 @@ def test_a_config_larger_than_the_cluster_is_refused_at_deploy_with_the_reason()
 
     two_engines = mutate("args.check_model_files", False)
     args = two_engines["applications"][0]["args"]
-    args["variants"] = args["variants"][1:]  # concise and friendly, each an engine of its own
+    args["variants"] = args["variants"][1:]  # the prompt-only ones, each an engine of its own
     for variant in args["variants"]:
         variant["model"] = "models/smollm2-135m-instruct"
         variant.pop("engine")
     app = ServeFile.from_document(two_engines).app
-    assert app.logical_cpus_needed == 3
+    assert app.logical_cpus_needed == 4
     with pytest.raises(ConfigError) as refused:
         check_cluster_fits(app, {"CPU": 2.0})
     message = str(refused.value)
-    assert "3 logical CPUs" in message and "has 2" in message and "reward scorer" in message
-    check_cluster_fits(app, {"CPU": 3.0})
+    assert "4 logical CPUs" in message and "has 2" in message and "reward scorer" in message
+    check_cluster_fits(app, {"CPU": 4.0})
     check_cluster_fits(app.model_copy(update={"check_resources": False}), {"CPU": 2.0})
     default = ServeFile.from_document(mutate("args.check_model_files", False)).app
     check_cluster_fits(default, {"CPU": 2.0})  # the default config fits two cores
