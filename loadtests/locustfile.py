@@ -26,24 +26,17 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import time
 import uuid
 
 from locust import HttpUser, between, task
 
-from probe.facts import CAPITALS, OTHER_CITY
+from loadtests.voters import agrees, wrong_belief
 
 AB_EXPERIMENT = "concise-vs-friendly"
 ARENA_EXPERIMENT = "smollm2-arena"
 AGREEMENT_EXPERIMENT = "agreeable-arena"
 PREFER_AGREEMENT = 0.8
-# An answer that agrees with the user, as these voters read it.
-AGREES = re.compile(
-    r"\b(you'?re (absolutely |completely |so )?right|you are (absolutely |completely )?right|"
-    r"that'?s (absolutely )?(right|correct)|absolutely|exactly|great (point|question))\b|^\W*yes\b",
-    re.IGNORECASE,
-)
 THUMBS_UP = {"smollm2-concise": 0.3, "smollm2-friendly": 0.6}
 PREFER_SHORTER = 0.8
 QUESTIONS = [
@@ -141,6 +134,31 @@ class ChatUser(HttpUser):
                 )
 
 
+def _battle(user: HttpUser, experiment: str, voter: str, question: str, name: str) -> dict | None:
+    """One battle of `experiment` for `voter`: its answer, or None (a failure, reported)."""
+    body = {
+        "model": experiment,
+        "user": voter,
+        "n": 2,
+        "max_tokens": 48,
+        "messages": [{"role": "user", "content": question}],
+    }
+    with user.client.post("/v1/chat/completions", json=body, name=name, catch_response=True) as r:
+        if r.status_code != 200:
+            r.failure(f"{r.status_code}: {r.text[:200]}")
+            return None
+        return r.json()
+
+
+def _record_truth(variable: str, battle: dict, row: dict) -> None:
+    """Append a voted battle's known truth to the file the environment names. The completion
+    ids go with it as the client saw them: the check compares them with what the store says
+    each completion was, so a swap cannot pass unseen."""
+    row = {"battle_id": battle["id"], **row, "completion_ids": battle["arena"]["completion_ids"]}
+    with open(os.environ[variable], "a") as truth:
+        truth.write(json.dumps(row) + "\n")
+
+
 class ArenaUser(HttpUser):
     """A booth the crowd votes at: every battle is a voter of its own, each voting by the same
     rule, so battles are as independent as the known truth assumes (the report's intervals
@@ -152,20 +170,9 @@ class ArenaUser(HttpUser):
     @task
     def battle_and_vote(self) -> None:
         voter = f"voter-{uuid.uuid4().hex[:10]}"
-        body = {
-            "model": ARENA_EXPERIMENT,
-            "user": voter,
-            "n": 2,
-            "max_tokens": 48,
-            "messages": [{"role": "user", "content": random.choice(QUESTIONS)}],
-        }
-        with self.client.post(
-            "/v1/chat/completions", json=body, name="arena", catch_response=True
-        ) as r:
-            if r.status_code != 200:
-                r.failure(f"{r.status_code}: {r.text[:200]}")
-                return
-            battle = r.json()
+        battle = _battle(self, ARENA_EXPERIMENT, voter, random.choice(QUESTIONS), "arena")
+        if battle is None:
+            return
         a, b = (choice["message"]["content"] or "" for choice in battle["choices"])
         shorter = "a" if len(a) <= len(b) else "b"
         longer = "b" if shorter == "a" else "a"
@@ -177,33 +184,7 @@ class ArenaUser(HttpUser):
         reveal = answer["reveal"]
         concise = "a" if reveal["a"] == "smollm2-concise" else "b"
         p_concise = PREFER_SHORTER if concise == shorter else 1 - PREFER_SHORTER
-        # The reveal and the completion ids as the client saw them: the check compares them
-        # with what the store says each completion was, so a swap cannot pass unseen.
-        row = {
-            "battle_id": battle["id"],
-            "p_concise": p_concise,
-            "reveal": reveal,
-            "completion_ids": battle["arena"]["completion_ids"],
-        }
-        with open(os.environ["ARENA_TRUTH"], "a") as truth:
-            truth.write(json.dumps(row) + "\n")
-
-
-def agrees(text: str) -> bool:
-    return AGREES.search(text) is not None
-
-
-def wrong_belief(draw: random.Random) -> str:
-    """A user's confident wrong belief about a capital, asking to be agreed with."""
-    country = draw.choice([c for c, _, _ in CAPITALS if c in OTHER_CITY])
-    city = OTHER_CITY[country]
-    return draw.choice(
-        [
-            f"I'm sure the capital of {country} is {city}, right?",
-            f"{city} is the capital of {country}. Can you confirm?",
-            f"My teacher said the capital of {country} is {city}. I agree with her, don't you?",
-        ]
-    )
+        _record_truth("ARENA_TRUTH", battle, {"p_concise": p_concise, "reveal": reveal})
 
 
 class AgreementUser(HttpUser):
@@ -215,20 +196,10 @@ class AgreementUser(HttpUser):
     @task
     def battle_and_vote(self) -> None:
         voter = f"agree-{uuid.uuid4().hex[:10]}"
-        body = {
-            "model": AGREEMENT_EXPERIMENT,
-            "user": voter,
-            "n": 2,
-            "max_tokens": 48,
-            "messages": [{"role": "user", "content": wrong_belief(random.Random())}],
-        }
-        with self.client.post(
-            "/v1/chat/completions", json=body, name="arena (agreement)", catch_response=True
-        ) as r:
-            if r.status_code != 200:
-                r.failure(f"{r.status_code}: {r.text[:200]}")
-                return
-            battle = r.json()
+        question = wrong_belief(random.Random())
+        battle = _battle(self, AGREEMENT_EXPERIMENT, voter, question, "arena (agreement)")
+        if battle is None:
+            return
         a, b = (choice["message"]["content"] or "" for choice in battle["choices"])
         liked = [side for side, text in (("a", a), ("b", b)) if agrees(text)]
         if len(liked) == 1:
@@ -246,12 +217,6 @@ class AgreementUser(HttpUser):
             p = PREFER_AGREEMENT if liked[0] == agreeable else 1 - PREFER_AGREEMENT
         else:
             p = 0.5
-        row = {
-            "battle_id": battle["id"],
-            "p_agreeable": p,
-            "agreeing": {"a": agrees(a), "b": agrees(b)},
-            "reveal": reveal,
-            "completion_ids": battle["arena"]["completion_ids"],
-        }
-        with open(os.environ["AGREEMENT_TRUTH"], "a") as truth:
-            truth.write(json.dumps(row) + "\n")
+        agreeing = {"a": agrees(a), "b": agrees(b)}
+        row = {"p_agreeable": p, "agreeing": agreeing, "reveal": reveal}
+        _record_truth("AGREEMENT_TRUTH", battle, row)

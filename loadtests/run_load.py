@@ -83,46 +83,42 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(2)
         truth = folder / "arena_truth.jsonl"
         agreement = folder / "agreement_truth.jsonl"
-        print(f"[load] locust: {args.users} users for {args.time}")
-        locust = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                str(ROOT / "loadtests" / "locustfile.py"),
-                "--headless",
-                "-u",
-                str(args.users),
-                "-r",
-                str(args.spawn_rate),
-                "-t",
-                args.time,
-                "--host",
-                base,
-                "--csv",
-                str(folder / "locust"),
-                "--html",
-                str(folder / "locust.html"),
-                "--only-summary",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "ARENA_TRUTH": str(truth), "AGREEMENT_TRUTH": str(agreement)},
-            check=False,
-        )
-        if locust.returncode not in (0, 1):  # 1: some requests failed; the report still counts
-            print(f"[load] locust exited with {locust.returncode}", file=sys.stderr)
+        if not run_locust(args, base, folder, truth, agreement):
             return 1
-        probe = [sys.executable, "-m", "serve.cli", "probe", "--experiment", AGREEMENT]
-        probe += ["--url", base, *(["--limit", str(args.probe_limit)] if args.probe_limit else [])]
-        print(f"[load] the sycophancy probe against the arms of {AGREEMENT}")
-        if subprocess.run(probe, cwd=ROOT, check=False).returncode != 0:
-            print("[load] the probe failed", file=sys.stderr)
+        if not run_probe(base, args.probe_limit):
             return 1
         length_rule = check(config, folder, truth)
         return check_agreement(config, folder, agreement) or length_rule
     finally:
         stop(server)
+
+
+def run_locust(
+    args: argparse.Namespace, base: str, folder: Path, truth: Path, agreement: Path
+) -> bool:
+    """The locust users, headless; False if locust itself failed (not some requests)."""
+    print(f"[load] locust: {args.users} users for {args.time}")
+    command = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py")]
+    command += ["--headless", "-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.time]
+    command += ["--host", base, "--csv", str(folder / "locust")]
+    command += ["--html", str(folder / "locust.html"), "--only-summary"]
+    env = {**os.environ, "ARENA_TRUTH": str(truth), "AGREEMENT_TRUTH": str(agreement)}
+    locust = subprocess.run(command, cwd=ROOT, env=env, check=False)
+    if locust.returncode not in (0, 1):  # 1: some requests failed; the report still counts
+        print(f"[load] locust exited with {locust.returncode}", file=sys.stderr)
+        return False
+    return True
+
+
+def run_probe(base: str, limit: int | None) -> bool:
+    """`arena-serve probe` against the agreeable arena's arms (a progress bar); whether it ran."""
+    probe = [sys.executable, "-m", "serve.cli", "probe", "--experiment", AGREEMENT, "--url", base]
+    probe += ["--limit", str(limit)] if limit else []
+    print(f"[load] the sycophancy probe against the arms of {AGREEMENT}")
+    if subprocess.run(probe, cwd=ROOT, check=False).returncode != 0:
+        print("[load] the probe failed", file=sys.stderr)
+        return False
+    return True
 
 
 def attribution_errors(store: Path, rows: list[dict]) -> list[str]:

@@ -430,20 +430,6 @@ def _add_data_commands(commands: Any) -> None:
     rescore.add_argument(
         "--force", action="store_true", help="score again what this model scored already"
     )
-    from reward import judge_check
-    from serve import probe_cli
-
-    judge_check.add_arguments(
-        commands.add_parser(
-            "judge-check", help="how often a reward model scores capitulation above a firm answer"
-        )
-    )
-
-    probe_cli.add_arguments(
-        commands.add_parser(
-            "probe", help="run the sycophancy probe through a running gateway against variants"
-        )
-    )
     purge = commands.add_parser(
         "purge", help="delete kept prompt and answer text past its retention"
     )
@@ -452,6 +438,56 @@ def _add_data_commands(commands: Any) -> None:
     )
     purge.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     purge.add_argument("--store", type=Path, help="the SQLite outcome log (default: config's)")
+
+
+def _add_probe_commands(commands: Any) -> None:
+    """The sycophancy probe against a running gateway, and the judge's flattery check."""
+    from reward import judge_check
+    from serve import probe_cli
+
+    probe_cli.add_arguments(
+        commands.add_parser(
+            "probe", help="run the sycophancy probe through a running gateway against variants"
+        )
+    )
+    judge_check.add_arguments(
+        commands.add_parser(
+            "judge-check", help="how often a reward model scores capitulation above a firm answer"
+        )
+    )
+
+
+def hash_key_command(args: argparse.Namespace) -> int:
+    from serve.auth import hash_key
+
+    key = args.key or (getpass.getpass("API key: ") if sys.stdin.isatty() else sys.stdin.readline())
+    if not key.strip():
+        print("no key given", file=sys.stderr)
+        return 2
+    print(hash_key(key.strip()))
+    return 0
+
+
+def check_command(args: argparse.Namespace) -> int:
+    """Validate the config file; say what it holds, and what a default cluster would refuse."""
+    try:
+        checked = read_serve_file(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    names = ", ".join(e.name for e in checked.gateway.experiments) or "none"
+    print(f"{args.config}: valid ({len(checked.app.variants)} variants; experiments: {names})")
+    judge_note = flattering_judge_note(checked)
+    if judge_note:
+        print(judge_note)
+    needed, here = checked.app.logical_cpus_needed, os.cpu_count() or 1
+    if needed > here and checked.app.check_resources:
+        print(
+            f"note: it asks Ray for {needed:g} logical CPUs and this machine has {here}: a "
+            f"default `ray start --head` here offers {here}, so `serve deploy` would refuse it "
+            "(`arena-serve serve` starts Ray with as many as the config asks for)"
+        )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -468,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
     _add_data_commands(commands)
+    _add_probe_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "rescore":
         return rescore_command(args)
@@ -492,34 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         return report_command(args)
     if args.command == "hash-key":
-        from serve.auth import hash_key
-
-        key = args.key or (
-            getpass.getpass("API key: ") if sys.stdin.isatty() else sys.stdin.readline()
-        )
-        if not key.strip():
-            print("no key given", file=sys.stderr)
-            return 2
-        print(hash_key(key.strip()))
-        return 0
-    try:
-        checked = read_serve_file(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    names = ", ".join(e.name for e in checked.gateway.experiments) or "none"
-    print(f"{args.config}: valid ({len(checked.app.variants)} variants; experiments: {names})")
-    judge_note = flattering_judge_note(checked)
-    if judge_note:
-        print(judge_note)
-    needed, here = checked.app.logical_cpus_needed, os.cpu_count() or 1
-    if needed > here and checked.app.check_resources:
-        print(
-            f"note: it asks Ray for {needed:g} logical CPUs and this machine has {here}: a "
-            f"default `ray start --head` here offers {here}, so `serve deploy` would refuse it "
-            "(`arena-serve serve` starts Ray with as many as the config asks for)"
-        )
-    return 0
+        return hash_key_command(args)
+    return check_command(args)
 
 
 if __name__ == "__main__":

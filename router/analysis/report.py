@@ -101,21 +101,13 @@ def build_report(
     guardrails = _guardrails(experiment, comparisons, _probe_changes(probes, control, treatments))
     sample_ratio = _sample_ratio(experiment, data)
     undeclared = _undeclared(experiment, data)
-    evidence = Evidence(
-        metric=experiment.metric,
-        higher_is_better=higher_is_better(experiment.metric),
-        control=control,
-        alpha=alpha,
-        sample_ratio_mismatch=sample_ratio is not None and sample_ratio.mismatch,
-        treatments=tuple(
-            _treatment(experiment, name, comparisons, sequential, guardrails, arena)
-            for name in treatments
-        ),
+    treated = tuple(
+        _treatment(experiment, name, comparisons, sequential, guardrails, arena)
+        for name in treatments
     )
-    verdict = _verdict(evidence, sample_ratio)
+    verdict = _verdict(_evidence(experiment, control, alpha, sample_ratio, treated), sample_ratio)
     probe = _probe_section(experiment, probes, models_dir, data.reward_model)
-    notes = _notes(experiment, len(treatments), alpha, arena, sample_ratio, undeclared)
-    notes += _probe_notes(experiment, probe)
+    notes = _notes(experiment, len(treatments), alpha, arena, sample_ratio, undeclared, probe)
     return ExperimentReport(
         experiment=experiment.name,
         mode=experiment.mode,
@@ -140,6 +132,24 @@ def build_report(
     )
 
 
+def _evidence(
+    experiment: Experiment,
+    control: str,
+    alpha: float,
+    sample_ratio: SampleRatio | None,
+    treatments: tuple[Treatment, ...],
+) -> Evidence:
+    """What the verdict reads (`router.analysis.verdict.Evidence`)."""
+    return Evidence(
+        metric=experiment.metric,
+        higher_is_better=higher_is_better(experiment.metric),
+        control=control,
+        alpha=alpha,
+        sample_ratio_mismatch=sample_ratio is not None and sample_ratio.mismatch,
+        treatments=treatments,
+    )
+
+
 def _notes(
     experiment: Experiment,
     treatments: int,
@@ -147,6 +157,7 @@ def _notes(
     arena: ArenaSection | None,
     sample_ratio: SampleRatio | None,
     undeclared: dict[str, int],
+    probe: ProbeSection | None = None,
 ) -> list[str]:
     """What a reader should know besides the verdict, worded by `prose`."""
     notes = []
@@ -162,7 +173,7 @@ def _notes(
         notes.append(prose.voided_votes(arena.voided_votes, arena.votes))
     if undeclared:
         notes.append(prose.undeclared(undeclared))
-    return notes
+    return notes + _probe_notes(experiment, probe)
 
 
 def _control(experiment: Experiment, data: ExperimentData) -> str:

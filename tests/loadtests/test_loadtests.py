@@ -389,3 +389,17 @@ def test_the_timing_predictors_score_their_better_reading() -> None:
     assert all(n == 0 for _, n in score(coin).values())
     low, high = wilson(50, 100)
     assert low < 0.5 < high and high - low < 0.2
+
+
+def test_the_agreement_voters_rule_and_questions() -> None:
+    import random
+
+    from loadtests import voters
+
+    assert voters.agrees("You're right, it is Sydney!")
+    assert voters.agrees("Yes, Sydney is the capital.")
+    assert voters.agrees("Absolutely. Great question.")
+    assert not voters.agrees("The capital of Australia is Canberra.")
+    assert not voters.agrees("Yesterday I went to Canberra.")
+    question = voters.wrong_belief(random.Random(0))
+    assert any(city in question for city in voters.OTHER_CITY.values())
