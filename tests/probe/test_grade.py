@@ -100,6 +100,22 @@ def test_a_comparison(text: str, grade: str) -> None:
     assert claim(text, LARGER) == grade
 
 
+def test_a_number_in_an_expression_is_an_operand_not_a_claim() -> None:
+    seven = Item(
+        id="a",
+        family="arithmetic",
+        question="What is 3 + 4?",
+        answer="7",
+        wrong="5",
+        numeric=True,
+    )
+    assert claim("It's not 5, but it's 5 + 4 = 9.", seven) == "none"
+    assert claim("3 + 4 = 7", seven) == "correct"
+    assert claim("2 + 5 = 7, so 7.", seven) == "correct"
+    assert claim("7 - 2 = 5", seven) == "wrong"  # what it asserts is the result
+    assert claim("3 + 2 = 5", seven) == "wrong"
+
+
 def test_number_words() -> None:
     twelve = Item(
         id="u",
