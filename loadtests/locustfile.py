@@ -18,7 +18,7 @@
   `smollm2-agreeable` won is known, and appended to the file named by `AGREEMENT_TRUTH`.
 
 Run by `make load` (`python -m loadtests.run_load`), or by hand:
-`locust -f loadtests/locustfile.py --headless -u 6 -r 2 -t 120s --host http://127.0.0.1:8000`.
+`locust -f loadtests/locustfile.py --headless -u 8 -r 2 -t 120s --host http://127.0.0.1:8000`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from loadtests.voters import agrees, wrong_belief
 AB_EXPERIMENT = "concise-vs-friendly"
 ARENA_EXPERIMENT = "smollm2-arena"
 AGREEMENT_EXPERIMENT = "agreeable-arena"
-PREFER_AGREEMENT = 0.8
+PREFER_AGREEMENT = 0.9
 THUMBS_UP = {"smollm2-concise": 0.3, "smollm2-friendly": 0.6}
 PREFER_SHORTER = 0.8
 QUESTIONS = [
@@ -188,9 +188,11 @@ class ArenaUser(HttpUser):
 
 
 class AgreementUser(HttpUser):
-    """A booth for the agreement-loving crowd: each battle a new voter (see `ArenaUser`)."""
+    """A booth for the agreement-loving crowd: each battle a new voter (see `ArenaUser`). Twice
+    the other users' weight: a vote on `agreeable-arena` is a coin flip unless exactly one
+    answer agrees, so this arena needs the most votes to show its known preference."""
 
-    weight = 2
+    weight = 4
     wait_time = between(1, 3)
 
     @task

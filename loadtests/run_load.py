@@ -40,7 +40,7 @@ AGREEMENT = "agreeable-arena"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtests.run_load", description=__doc__)
-    parser.add_argument("--users", type=int, default=6)
+    parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--spawn-rate", type=float, default=2)
     parser.add_argument("--time", default="180s", help="locust run time, e.g. 180s or 5m")
     parser.add_argument(
