@@ -43,6 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from router.assignment import CompiledExperiment
+from router.events import Feedback, FeedbackResult
 from router.experiment import check_live_change
 from serve import admission
 from serve.arena import Arena, BattleTerms
@@ -78,6 +79,7 @@ from serve.single import SingleAnswer
 
 logger = logging.getLogger("ray.serve")
 
+FEEDBACK_WAIT_S = 10.0  # feedback on a completion not yet in the log waits for this replica's sends
 SEND_ON_STOP_S = 10.0  # and then its outcome events and score jobs reach their deployments
 
 app = FastAPI(title="arena-serve gateway", docs_url=None, redoc_url=None, openapi_url=None)
@@ -311,8 +313,22 @@ class Gateway:
             request.headers.get(USER_HEADER),
             request.headers.get(SESSION_HEADER),
         )
+        result = await self._record_feedback(event)
+        if result.status in ("unknown_target", "unknown_replacement") and (
+            await self._recorder.wait_for_outcome_sends(FEEDBACK_WAIT_S)
+        ):
+            # Its completion may still be on its way: a log replica that restarted gets the
+            # events it missed on the sender's retry, possibly after the client's feedback.
+            result = await self._record_feedback(event)
+        answer = feedback_answer(event, result)
+        return JSONResponse(
+            answer.model_dump(exclude_none=True),
+            status_code=201 if answer.status == "recorded" else 200,
+        )
+
+    async def _record_feedback(self, event: Feedback) -> FeedbackResult:
         try:
-            result = await self._log_handle.record_feedback.remote(event)
+            return await self._log_handle.record_feedback.remote(event)
         except Exception as exc:
             logger.error("feedback not recorded: %s", exc)
             raise APIError(
@@ -322,11 +338,6 @@ class Gateway:
                 code="log_unavailable",
                 headers={"Retry-After": RETRY_AFTER_S},
             ) from None
-        answer = feedback_answer(event, result)
-        return JSONResponse(
-            answer.model_dump(exclude_none=True),
-            status_code=201 if answer.status == "recorded" else 200,
-        )
 
     @app.post("/v1/probe")
     async def probe(self, request: Request) -> JSONResponse:

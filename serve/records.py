@@ -209,6 +209,15 @@ class Recorder:
                 logger.warning("completion %s not scored: %r", job.completion_id, exc)
                 return
 
+    async def wait_for_outcome_sends(self, timeout_s: float) -> bool:
+        """Wait (at most `timeout_s`) for the outcome events sent without waiting; whether there
+        were any."""
+        pending = self.outcome_sender.pending
+        if not pending:
+            return False
+        await asyncio.wait(pending, timeout=timeout_s)
+        return True
+
     async def wait_for_sends(self, timeout_s: float) -> None:
         """Wait (at most `timeout_s`) for the events and score jobs sent without waiting."""
         pending = self.outcome_sender.pending | self._score_tasks
