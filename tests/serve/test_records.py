@@ -316,3 +316,39 @@ def test_a_name_both_sides_carry_voids_no_vote() -> None:
         assert [b.identity_revealed for b in battles] == [False, True]
 
     run(test)
+
+
+def test_feedback_that_overtakes_its_completions_record_waits_for_it() -> None:
+    """A log replica killed and restarted gets the completion on the sender's retry, after the
+    response stopped waiting for it (`HOLD_S`) and possibly after the client's feedback on it:
+    that feedback was a 404 for a completion the client was served."""
+    from router.events import Feedback, FeedbackResult
+
+    async def test() -> None:
+        fake = await make()
+        log = fake.log
+
+        async def slow_record(events: list[Any], committed: bool = False) -> bool:
+            await asyncio.sleep(0.3)  # the retry after the restart
+            log.events.extend(events)
+            return True
+
+        def record_feedback(feedback: Feedback) -> Any:
+            known = {getattr(e, "completion_id", None) for e in log.events}
+            status = "recorded" if feedback.completion_id in known else "unknown_target"
+
+            async def answer() -> FeedbackResult:
+                return FeedbackResult(status=status, feedback_id=1)
+
+            return answer()
+
+        log.remote = lambda events, committed=False: slow_record(events, committed)  # type: ignore[method-assign]
+        log.record_feedback = type("M", (), {"remote": staticmethod(record_feedback)})()  # type: ignore[assignment]
+        fake.gateway.recorder.outcome_sender.HOLD_S = 0.05  # the response stops waiting
+        status, body, _ = await fake.call("complete", {"model": "a", "messages": HI})
+        assert status == 200
+        thumbs = {"completion_id": json.loads(body)["id"], "kind": "thumbs", "value": "up"}
+        status, text, _ = await fake.call("feedback", thumbs | {"idempotency_key": "k"})
+        assert status == 201, text
+
+    run(test)
