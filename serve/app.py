@@ -32,11 +32,14 @@ from serve.scorer import RewardScorerDeployment
 from serve.variant import VariantServer
 
 
-def variant_llm_config(variant: VariantConfig) -> LLMConfig:
-    """The Ray Serve LLM config of one variant's engine deployment."""
+def variant_llm_config(
+    variant: VariantConfig, engine_kwargs: dict[str, Any] | None = None
+) -> LLMConfig:
+    """The Ray Serve LLM config of one variant's engine deployment (`engine_kwargs`: the app's
+    `AppConfig.engine_kwargs` of it, adapters included; by default the variant's own)."""
     return LLMConfig(
         model_loading_config={"model_id": variant.name, "model_source": str(variant.model_path)},
-        engine_kwargs=variant.resolved_engine_kwargs,
+        engine_kwargs=variant.resolved_engine_kwargs if engine_kwargs is None else engine_kwargs,
         # The replica actor only relays; the engine's bundle holds the variant's CPUs.
         deployment_config={
             "num_replicas": variant.num_replicas,
@@ -104,7 +107,9 @@ def build_app(args: dict[str, Any]) -> Application:
     if ray.is_initialized():  # `serve deploy` and `serve run` build on the cluster
         check_cluster_fits(config, ray.cluster_resources())
     owned = {
-        v.name: build_llm_deployment(variant_llm_config(v), name_prefix=VARIANT_PREFIX)
+        v.name: build_llm_deployment(
+            variant_llm_config(v, config.engine_kwargs(v)), name_prefix=VARIANT_PREFIX
+        )
         for v in config.variants
         if v.engine is None
     }

@@ -37,6 +37,14 @@ from pydantic import (
     model_validator,
 )
 
+from adapters.folder import (
+    VLLM_DEFAULT_MAX_RANK,
+    VLLM_RANKS,
+    AdapterError,
+    adapter_digest,
+    check_fits,
+    read_adapter,
+)
 from router.experiment import NAME_PATTERN, Experiment, check_layers
 from serve.auth import AuthConfig, check_unique
 
@@ -279,6 +287,12 @@ class VariantConfig(BaseModel):
         pattern=NAME_PATTERN,
         description="Serve from this other variant's engine (no engine of its own).",
     )
+    adapter: str | None = Field(
+        default=None,
+        description="A LoRA adapter folder (peft's save_pretrained) for this variant: its "
+        "`engine` owner's vLLM engine serves it with multi-LoRA, beside the base model and any "
+        "other adapters, in the same batches.",
+    )
     system_prompt: str | None = None
     identity_terms: list[Annotated[str, Field(min_length=2, max_length=64)]] = Field(
         default_factory=list,
@@ -326,7 +340,7 @@ class VariantConfig(BaseModel):
         "every this many ms (0: every chunk alone). Longer: less CPU per token, burstier text.",
     )
 
-    @field_validator("model")
+    @field_validator("model", "adapter")
     @classmethod
     def _model_is_local(cls, value: str | None) -> str | None:
         return None if value is None else _local_folder(value)
@@ -349,6 +363,11 @@ class VariantConfig(BaseModel):
     def _model_or_engine(self) -> VariantConfig:
         if (self.model is None) == (self.engine is None):
             raise ValueError("set exactly one of `model` (an engine of its own) and `engine`")
+        if self.adapter is not None and self.engine is None:
+            raise ValueError(
+                "adapter: needs `engine`, the variant whose engine serves the adapter (its "
+                "base model)"
+            )
         engine_only = {
             "engine_kwargs",
             "num_replicas",
@@ -377,6 +396,16 @@ class VariantConfig(BaseModel):
         return self.engine or self.name
 
     @property
+    def adapter_path(self) -> Path | None:
+        return None if self.adapter is None else _resolve(self.adapter)
+
+    @property
+    def served_model(self) -> str:
+        """The model name the engine knows this variant by: its own name for an adapter variant
+        (the engine's LoRA module of that name), else its engine's base model."""
+        return self.name if self.adapter is not None else self.engine_name
+
+    @property
     def engine_gpus(self) -> float:
         """GPUs one replica of this variant's own engine holds."""
         if self.gpus_per_replica is not None:
@@ -390,7 +419,8 @@ class VariantConfig(BaseModel):
 
 def variant_revisions(variants: Sequence[VariantConfig]) -> dict[str, str]:
     """Each variant's config revision: a short id of everything in the config that shapes its
-    answers (its own fields, and its engine owner's model and engine settings). The probe's
+    answers (its own fields, its engine owner's model and engine settings, and its adapter's
+    config and weights). The probe's
     results belong to one (`router.analysis.probe`)."""
     by_name = {v.name: v for v in variants}
     revisions = {}
@@ -400,6 +430,8 @@ def variant_revisions(variants: Sequence[VariantConfig]) -> dict[str, str]:
             "variant": variant.model_dump(mode="json", exclude={"num_replicas"}),
             "engine": owner.model_dump(mode="json", include={"model", "engine_kwargs"}),
         }
+        if variant.adapter_path is not None:
+            served["adapter"] = adapter_digest(variant.adapter_path)
         revisions[variant.name] = config_revision(served)
     return revisions
 
@@ -469,7 +501,58 @@ class AppConfig(BaseModel):
                     raise ValueError(
                         f"{where}: no model at {folder} (run `python -m serve.models prepare`)"
                     )
+            self._check_adapters()
         return self
+
+    def _check_adapters(self) -> None:
+        """Each adapter fits the engine that would serve it: a LoRA folder vLLM can load, made
+        for the owner's base model, its rank within the engine's max_lora_rank."""
+        owners = {v.name: v for v in self.variants if v.engine is None}
+        for i, variant in enumerate(self.variants):
+            if variant.adapter_path is None or variant.engine is None:
+                continue
+            owner = owners[variant.engine]
+            engine = self.engine_kwargs(owner)
+            if engine["enable_lora"] is not True:
+                raise ValueError(
+                    f"variants.{i}.adapter: the engine of {owner.name!r} has enable_lora off"
+                )
+            try:
+                check_fits(
+                    read_adapter(variant.adapter_path), owner.model_path, engine["max_lora_rank"]
+                )
+            except AdapterError as exc:
+                raise ValueError(f"variants.{i}.adapter: {exc}") from None
+
+    def adapter_variants(self, owner: str) -> list[VariantConfig]:
+        """The adapter variants served by `owner`'s engine."""
+        return [v for v in self.variants if v.engine == owner and v.adapter is not None]
+
+    def engine_kwargs(self, owner: VariantConfig) -> dict[str, Any]:
+        """The vLLM engine settings of `owner`'s engine: its own (over the device defaults), and,
+        where adapter variants share it, multi-LoRA with each adapter registered under its
+        variant's name (vLLM's `lora_modules`, loaded at engine start). `max_loras` (adapters in
+        one batch) defaults to every adapter, `max_lora_rank` to the smallest rank vLLM
+        accepts that holds the largest adapter; the owner's engine_kwargs override both."""
+        kwargs = owner.resolved_engine_kwargs
+        adapters = self.adapter_variants(owner.name)
+        if not adapters:
+            return kwargs
+        ranks = []
+        for variant in adapters:
+            try:
+                ranks.append(read_adapter(variant.adapter_path).rank)  # type: ignore[arg-type]
+            except AdapterError:
+                continue  # check_model_files: false, or reported by _check_adapters
+        largest = max(ranks, default=VLLM_DEFAULT_MAX_RANK)
+        rank = next((r for r in VLLM_RANKS if r >= largest), VLLM_RANKS[-1])
+        return {
+            "enable_lora": True,
+            "max_loras": len(adapters),
+            "max_lora_rank": rank,
+            **kwargs,
+            "lora_modules": [{"name": v.name, "path": str(v.adapter_path)} for v in adapters],
+        }
 
     @property
     def store_file(self) -> Path:

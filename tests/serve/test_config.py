@@ -561,3 +561,71 @@ def test_make_serves_the_gpu_config_where_setup_picks_the_gpu_build() -> None:
 
     assert config_for("gpu").endswith("serve.cli serve deploy/config.gpu.yaml")
     assert config_for("cpu").endswith("serve.cli serve deploy/config.yaml")
+
+
+def adapter_app(tmp_path: Path, rank: int = 8, **owner: object) -> dict:
+    """args with a tiny-llama engine and an adapter variant on it (a fake adapter for tiny-llama's
+    shape: the checks read headers only)."""
+    from serve.models import TINY_SHAPE
+    from tests.adapters.test_folder import adapter_folder, lora_shapes
+
+    shapes = lora_shapes(rank, layers=TINY_SHAPE["num_hidden_layers"], model=TINY_SHAPE)
+    folder = adapter_folder(tmp_path, rank=rank, shapes=shapes)
+    return {
+        "variants": [
+            {"name": "tiny", "model": "models/tiny-llama", **owner},
+            {"name": "tiny-ahoy", "engine": "tiny", "adapter": str(folder)},
+            {"name": "tiny-terse", "engine": "tiny", "system_prompt": "Be terse."},
+        ]
+    }
+
+
+def test_an_adapter_variant_is_served_by_its_owners_engine_with_multi_lora(tmp_path: Path) -> None:
+    config = AppConfig.from_args(adapter_app(tmp_path))
+    owner, ahoy, terse = config.variants
+    assert (ahoy.served_model, terse.served_model, owner.served_model) == (
+        "tiny-ahoy",
+        "tiny",
+        "tiny",
+    )
+    kwargs = config.engine_kwargs(owner)
+    assert kwargs["enable_lora"] is True and kwargs["max_loras"] == 1
+    assert kwargs["max_lora_rank"] == 8
+    assert kwargs["lora_modules"] == [{"name": "tiny-ahoy", "path": str(ahoy.adapter_path)}]
+    assert "lora_modules" not in config.engine_kwargs(owner.model_copy(update={"name": "x"}))
+    # The ranks vLLM accepts: the smallest that holds the adapter.
+    bigger = AppConfig.from_args(adapter_app(tmp_path / "r20", rank=20))
+    assert bigger.engine_kwargs(bigger.variants[0])["max_lora_rank"] == 32
+
+
+def test_adapter_mistakes_are_named_at_check_config(tmp_path: Path) -> None:
+    args = adapter_app(tmp_path)
+    args["variants"][1] = {"name": "tiny-ahoy", "model": "models/tiny-llama", "adapter": "x"}
+    with pytest.raises(ConfigError, match=r"variants\.1: .*adapter: needs `engine`"):
+        AppConfig.from_args(args)
+    low = adapter_app(tmp_path / "r32", rank=32, engine_kwargs={"max_lora_rank": 16})
+    with pytest.raises(ConfigError, match=r"variants\.1\.adapter: .*rank 32 is above"):
+        AppConfig.from_args(low)
+    off = adapter_app(tmp_path / "off", engine_kwargs={"enable_lora": False})
+    with pytest.raises(ConfigError, match=r"variants\.1\.adapter: .*enable_lora off"):
+        AppConfig.from_args(off)
+    other = adapter_app(tmp_path / "other")
+    other["variants"][0]["model"] = "models/smollm2-135m-instruct"  # made for tiny-llama
+    with pytest.raises(ConfigError, match=r"variants\.1\.adapter: .*another base model"):
+        AppConfig.from_args(other)
+    missing = adapter_app(tmp_path / "missing")
+    missing["variants"][1]["adapter"] = str(tmp_path / "nothing")
+    with pytest.raises(ConfigError, match=r"variants\.1\.adapter: .*not a LoRA adapter folder"):
+        AppConfig.from_args(missing)
+
+
+def test_an_adapter_retrained_into_its_folder_is_another_revision(tmp_path: Path) -> None:
+    from serve.config import variant_revisions
+
+    config = AppConfig.from_args(adapter_app(tmp_path))
+    before = variant_revisions(config.variants)
+    weights = config.variants[1].adapter_path / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\1\1\1\1")  # other weights, same shapes
+    after = variant_revisions(config.variants)
+    assert after["tiny-ahoy"] != before["tiny-ahoy"]
+    assert after["tiny"] == before["tiny"] and after["tiny-terse"] == before["tiny-terse"]
