@@ -8,7 +8,7 @@ BUILD := $(shell bash scripts/pick_build.sh)
 CONFIG ?= $(if $(filter gpu,$(BUILD)),deploy/config.gpu.yaml,deploy/config.yaml)
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick bench-train reward-loop bench-probe clean
+.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick bench-train reward-loop bench-probe bench-adapters clean
 
 setup:
 	@bash scripts/setup.sh
@@ -86,6 +86,9 @@ reward-loop: setup
 # The sycophancy probe against every default variant, timed (figures to docs/benchmarks.md).
 bench-probe: setup
 	$(call bench_into_docs,loadtests.probe_bench,"The sycophancy probe on the default variants")
+
+bench-adapters: setup
+	$(call bench_into_docs,loadtests.adapter_bench,"Adapter variants against engines of their own")
 
 bench-kernels: setup
 	$(call bench_into_docs,reward.bench,"Reward-model kernels and scorer")
