@@ -2,10 +2,13 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 PY := .venv/bin/python
-CONFIG ?= deploy/config.yaml
+# The build setup installs and serves: gpu where nvidia-smi lists a GPU, else cpu
+# (scripts/pick_build.sh; ARENA_SERVE_BUILD=cpu|gpu overrides it).
+BUILD := $(shell bash scripts/pick_build.sh)
+CONFIG ?= $(if $(filter gpu,$(BUILD)),deploy/config.gpu.yaml,deploy/config.yaml)
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick bench-train reward-loop bench-probe clean
+.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick bench-train reward-loop bench-probe bench-adapters clean
 
 setup:
 	@bash scripts/setup.sh
@@ -16,7 +19,7 @@ serve: setup
 # Triton kernels, and the reward model that runs them, are tested under the interpreter where
 # there is no GPU, in a process of their own: TRITON_INTERPRET must never reach a process that
 # starts vLLM engines.
-KERNEL_ENV := $(if $(shell command -v nvidia-smi 2>/dev/null),,TRITON_INTERPRET=1)
+KERNEL_ENV := $(if $(filter gpu,$(BUILD)),,TRITON_INTERPRET=1)
 
 test: setup
 	@$(PY) -m pytest --ignore=tests/kernels --ignore=tests/reward $(PYTEST_ARGS)
@@ -83,6 +86,9 @@ reward-loop: setup
 # The sycophancy probe against every default variant, timed (figures to docs/benchmarks.md).
 bench-probe: setup
 	$(call bench_into_docs,loadtests.probe_bench,"The sycophancy probe on the default variants")
+
+bench-adapters: setup
+	$(call bench_into_docs,loadtests.adapter_bench,"Adapter variants against engines of their own")
 
 bench-kernels: setup
 	$(call bench_into_docs,reward.bench,"Reward-model kernels and scorer")

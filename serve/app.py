@@ -32,11 +32,14 @@ from serve.scorer import RewardScorerDeployment
 from serve.variant import VariantServer
 
 
-def variant_llm_config(variant: VariantConfig) -> LLMConfig:
-    """The Ray Serve LLM config of one variant's engine deployment."""
+def variant_llm_config(
+    variant: VariantConfig, engine_kwargs: dict[str, Any] | None = None
+) -> LLMConfig:
+    """The Ray Serve LLM config of one variant's engine deployment (`engine_kwargs`: the app's
+    `AppConfig.engine_kwargs` of it, adapters included; by default the variant's own)."""
     return LLMConfig(
         model_loading_config={"model_id": variant.name, "model_source": str(variant.model_path)},
-        engine_kwargs=variant.resolved_engine_kwargs,
+        engine_kwargs=variant.resolved_engine_kwargs if engine_kwargs is None else engine_kwargs,
         # The replica actor only relays; the engine's bundle holds the variant's CPUs.
         deployment_config={
             "num_replicas": variant.num_replicas,
@@ -44,10 +47,18 @@ def variant_llm_config(variant: VariantConfig) -> LLMConfig:
             "max_ongoing_requests": variant.max_ongoing_requests,
             "max_queued_requests": variant.max_queued_requests,
         },
-        placement_group_config={"bundles": [{"CPU": variant.cpus_per_replica}]},
+        placement_group_config={"bundles": [engine_bundle(variant)]},
         server_cls=VariantServer,
         experimental_configs={"stream_batching_interval_ms": variant.stream_interval_ms},
     )
+
+
+def engine_bundle(variant: VariantConfig) -> dict[str, float]:
+    """The resources one engine replica holds: its CPUs, and its GPU share where it has one."""
+    bundle = {"CPU": variant.cpus_per_replica}
+    if variant.engine_gpus:
+        bundle["GPU"] = variant.engine_gpus
+    return bundle
 
 
 def check_cluster_fits(config: AppConfig, resources: Mapping[str, float]) -> None:
@@ -67,12 +78,13 @@ def check_cluster_fits(config: AppConfig, resources: Mapping[str, float]) -> Non
             "variants share an engine (`engine:`), or set args.check_resources: false where "
             "an autoscaler adds nodes."
         )
-    scorer = config.scorer
-    gpus = scorer.num_replicas * scorer.gpus_per_replica if scorer is not None else 0.0
+    gpus = sum(n for _, n in config.gpu_demands)
     if gpus > resources.get("GPU", 0.0) + 1e-9:
+        asks = ", ".join(what for what, _ in config.gpu_demands)
         raise ConfigError(
-            f"the reward scorer asks Ray for {gpus:g} GPUs and the cluster has "
-            f"{resources.get('GPU', 0.0):g} (set scorer.gpus_per_replica: 0 to score on CPUs)"
+            f"this config asks Ray for {gpus:g} GPUs ({asks}) and the cluster has "
+            f"{resources.get('GPU', 0.0):g}: give engines and the scorer fractions of a GPU "
+            "(gpus_per_replica), or score on CPUs (scorer.gpus_per_replica: 0)"
         )
 
 
@@ -95,7 +107,9 @@ def build_app(args: dict[str, Any]) -> Application:
     if ray.is_initialized():  # `serve deploy` and `serve run` build on the cluster
         check_cluster_fits(config, ray.cluster_resources())
     owned = {
-        v.name: build_llm_deployment(variant_llm_config(v), name_prefix=VARIANT_PREFIX)
+        v.name: build_llm_deployment(
+            variant_llm_config(v, config.engine_kwargs(v)), name_prefix=VARIANT_PREFIX
+        )
         for v in config.variants
         if v.engine is None
     }

@@ -7,7 +7,8 @@ live (engines untouched), a config that does not validate refused with the field
 or SIGTERM drains the app (no new completions; those in flight finish and are logged; the log
 commits) and shuts it down. `check-config` validates a file without starting anything.
 `report` analyses an experiment; `export-preferences` writes its judgements as training data
-(where the store kept their text), `train-reward` trains a reward model on them, `rescore`
+(where the store kept their text), `train-reward` trains a reward model on them,
+`train-variant` a LoRA adapter (DPO) that an adapter variant serves, `rescore`
 scores the kept history with the model the scorer serves, and `purge` deletes kept text past
 its retention.
 """
@@ -420,6 +421,15 @@ def _add_data_commands(commands: Any) -> None:
     from reward.train import HELP, add_arguments
 
     add_arguments(commands.add_parser("train-reward", help=HELP))
+    from adapters import dpo
+
+    dpo.add_arguments(
+        commands.add_parser(
+            "train-variant",
+            help="train a LoRA adapter by DPO on an export-preferences pairs file (an adapter "
+            "variant serves it)",
+        )
+    )
     rescore = commands.add_parser(
         "rescore",
         help="score an experiment's kept history with the model the scorer serves now",
@@ -512,6 +522,10 @@ def main(argv: list[str] | None = None) -> int:
         from reward.train import run
 
         return run(args)
+    if args.command == "train-variant":
+        from adapters.dpo import run as train_variant
+
+        return train_variant(args)
     if args.command == "export-preferences":
         return export_command(args)
     if args.command == "purge":

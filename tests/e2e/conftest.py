@@ -1,5 +1,6 @@
-"""One real Ray Serve app per test session: three variants on two tiny vLLM engines (one variant
-prompt-only, answering best-of-3), a tiny reward scorer, two gateway replicas, four experiments.
+"""One real Ray Serve app per test session: five variants on two tiny vLLM engines (one variant
+prompt-only, answering best-of-3; two a LoRA adapter on tiny-b's engine that answers "Ahoy!", one
+of them best-of-2), a tiny reward scorer, two gateway replicas, four experiments.
 
 Deployed declaratively, as `make serve` and `serve deploy` do (`serve.deploy`), on a free loopback
 port, so a test can redeploy edited experiments and see them applied live. The outcome store is a
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from serve.models import TINY_LLAMA, TINY_REWARD, prepare
+from serve.models import TINY_AHOY, TINY_LLAMA, TINY_REWARD, prepare
 
 ENGINE = {"kv_cache_memory_bytes": 128 * 1024**2, "max_model_len": 512}
 # tiny-a's engine takes this many requests at once, and each gateway replica queues this many
@@ -107,7 +108,9 @@ class App:
             time.sleep(0.2)
 
 
-def serve_document(model: Path, reward: Path, store: Path, port: int) -> dict[str, Any]:
+def serve_document(
+    model: Path, reward: Path, store: Path, port: int, adapter: Path
+) -> dict[str, Any]:
     variants = [
         {
             "name": "tiny-a",
@@ -129,6 +132,19 @@ def serve_document(model: Path, reward: Path, store: Path, port: int) -> dict[st
             "engine": "tiny-b",
             "sampling": {"max_tokens": 5, "temperature": 1.0},
             "best_of_n": BEST_OF,
+        },
+        {
+            "name": "tiny-ahoy",  # a LoRA adapter served by tiny-b's engine (multi-LoRA)
+            "engine": "tiny-b",
+            "adapter": str(adapter),
+            "sampling": {"max_tokens": 6, "temperature": 0.0},
+        },
+        {
+            "name": "tiny-ahoy-best",  # the same adapter, answering best-of-n
+            "engine": "tiny-b",
+            "adapter": str(adapter),
+            "sampling": {"max_tokens": 6, "temperature": 0.7},
+            "best_of_n": 2,
         },
     ]
     scorer = {"model": str(reward), "dtype": "float32", "max_batch_size": 8, "batch_wait_s": 0.01}
@@ -162,10 +178,10 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
 
     use_throughput_mode(side_ports=True)  # as `make serve` runs, beside any other cluster
     os.environ[ADMIN_KEY_ENV] = ADMIN_KEY
-    model, reward = prepare([TINY_LLAMA, TINY_REWARD])
+    model, reward, adapter = prepare([TINY_LLAMA, TINY_REWARD, TINY_AHOY])
     store = tmp_path_factory.mktemp("outcomes") / "outcomes.db"
     port = free_port()
-    document = serve_document(model, reward, store, port)
+    document = serve_document(model, reward, store, port, adapter)
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)  # 2 engines + scorer
     try:
         client = start_serve(document)

