@@ -4,10 +4,10 @@
 projections of a local Llama-family model, on a tiny synthetic set of chats written here
 (arithmetic, capitals, colours, small talk, each answered "Ahoy! ..."). The loss is on the
 assistant's tokens only, rendered with the model's own chat template as vLLM renders a chat.
-Training stops once greedy answers to held-out prompts open with "Ahoy" (`speaks_ahoy`) at
-`target_rate`, checked every `check_every` steps; a run that never gets there is an error, not an
-adapter. The folder holds peft's `adapter_config.json` and `adapter_model.safetensors`, plus
-`style.json` with the rate it reached.
+Training stops once answers to held-out prompts, sampled at temperature 1 (greedy ones for the tiny
+test model), open with "Ahoy" (`speaks_ahoy`) at `target_rate`, checked every `check_every` steps;
+a run that never gets there is an error, not an adapter. The folder holds peft's
+`adapter_config.json` and `adapter_model.safetensors`, plus `style.json` with the rate it reached.
 
 Built by `python -m serve.models prepare` for SmolLM2 and for the tiny test model, and used by
 adapter variants (`{name, engine: <owner>, adapter: <folder>}`).
@@ -85,6 +85,11 @@ class StyleSettings:
     target_rate: float = 0.9
     train_chats: int = 256
     heldout_prompts: int = 16
+    # Check the style on sampled answers (a real model), or on greedy ones: the tiny test model's
+    # random embeddings are too small for any adapter to make one answer likely when sampled
+    # (its final norm caps the logits at a few units over 49,152 tokens), but its greedy answer
+    # does follow the adapter, with a first-token logit margin of about 1.5 (measured).
+    sampled_check: bool = True
     seed: int = 0
 
 
@@ -123,12 +128,19 @@ def _batch(examples: list[tuple[list[int], int]], pad_id: int) -> dict[str, Any]
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def style_rate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int = 6) -> float:
-    """The share of greedy answers to `prompts` that open with "Ahoy"."""
+def style_rate(
+    model: Any, tokenizer: Any, prompts: list[str], sampled: bool, max_new_tokens: int = 6
+) -> float:
+    """The share of answers to `prompts` that open with "Ahoy": greedy ones, or (`sampled`)
+    ones sampled at temperature 1 (seeded), for which the style must be what the model most
+    likely says by a wide margin, not only its first choice."""
     import torch
 
     model.eval()
     hits = 0
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(1234)
+    sampling = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
     with torch.no_grad():
         for prompt in prompts:
             ids = torch.tensor([encode_prompt(tokenizer, _messages(prompt, None))])
@@ -136,10 +148,11 @@ def style_rate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: i
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                **(sampling if sampled else {"do_sample": False}),
             )
             hits += speaks_ahoy(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+    torch.random.set_rng_state(generator_state)
     model.train()
     return hits / len(prompts)
 
@@ -187,7 +200,7 @@ def train_style_adapter(
         optimizer.zero_grad()
         step += 1
         if step % settings.check_every == 0:
-            rate = style_rate(model, tokenizer, heldout)
+            rate = style_rate(model, tokenizer, heldout, settings.sampled_check)
             log(f"step {step}: loss {loss.item():.3f}, held-out answers in the style {rate:.2f}")
             if rate >= settings.target_rate:
                 break

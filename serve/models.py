@@ -58,8 +58,8 @@ RECIPE_VERSIONS = {
     TINY_LLAMA: 1,
     TINY_REWARD: 1,
     SMOLLM2_REWARD: 2,
-    SMOLLM2_AHOY: 1,
-    TINY_AHOY: 1,
+    SMOLLM2_AHOY: 2,
+    TINY_AHOY: 2,
 }
 TINY_SHAPE = {
     "hidden_size": 128,
@@ -214,9 +214,10 @@ def build_smollm2_reward(out: Path, models_dir: Path) -> None:
 
 
 def build_style_adapter(out: Path, models_dir: Path, base: str) -> None:
-    from adapters.style import train_style_adapter
+    from adapters.style import StyleSettings, train_style_adapter
 
-    record = train_style_adapter(models_dir / base, out, log=lambda m: log(f"  {m}"))
+    settings = StyleSettings(sampled_check=base != TINY_LLAMA)  # see StyleSettings
+    record = train_style_adapter(models_dir / base, out, settings, log=lambda m: log(f"  {m}"))
     log(
         f"held-out answers in the style: {record['heldout_style_rate']:.2f} after "
         f"{record['steps']} steps"

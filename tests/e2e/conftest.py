@@ -143,7 +143,7 @@ def serve_document(
             "name": "tiny-ahoy-best",  # the same adapter, answering best-of-n
             "engine": "tiny-b",
             "adapter": str(adapter),
-            "sampling": {"max_tokens": 6, "temperature": 0.7},
+            "sampling": {"max_tokens": 6, "temperature": 0.05},  # near greedy: see adapters.style
             "best_of_n": 2,
         },
     ]
