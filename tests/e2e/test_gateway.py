@@ -40,6 +40,8 @@ def test_models_lists_experiments_and_variants(client: openai.OpenAI) -> None:
         "tiny-a",
         "tiny-b",
         "tiny-best",
+        "tiny-ahoy",
+        "tiny-ahoy-best",
     ]
 
 
