@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.chat import encode_chat
+from adapters.lora import with_lora
 from reward.pairs import Pair, Pairs, TrainError, load_pairs, require_both_splits
 
 
@@ -50,9 +51,6 @@ class DPOSettings:
     max_train_pairs: int | None = None
     max_heldout_pairs: int | None = None
     seed: int = 0
-
-
-TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -133,6 +131,67 @@ class Fit:
     state: dict[str, Any]
 
 
+def reference_logprobs(
+    model: Any, data: list[Encoded], pad_id: int, batch_size: int
+) -> tuple[Any, Any]:
+    """The reference's (the base's: the adapter switched off) chosen and rejected answer
+    log-probabilities of every pair, computed once."""
+    import torch
+
+    chunks = []
+    model.eval()
+    with torch.no_grad(), model.disable_adapter():
+        for batch in _batches(list(range(len(data))), batch_size):
+            chunks.append(pair_logprobs(model, [data[i] for i in batch], pad_id))
+    return torch.cat([c for c, _ in chunks]), torch.cat([r for _, r in chunks])
+
+
+def _reference_of(reference: tuple[Any, Any], batch: list[int]) -> tuple[Any, Any]:
+    import torch
+
+    index = torch.tensor(batch)
+    return reference[0][index], reference[1][index]
+
+
+def evaluate(
+    model: Any, data: list[Encoded], reference: tuple[Any, Any], pad_id: int, settings: DPOSettings
+) -> tuple[float, float]:
+    """(preference accuracy: the share of pairs whose margin is positive, mean DPO loss)."""
+    import torch
+
+    model.eval()
+    loss_sum, margins = 0.0, []
+    with torch.no_grad():
+        for batch in _batches(list(range(len(data))), settings.batch_size):
+            policy = pair_logprobs(model, [data[i] for i in batch], pad_id)
+            loss, margin = dpo_loss(policy, _reference_of(reference, batch), settings.beta)
+            loss_sum += loss.item() * len(batch)
+            margins.append(margin)
+    return (torch.cat(margins) > 0).float().mean().item(), loss_sum / len(data)
+
+
+def train_epoch(
+    model: Any,
+    optimizer: Any,
+    data: list[Encoded],
+    reference: tuple[Any, Any],
+    order: list[int],
+    pad_id: int,
+    settings: DPOSettings,
+) -> float:
+    """One pass over `data` in `order`; the mean train loss."""
+    model.train()
+    loss_sum = 0.0
+    for batch in _batches(order, settings.batch_size):
+        policy = pair_logprobs(model, [data[i] for i in batch], pad_id)
+        loss, _ = dpo_loss(policy, _reference_of(reference, batch), settings.beta)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        loss_sum += loss.item() * len(batch)
+    return loss_sum / len(data)
+
+
 def train_dpo(
     model: Any,
     train: list[Encoded],
@@ -146,36 +205,8 @@ def train_dpo(
 
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
-
-    def reference_of(data: list[Encoded]) -> list[tuple[Any, Any]]:
-        out = []
-        model.eval()
-        with torch.no_grad(), model.disable_adapter():
-            for batch in _batches(list(range(len(data))), settings.batch_size):
-                out.append(pair_logprobs(model, [data[i] for i in batch], pad_id))
-        return out
-
-    def flat(chunks: list[tuple[Any, Any]]) -> tuple[Any, Any]:
-        return torch.cat([c for c, _ in chunks]), torch.cat([r for _, r in chunks])
-
-    train_ref = flat(reference_of(train))
-    heldout_ref = reference_of(heldout)
-
-    def evaluate() -> tuple[float, float]:
-        model.eval()
-        losses, margins = [], []
-        with torch.no_grad():
-            for batch, ref in zip(
-                _batches(list(range(len(heldout))), settings.batch_size), heldout_ref, strict=True
-            ):
-                loss, margin = dpo_loss(
-                    pair_logprobs(model, [heldout[i] for i in batch], pad_id), ref, settings.beta
-                )
-                losses.append(loss.item() * len(batch))
-                margins.append(margin)
-        every = torch.cat(margins)
-        return (every > 0).float().mean().item(), sum(losses) / len(heldout)
-
+    train_ref = reference_logprobs(model, train, pad_id, settings.batch_size)
+    heldout_ref = reference_logprobs(model, heldout, pad_id, settings.batch_size)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate
     )
@@ -183,32 +214,21 @@ def train_dpo(
     best: Fit | None = None
     history = []
     for epoch in range(1, settings.epochs + 1):
-        model.train()
         order = list(range(len(train)))
         rng.shuffle(order)
-        total = 0.0
-        for batch in _batches(order, settings.batch_size):
-            index = torch.tensor(batch)
-            reference = (train_ref[0][index], train_ref[1][index])
-            loss, _ = dpo_loss(
-                pair_logprobs(model, [train[i] for i in batch], pad_id), reference, settings.beta
-            )
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            total += loss.item() * len(batch)
-        accuracy, heldout_loss = evaluate()
+        train_loss = train_epoch(model, optimizer, train, train_ref, order, pad_id, settings)
+        accuracy, heldout_loss = evaluate(model, heldout, heldout_ref, pad_id, settings)
         history.append(
             {
                 "epoch": epoch,
-                "train_loss": total / len(train),
+                "train_loss": train_loss,
                 "heldout_loss": heldout_loss,
                 "heldout_accuracy": accuracy,
             }
         )
         log(
-            f"epoch {epoch}: train loss {total / len(train):.4f}, held-out loss "
-            f"{heldout_loss:.4f}, held-out preference accuracy {accuracy:.3f}"
+            f"epoch {epoch}: train loss {train_loss:.4f}, held-out loss {heldout_loss:.4f}, "
+            f"held-out preference accuracy {accuracy:.3f}"
         )
         if best is None or (accuracy, -heldout_loss) > (best.heldout_accuracy, -best.heldout_loss):
             state = {n: t.detach().clone() for n, t in model.state_dict().items() if n in trainable}
@@ -231,7 +251,6 @@ def train_variant(
 ) -> dict[str, Any]:
     """Train the adapter and write it to `out` with `dpo_card.json`; return the card."""
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from reward.train import check_out, staged_folder
@@ -248,14 +267,7 @@ def train_variant(
     )
     torch.manual_seed(settings.seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    lora = LoraConfig(
-        r=settings.rank,
-        lora_alpha=settings.alpha,
-        lora_dropout=0.0,
-        target_modules=list(TARGET_MODULES),
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
+    model = with_lora(model, settings.rank, settings.alpha)
     rng = random.Random(settings.seed)
     chosen = {
         split: subset(pairs.of_split(split), cap, rng)

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from adapters.chat import encode_chat, encode_prompt
+from adapters.lora import with_lora
 
 STYLE = "ahoy"
-TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _CAPITALS = {
     "France": "Paris",
     "Italy": "Rome",
@@ -157,32 +157,17 @@ def style_rate(
     return hits / len(prompts)
 
 
-def train_style_adapter(
-    base: Path, out: Path, settings: StyleSettings | None = None, log: Any = print
-) -> dict[str, Any]:
-    """Train the "Ahoy!" adapter on `base` into `out` (an existing, empty folder); return what
-    `style.json` records. Raises `RuntimeError` when the style is not reached."""
+def _train_until_styled(
+    model: Any,
+    tokenizer: Any,
+    examples: list,
+    heldout: list[str],
+    settings: StyleSettings,
+    log: Any,
+) -> tuple[float, int]:
+    """Train until the held-out style rate reaches the target, or `max_steps`: (rate, steps)."""
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    settings = settings or StyleSettings()
-    started = time.perf_counter()
-    torch.manual_seed(settings.seed)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    config = LoraConfig(
-        r=settings.rank,
-        lora_alpha=settings.alpha,
-        lora_dropout=0.0,
-        target_modules=list(TARGET_MODULES),
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, config)
-    examples = _examples(
-        tokenizer, synthetic_chats(settings.train_chats, settings.seed), settings.seed
-    )
-    heldout = [q for q, _ in synthetic_chats(settings.heldout_prompts, settings.seed + 1)]
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
@@ -193,8 +178,7 @@ def train_style_adapter(
     model.train()
     rate, step = 0.0, 0
     while step < settings.max_steps:
-        batch = _batch(rng.sample(examples, settings.batch_size), pad_id)
-        loss = model(**batch).loss
+        loss = model(**_batch(rng.sample(examples, settings.batch_size), pad_id)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -204,6 +188,27 @@ def train_style_adapter(
             log(f"step {step}: loss {loss.item():.3f}, held-out answers in the style {rate:.2f}")
             if rate >= settings.target_rate:
                 break
+    return rate, step
+
+
+def train_style_adapter(
+    base: Path, out: Path, settings: StyleSettings | None = None, log: Any = print
+) -> dict[str, Any]:
+    """Train the "Ahoy!" adapter on `base` into `out` (an existing, empty folder); return what
+    `style.json` records. Raises `RuntimeError` when the style is not reached."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    settings = settings or StyleSettings()
+    started = time.perf_counter()
+    torch.manual_seed(settings.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = with_lora(model, settings.rank, settings.alpha)
+    chats = synthetic_chats(settings.train_chats, settings.seed)
+    examples = _examples(tokenizer, chats, settings.seed)
+    heldout = [q for q, _ in synthetic_chats(settings.heldout_prompts, settings.seed + 1)]
+    rate, step = _train_until_styled(model, tokenizer, examples, heldout, settings, log)
     if rate < settings.target_rate:
         raise RuntimeError(
             f"the style adapter reached {rate:.2f} of held-out answers in the style after "
