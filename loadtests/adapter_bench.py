@@ -38,20 +38,20 @@ import psutil
 
 from loadtests.processes import start, stop
 from loadtests.serving_bench import (
-    KV_CACHE,
-    MAX_MODEL_LEN,
     MODEL,
+    MODEL_ID,
     PROMPTS,
     machine,
     one_request,
     percentile,
+    vllm_command,
 )
 from serve.config import cpu_engine_dtype
 from serve.deploy import free_port
 from serve.models import SMOLLM2_AHOY, prepare
 
 ADAPTER = MODEL.parent / SMOLLM2_AHOY
-BASE_NAME = "smollm2"
+BASE_NAME = MODEL_ID  # the name vllm_command serves the base model as
 LEVELS = {8: 48, 32: 128}  # concurrency -> requests
 KS = (1, 2, 4)
 
@@ -80,27 +80,7 @@ SETUPS = [
 
 
 def server_command(port: int, setup: Setup) -> list[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(MODEL),
-        "--served-model-name",
-        BASE_NAME,
-        "--enforce-eager",
-        "--kv-cache-memory-bytes",
-        str(KV_CACHE),
-        "--max-model-len",
-        str(MAX_MODEL_LEN),
-        "--dtype",
-        cpu_engine_dtype(),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--disable-uvicorn-access-log",
-    ]
+    command = vllm_command(port)
     if setup.adapters or setup.lora_on:
         loaded = max(setup.adapters, 1)
         modules = [f"ahoy-{i}={ADAPTER}" for i in range(loaded)]

@@ -134,8 +134,9 @@ def engine_kwargs() -> dict[str, object]:
 # The servers: each runs in a child process (`python -m loadtests.serving_bench serve SYSTEM`).
 
 
-def serve_vllm(port: int, _: System) -> int:
-    command = [
+def vllm_command(port: int) -> list[str]:
+    """vLLM's own OpenAI server on the benchmark's model and engine settings."""
+    return [
         sys.executable,
         "-m",
         "vllm.entrypoints.openai.api_server",
@@ -156,6 +157,10 @@ def serve_vllm(port: int, _: System) -> int:
         str(port),
         "--disable-uvicorn-access-log",
     ]
+
+
+def serve_vllm(port: int, _: System) -> int:
+    command = vllm_command(port)
     os.execv(sys.executable, command)
     return 1  # not reached
 

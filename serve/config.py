@@ -575,42 +575,37 @@ class AppConfig(BaseModel):
     @property
     def cpu_demands(self) -> list[tuple[str, float]]:
         """(what, logical CPUs) of every deployment that asks Ray for CPUs."""
-        demands = [
-            (
-                f"engine {v.name} ({v.num_replicas} × {v.cpus_per_replica:g})",
-                v.num_replicas * v.cpus_per_replica,
-            )
-            for v in self.variants
-            if v.engine is None
-        ]
-        if self.scorer is not None and self.scorer.cpus_per_replica:
-            scorer = self.scorer
-            demands.append(
-                (
-                    f"reward scorer ({scorer.num_replicas} × {scorer.cpus_per_replica:g})",
-                    scorer.num_replicas * scorer.cpus_per_replica,
-                )
-            )
-        return demands
+        return self._demands(
+            [
+                (v.name, v.num_replicas, v.cpus_per_replica)
+                for v in self.variants
+                if v.engine is None
+            ],
+            self.scorer.cpus_per_replica if self.scorer is not None else 0.0,
+        )
 
     @property
     def gpu_demands(self) -> list[tuple[str, float]]:
         """(what, GPUs) of every deployment that asks Ray for GPUs."""
+        return self._demands(
+            [(v.name, v.num_replicas, v.engine_gpus) for v in self.variants if v.engine is None],
+            self.scorer.gpus_per_replica if self.scorer is not None else 0.0,
+        )
+
+    def _demands(
+        self, engines: list[tuple[str, int, float]], scorer_each: float
+    ) -> list[tuple[str, float]]:
+        """(what, amount) of each engine (name, replicas, amount each) and of the scorer that
+        asks for any of a resource."""
         demands = [
-            (
-                f"engine {v.name} ({v.num_replicas} × {v.engine_gpus:g})",
-                v.num_replicas * v.engine_gpus,
-            )
-            for v in self.variants
-            if v.engine is None and v.engine_gpus
+            (f"engine {name} ({replicas} × {each:g})", replicas * each)
+            for name, replicas, each in engines
+            if each
         ]
-        if self.scorer is not None and self.scorer.gpus_per_replica:
-            scorer = self.scorer
+        if self.scorer is not None and scorer_each:
+            replicas = self.scorer.num_replicas
             demands.append(
-                (
-                    f"reward scorer ({scorer.num_replicas} × {scorer.gpus_per_replica:g})",
-                    scorer.num_replicas * scorer.gpus_per_replica,
-                )
+                (f"reward scorer ({replicas} × {scorer_each:g})", replicas * scorer_each)
             )
         return demands
 

@@ -10,15 +10,9 @@ from pathlib import Path
 import pytest
 
 from adapters.folder import AdapterError, check_fits, layer_shapes, read_adapter
+from serve.models import TINY_SHAPE
 
-MODEL = {
-    "hidden_size": 128,
-    "intermediate_size": 256,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-    "head_dim": 64,
-}
+MODEL = TINY_SHAPE  # the tiny test model's shape
 
 
 def model_folder(tmp_path: Path, **changes: int) -> Path:
