@@ -27,3 +27,8 @@ def encode_prompt(tokenizer: Any, messages: list[Message]) -> list[int]:
     """The token ids the engine generates an answer to `messages` after."""
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+
+def pad_id_of(tokenizer: Any) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else its end of sequence."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

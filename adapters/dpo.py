@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.chat import encode_chat
+from adapters.chat import encode_chat, pad_id_of
 from adapters.lora import with_lora
 from reward.pairs import Pair, Pairs, TrainError, load_pairs, require_both_splits
 
@@ -262,9 +262,7 @@ def train_variant(
     if not (base / "config.json").is_file():
         raise TrainError(f"--base {base}: no model folder there (a config.json)")
     tokenizer = AutoTokenizer.from_pretrained(base)
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
+    padding = pad_id_of(tokenizer)
     torch.manual_seed(settings.seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     model = with_lora(model, settings.rank, settings.alpha)
@@ -279,7 +277,7 @@ def train_variant(
     train = encode(tokenizer, chosen["train"], settings.max_length)
     heldout = encode(tokenizer, chosen["heldout"], settings.max_length)
     log(f"{len(train)} train and {len(heldout)} held-out pairs; DPO on a rank-{settings.rank} LoRA")
-    fit = train_dpo(model, train, heldout, pad_id, settings, log=log)
+    fit = train_dpo(model, train, heldout, padding, settings, log=log)
     model.load_state_dict(fit.state, strict=False)
     card = {
         "method": "DPO on a LoRA adapter (plain torch and peft; adapters.dpo)",

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.chat import encode_chat, encode_prompt
+from adapters.chat import encode_chat, encode_prompt, pad_id_of
 from adapters.lora import with_lora
 
 STYLE = "ahoy"
@@ -148,7 +148,7 @@ def style_rate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                pad_token_id=pad_id_of(tokenizer),
                 **(sampling if sampled else {"do_sample": False}),
             )
             hits += speaks_ahoy(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
@@ -168,9 +168,7 @@ def _train_until_styled(
     """Train until the held-out style rate reaches the target, or `max_steps`: (rate, steps)."""
     import torch
 
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
+    padding = pad_id_of(tokenizer)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate
     )
@@ -178,7 +176,7 @@ def _train_until_styled(
     model.train()
     rate, step = 0.0, 0
     while step < settings.max_steps:
-        loss = model(**_batch(rng.sample(examples, settings.batch_size), pad_id)).loss
+        loss = model(**_batch(rng.sample(examples, settings.batch_size), padding)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -508,11 +508,14 @@ class AppConfig(BaseModel):
         """Each adapter fits the engine that would serve it: a LoRA folder vLLM can load, made
         for the owner's base model, its rank within the engine's max_lora_rank."""
         owners = {v.name: v for v in self.variants if v.engine is None}
+        engines: dict[str, dict[str, Any]] = {}  # each owner's settings, its adapters read once
         for i, variant in enumerate(self.variants):
             if variant.adapter_path is None or variant.engine is None:
                 continue
             owner = owners[variant.engine]
-            engine = self.engine_kwargs(owner)
+            if owner.name not in engines:
+                engines[owner.name] = self.engine_kwargs(owner)
+            engine = engines[owner.name]
             if engine["enable_lora"] is not True:
                 raise ValueError(
                     f"variants.{i}.adapter: the engine of {owner.name!r} has enable_lora off"
