@@ -8,7 +8,7 @@ BUILD := $(shell bash scripts/pick_build.sh)
 CONFIG ?= $(if $(filter gpu,$(BUILD)),deploy/config.gpu.yaml,deploy/config.yaml)
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick bench-train reward-loop bench-probe bench-adapters clean
+.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick bench-train reward-loop flywheel bench-probe bench-adapters clean
 
 setup:
 	@bash scripts/setup.sh
@@ -81,6 +81,21 @@ reward-loop: setup
 	@mkdir -p $(dir $(BENCH_OUT))
 	@$(PY) -m loadtests.reward_loop $(REWARD_LOOP_ARGS) | tee $(BENCH_OUT)
 	@$(PY) scripts/bench_section.py loadtests.reward_loop "The reward loop against a known truth" \
+		< $(BENCH_OUT) > /dev/null
+
+# The flywheel, on from the reward loop (runs it first when its pairs are missing): DPO on the
+# loop's votes (train-variant), the adapter served as a variant in an arena against its base,
+# voted by the same simulated voters, the probe on both arms, the report; figures to
+# docs/benchmarks.md, the adapter to models/smollm2-dpo-flywheel. FLYWHEEL_ARGS: see
+# `python -m loadtests.flywheel --help`.
+FLYWHEEL_ARGS ?=
+data/reward-loop/prefs.jsonl:
+	$(MAKE) reward-loop
+
+flywheel: setup data/reward-loop/prefs.jsonl
+	@mkdir -p $(dir $(BENCH_OUT))
+	@$(PY) -m loadtests.flywheel $(FLYWHEEL_ARGS) | tee $(BENCH_OUT)
+	@$(PY) scripts/bench_section.py loadtests.flywheel "A variant trained from votes, against its base" \
 		< $(BENCH_OUT) > /dev/null
 
 # The sycophancy probe against every default variant, timed (figures to docs/benchmarks.md).

@@ -85,10 +85,13 @@ def encode(tokenizer: Any, pairs: list[Pair], max_length: int) -> list[Encoded]:
 
 
 def sequence_logprobs(model: Any, sequences: list[tuple[list[int], int]], pad_id: int) -> Any:
-    """The summed log-probability of each sequence's tokens from its answer start on."""
+    """The summed log-probability of each sequence's tokens from its answer start on. Logits
+    are computed only from the position before the earliest answer start on (the prompts, most
+    of each sequence, need none): the same sums, for less of the vocabulary projection."""
     import torch
 
     width = max(len(ids) for ids, _ in sequences)
+    first = min(start for _, start in sequences) - 1  # the position predicting an answer's start
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     scored = torch.zeros((len(sequences), width), dtype=torch.bool)
@@ -96,10 +99,11 @@ def sequence_logprobs(model: Any, sequences: list[tuple[list[int], int]], pad_id
         ids[row, : len(tokens)] = torch.tensor(tokens)
         mask[row, : len(tokens)] = 1
         scored[row, start : len(tokens)] = True
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-    targets = ids[:, 1:]
+    keep = torch.arange(first, width - 1)
+    logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits.float()
+    targets = ids[:, first + 1 :]
     token_logprobs = torch.log_softmax(logits, dim=-1).gather(2, targets.unsqueeze(2)).squeeze(2)
-    return (token_logprobs * scored[:, 1:]).sum(dim=1)
+    return (token_logprobs * scored[:, first + 1 :]).sum(dim=1)
 
 
 def pair_logprobs(model: Any, batch: list[Encoded], pad_id: int) -> tuple[Any, Any]:
@@ -118,8 +122,14 @@ def dpo_loss(policy: tuple[Any, Any], reference: tuple[Any, Any], beta: float) -
     return -F.logsigmoid(margins).mean(), margins
 
 
-def _batches(items: list[int], size: int) -> list[list[int]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def _batches(items: list[int], size: int, what: str | None = None) -> Any:
+    """`items` in batches of `size`; with a progress bar on stderr when `what` names the pass."""
+    from tqdm import tqdm
+
+    batches = [items[i : i + size] for i in range(0, len(items), size)]
+    if what is None:
+        return batches
+    return tqdm(batches, desc=what, unit="batch", file=sys.stderr, leave=False)
 
 
 @dataclass
@@ -141,7 +151,7 @@ def reference_logprobs(
     chunks = []
     model.eval()
     with torch.no_grad(), model.disable_adapter():
-        for batch in _batches(list(range(len(data))), batch_size):
+        for batch in _batches(list(range(len(data))), batch_size, "reference"):
             chunks.append(pair_logprobs(model, [data[i] for i in batch], pad_id))
     return torch.cat([c for c, _ in chunks]), torch.cat([r for _, r in chunks])
 
@@ -162,7 +172,7 @@ def evaluate(
     model.eval()
     loss_sum, margins = 0.0, []
     with torch.no_grad():
-        for batch in _batches(list(range(len(data))), settings.batch_size):
+        for batch in _batches(list(range(len(data))), settings.batch_size, "held out"):
             policy = pair_logprobs(model, [data[i] for i in batch], pad_id)
             loss, margin = dpo_loss(policy, _reference_of(reference, batch), settings.beta)
             loss_sum += loss.item() * len(batch)
@@ -182,7 +192,7 @@ def train_epoch(
     """One pass over `data` in `order`; the mean train loss."""
     model.train()
     loss_sum = 0.0
-    for batch in _batches(order, settings.batch_size):
+    for batch in _batches(order, settings.batch_size, "train"):
         policy = pair_logprobs(model, [data[i] for i in batch], pad_id)
         loss, _ = dpo_loss(policy, _reference_of(reference, batch), settings.beta)
         loss.backward()

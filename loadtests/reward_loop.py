@@ -201,15 +201,22 @@ class Battle:
     ok_b: bool
     vote: str
     preferred: str | None  # the rule's side; None where it does not separate the answers
+    variant_a: str  # who answered, as the vote revealed
+    variant_b: str
 
 
 async def one_battle(
-    client: httpx.AsyncClient, base: str, i: int, settings: Settings, rng: random.Random
+    client: httpx.AsyncClient,
+    base: str,
+    i: int,
+    settings: Settings,
+    rng: random.Random,
+    experiment: str = EXPERIMENT,
 ) -> Battle:
     country, capital, others = rng.choice(CAPITALS)
     voter = f"voter-{rng.randrange(settings.voters)}"
     body = {
-        "model": EXPERIMENT,
+        "model": experiment,
         "user": voter,
         "messages": [{"role": "user", "content": question(country)}],
         "n": 2,
@@ -226,9 +233,10 @@ async def one_battle(
         "battle_id": battle_id,
         "value": side,
         "user": voter,
-        "idempotency_key": f"reward-loop-{i}",
+        "idempotency_key": f"{experiment}-{i}",
     }
-    (await client.post(f"{base}/v1/feedback", json=feedback)).raise_for_status()
+    voted = (await client.post(f"{base}/v1/feedback", json=feedback)).raise_for_status()
+    reveal = voted.json()["reveal"]
     return Battle(
         battle_id=battle_id,
         voter=voter,
@@ -237,6 +245,8 @@ async def one_battle(
         ok_b=ok_b,
         vote=side,
         preferred=preferred,
+        variant_a=reveal["a"],
+        variant_b=reveal["b"],
     )
 
 
@@ -262,25 +272,31 @@ async def _bounded(
             bar.close()
 
 
-def run_battles(base: str, settings: Settings) -> list[Battle]:
+def run_battles(base: str, settings: Settings, experiment: str = EXPERIMENT) -> list[Battle]:
     """Every battle voted; each one's randomness from its own seeded stream, so the same
     settings draw the same countries, voters and coin flips whatever the completion order."""
 
     async def job(client: httpx.AsyncClient, i: int) -> Battle:
         rng = random.Random(f"{settings.seed}-{i}")
-        return await one_battle(client, base, i, settings, rng)
+        return await one_battle(client, base, i, settings, rng, experiment)
 
     return asyncio.run(_bounded(settings.battles, settings.concurrency, job, "battles"))
 
 
-def wait_for_votes(store: Path, count: int, timeout_s: float = 120) -> None:
+def wait_for_votes(
+    store: Path, count: int, experiment: str = EXPERIMENT, timeout_s: float = 120
+) -> None:
     """The votes and the answers' text are written off the response path: wait for them."""
     deadline = time.monotonic() + timeout_s
     while True:
         with contextlib.closing(sqlite3.connect(store)) as db:
-            votes = db.execute("SELECT COUNT(*) FROM feedback WHERE kind = 'vote'").fetchone()[0]
+            votes = db.execute(
+                "SELECT COUNT(*) FROM feedback JOIN battles USING (battle_id)"
+                " WHERE kind = 'vote' AND experiment = ?",
+                (experiment,),
+            ).fetchone()[0]
             texts = db.execute(
-                "SELECT COUNT(*) FROM transcripts WHERE experiment = ?", (EXPERIMENT,)
+                "SELECT COUNT(*) FROM transcripts WHERE experiment = ?", (experiment,)
             ).fetchone()[0]
         if votes >= count and texts >= 2 * count:
             return

@@ -116,3 +116,25 @@ def test_train_variant_can_train_on_a_seeded_subset(tmp_path: Path) -> None:
         cards.append(json.loads((out / "dpo_card.json").read_text()))
     assert cards[0]["trained_on"] == {"train": 8, "heldout": 4}
     assert cards[0]["history"] == cards[1]["history"]  # the same draw, the same training
+
+
+def test_answer_logprobs_are_the_full_forwards_own() -> None:
+    """Scoring only the answers' positions gives the sums a full forward gives."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from adapters.dpo import sequence_logprobs
+
+    [base] = prepare([TINY_LLAMA])
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    sequences = [([5, 9, 14, 3, 7, 8], 3), ([5, 9, 2, 11], 2), ([4, 4, 6, 1, 2, 3, 9, 10], 6)]
+    expected = []
+    with torch.no_grad():
+        for tokens, start in sequences:
+            logits = model(input_ids=torch.tensor([tokens])).logits[0]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            expected.append(
+                sum(logprobs[i - 1, tokens[i]].item() for i in range(start, len(tokens)))
+            )
+        found = sequence_logprobs(model, sequences, pad_id=0)
+    assert found.tolist() == pytest.approx(expected, abs=1e-4)

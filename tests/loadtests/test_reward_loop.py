@@ -101,6 +101,8 @@ def _battle(battle_id: str, preferred: str | None, vote: str) -> Battle:
         ok_b=preferred == "b",
         vote=vote,
         preferred=preferred,
+        variant_a="x",
+        variant_b="y",
     )
 
 
