@@ -14,8 +14,24 @@ base; two A/B arms on one engine), the base request was answered with the adapte
 no error. Measured: `tests/serve/test_vllm_fixes.py` against the unpatched ops, and the
 adapter arena of `tests/e2e/test_adapters.py`, whose base side answered "Ahoy!".
 
-The fix gathers with the index clamped to a real slot and zeroes the LoRA delta of every -1 token,
-as the Triton kernels do by skipping it. Rows with an adapter compute exactly what they did.
+The fix computes each adapter's product over its own tokens and leaves the tokens without one
+(-1) at zero, as the Triton kernels do by skipping them. Rows with an adapter get the product
+they got before (`tests/serve/test_vllm_fixes.py` compares them).
+
+**And where the CPU ops spent their time** (`python -m loadtests.lora_ops_bench`, figures in
+docs/benchmarks.md). vLLM's ops copy each token's whole LoRA weight (`lora_weights[indices]`:
+tokens x rank x width) and multiply token by token (`einsum("bi, boi -> bo")`, in bfloat16 for
+the expand), in a shrink and an expand call per output slice of every LoRA layer; and the decode
+path runs them even when no token of the batch has an adapter. So the CPU wrapper's
+`add_lora_linear`, which every LoRA linear layer calls, is replaced here:
+
+- the batch's tokens are grouped by adapter once per step (`update_metadata`), not per call;
+- a batch where no token has an adapter returns at once (base-model requests on a LoRA-enabled
+  engine pay one check per layer);
+- each adapter present is applied once, to the rows of its tokens, as two float32 matrix
+  products per output slice (`x @ A.T @ B.T`), added to the output in its dtype.
+
+The per-token ops stay fixed for the layers that still call them (embeddings, logits).
 """
 
 from __future__ import annotations
@@ -23,15 +39,34 @@ from __future__ import annotations
 from typing import Any
 
 
-def _lora_delta(inputs: Any, weights: Any, indices: Any, dtype: Any) -> Any:
-    """Each token's `inputs @ weights[index].T`, zero where the index is -1 (no LoRA)."""
+def _groups(indices: Any) -> list[tuple[int, Any | None]]:
+    """The adapter slots of a batch's tokens, each with the rows of its tokens (None: every
+    row); empty where no token has an adapter (every index -1)."""
     import torch
 
-    selected = weights[indices.clamp(min=0)].to(dtype=dtype)
-    if selected.dim() == 4:
-        selected = selected.squeeze(dim=1)
-    outputs = torch.einsum("bi, boi -> bo", inputs.to(dtype=dtype), selected)
-    return outputs.masked_fill((indices < 0).unsqueeze(1), 0)
+    present = torch.unique(indices).tolist()
+    slots = [k for k in present if k >= 0]
+    if len(present) == 1 and slots:
+        return [(slots[0], None)]
+    return [(k, (indices == k).nonzero().squeeze(1)) for k in slots]
+
+
+def _lora_delta(inputs: Any, weights: Any, indices: Any, dtype: Any) -> Any | None:
+    """Each token's `inputs @ weights[index].T` (computed in float32, returned in `dtype`), zero
+    where the index is -1 (no LoRA); None where no token has an adapter."""
+    groups = _groups(indices)
+    if not groups:
+        return None
+    if weights.dim() == 4:
+        weights = weights.squeeze(dim=1)  # (slots, out, in)
+    x = inputs.float()
+    out = x.new_zeros((x.shape[0], weights.shape[1]))
+    for slot, rows in groups:
+        if rows is None:
+            out = x @ weights[slot].float().T
+        else:
+            out[rows] = x[rows] @ weights[slot].float().T
+    return out.to(dtype=dtype)
 
 
 def bgmv_shrink(
@@ -42,6 +77,9 @@ def bgmv_shrink(
     scaling: float = 1.0,
 ) -> None:
     outputs = _lora_delta(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    if outputs is None:
+        output_tensor[:, : lora_b_weights.shape[-2]] = 0
+        return
     output_tensor[:, : outputs.shape[1]] = scaling * outputs[:]
 
 
@@ -53,11 +91,15 @@ def bgmv_expand(
     add_inputs: bool = True,
 ) -> None:
     outputs = _lora_delta(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    # LoRA adapter and model may add different amounts of padding to output
+    common = min(lora_b_weights.shape[-2], output_tensor.shape[1])
+    if outputs is None:
+        if not add_inputs:
+            output_tensor[:, :common] = 0
+        return
     limit = output_tensor.shape[0]
     if outputs.shape[0] == 1 and output_tensor.shape[0] != 1:
         limit = 1
-    # LoRA adapter and model may add different amounts of padding to output
-    common = min(outputs.shape[1], output_tensor.shape[1])
     if add_inputs:
         output_tensor[:, :common] += outputs[:limit, :common]
     else:
@@ -74,16 +116,122 @@ def bgmv_expand_slice(
     add_inputs: bool = True,
 ) -> None:
     outputs = _lora_delta(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    window = output_tensor[:, slice_offset : slice_offset + slice_size]
+    if outputs is None:
+        if not add_inputs:
+            window.zero_()
+        return
     if add_inputs:
-        output_tensor[:, slice_offset : slice_offset + slice_size] += outputs[:]
+        window += outputs[:]
     else:
-        output_tensor[:, slice_offset : slice_offset + slice_size] = outputs[:]
+        window.copy_(outputs[:])
+
+
+class _Batch:
+    """A step's tokens as the LoRA layers need them: whether any has an adapter, and the float32
+    mask that keeps, of the columns of `x @ A.T` over every slice and slot, those of each
+    token's own adapter (a row of zeros for a token without one)."""
+
+    def __init__(self, indices: Any) -> None:
+        self.indices = indices
+        self.any_adapter = bool((indices >= 0).any())
+        self._masks: dict[tuple[int, int, int, int], Any] = {}
+
+    def mask(self, parts: int, slots: int, rank: int, rows: int) -> Any:
+        key = (parts, slots, rank, rows)
+        if key not in self._masks:
+            import torch
+
+            mine = (self.indices[:rows].unsqueeze(1) == torch.arange(slots)).float()
+            mask = mine.repeat_interleave(rank, dim=1).repeat(1, parts)  # (tokens, columns)
+            if mask.shape[0] < rows:  # rows past the mapped tokens get no adapter
+                mask = torch.nn.functional.pad(mask, (0, 0, 0, rows - mask.shape[0]))
+            self._masks[key] = mask
+        return self._masks[key]
+
+
+class _Fused:
+    """One LoRA layer's stacked weights (every slot, every output slice) as two float32
+    matrices: A, (slices x slots x rank, in), and B, block-diagonal by slice, (out, slices x
+    slots x rank). Rebuilt when vLLM writes an adapter into a slot (the tensors' version)."""
+
+    def __init__(self, a_stacked: tuple[Any, ...], b_stacked: tuple[Any, ...], slices: Any) -> None:
+        import torch
+
+        self.sources = (*a_stacked, *b_stacked)
+        self.versions = tuple(t._version for t in self.sources)
+        self.slots, _, self.rank, width = a_stacked[0].shape
+        columns = self.slots * self.rank
+        self.a = torch.cat([a.reshape(columns, width) for a in a_stacked]).float()
+        self.b = torch.zeros(sum(slices), len(slices) * columns)
+        offset = 0
+        for i, (b, size) in enumerate(zip(b_stacked, slices, strict=True)):
+            block = b.reshape(self.slots, b.shape[2], self.rank)[:, :size].float()
+            block = block.permute(1, 0, 2).reshape(size, columns)
+            self.b[offset : offset + size, i * columns : (i + 1) * columns] = block
+            offset += size
+
+    def current(self, a_stacked: tuple[Any, ...], b_stacked: tuple[Any, ...]) -> bool:
+        now = (*a_stacked, *b_stacked)
+        return len(now) == len(self.sources) and all(
+            t is s and t._version == v
+            for t, s, v in zip(now, self.sources, self.versions, strict=True)
+        )
+
+
+def add_lora_linear(
+    self: Any,
+    y: Any,
+    x: Any,
+    lora_a_stacked: tuple[Any, ...],
+    lora_b_stacked: tuple[Any, ...],
+    scale: float,
+    output_slices: tuple[int, ...],
+    **kwargs: Any,
+) -> None:
+    """`PunicaWrapperCPU.add_lora_linear`: for each output slice i, `y[:, slice i] += x @
+    A_i[slot].T @ B_i[slot].T * scale`, each token with its own adapter's slot; nothing where no
+    token has an adapter. Two float32 matrix products per layer whatever the mix of adapters
+    and slices (`_Fused`: every slot's A at once, masked to each token's own columns, then the
+    block-diagonal B). (vLLM's `buffer` and `add_inputs` are for its GPU kernels: the result
+    here is always added, as vLLM's CPU wrapper adds it.)"""
+    if self._arena_batch is None:
+        self._arena_batch = _Batch(self.token_lora_indices)
+    batch = self._arena_batch
+    if not batch.any_adapter:
+        return None
+    fused_layers = self.__dict__.setdefault("_arena_fused", {})
+    key = id(lora_a_stacked[0])
+    fused = fused_layers.get(key)
+    if fused is None or not fused.current(lora_a_stacked, lora_b_stacked):
+        fused = fused_layers[key] = _Fused(lora_a_stacked, lora_b_stacked, output_slices)
+    x = x.view(-1, x.shape[-1]).float()
+    mask = batch.mask(len(output_slices), fused.slots, fused.rank, x.shape[0])
+    delta = ((x @ fused.a.T) * mask) @ fused.b.T
+    if scale != 1.0:
+        delta *= scale
+    y[:, : delta.shape[1]] += delta.to(dtype=y.dtype)
+    return None
+
+
+def _regrouping(update_metadata: Any) -> Any:
+    """`update_metadata` that drops the grouping of the last batch's tokens."""
+    import functools
+
+    @functools.wraps(update_metadata)
+    def update_and_regroup(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self._arena_batch = None
+        return update_metadata(self, *args, **kwargs)
+
+    update_and_regroup.regroups = True  # type: ignore[attr-defined]
+    return update_and_regroup
 
 
 def fix_cpu_lora_ops() -> bool:
     """Swap the fixed ops into vLLM's PyTorch-native LoRA ops, where every caller looks them up
-    (the ops module, whose `sgmv_*` call them, and the CPU Punica wrapper, which imported them).
-    Returns False where this vLLM has no such ops. Idempotent."""
+    (the ops module, whose `sgmv_*` call them, and the CPU Punica wrapper, which imported them),
+    and the grouped `add_lora_linear` into the CPU wrapper. Returns False where this vLLM has no
+    such ops. Idempotent."""
     try:
         from vllm.lora.ops import torch_ops
         from vllm.lora.ops.torch_ops import lora_ops
@@ -99,6 +247,11 @@ def fix_cpu_lora_ops() -> bool:
         for name, function in fixed.items():
             if hasattr(module, name):
                 setattr(module, name, function)
+    wrapper = punica_cpu.PunicaWrapperCPU
+    wrapper._arena_batch = None
+    wrapper.add_lora_linear = add_lora_linear
+    if not getattr(wrapper.update_metadata, "regroups", False):
+        wrapper.update_metadata = _regrouping(wrapper.update_metadata)
     return True
 
 
