@@ -8,7 +8,7 @@ BUILD := $(shell bash scripts/pick_build.sh)
 CONFIG ?= $(if $(filter gpu,$(BUILD)),deploy/config.gpu.yaml,deploy/config.yaml)
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick bench-train reward-loop flywheel bench-probe bench-adapters clean
+.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick bench-train reward-loop flywheel bench-probe bench-adapters bench-lora-ops bench-adaptive clean
 
 setup:
 	@bash scripts/setup.sh
@@ -104,6 +104,14 @@ bench-probe: setup
 
 bench-adapters: setup
 	$(call bench_into_docs,loadtests.adapter_bench,"Adapter variants against engines of their own")
+
+# The LoRA work of one decode step on CPU, vLLM's ops against arena-serve's (a minute).
+bench-lora-ops: setup
+	$(call bench_into_docs,loadtests.lora_ops_bench,"LoRA on CPU: where a decode step's time goes")
+
+# Adaptive arena sampling against uniform, simulated (votes saved, coverage; a few minutes).
+bench-adaptive: setup
+	$(call bench_into_docs,router.analysis.adaptive_sim,"Adaptive arena sampling: votes saved and coverage")
 
 bench-kernels: setup
 	$(call bench_into_docs,reward.bench,"Reward-model kernels and scorer")
