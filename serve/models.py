@@ -79,7 +79,8 @@ TOKENIZER_FILES = (
 
 
 def log(message: str) -> None:
-    print(f"[models] {message}", flush=True)
+    """Progress, on stderr: a benchmark that prepares its models keeps its stdout for figures."""
+    print(f"[models] {message}", file=sys.stderr, flush=True)
 
 
 def _version(name: str) -> int | str:
