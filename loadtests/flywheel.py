@@ -354,32 +354,19 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    reward_loop.add_voter_arguments(parser, battles=600, voters=120)
     add = parser.add_argument
     add("--pairs", type=Path, default=PAIRS, help="the reward loop's pairs (%(default)s)")
     add("--train-pairs", type=int, default=400, help="pairs DPO trains on (%(default)s)")
     add("--heldout-pairs", type=int, default=200, help="held-out pairs measured (%(default)s)")
     add("--epochs", type=int, default=2, help="DPO epochs (%(default)s)")
-    add("--battles", type=int, default=600, help="arena battles voted (%(default)s)")
-    add("--voters", type=int, default=120, help="simulated voters (%(default)s)")
-    add("--p", type=float, default=0.8, help="how often a voter follows the rule (%(default)s)")
-    add("--max-tokens", type=int, default=24, help="tokens an answer may take (%(default)s)")
-    add("--concurrency", type=int, default=32, help="battles in flight (%(default)s)")
     add("--probe-limit", type=int, default=32, help="probe items per family (%(default)s)")
-    add("--seed", type=int, default=0)
     add("--out", type=Path, default=ROOT / "data" / "flywheel")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if not 0.5 < args.p <= 1:
-        raise SystemExit("--p: a voter follows the rule more often than not: in (0.5, 1]")
-    settings = Settings(**vars(args))
-    result = run(settings)
-    (settings.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    command = "python -m loadtests.flywheel " + " ".join(argv or sys.argv[1:])
-    print(markdown(result, command.strip()), end="")
-    return 0
+    return reward_loop.run_main(_parser(), Settings, run, markdown, argv)
 
 
 if __name__ == "__main__":

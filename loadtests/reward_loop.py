@@ -557,35 +557,52 @@ def _machine() -> str:
     return f"{serving_bench.machine()}, engines in {cpu_engine_dtype()}"
 
 
+def add_voter_arguments(parser: argparse.ArgumentParser, battles: int, voters: int) -> None:
+    """The simulated voters' options (shared with `loadtests.flywheel`)."""
+    add = parser.add_argument
+    add("--battles", type=int, default=battles, help="arena battles voted (%(default)s)")
+    add("--voters", type=int, default=voters, help="simulated voters (%(default)s)")
+    add("--p", type=float, default=0.8, help="how often a voter follows the rule (%(default)s)")
+    add("--max-tokens", type=int, default=24, help="tokens an answer may take (%(default)s)")
+    add("--concurrency", type=int, default=32, help="requests in flight (%(default)s)")
+    add("--seed", type=int, default=0)
+
+
+def run_main(
+    parser: argparse.ArgumentParser,
+    settings_type: type,
+    run: Callable[[Any], dict[str, Any]],
+    markdown: Callable[[dict[str, Any], str], str],
+    argv: list[str] | None,
+) -> int:
+    """Parse, run, keep `result.json` under the settings' `out`, print the markdown section."""
+    args = parser.parse_args(argv)
+    if not 0.5 < args.p <= 1:
+        raise SystemExit("--p: a voter follows the rule more often than not: in (0.5, 1]")
+    settings = settings_type(**vars(args))
+    result = run(settings)
+    (settings.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    command = f"python -m {parser.prog.split()[-1]} " + " ".join(argv or sys.argv[1:])
+    print(markdown(result, command.strip()), end="")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.reward_loop",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_voter_arguments(parser, battles=2200, voters=440)
     add = parser.add_argument
-    add("--battles", type=int, default=2200, help="arena battles voted (%(default)s)")
-    add("--voters", type=int, default=440, help="simulated voters (%(default)s)")
-    add("--p", type=float, default=0.8, help="how often a voter follows the rule (%(default)s)")
     add("--heldout", type=float, default=0.5, help="share of voters held out (%(default)s)")
-    add("--max-tokens", type=int, default=24, help="tokens an answer may take (%(default)s)")
-    add("--concurrency", type=int, default=32, help="requests in flight (%(default)s)")
     add("--bon-prompts", type=int, default=200, help="best-of-n questions (%(default)s)")
-    add("--seed", type=int, default=0)
     add("--out", type=Path, default=ROOT / "data" / "reward-loop")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if not 0.5 < args.p <= 1:
-        raise SystemExit("--p: a voter follows the rule more often than not: in (0.5, 1]")
-    settings = Settings(**vars(args))
-    result = run(settings)
-    (settings.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    command = "python -m loadtests.reward_loop " + " ".join(argv or sys.argv[1:])
-    print(markdown(result, command.strip()), end="")
-    return 0
+    return run_main(_parser(), Settings, run, markdown, argv)
 
 
 if __name__ == "__main__":

@@ -154,3 +154,10 @@ def test_the_section_states_the_figures_and_whether_the_truth_is_covered() -> No
     assert "| sycophancy_flip_rate (smollm2-dpo) | 0.010 [-0.050, 0.070] | inconclusive |" in text
     assert "Verdict: **keep running**. Not enough votes." in text
     assert flywheel.ADAPTER.name in flywheel.__doc__
+
+
+@pytest.mark.parametrize("module", [flywheel, reward_loop])
+def test_the_defaults_make_settings_and_a_voter_who_ignores_the_rule_is_refused(module) -> None:
+    module.Settings(**vars(module._parser().parse_args([])))
+    with pytest.raises(SystemExit, match="more often than not"):
+        module.main(["--p", "0.4"])
