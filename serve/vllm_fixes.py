@@ -25,13 +25,16 @@ the expand), in a shrink and an expand call per output slice of every LoRA layer
 path runs them even when no token of the batch has an adapter. So the CPU wrapper's
 `add_lora_linear`, which every LoRA linear layer calls, is replaced here:
 
-- the batch's tokens are grouped by adapter once per step (`update_metadata`), not per call;
+- the step's tokens are read once per step (`update_metadata`), not per call;
 - a batch where no token has an adapter returns at once (base-model requests on a LoRA-enabled
   engine pay one check per layer);
-- each adapter present is applied once, to the rows of its tokens, as two float32 matrix
-  products per output slice (`x @ A.T @ B.T`), added to the output in its dtype.
+- otherwise each layer does two float32 matrix products whatever the mix of adapters and
+  output slices: `x` times every slot's A at once, masked to each token's own adapter's
+  columns, times a block-diagonal B (`_Fused`, built once per loaded adapter), added to the
+  output in its dtype.
 
-The per-token ops stay fixed for the layers that still call them (embeddings, logits).
+The per-token ops (grouped by adapter, base tokens left at zero) stay for the layers that still
+call them (embeddings, logits).
 """
 
 from __future__ import annotations
