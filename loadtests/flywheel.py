@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from loadtests import reward_loop
 from loadtests.reward_loop import Battle, arena_serve, newcombe, question, run_battles, serving
@@ -87,12 +86,10 @@ class Settings:
 
 
 def flywheel_document(config: Path, store: Path, adapter: Path) -> dict[str, Any]:
-    """The default config with its own store, the adapter variant and the arena against its
-    base. The scorer stays at idle priority, as in the default config."""
-    document = yaml.safe_load(config.read_text())
+    """The default config with its own store (`reward_loop.with_own_store`), the adapter
+    variant and the arena against its base."""
+    document = reward_loop.with_own_store(config, store)
     app = document["applications"][0]
-    app["args"]["store_path"] = str(store)
-    app["args"]["scorer"]["priority"] = "idle"
     variants = app["args"]["variants"]
     [base] = [v for v in variants if v["name"] == BASE_VARIANT]
     variant = {"name": VARIANT, "engine": BASE_VARIANT, "adapter": str(adapter)}

@@ -123,16 +123,23 @@ def vote(ok_a: bool, ok_b: bool, p: float, rng: random.Random) -> tuple[str, str
 # --- the app ----------------------------------------------------------------------------------
 
 
-def loop_document(config: Path, store: Path) -> dict[str, Any]:
-    """The default config with its own store and the best-of-n variant of step 6. The scorer
-    stays at idle CPU priority, as in the default config (a best-of-n variant would make `auto`
-    normal): the traffic of step 2 then runs as `make serve` runs it, the scorer taking only
-    the cycles the engine leaves."""
+def with_own_store(config: Path, store: Path) -> dict[str, Any]:
+    """The config at `config` with its outcome store at `store`, and the scorer at idle CPU
+    priority, as the default config runs it (a best-of-n variant would make `auto` normal):
+    the traffic then runs as `make serve` runs it, the scorer taking only the cycles the engine
+    leaves. (Shared with `loadtests.flywheel`.)"""
     document = yaml.safe_load(config.read_text())
-    app = document["applications"][0]
-    app["args"]["store_path"] = str(store)
-    app["args"]["scorer"]["priority"] = "idle"
-    variants = app["args"]["variants"]
+    args = document["applications"][0]["args"]
+    args["store_path"] = str(store)
+    args["scorer"]["priority"] = "idle"
+    return document
+
+
+def loop_document(config: Path, store: Path) -> dict[str, Any]:
+    """The default config with its own store (`with_own_store`) and the best-of-n variant of
+    step 6."""
+    document = with_own_store(config, store)
+    variants = document["applications"][0]["args"]["variants"]
     [friendly] = [v for v in variants if v["name"] == FRIENDLY]
     variants.append({**friendly, "name": BEST, "best_of_n": BEST_OF})
     return document

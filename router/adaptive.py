@@ -92,6 +92,11 @@ def _pair_information(
     return d, v
 
 
+def _information(d: np.ndarray, v: np.ndarray, votes: np.ndarray) -> np.ndarray:
+    """The Bradley–Terry information ``sum_pairs votes v d d^T`` ``[k, k]``."""
+    return (d * (votes * v)[:, None]).T @ d
+
+
 @dataclass(frozen=True)
 class Design:
     """The design problem at the current state of an arena: ``objective(w)`` is the summed
@@ -120,7 +125,7 @@ class Design:
         seen = np.array([battles.get(p, 0.0) + battles.get((p[1], p[0]), 0.0) for p in pairs])
         # Every contrast is orthogonal to the all-ones direction, the ratings' free shift:
         # adding it makes the information invertible without changing a contrast's variance.
-        base = (d * (seen * v)[:, None]).T @ d + np.ones((len(arms), len(arms))) / len(arms)
+        base = _information(d, v, seen) + np.ones((len(arms), len(arms))) / len(arms)
         c = contrasts(ratings, arms, target)
         if target == "top":
             z = np.array([ratings[arm] for arm in arms]) / scale
@@ -128,7 +133,7 @@ class Design:
         return cls(list(pairs), d, v, base, c, horizon)
 
     def _solved(self, w: np.ndarray) -> np.ndarray:
-        m = self.base + self.horizon * (self.d * (self.v * w)[:, None]).T @ self.d
+        m = self.base + _information(self.d, self.v, self.horizon * w)
         return np.linalg.pinv(m, hermitian=True) @ self.c.T  # [k, contrasts]: M^+ c
 
     def objective(self, w: np.ndarray) -> float:
@@ -188,8 +193,7 @@ def contrast_variance(
     if not pairs:
         return math.inf
     d, v = _pair_information(arms, pairs, ratings, scale)
-    counts = np.array([battles[p] for p in pairs])
-    information = (d * (counts * v)[:, None]).T @ d
+    information = _information(d, v, np.array([battles[p] for p in pairs]))
     c = np.zeros(len(arms))
     c[arms.index(contrast[0])], c[arms.index(contrast[1])] = 1.0, -1.0
     if not _connects(information, arms.index(contrast[0]), arms.index(contrast[1])):
@@ -199,11 +203,7 @@ def contrast_variance(
 
 def _connects(information: np.ndarray, i: int, j: int) -> bool:
     """Whether arms i and j are in one connected component of the comparison graph."""
-    reached, frontier = {i}, [i]
-    while frontier:
-        node = frontier.pop()
-        for other in np.nonzero(information[node])[0]:
-            if int(other) not in reached and other != node:
-                reached.add(int(other))
-                frontier.append(int(other))
-    return j in reached
+    from scipy.sparse.csgraph import connected_components
+
+    _, component = connected_components(information != 0, directed=False)
+    return bool(component[i] == component[j])
