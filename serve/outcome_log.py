@@ -24,6 +24,7 @@ import functools
 import logging
 import sqlite3
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ class OutcomeWriter:
         # SQLite calls block; one thread keeps them off the event loop and in order.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outcome-writer")
         self._task: asyncio.Task | None = None
+        self.incarnation = uuid.uuid4().hex  # tells a sender whether its events are still here
 
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
@@ -89,6 +91,17 @@ class OutcomeWriter:
         except TimeoutError:
             return False
         return True
+
+    async def deliver(self, events: list[Event], ticket: str | None = None) -> str | None:
+        """`OutcomeSender`'s call: queue the events and wait for their commit (`record`); None
+        once committed, else a ticket to call again with until they are. A ticket from this
+        writer only waits (the events are queued here); one from another writer (this log was
+        restarted, and lost its queue with its process) queues the events again."""
+        if ticket == self.incarnation:
+            committed = await self.record([], committed=True, wait_s=COMMIT_WAIT_S)
+        else:
+            committed = await self.record(events, committed=True, wait_s=COMMIT_WAIT_S)
+        return None if committed else self.incarnation
 
     async def record_feedback(self, feedback: Feedback) -> FeedbackResult:
         self._ensure_running()
@@ -318,10 +331,11 @@ class OutcomeSender:
     `send` returns once the log has committed the events (so a log killed right after loses
     nothing the client saw) or, past `HOLD_S`, leaves the delivery to go on behind. The log
     itself answers after at most its own short wait when the store is slow or cannot write
-    (the events stay queued there); a log whose process died is retried with backoff while
-    Ray Serve starts a new one, up to `RETRY_FOR_S`. `later` does not wait at all, for a
-    caller that may be cancelled (its client left); `pending` lets a stopping replica see
-    every delivery through.
+    (the events stay queued there, and the sender asks again until they are committed, or
+    sends them again to a log that replaced the one holding them); a log whose process died is
+    retried with backoff while Ray Serve starts a new one, up to `RETRY_FOR_S`. `later` does
+    not wait at all, for a caller that may be cancelled (its client left); `pending` lets a
+    stopping replica see every delivery through.
     """
 
     HOLD_S = 10.0  # what a caller waits at most: the client's last byte waits with it
@@ -346,18 +360,26 @@ class OutcomeSender:
     async def _deliver(self, events: list[Event], what: str) -> None:
         deadline = time.monotonic() + self.RETRY_FOR_S
         wait = self.RETRY_S[0]
+        ticket: str | None = None  # the log that holds the events queued, not yet committed
         while True:
             left = deadline - time.monotonic()
             try:
                 # Unanswered while no log replica is up: Ray Serve queues the call meanwhile.
-                await asyncio.wait_for(self.log.record.remote(events, committed=True), left)
-                return
+                # A log whose store stalls answers after its own short wait with a ticket: the
+                # events wait there, and are sent again only if that log is gone.
+                ticket = await asyncio.wait_for(self.log.deliver.remote(events, ticket), left)
+                if ticket is None:
+                    return
+                problem: BaseException = TimeoutError("the store has not committed them yet")
+                if time.monotonic() < deadline:
+                    continue
             except TimeoutError:
-                problem: BaseException = TimeoutError(f"no log took them in {self.RETRY_FOR_S} s")
+                problem = TimeoutError(f"no log took them in {self.RETRY_FOR_S} s")
             except Exception as exc:  # the log's process died with the call
                 problem = exc
             if time.monotonic() + wait >= deadline:
-                logger.error("outcome events of %s lost: %r", what, problem)
+                state = "not confirmed" if ticket else "lost"
+                logger.error("outcome events of %s %s: %r", what, state, problem)
                 return
             if wait == self.RETRY_S[0]:
                 logger.warning("outcome events of %s not sent (%r); retrying", what, problem)

@@ -127,13 +127,14 @@ class Engine:
 
 
 class Log:
-    """The outcome log's `record` and `record_feedback` methods, keeping what they were sent
-    (feedback is answered `recorded`)."""
+    """The outcome log's `record`, `deliver` and `record_feedback` methods, keeping what they
+    were sent (every delivery is committed; feedback is answered `recorded`)."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.feedback: list[Feedback] = []
         self.record = self
+        self.deliver = _DeliverMethod(self)
         self.record_feedback = _FeedbackMethod(self)
 
     async def _record(self, events: list[Event], committed: bool = False) -> bool:
@@ -145,6 +146,17 @@ class Log:
 
     def kinds(self) -> list[str]:
         return [type(event).__name__ for event in self.events]
+
+
+class _DeliverMethod:
+    def __init__(self, log: Log) -> None:
+        self._log = log
+
+    def remote(self, events: list[Event], ticket: str | None = None) -> Any:
+        async def answer() -> None:
+            await self._log._record(events, committed=True)
+
+        return answer()
 
 
 class _FeedbackMethod:

@@ -264,26 +264,24 @@ def test_record_with_committed_waits_only_so_long_for_a_locked_store(tmp_path: P
 
 
 class FakeLog:
-    """A stand-in for the outcome log's handle: `record.remote(...)` fails `failures` times,
+    """A stand-in for the outcome log's handle: `deliver.remote(...)` fails `failures` times,
     then takes `delay_s` and keeps what it got."""
 
     def __init__(self, failures: int = 0, delay_s: float = 0.0) -> None:
         self.failures, self.delay_s = failures, delay_s
         self.calls = 0
         self.received: list[list] = []
-        self.record = self
+        self.deliver = self
 
-    def remote(self, events: list, committed: bool = False) -> Any:
-        assert committed
+    def remote(self, events: list, ticket: str | None = None) -> Any:
         self.calls += 1
         fails = self.calls <= self.failures
 
-        async def answer() -> bool:
+        async def answer() -> None:
             if fails:
                 raise RuntimeError("ActorDiedError")
             await asyncio.sleep(self.delay_s)
             self.received.append(events)
-            return True
 
         return answer()
 
@@ -347,6 +345,49 @@ def test_a_send_gives_up_after_its_retry_window(caplog: pytest.LogCaptureFixture
 
     asyncio.run(run())
     assert "outcome events of r1 lost" in caplog.text
+
+
+class WriterHandle:
+    """A log handle over real writers: `kill()` drops what the current one holds, as a log
+    process killed with -9 would, and the next call reaches a fresh writer on the store."""
+
+    def __init__(self, writer: OutcomeWriter, path: Path) -> None:
+        self.writer, self.path = writer, path
+        self.deliver = _Remote(self, "deliver")
+
+    def kill(self) -> None:
+        self.writer._task.cancel()  # type: ignore[union-attr]
+        self.writer = OutcomeWriter(str(self.path))
+
+
+class _Remote:
+    def __init__(self, handle: WriterHandle, method: str) -> None:
+        self.handle, self.method = handle, method
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.handle.writer, self.method)(*args, **kwargs)
+
+
+def test_events_a_stalled_log_held_are_resent_when_it_dies(tmp_path: Path) -> None:
+    """The log answers a send after its own short wait with the events still queued (the store
+    was stalled); a log killed then lost them with its queue. The sender waits for their commit
+    and sends them again to the log that replaces it."""
+    path = tmp_path / "o.db"
+
+    async def run() -> None:
+        writer, blocker = await locked_writer(path)
+        handle = WriterHandle(writer, path)
+        outcomes = sender(handle, HOLD_S=0.05)  # type: ignore[arg-type]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("serve.outcome_log.COMMIT_WAIT_S", 0.1)
+            await outcomes.send([completion("c1")], "r1")
+            await asyncio.sleep(0.3)  # the log's wait ran out, the store still stalled
+            handle.kill()
+            blocker.rollback()
+            await asyncio.wait(outcomes.pending, timeout=5)
+
+    asyncio.run(run())
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM completions").fetchone()[0] == 1
 
 
 def test_feedback_queued_behind_a_full_carried_batch_fails_at_once(tmp_path: Path) -> None:
@@ -432,3 +473,30 @@ def test_an_event_the_store_cannot_take_is_refused_alone(
     assert sorted(r[0] for r in rows) == ["c1", "c2"]
     assert writes[0] == 2 and "one by one" not in caplog.text
     assert "not valid Unicode" in caplog.text
+
+
+def test_events_a_stalled_log_holds_are_waited_for_not_sent_again(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+
+    async def run() -> list[int]:
+        writer, blocker = await locked_writer(path)
+        sizes: list[int] = []
+        real = writer.record
+
+        async def record(events: list, **kwargs: Any) -> bool:
+            sizes.append(len(events))
+            return await real(events, **kwargs)
+
+        writer.record = record  # type: ignore[method-assign]
+        outcomes = sender(WriterHandle(writer, path), HOLD_S=0.05)  # type: ignore[arg-type]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("serve.outcome_log.COMMIT_WAIT_S", 0.1)
+            await outcomes.send([completion("c1"), completion("c2")], "r1")
+            await asyncio.sleep(0.35)
+            blocker.rollback()
+            await asyncio.wait(outcomes.pending, timeout=5)
+        return sizes
+
+    sizes = asyncio.run(run())
+    assert sizes[0] == 2 and len(sizes) >= 3 and set(sizes[1:]) == {0}  # later calls only wait
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM completions").fetchone()[0] == 2

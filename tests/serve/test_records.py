@@ -328,10 +328,9 @@ def test_feedback_that_overtakes_its_completions_record_waits_for_it() -> None:
         fake = await make()
         log = fake.log
 
-        async def slow_record(events: list[Any], committed: bool = False) -> bool:
+        async def slow_deliver(events: list[Any], ticket: str | None = None) -> None:
             await asyncio.sleep(0.3)  # the retry after the restart
             log.events.extend(events)
-            return True
 
         def record_feedback(feedback: Feedback) -> Any:
             known = {getattr(e, "completion_id", None) for e in log.events}
@@ -342,7 +341,7 @@ def test_feedback_that_overtakes_its_completions_record_waits_for_it() -> None:
 
             return answer()
 
-        log.remote = lambda events, committed=False: slow_record(events, committed)  # type: ignore[method-assign]
+        log.deliver = type("M", (), {"remote": staticmethod(slow_deliver)})()  # type: ignore[assignment]
         log.record_feedback = type("M", (), {"remote": staticmethod(record_feedback)})()  # type: ignore[assignment]
         fake.gateway.recorder.outcome_sender.HOLD_S = 0.05  # the response stops waiting
         status, body, _ = await fake.call("complete", {"model": "a", "messages": HI})
