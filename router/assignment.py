@@ -35,6 +35,7 @@ import random
 import secrets
 import time
 from bisect import bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from hashlib import blake2b
@@ -124,11 +125,13 @@ class CompiledExperiment:
         "_layer",
         "_memo",
         "_pair_cumulative",
+        "_pair_shares",
         "_pairs",
         "_salt",
         "_start",
         "_stop",
         "experiment",
+        "weights_version",
     )
 
     def __init__(self, experiment: Experiment) -> None:
@@ -162,14 +165,41 @@ class CompiledExperiment:
         }
         self._forced = {unit: Assignment(v, "forced") for unit, v in experiment.forced.items()}
         pairs = experiment.arena_pairs() if self._arena else ()
-        self._pairs = tuple(pair.variants for pair in pairs)
-        total = sum(pair.weight for pair in pairs)
+        self.weights_version: int | None = None  # adaptive weights in force; None: the config's
+        self._set_pairs({pair.variants: pair.weight for pair in pairs})
+
+    def _set_pairs(self, weights: Mapping[tuple[str, str], float]) -> None:
+        total = sum(weights.values())
         running = 0.0
         cumulative = []
-        for pair in pairs:
-            running += pair.weight
+        for weight in weights.values():
+            running += weight
             cumulative.append(running / total)
-        self._pair_cumulative = tuple(cumulative)
+        self._pairs, self._pair_cumulative = tuple(weights), tuple(cumulative)
+        self._pair_shares = {
+            tuple(sorted(pair)): weight / total for pair, weight in weights.items()
+        }
+
+    def set_pair_weights(self, weights: Mapping[tuple[str, str], float], version: int) -> None:
+        """Draw arena pairs by these weights from now on (adaptive sampling, `router.adaptive`):
+        the experiment's own pairs, each with a weight above 0."""
+        if not self._arena:
+            raise ValueError(f"experiment {self.experiment.name!r} is not an arena experiment")
+        own = {tuple(sorted(pair.variants)) for pair in self.experiment.arena_pairs()}
+        if {tuple(sorted(pair)) for pair in weights} != own or len(weights) != len(own):
+            raise ValueError("adaptive weights must name each of the experiment's pairs once")
+        if not all(math.isfinite(w) and w > 0 for w in weights.values()):
+            raise ValueError("adaptive weights must be finite and above 0")
+        self._set_pairs(weights)
+        self.weights_version = version
+
+    def pair_shares(self) -> dict[tuple[str, str], float]:
+        """Each pair's share of new battles now (names sorted)."""
+        return dict(self._pair_shares)
+
+    def pair_share(self, a: str, b: str) -> float:
+        """The share of new battles the pair of `a` and `b` gets now: the battle's propensity."""
+        return self._pair_shares.get((a, b) if a < b else (b, a), 0.0)
 
     def assign(self, unit: str, now: float | None = None) -> Assignment:
         """The variant `unit` gets and why; the same in every process, forever."""

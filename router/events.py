@@ -107,6 +107,22 @@ class Battle:
     voter: str | None = None
     principal: str | None = None
     identity_revealed: bool = False
+    # The share of new battles its pair had when it was drawn (its propensity; None before
+    # version 6 of the store).
+    pair_share: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PairWeights:
+    """Adaptive arena weights (`router.adaptive`) put in force: `version` counts the experiment's
+    refresh periods; `weights` is JSON, ``[[variant, variant, share], ...]``; `votes` the votes
+    they were computed from."""
+
+    ts: float
+    experiment: str
+    version: int
+    weights: str
+    votes: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -253,7 +269,9 @@ class FeedbackResult:
     in_battle: bool = field(default=False, compare=False)
 
 
-Event = Exposure | Completion | Battle | Transcript | ProbeResult | Score | Feedback
+Event = (
+    Exposure | Completion | Battle | PairWeights | Transcript | ProbeResult | Score | Feedback
+)
 
 
 def check_text(event: Event) -> None:

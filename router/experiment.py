@@ -103,6 +103,39 @@ class Pair(_Frozen):
         return value
 
 
+class Adaptive(_Frozen):
+    """Adaptive pair weights for an arena of three or more arms (`router.adaptive`): every
+    `refresh_s` the outcome log refits the leaderboard from the votes so far and gives each
+    pair the share of the next battles that shrinks the uncertainty `target` names most, each
+    pair keeping at least `floor`. Until `min_votes` votes are in, the pairs keep their
+    configured weights."""
+
+    target: Literal["top", "all"] = Field(
+        default="top",
+        description="`top`: who is best (the leader against each plausible runner-up); "
+        "`all`: the whole order (each adjacent pair of the ranking).",
+    )
+    floor: float = Field(
+        default=0.02,
+        gt=0.0,
+        le=0.5,
+        description="The least share of battles any pair gets; floor x pairs must be at most 1.",
+    )
+    refresh_s: float = Field(
+        default=60.0, ge=1.0, le=86_400.0, description="How often the weights are recomputed."
+    )
+    min_votes: int = Field(
+        default=50, ge=0, description="Votes before the first adaptive weights."
+    )
+    horizon: int = Field(
+        default=500,
+        ge=1,
+        le=1_000_000,
+        description="About how many votes one set of weights serves (the design looks ahead so "
+        "far).",
+    )
+
+
 class Guardrail(_Frozen):
     """A metric the treatment must not worsen by more than a threshold, against the control.
 
@@ -208,6 +241,11 @@ class Experiment(_Frozen):
         description="Arena only: the pairs drawn and their weights; default: every pair of live "
         "arms, weighted by the product of their weights.",
     )
+    adaptive: Adaptive | None = Field(
+        default=None,
+        description="Arena of three or more arms only: draw the pairs whose votes teach the "
+        "most (see Adaptive); the configured pair weights hold until its first refresh.",
+    )
     start: AwareDatetime | None = None
     stop: AwareDatetime | None = None
     primary_metric: str | None = Field(
@@ -280,6 +318,8 @@ class Experiment(_Frozen):
             )
         if self.mode == "ab" and self.pairs is not None:
             raise ValueError("pairs: only arena experiments have pairs")
+        if self.mode == "ab" and self.adaptive is not None:
+            raise ValueError("adaptive: only arena experiments draw pairs")
         if self.mode == "ab" and self.primary_metric == "vote_win_rate":
             raise ValueError("primary_metric: vote_win_rate needs votes, which only arena has")
         if self.mode == "arena":
@@ -291,6 +331,18 @@ class Experiment(_Frozen):
                         raise ValueError(
                             f"pairs.{i}: {variant!r} is not an arm with weight above 0"
                         )
+            if self.adaptive is not None:
+                pairs = len(self.arena_pairs())
+                if len(live) < 3 or pairs < 2:
+                    raise ValueError(
+                        "adaptive: needs three or more arms with weight above 0 and two or "
+                        "more pairs (with two arms there is one pair to draw)"
+                    )
+                if self.adaptive.floor * pairs > 1:
+                    raise ValueError(
+                        f"adaptive.floor: {self.adaptive.floor:g} x {pairs} pairs is more than "
+                        f"every battle; at most {1 / pairs:.4g}"
+                    )
         return self
 
     @property

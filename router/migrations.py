@@ -16,6 +16,9 @@ Versions:
    (API key, idempotency key) and keeps who sent it.
 4. transcripts (the text of experiment completions, where the config keeps it), meta (the
    store's secret for hashing voter ids), and a regenerate's `new_completion_id`.
+5. probes (the sycophancy probe's graded items).
+6. battles keep their pair's share when drawn (`pair_share`, NULL before); `pair_weights`
+   keeps the history of adaptive arena weights.
 """
 
 from __future__ import annotations
@@ -147,10 +150,18 @@ def _v4_to_v5(db: sqlite3.Connection) -> None:
     """Nothing to change: version 5 only adds the probes table, which the schema makes."""
 
 
+def _v5_to_v6(db: sqlite3.Connection) -> None:
+    # The pair_weights table is made by the schema itself, and battles with the column where
+    # an older file had none.
+    if "battles" in _tables(db):
+        _add_missing(db, "battles", {"pair_share": "REAL"})
+
+
 # MIGRATIONS[n] takes a store of version n to version n + 1.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
     4: _v4_to_v5,
+    5: _v5_to_v6,
 }

@@ -42,6 +42,7 @@ from router.events import (
     Feedback,
     FeedbackResult,
     FeedbackStatus,
+    PairWeights,
     ProbeResult,
     Score,
     Transcript,
@@ -50,7 +51,7 @@ from router.migrations import MIGRATIONS
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 DUPLICATE: Final = "duplicate"  # `write`'s result for an event the store already held
 WriteResult = FeedbackResult | Literal["duplicate"] | None
 TABLES = (
@@ -62,6 +63,7 @@ TABLES = (
     "feedback",
     "transcripts",
     "probes",
+    "pair_weights",
 )
 
 _SCHEMA = """
@@ -125,7 +127,8 @@ CREATE TABLE IF NOT EXISTS battles (
     unit_type TEXT NOT NULL DEFAULT 'user',
     voter TEXT,
     principal TEXT,
-    identity_revealed INTEGER NOT NULL DEFAULT 0
+    identity_revealed INTEGER NOT NULL DEFAULT 0,
+    pair_share REAL
 );
 CREATE INDEX IF NOT EXISTS battles_by_experiment ON battles (experiment);
 CREATE TABLE IF NOT EXISTS scores (
@@ -185,6 +188,14 @@ CREATE TABLE IF NOT EXISTS probes (
     PRIMARY KEY (run_id, variant, item_id)
 );
 CREATE INDEX IF NOT EXISTS probes_by_variant ON probes (variant, revision);
+CREATE TABLE IF NOT EXISTS pair_weights (
+    experiment TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    weights TEXT NOT NULL,
+    votes INTEGER NOT NULL,
+    PRIMARY KEY (experiment, version)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -227,6 +238,7 @@ def _battle_row(battle: Battle) -> dict[str, object]:
         "voter": battle.voter,
         "principal": battle.principal,
         "identity_revealed": battle.identity_revealed,
+        "pair_share": battle.pair_share,
     }
 
 
@@ -237,6 +249,7 @@ _INSERT_SCORE = _insert_sql("scores", _field_names(Score), "INSERT OR REPLACE")
 _INSERT_FEEDBACK = _insert_sql("feedback", _field_names(Feedback))
 _INSERT_TRANSCRIPT = _insert_sql("transcripts", _field_names(Transcript), "INSERT OR IGNORE")
 _INSERT_PROBE = _insert_sql("probes", _field_names(ProbeResult), "INSERT OR IGNORE")
+_INSERT_WEIGHTS = _insert_sql("pair_weights", _field_names(PairWeights), "INSERT OR IGNORE")
 # What makes two feedback calls "the same" for an idempotency key.
 _FEEDBACK_CONTENT = (
     "kind",
@@ -335,6 +348,9 @@ class OutcomeStore:
                 return DUPLICATE
         elif isinstance(event, ProbeResult):
             if not self._db.execute(_INSERT_PROBE, astuple(event)).rowcount:
+                return DUPLICATE
+        elif isinstance(event, PairWeights):
+            if not self._db.execute(_INSERT_WEIGHTS, astuple(event)).rowcount:
                 return DUPLICATE
         else:
             return self._apply_feedback(event)
