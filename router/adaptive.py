@@ -36,6 +36,8 @@ from typing import Literal
 
 import numpy as np
 
+from router.experiment import Experiment
+
 Target = Literal["top", "all"]
 Pair = tuple[str, str]
 _ITERATIONS = 200
@@ -207,3 +209,51 @@ def _connects(information: np.ndarray, i: int, j: int) -> bool:
 
     _, component = connected_components(information != 0, directed=False)
     return bool(component[i] == component[j])
+
+
+def experiment_weights(
+    experiment: Experiment,
+    variant_a: Sequence[str],
+    variant_b: Sequence[str],
+    votes: Sequence[str],
+) -> dict[Pair, float] | None:
+    """The pair weights of an adaptive arena (`Experiment.adaptive`) from its counted votes so
+    far (parallel lists: the sides of each voted battle and its vote, "a", "b", "tie" or
+    "both_bad"), over the experiment's own pairs in their configured order; None while fewer
+    than `min_votes` votes are in (the configured weights hold). Votes on a pair the
+    experiment no longer draws are left out."""
+    from router.analysis.arena import Battles, bradley_terry
+
+    settings = experiment.adaptive
+    if settings is None:
+        raise ValueError(f"experiment {experiment.name!r} is not adaptive")
+    pairs = [pair.variants for pair in experiment.arena_pairs()]
+    drawn = {frozenset(pair) for pair in pairs}
+    keep = [i for i, (a, b) in enumerate(zip(variant_a, variant_b, strict=True)) if {a, b} in drawn]
+    if len(keep) < max(settings.min_votes, 1):
+        return None
+    arms = list(dict.fromkeys(name for pair in pairs for name in pair))
+    battles = Battles.from_votes(
+        [variant_a[i] for i in keep],
+        [variant_b[i] for i in keep],
+        [votes[i] for i in keep],
+        models=arms,
+    )
+    fitted = bradley_terry(battles)  # nan for an arm without a counted vote yet
+    known = fitted[np.isfinite(fitted)]
+    middle = float(known.mean()) if known.size else 1000.0
+    ratings = {
+        arm: float(r) if np.isfinite(r) else middle for arm, r in zip(arms, fitted, strict=True)
+    }
+    counts: dict[Pair, float] = {}
+    for i in keep:
+        pair = (variant_a[i], variant_b[i])
+        counts[pair] = counts.get(pair, 0.0) + 1.0
+    return pair_weights(
+        ratings,
+        counts,
+        pairs,
+        target=settings.target,
+        floor=settings.floor,
+        horizon=settings.horizon,
+    )

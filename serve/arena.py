@@ -148,13 +148,15 @@ def blind_error(problem: APIError, index: int, secrets: re.Pattern[str] | None) 
 @dataclass(frozen=True, slots=True)
 class BattleTerms:
     """What a battle knows of its variants beyond their names: who may vote on it, the names to
-    keep out of its error messages, and the identity terms that void its vote."""
+    keep out of its error messages, the identity terms that void its vote, and the share of
+    battles its pair had when drawn."""
 
     unit_type: Unit = "user"
     voter: str | None = None
     principal: str | None = None
     secrets: tuple[str, ...] = ()
     identity_terms: tuple[str, ...] = ()
+    pair_share: float | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -452,6 +454,7 @@ class ArenaBattle:
             voter=self._terms.voter,
             principal=self._terms.principal,
             identity_revealed=self._names_a_model(),
+            pair_share=self._terms.pair_share,
         )
 
     def _names_a_model(self) -> bool:
@@ -503,7 +506,12 @@ class Arena:
         names = [name for variant in pair for name in self._names_of[variant]]
         variants = self._engines.variants
         terms = telling_terms(*(variants[variant].identity_terms for variant in pair))
-        who = dataclasses.replace(who, secrets=tuple(names), identity_terms=tuple(terms))
+        who = dataclasses.replace(
+            who,
+            secrets=tuple(names),
+            identity_terms=tuple(terms),
+            pair_share=plan.pair_share(*pair),
+        )
         self._recorder.read_text(
             base, lambda: conversation(body, base.endpoint)
         )  # both sides alike

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import sqlite3
 import time
@@ -29,10 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from router.events import Event, Feedback, FeedbackResult, check_text
+from router.events import Event, Feedback, FeedbackResult, PairWeights, check_text
 from router.experiment import Experiment
 from router.store import OutcomeStore, WriteResult
 from serve.config import OUTCOME_LOG_DEPLOYMENT
@@ -252,6 +254,9 @@ class OutcomeLog(OutcomeWriter):
         self._metrics = OutcomeMetrics()
         self._retention_s = None if retention_days is None else retention_days * 86400
         self._purging: asyncio.Task | None = None
+        # Per experiment: (its config, the refresh period) and the weights computed for them.
+        self._weights: dict[str, tuple[tuple[Experiment, int], dict[str, Any] | None]] = {}
+        self._weights_lock = asyncio.Lock()
 
     def _ensure_running(self) -> None:
         super()._ensure_running()
@@ -317,6 +322,54 @@ class OutcomeLog(OutcomeWriter):
         )
         report = await asyncio.get_running_loop().run_in_executor(self._readers, analyse)
         return report.model_dump(mode="json")
+
+    async def pair_weights(self, experiment: Experiment) -> dict[str, Any] | None:
+        """An adaptive arena's pair weights for the current refresh period (`router.adaptive`):
+        ``{"version", "weights": [[a, b, share], ...], "votes"}``, or None while its configured
+        weights hold (too few votes). `version` is the period's number, ``time //
+        refresh_s``; computed once per period and config, so every gateway replica gets the
+        same weights, and logged in `pair_weights` the first time."""
+        from router.adaptive import experiment_weights
+        from router.analysis.data import votes
+
+        settings = experiment.adaptive
+        if settings is None:
+            raise ValueError(f"experiment {experiment.name!r} is not adaptive")
+        key = (experiment, int(time.time() // settings.refresh_s))
+        async with self._weights_lock:  # one computation per period, however many ask
+            known = self._weights.get(experiment.name)
+            if known is not None and known[0] == key:
+                return known[1]
+            await asyncio.wait_for(self.flush(), timeout=30)
+
+            def compute() -> tuple[dict, int] | None:
+                rows = votes(self._store.path, experiment.name)
+                if rows is None:
+                    return None
+                keep = ~rows.identity_revealed  # votes that count, as in the report
+                sides = [
+                    [names[i] for i in np.flatnonzero(keep)]
+                    for names in (rows.variant_a, rows.variant_b, rows.vote)
+                ]
+                weights = experiment_weights(experiment, *sides)
+                return None if weights is None else (weights, int(keep.sum()))
+
+            found = await asyncio.get_running_loop().run_in_executor(self._readers, compute)
+            answer = None
+            if found is not None:
+                weights, count = found
+                listed = [[a, b, share] for (a, b), share in weights.items()]
+                answer = {"version": key[1], "weights": listed, "votes": count}
+                history = PairWeights(
+                    ts=time.time(),
+                    experiment=experiment.name,
+                    version=key[1],
+                    weights=json.dumps(listed),
+                    votes=count,
+                )
+                await self.record([history])
+            self._weights[experiment.name] = (key, answer)
+            return answer
 
     async def check_health(self) -> None:
         if self._task is not None and self._task.done():

@@ -238,6 +238,17 @@ def load(path: str | Path, experiment: str, until: float | None = None) -> Exper
         db.close()
 
 
+def votes(path: str | Path, experiment: str) -> BattleRows | None:
+    """The experiment's voted battles so far (None before its first battle), read-only."""
+    _migrated(path)
+    db = connect(path)
+    try:
+        db.execute("BEGIN")
+        return _battles(db, experiment, float("inf"))
+    finally:
+        db.close()
+
+
 def _load(db: sqlite3.Connection, experiment: str, until: float) -> ExperimentData:
     battles = _battles(db, experiment, until)
     groups = _arena_groups(db, experiment, until) if battles else _ab_groups(db, experiment, until)

@@ -1,6 +1,7 @@
-"""One real Ray Serve app per test session: five variants on two tiny vLLM engines (one variant
-prompt-only, answering best-of-3; two a LoRA adapter on tiny-b's engine that answers "Ahoy!", one
-of them best-of-2), a tiny reward scorer, two gateway replicas, four experiments.
+"""One real Ray Serve app per test session: six variants on two tiny vLLM engines (two
+prompt-only, one of them answering best-of-3; two a LoRA adapter on tiny-b's engine that
+answers "Ahoy!", one of them best-of-2), a tiny reward scorer, two gateway replicas, four
+experiments.
 
 Deployed declaratively, as `make serve` and `serve deploy` do (`serve.deploy`), on a free loopback
 port, so a test can redeploy edited experiments and see them applied live. The outcome store is a
@@ -138,6 +139,12 @@ def serve_document(
             "engine": "tiny-b",
             "adapter": str(adapter),
             "sampling": {"max_tokens": 6, "temperature": 0.0},
+        },
+        {
+            "name": "tiny-terse",  # prompt-only on tiny-a's engine: a fourth arena side
+            "engine": "tiny-a",
+            "system_prompt": "Answer in one word.",
+            "sampling": {"max_tokens": 3, "temperature": 0.0},
         },
         {
             "name": "tiny-ahoy-best",  # the same adapter, answering best-of-n

@@ -41,6 +41,7 @@ def test_models_lists_experiments_and_variants(client: openai.OpenAI) -> None:
         "tiny-b",
         "tiny-best",
         "tiny-ahoy",
+        "tiny-terse",
         "tiny-ahoy-best",
     ]
 

@@ -4,14 +4,18 @@ the variance it minimizes, and aimed at the contrast it is asked about."""
 from __future__ import annotations
 
 import math
+import random
 from itertools import combinations
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from router.adaptive import Design, contrast_variance, pair_weights
+from router.adaptive import Design, contrast_variance, experiment_weights, pair_weights
+from router.assignment import CompiledExperiment
+from router.experiment import Adaptive, Arm, Experiment
 
 SCALE = 400 / math.log(10)
 ARMS = ("a", "b", "c", "d")
@@ -98,3 +102,88 @@ def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="horizon"):
         pair_weights(SCENARIO, {}, horizon=0)
     assert pair_weights({"a": 1.0, "b": 2.0}, {}) == {("a", "b"): 1.0}
+
+
+ARMS4 = ("w", "x", "y", "z")
+
+
+def arena(**adaptive: object) -> Experiment:
+    return Experiment(
+        name="four",
+        mode="arena",
+        arms=[Arm(variant=v) for v in ARMS4],
+        adaptive=Adaptive(**adaptive),  # type: ignore[arg-type]
+    )
+
+
+def votes_for(truth: dict[str, float], n: int, seed: int = 0) -> tuple[list, list, list]:
+    """n votes, pairs uniform, outcomes from the Bradley-Terry model at `truth`."""
+    rng = np.random.default_rng(seed)
+    pairs = list(combinations(truth, 2))
+    a, b, v = [], [], []
+    for index in rng.integers(len(pairs), size=n):
+        first, second = pairs[index]
+        p = 1 / (1 + 10 ** ((truth[second] - truth[first]) / 400))
+        a.append(first)
+        b.append(second)
+        v.append("a" if rng.random() < p else "b")
+    return a, b, v
+
+
+def test_an_adaptive_arena_is_checked_where_it_is_written() -> None:
+    with pytest.raises(ValidationError, match="three or more arms"):
+        Experiment(name="two", mode="arena", arms=[Arm(variant="a"), Arm(variant="b")], adaptive={})
+    with pytest.raises(ValidationError, match="only arena experiments"):
+        Experiment(name="ab", arms=[Arm(variant=v) for v in "abc"], adaptive={})
+    with pytest.raises(ValidationError, match=r"0.2 x 6 pairs is more than every battle"):
+        arena(floor=0.2)
+    with pytest.raises(ValidationError, match="two or more pairs"):
+        Experiment(
+            name="one-pair",
+            mode="arena",
+            arms=[Arm(variant=v) for v in "abc"],
+            pairs=[{"variants": ("a", "b")}],
+            adaptive={},
+        )
+    assert arena(floor=1 / 6).adaptive is not None
+
+
+def test_weights_from_votes_wait_for_min_votes_then_follow_the_design() -> None:
+    experiment = arena(min_votes=100, floor=0.02)
+    truth = {"w": 1000.0, "x": 1010.0, "y": 1030.0, "z": 1100.0}
+    assert experiment_weights(experiment, *votes_for(truth, 99)) is None
+    weights = experiment_weights(experiment, *votes_for(truth, 400))
+    assert weights is not None
+    assert list(weights) == [p.variants for p in experiment.arena_pairs()]
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert min(weights.values()) >= 0.02 - 1e-9
+    assert max(weights, key=weights.__getitem__) == ("y", "z")  # leader against runner-up
+
+
+def test_weights_leave_out_votes_on_pairs_no_longer_drawn() -> None:
+    experiment = arena(min_votes=10)
+    a, b, v = votes_for({"w": 1000.0, "x": 1000.0, "y": 1000.0, "z": 1000.0}, 40)
+    gone = (["w", "old"] * 50, ["old", "x"] * 50, ["a"] * 100)
+    assert experiment_weights(experiment, *gone) is None  # none of them counts
+    assert experiment_weights(experiment, a + gone[0], b + gone[1], v + gone[2]) == (
+        experiment_weights(experiment, a, b, v)
+    )
+
+
+def test_a_plan_draws_by_new_weights_and_reports_each_pairs_share() -> None:
+    plan = CompiledExperiment(arena())
+    assert plan.weights_version is None
+    assert plan.pair_share("x", "w") == pytest.approx(1 / 6)
+    pairs = [p.variants for p in plan.experiment.arena_pairs()]
+    weights = {pair: (0.9 if pair == ("y", "z") else 0.02) for pair in pairs}
+    plan.set_pair_weights(weights, version=7)
+    assert plan.weights_version == 7
+    assert plan.pair_share("z", "y") == pytest.approx(0.9)
+    rng = random.Random(1)
+    drawn = [tuple(sorted(plan.draw_pair(rng))) for _ in range(4000)]
+    assert drawn.count(("y", "z")) / len(drawn) == pytest.approx(0.9, abs=0.02)
+    with pytest.raises(ValueError, match="each of the experiment's pairs"):
+        plan.set_pair_weights({("y", "z"): 1.0}, version=8)
+    with pytest.raises(ValueError, match="above 0"):
+        plan.set_pair_weights({pair: 0.0 for pair in pairs}, version=8)
+    assert plan.weights_version == 7
