@@ -39,9 +39,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from hashlib import blake2b
-from typing import Literal
+from typing import Any, Literal
 
 from router.experiment import BUCKETS, Experiment
+from router.targeting import compile_rule, matches
 
 _TOP_53 = 1 << 53
 # Arena pairs are drawn from the OS's CSPRNG: a seeded generator (Mersenne Twister) could be
@@ -127,6 +128,7 @@ class CompiledExperiment:
         "_pair_cumulative",
         "_pair_shares",
         "_pairs",
+        "_rules",
         "_salt",
         "_start",
         "_stop",
@@ -164,6 +166,7 @@ class CompiledExperiment:
             for reason in ("scheduled", "stopped", "other_experiment", "not_allocated", "holdout")
         }
         self._forced = {unit: Assignment(v, "forced") for unit, v in experiment.forced.items()}
+        self._rules = tuple(compile_rule(r.attribute, *r.test) for r in experiment.when)
         pairs = experiment.arena_pairs() if self._arena else ()
         self.weights_version: int | None = None  # adaptive weights in force; None: the config's
         self._set_pairs({pair.variants: pair.weight for pair in pairs})
@@ -200,6 +203,11 @@ class CompiledExperiment:
     def pair_share(self, a: str, b: str) -> float:
         """The share of new battles the pair of `a` and `b` gets now: the battle's propensity."""
         return self._pair_shares.get((a, b) if a < b else (b, a), 0.0)
+
+    def targets(self, headers: Mapping[str, str], metadata: Any) -> bool:
+        """Whether the experiment takes a request with these attributes (its `when` rules,
+        `router.targeting`); one it does not take gets the default variant outside it."""
+        return not self._rules or matches(self._rules, headers, metadata)
 
     def assign(self, unit: str, now: float | None = None) -> Assignment:
         """The variant `unit` gets and why; the same in every process, forever."""

@@ -14,6 +14,7 @@ Prints a markdown section (machine, command, tables); `make bench` records it in
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import statistics
 import sys
@@ -50,9 +51,33 @@ CASES: dict[str, Callable[[], tuple[CompiledExperiment, str]]] = {
         _experiment(start="2020-01-01T00:00:00Z", stop="2100-01-01T00:00:00Z"),
         "assign",
     ),
+    "A/B, 2 arms, targeted (header in a list, metadata number)": lambda: (
+        _experiment(
+            when=[
+                {"attribute": "header.x-country", "in": ["DE", "AT", "CH", "FR"]},
+                {"attribute": "metadata.tenure_days", "gte": 30},
+            ]
+        ),
+        "targeted",
+    ),
     "arena unit check": lambda: (_experiment(mode="arena"), "assign"),
     "arena pair draw (per battle; OS CSPRNG)": lambda: (_experiment(mode="arena"), "draw_pair"),
 }
+
+
+# A request's headers as the gateway reads them (lower-case names) and its metadata.
+HEADERS = {
+    "host": "127.0.0.1:8000",
+    "user-agent": "OpenAI/Python 1.99.0",
+    "content-type": "application/json",
+    "authorization": "Bearer sk-bench",
+    "x-country": "DE",
+}
+METADATA = {"tenure_days": "120", "app": "web"}
+
+
+def _targeted(plan: CompiledExperiment, unit: str) -> object:
+    return plan.targets(HEADERS, METADATA) and plan.assign(unit)
 
 
 def measure(units: int = 20_000, repeats: int = 7) -> list[tuple[str, float, float]]:
@@ -63,9 +88,12 @@ def measure(units: int = 20_000, repeats: int = 7) -> list[tuple[str, float, flo
         cold, warm = [], []
         for _ in range(repeats):
             plan, method = build()  # a fresh plan: nothing remembered yet
-            call = getattr(plan, method)
             if method == "draw_pair":  # per battle, not per unit: the unit id is not an input
-                call = lambda _unit, draw=call: draw()  # noqa: E731
+                call = lambda _unit, draw=plan.draw_pair: draw()  # noqa: E731
+            elif method == "targeted":  # the rules, then the assignment (what the gateway does)
+                call = functools.partial(_targeted, plan)
+            else:
+                call = getattr(plan, method)
             for timings in (cold, warm):  # the second pass sees the same units again
                 started = time.perf_counter()
                 for unit in ids:

@@ -269,9 +269,7 @@ class FeedbackResult:
     in_battle: bool = field(default=False, compare=False)
 
 
-Event = (
-    Exposure | Completion | Battle | PairWeights | Transcript | ProbeResult | Score | Feedback
-)
+Event = Exposure | Completion | Battle | PairWeights | Transcript | ProbeResult | Score | Feedback
 
 
 def check_text(event: Event) -> None:

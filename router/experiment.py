@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import combinations, pairwise
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -21,6 +21,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from router.targeting import ATTRIBUTE_PATTERN, OPERATORS
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 # Layers, allocation and holdout work in a fixed space of buckets: a fraction f of the units is
@@ -124,9 +126,7 @@ class Adaptive(_Frozen):
     refresh_s: float = Field(
         default=60.0, ge=1.0, le=86_400.0, description="How often the weights are recomputed."
     )
-    min_votes: int = Field(
-        default=50, ge=0, description="Votes before the first adaptive weights."
-    )
+    min_votes: int = Field(default=50, ge=0, description="Votes before the first adaptive weights.")
     horizon: int = Field(
         default=500,
         ge=1,
@@ -134,6 +134,52 @@ class Adaptive(_Frozen):
         description="About how many votes one set of weights serves (the design looks ahead so "
         "far).",
     )
+
+
+class Rule(_Frozen):
+    """One targeting rule (`router.targeting`): an attribute and exactly one test of it."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True
+    )
+
+    attribute: str = Field(
+        pattern=ATTRIBUTE_PATTERN,
+        description="`header.NAME` (an HTTP header, any case) or `metadata.KEY` (the request's "
+        "OpenAI `metadata` object).",
+    )
+    equals: str | None = None
+    not_equals: str | None = None
+    in_: tuple[str, ...] | None = Field(default=None, alias="in", min_length=1)
+    not_in: tuple[str, ...] | None = Field(default=None, min_length=1)
+    regex: str | None = Field(default=None, min_length=1, max_length=1_000)
+    lt: float | None = Field(default=None, allow_inf_nan=False)
+    lte: float | None = Field(default=None, allow_inf_nan=False)
+    gt: float | None = Field(default=None, allow_inf_nan=False)
+    gte: float | None = Field(default=None, allow_inf_nan=False)
+
+    def operand(self, operator: str) -> Any:
+        return getattr(self, "in_" if operator == "in" else operator)
+
+    @property
+    def test(self) -> tuple[str, Any]:
+        """(operator, operand) of the rule's one test."""
+        return next((op, self.operand(op)) for op in OPERATORS if self.operand(op) is not None)
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Rule:
+        given = [op for op in OPERATORS if self.operand(op) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"a rule takes exactly one test of {', '.join(OPERATORS)}; this one has "
+                f"{', '.join(given) or 'none'}"
+            )
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex: not a regular expression ({exc})") from None
+        return self
 
 
 class Guardrail(_Frozen):
@@ -181,7 +227,8 @@ class Guardrail(_Frozen):
 class Experiment(_Frozen):
     """An experiment: which units take part, how they are split, and how the result is judged.
 
-    Assignment, in order (see `router.assignment` for the hashes):
+    Assignment, in order (see `router.assignment` for the hashes), of a request the `when`
+    rules take (one they do not take gets `default_variant` outside the experiment):
 
     1. a unit listed in `forced` gets that variant (QA; logged, never counted as exposed);
     2. before `start` or from `stop` on, every unit gets `default_variant`;
@@ -240,6 +287,11 @@ class Experiment(_Frozen):
         default=None,
         description="Arena only: the pairs drawn and their weights; default: every pair of live "
         "arms, weighted by the product of their weights.",
+    )
+    when: tuple[Rule, ...] = Field(
+        default=(),
+        description="Targeting: the experiment takes only requests that pass every rule; the "
+        "others get default_variant outside it, and their unit is not exposed by them.",
     )
     adaptive: Adaptive | None = Field(
         default=None,
@@ -365,6 +417,8 @@ class Experiment(_Frozen):
             reasons.append("start or stop is set")
         if tuple(round(edge * BUCKETS) for edge in self.layer_range) != (0, BUCKETS):
             reasons.append("layer_range is a slice of the layer")
+        if self.when:
+            reasons.append("targeting rules (when) are set")
         return reasons
 
     @property

@@ -74,7 +74,7 @@ from serve.protocol import (
     parse_feedback,
 )
 from serve.records import Call, Endpoint, Recorder
-from serve.routing import Route, Router, describe
+from serve.routing import AdaptiveWeights, Route, Router, describe
 from serve.single import SingleAnswer
 
 logger = logging.getLogger("ray.serve")
@@ -133,6 +133,7 @@ class Gateway:
         self._recorder = Recorder(outcome_log, scorer, config.scorer, config.store.keep_text)
         self._engines = Engines(self._variants, variant_handles)
         self._router = Router(self._variants)
+        self._adaptive = AdaptiveWeights(self._router, outcome_log)
         self._single = SingleAnswer(self._engines, self._recorder)
         self._best_of_n = BestOfN(self._single, self._recorder)
         self._arena = Arena(self._engines, self._recorder, variant_names(config))
@@ -178,6 +179,7 @@ class Gateway:
             self._rejected = {"revision": revision, "error": str(exc)}
             return
         self._router.experiments = {e.name: CompiledExperiment(e) for e in config.experiments}
+        self._adaptive.start()
         self._keys, self._limits = keys, config.limits
         self._engines.limits = config.limits
         # Through the module: a global of this file would be copied into the replica with
@@ -270,7 +272,7 @@ class Gateway:
             "object": "list",
             "revision": self._revision,
             "rejected": self._rejected,
-            "data": [describe(plan.experiment, now) for plan in self._router.experiments.values()],
+            "data": [describe(plan, now) for plan in self._router.experiments.values()],
         }
 
     @app.get("/v1/experiments/{name}/report")
@@ -376,6 +378,12 @@ class Gateway:
         check_prompt(incoming.body, endpoint)
         if plan is None:
             call = incoming.call(variant=incoming.model, experiment=None, unit=incoming.user)
+            return await self._execute(incoming.body, call)
+        if not plan.targets(incoming.headers, incoming.body.get("metadata")):
+            # Not targeted: the default variant, outside the experiment (no exposure, and a
+            # completion no analysis of it counts).
+            variant = plan.experiment.fallback_variant
+            call = incoming.call(variant=variant, experiment=None, unit=incoming.user)
             return await self._execute(incoming.body, call)
         route = self._router.assign(
             plan,

@@ -13,9 +13,24 @@ from pydantic import BaseModel, TypeAdapter
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
 from serve.probe import ProbeRequest, ProbeResponse
-from serve.protocol import FeedbackRequest, FeedbackResponse, ModelList
+from serve.protocol import (
+    METADATA_KEY_CHARS,
+    METADATA_KEYS,
+    METADATA_VALUE_CHARS,
+    FeedbackRequest,
+    FeedbackResponse,
+    ModelList,
+)
 
 REF = "#/components/schemas/"
+# OpenAI's `metadata` (`serve.protocol.check_metadata`), which experiments' `when` rules read.
+METADATA_SCHEMA = {
+    "type": ["object", "null"],
+    "maxProperties": METADATA_KEYS,
+    "propertyNames": {"maxLength": METADATA_KEY_CHARS},
+    "additionalProperties": {"type": "string", "maxLength": METADATA_VALUE_CHARS},
+    "description": "String attributes of the request; experiments' `when` rules may read them.",
+}
 ERROR_SCHEMA = {
     "type": "object",
     "required": ["error"],
@@ -79,11 +94,14 @@ def openapi_document() -> dict[str, Any]:
         "ProbeRequest": ProbeRequest,
         "ProbeResponse": ProbeResponse,
     }
+    schemas = _components(models)
+    for request in ("ChatCompletionRequest", "CompletionRequest"):  # what targeting reads
+        schemas[request].setdefault("properties", {})["metadata"] = METADATA_SCHEMA
     return {
         "openapi": "3.1.0",
         "info": {"title": "arena-serve gateway", "version": "1"},
         "components": {
-            "schemas": _components(models),
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "paths": _paths(),

@@ -191,6 +191,7 @@ def check_limits(body: dict[str, Any], limits: RequestLimits) -> CompletionField
                 param=name,
                 code="max_tokens_exceeded",
             )
+    check_metadata(body.get("metadata"))
     if fields.n is not None and fields.n > limits.max_n:
         raise APIError(
             400,
@@ -199,6 +200,36 @@ def check_limits(body: dict[str, Any], limits: RequestLimits) -> CompletionField
             code="n_exceeded",
         )
     return fields
+
+
+METADATA_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
+
+
+def check_metadata(metadata: Any) -> None:
+    """OpenAI's rules for a request's `metadata` (what targeting reads): an object of at most
+    16 string values, keys up to 64 characters, values up to 512; a 400 otherwise."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise APIError(
+            400, "`metadata` must be an object of strings", param="metadata", code="invalid_type"
+        )
+    if len(metadata) > METADATA_KEYS:
+        raise APIError(
+            400,
+            f"`metadata` has {len(metadata)} keys; at most {METADATA_KEYS}",
+            param="metadata",
+            code="invalid_value",
+        )
+    for key, value in metadata.items():
+        if len(key) > METADATA_KEY_CHARS or len(value) > METADATA_VALUE_CHARS:
+            raise APIError(
+                400,
+                f"`metadata` keys are at most {METADATA_KEY_CHARS} characters and values at "
+                f"most {METADATA_VALUE_CHARS}",
+                param="metadata",
+                code="invalid_value",
+            )
 
 
 def requested_model(body: dict[str, Any]) -> str:

@@ -11,6 +11,10 @@ sees one revision.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +29,7 @@ from serve.errors import APIError
 from serve.protocol import unit_of
 
 EXPOSURE_CACHE_SIZE = 65_536
+logger = logging.getLogger("ray.serve")
 
 
 class ExposureCache:
@@ -126,14 +131,75 @@ class Router:
             self._exposures.forget(route.experiment.name, route.unit)
 
 
-def describe(experiment: Experiment, now: datetime) -> dict[str, Any]:
-    """An experiment as `GET /v1/experiments` lists it (forced unit ids are not shown)."""
+def describe(plan: CompiledExperiment, now: datetime) -> dict[str, Any]:
+    """An experiment as `GET /v1/experiments` lists it (forced unit ids are not shown); an
+    adaptive arena with the pair shares in force and their version (None: the configured
+    weights)."""
+    experiment = plan.experiment
     described = experiment.model_dump(mode="json", exclude={"forced", "pairs"})
     described["state"] = experiment.state(now)
     described["layer"] = experiment.layer_name
     described["default_variant"] = experiment.fallback_variant
     described["primary_metric"] = experiment.metric
     described["forced_units"] = len(experiment.forced)
+    described["when"] = [r.model_dump(mode="json", exclude_none=True) for r in experiment.when]
     if experiment.mode == "arena":
         described["pairs"] = [p.model_dump(mode="json") for p in experiment.arena_pairs()]
+        described["pair_shares"] = [[a, b, w] for (a, b), w in plan.pair_shares().items()]
+        described["weights_version"] = plan.weights_version
     return described
+
+
+class AdaptiveWeights:
+    """Keeps the adaptive arenas' pair weights current on one gateway replica.
+
+    At the start of each refresh period (``time // refresh_s``) it asks the outcome log for the
+    period's weights, which the log computes once for every replica, and puts them in force, so
+    replicas switch together. While the log cannot answer, or too few votes are in, an arena
+    keeps the weights it has.
+    """
+
+    TIMEOUT_S = 60.0
+
+    def __init__(self, router: Router, log: Any) -> None:
+        self._router = router
+        self._log = log
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        """Run (again) now: after a config change, new plans get their weights at once."""
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            plans = [p for p in self._router.experiments.values() if p.experiment.adaptive]
+            for plan in plans:
+                await self.refresh(plan)
+            if not plans:
+                await self._wake.wait()
+                continue
+            now = time.time()
+            periods = [p.experiment.adaptive.refresh_s for p in plans]  # type: ignore[union-attr]
+            wait = min(period - now % period for period in periods) + 0.05
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    async def refresh(self, plan: CompiledExperiment) -> None:
+        """Put the current period's weights in force on `plan`, if the log has them."""
+        experiment = plan.experiment
+        assert experiment.adaptive is not None
+        if plan.weights_version == int(time.time() // experiment.adaptive.refresh_s):
+            return
+        try:
+            answer = await asyncio.wait_for(
+                self._log.pair_weights.remote(experiment), self.TIMEOUT_S
+            )
+            if answer is not None and answer["version"] != plan.weights_version:
+                weights = {(a, b): share for a, b, share in answer["weights"]}
+                plan.set_pair_weights(weights, answer["version"])
+        except Exception as exc:
+            logger.warning("adaptive weights of %s not refreshed: %r", experiment.name, exc)

@@ -1,0 +1,100 @@
+"""Targeting: an experiment's `when:` rules over a request's attributes.
+
+A rule names an attribute and one test; an experiment takes a request only when all its rules
+hold. Attributes:
+
+- ``header.NAME``: an HTTP header (``header.x-country``, ``header.x-plan``), any case;
+- ``metadata.KEY``: a key of the OpenAI request's ``metadata`` object (strings).
+
+Tests, one per rule:
+
+- ``equals: "pro"``, ``not_equals: "free"``: the value is (is not) this string;
+- ``in: [DE, FR]``, ``not_in: [US]``: the value is (is not) one of these strings;
+- ``regex: "^2\\."``: Python's `re.search` finds the pattern in the value (anchor it with ``^``
+  and ``$`` to match the whole value);
+- ``lt``, ``lte``, ``gt``, ``gte``: the value, read as a decimal number, compares so with
+  this number (a value that is no finite number fails).
+
+A request without the attribute fails every rule that names it, ``not_equals`` and ``not_in``
+included: a rule tests what a request says, never what it leaves out. Values longer than
+`MAX_VALUE` characters fail every rule (OpenAI's own bound for metadata values), which also
+bounds what a regular expression is run on.
+
+The rules are compiled once per config (`compile_rules`) into a list of closures; a request
+that fails them is served the default variant outside the experiment (`router.assignment`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+MAX_VALUE = 512
+ATTRIBUTE_PATTERN = r"^(header\.[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}|metadata\.[^\s]{1,64})$"
+OPERATORS = ("equals", "not_equals", "in", "not_in", "regex", "lt", "lte", "gt", "gte")
+
+Test = Callable[[str], bool]
+Rule = tuple[bool, str, Test]  # (is a header, the attribute's name, the test of its value)
+
+
+def _number(value: str) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _compare(operator: str, bound: float) -> Test:
+    def test(value: str) -> bool:
+        number = _number(value)
+        if number is None:
+            return False
+        if operator == "lt":
+            return number < bound
+        if operator == "lte":
+            return number <= bound
+        if operator == "gt":
+            return number > bound
+        return number >= bound
+
+    return test
+
+
+def make_test(operator: str, operand: Any) -> Test:
+    """The test one rule applies to an attribute's value (operands already validated)."""
+    if operator == "equals":
+        return operand.__eq__
+    if operator == "not_equals":
+        return operand.__ne__
+    if operator == "in":
+        return frozenset(operand).__contains__
+    if operator == "not_in":
+        excluded = frozenset(operand)
+        return lambda value: value not in excluded
+    if operator == "regex":
+        return lambda value, search=re.compile(operand).search: search(value) is not None
+    if operator in ("lt", "lte", "gt", "gte"):
+        return _compare(operator, float(operand))
+    raise ValueError(f"unknown operator {operator!r}")
+
+
+def compile_rule(attribute: str, operator: str, operand: Any) -> Rule:
+    kind, _, name = attribute.partition(".")
+    header = kind == "header"
+    return header, name.lower() if header else name, make_test(operator, operand)
+
+
+def matches(rules: tuple[Rule, ...], headers: Mapping[str, str], metadata: Any) -> bool:
+    """Whether a request with these headers (a case-insensitive mapping, or lower-case keys)
+    and `metadata` (the body's field: a dict of strings, or None) passes every rule."""
+    for header, name, test in rules:
+        if header:
+            value = headers.get(name)
+        else:
+            value = metadata.get(name) if isinstance(metadata, dict) else None
+        if not isinstance(value, str) or len(value) > MAX_VALUE or not test(value):
+            return False
+    return True
