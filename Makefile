@@ -8,7 +8,7 @@ BUILD := $(shell bash scripts/pick_build.sh)
 CONFIG ?= $(if $(filter gpu,$(BUILD)),deploy/config.gpu.yaml,deploy/config.yaml)
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick bench-train reward-loop flywheel bench-probe bench-adapters bench-lora-ops bench-adaptive clean
+.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick bench-train reward-loop flywheel bench-probe bench-adapters bench-lora-ops bench-adaptive bench-bandit clean
 
 setup:
 	@bash scripts/setup.sh
@@ -112,6 +112,9 @@ bench-lora-ops: setup
 # Adaptive arena sampling against uniform, simulated (votes saved, coverage; a few minutes).
 bench-adaptive: setup
 	$(call bench_into_docs,router.analysis.adaptive_sim,"Adaptive arena sampling: votes saved and coverage")
+
+bench-bandit: setup
+	$(call bench_into_docs,router.analysis.bandit_sim,"Bandits: regret and the bias of each estimate")
 
 bench-kernels: setup
 	$(call bench_into_docs,reward.bench,"Reward-model kernels and scorer")
