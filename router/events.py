@@ -107,9 +107,11 @@ class Battle:
     voter: str | None = None
     principal: str | None = None
     identity_revealed: bool = False
-    # The share of new battles its pair had when it was drawn (its propensity; None before
+    # The share of new battles its pair had when it was drawn (its propensity), and the
+    # adaptive weights version in force (None: the configured weights; both None before
     # version 6 of the store).
     pair_share: float | None = None
+    weights_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

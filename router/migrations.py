@@ -17,8 +17,9 @@ Versions:
 4. transcripts (the text of experiment completions, where the config keeps it), meta (the
    store's secret for hashing voter ids), and a regenerate's `new_completion_id`.
 5. probes (the sycophancy probe's graded items).
-6. battles keep their pair's share when drawn (`pair_share`, NULL before); `pair_weights`
-   keeps the history of adaptive arena weights.
+6. battles keep their pair's share when drawn and the adaptive weights version then in force
+   (`pair_share`, `weights_version`; NULL before); `pair_weights` keeps the history of
+   adaptive arena weights.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def _v5_to_v6(db: sqlite3.Connection) -> None:
     # The pair_weights table is made by the schema itself, and battles with the column where
     # an older file had none.
     if "battles" in _tables(db):
-        _add_missing(db, "battles", {"pair_share": "REAL"})
+        _add_missing(db, "battles", {"pair_share": "REAL", "weights_version": "INTEGER"})
 
 
 # MIGRATIONS[n] takes a store of version n to version n + 1.

@@ -128,7 +128,8 @@ CREATE TABLE IF NOT EXISTS battles (
     voter TEXT,
     principal TEXT,
     identity_revealed INTEGER NOT NULL DEFAULT 0,
-    pair_share REAL
+    pair_share REAL,
+    weights_version INTEGER
 );
 CREATE INDEX IF NOT EXISTS battles_by_experiment ON battles (experiment);
 CREATE TABLE IF NOT EXISTS scores (
@@ -239,6 +240,7 @@ def _battle_row(battle: Battle) -> dict[str, object]:
         "principal": battle.principal,
         "identity_revealed": battle.identity_revealed,
         "pair_share": battle.pair_share,
+        "weights_version": battle.weights_version,
     }
 
 

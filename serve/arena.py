@@ -157,6 +157,7 @@ class BattleTerms:
     secrets: tuple[str, ...] = ()
     identity_terms: tuple[str, ...] = ()
     pair_share: float | None = None
+    weights_version: int | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -455,6 +456,7 @@ class ArenaBattle:
             principal=self._terms.principal,
             identity_revealed=self._names_a_model(),
             pair_share=self._terms.pair_share,
+            weights_version=self._terms.weights_version,
         )
 
     def _names_a_model(self) -> bool:
@@ -511,6 +513,7 @@ class Arena:
             secrets=tuple(names),
             identity_terms=tuple(terms),
             pair_share=plan.pair_share(*pair),
+            weights_version=plan.weights_version,
         )
         self._recorder.read_text(
             base, lambda: conversation(body, base.endpoint)

@@ -15,6 +15,7 @@ their style columns.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -142,6 +143,11 @@ class BattleRows:
     markdown: np.ndarray  # [n, 2, 3] headers, list items, bold of a and b
     battles: int  # all logged battles, voted or not
     pairs: dict[tuple[str, str], int]  # battles per unordered pair (sorted names), voted or not
+    # The same by adaptive weights version (None: the configured weights), and the pair shares
+    # of each logged version (`pair_weights`): the sample-ratio test judges each period by its
+    # own weights.
+    pairs_by_version: dict[int | None, dict[tuple[str, str], int]]
+    weights: dict[int, dict[tuple[str, str], float]]
     identity_revealed: np.ndarray  # bool per voted battle: an answer named a model (vote void)
 
 
@@ -354,13 +360,25 @@ def _battles(db: sqlite3.Connection, experiment: str, until: float) -> BattleRow
     ).fetchall()
     table = np.array([row[6:] for row in voted], dtype=float).reshape(len(voted), 8)
     pairs: dict[tuple[str, str], int] = {}
-    for a, b, count in db.execute(
-        "SELECT variant_a, variant_b, COUNT(*) FROM battles WHERE experiment = ? AND ts <= ? "
-        "GROUP BY variant_a, variant_b",
+    by_version: dict[int | None, dict[tuple[str, str], int]] = {}
+    for a, b, version, count in db.execute(
+        "SELECT variant_a, variant_b, weights_version, COUNT(*) FROM battles "
+        "WHERE experiment = ? AND ts <= ? GROUP BY variant_a, variant_b, weights_version",
         (experiment, until),
     ):
         key = (min(a, b), max(a, b))
         pairs[key] = pairs.get(key, 0) + count
+        period = by_version.setdefault(version, {})
+        period[key] = period.get(key, 0) + count
+    weights: dict[int, dict[tuple[str, str], float]] = {}
+    for version, listed in db.execute(
+        "SELECT version, weights FROM pair_weights WHERE experiment = ?", (experiment,)
+    ):
+        shares: dict[tuple[str, str], float] = {}
+        for a, b, share in json.loads(listed):
+            key = (min(a, b), max(a, b))
+            shares[key] = shares.get(key, 0.0) + float(share)
+        weights[version] = shares
     return BattleRows(
         ts=np.array([row[0] for row in voted], dtype=float),
         variant_a=[row[1] for row in voted],
@@ -371,5 +389,7 @@ def _battles(db: sqlite3.Connection, experiment: str, until: float) -> BattleRow
         markdown=np.stack([table[:, [2, 4, 6]], table[:, [3, 5, 7]]], axis=1),
         battles=total,
         pairs=pairs,
+        pairs_by_version=by_version,
+        weights=weights,
         identity_revealed=np.array([bool(row[5]) for row in voted], dtype=bool),
     )

@@ -459,8 +459,7 @@ def _sample_ratio(experiment: Experiment, data: ExperimentData) -> SampleRatio |
             a, b = sorted(pair.variants)
             pair_weights[(a, b)] = pair_weights.get((a, b), 0.0) + pair.weight
         names = [f"{a} vs {b}" for a, b in pair_weights]
-        counts = [data.battles.pairs.get(key, 0) for key in pair_weights]
-        weights = list(pair_weights.values())
+        counts, weights = _pair_counts(data.battles, pair_weights)
     else:
         arms = [arm for arm in experiment.arms if arm.weight > 0]
         names = [arm.variant for arm in arms]
@@ -476,6 +475,29 @@ def _sample_ratio(experiment: Experiment, data: ExperimentData) -> SampleRatio |
         p_value=number(test.p_value),
         mismatch=test.mismatch,
     )
+
+
+def _pair_counts(
+    rows: BattleRows, configured: dict[tuple[str, str], float]
+) -> tuple[list[int], list[float]]:
+    """Battles per pair and the count expected of each: each period's battles (one adaptive
+    weights version, or the configured weights) spread by the weights in force then. A period
+    whose weights were not logged, and battles of pairs no longer drawn, are left out."""
+    total = sum(configured.values())
+    counts = dict.fromkeys(configured, 0)
+    expected = dict.fromkeys(configured, 0.0)
+    for version, period in rows.pairs_by_version.items():
+        if version is None:
+            shares = {key: weight / total for key, weight in configured.items()}
+        elif version in rows.weights:
+            shares = rows.weights[version]
+        else:
+            continue
+        n = sum(period.get(key, 0) for key in configured)
+        for key in configured:
+            counts[key] += period.get(key, 0)
+            expected[key] += n * shares.get(key, 0.0)
+    return list(counts.values()), list(expected.values())
 
 
 def _arena(

@@ -229,6 +229,8 @@ def simulate_arena(
                 completion_b=ids[1],
                 style_a=Style(tokens=tokens_a),
                 style_b=Style(tokens=tokens_b),
+                pair_share=plan.pair_share(a, b),
+                weights_version=plan.weights_version,
             )
         )
         events.append(

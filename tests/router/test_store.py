@@ -255,6 +255,7 @@ def test_battles_are_stored(store: OutcomeStore) -> None:
         "principal": None,
         "identity_revealed": 0,
         "pair_share": None,
+        "weights_version": None,
     }
     assert (rows["b2"]["variant_a"], rows["b2"]["variant_b"]) == ("qwen", "llama")
     styled = replace(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -419,3 +420,42 @@ def test_no_relative_change_on_a_metric_that_can_be_negative(tmp_path: Path) -> 
     reward = next(c for c in report.comparisons if c.metric == "reward_score")
     assert reward.absolute.value is not None
     assert reward.relative.value is None and reward.relative.low is None
+
+
+def test_an_adaptive_arenas_sample_ratio_judges_each_period_by_its_own_weights(
+    tmp_path: Path,
+) -> None:
+    """Battles drawn at the configured weights, then at adaptive weights (logged with their
+    version): no mismatch. The same battles judged against other logged weights: a mismatch."""
+    from router.assignment import compile_experiment
+    from router.events import PairWeights
+    from router.store import OutcomeStore
+
+    store = tmp_path / "o.db"
+    experiment = arena(
+        name="adaptive-srm",
+        arms=[{"variant": "a"}, {"variant": "b"}, {"variant": "c"}],
+        adaptive={"min_votes": 10},
+    )
+    ratings = {"a": 1000, "b": 1050, "c": 1100}
+    simulate_arena(store, experiment, battles=1500, ratings=ratings, seed=0)
+    skewed = {("a", "b"): 0.1, ("a", "c"): 0.1, ("b", "c"): 0.8}
+    logged = '[["a", "b", 0.1], ["a", "c", 0.1], ["b", "c", 0.8]]'
+    history = PairWeights(ts=1.0, experiment="adaptive-srm", version=7, weights=logged, votes=9)
+    writer = OutcomeStore(store)
+    writer.write([history])
+    writer.close()
+    plan = compile_experiment(experiment)
+    plan.set_pair_weights(skewed, version=7)
+    simulate_arena(store, experiment, battles=1500, ratings=ratings, seed=1)
+    ratio = build_report(store, experiment, reps=20).sample_ratio
+    assert ratio is not None and not ratio.mismatch
+    assert ratio.expected == pytest.approx([500 + 150, 500 + 150, 500 + 1200])
+    # Had the second period been drawn at other weights than those logged: flagged.
+    other = tmp_path / "other.db"
+    plan.set_pair_weights({("a", "b"): 0.45, ("a", "c"): 0.45, ("b", "c"): 0.1}, version=8)
+    simulate_arena(other, experiment, battles=1500, ratings=ratings, seed=2)
+    writer = OutcomeStore(other)
+    writer.write([dataclasses.replace(history, version=8)])
+    writer.close()
+    assert build_report(other, experiment, reps=20).sample_ratio.mismatch
