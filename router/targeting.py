@@ -27,6 +27,7 @@ that fails them is served the default variant outside the experiment (`router.as
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -39,52 +40,44 @@ Test = Callable[[str], bool]
 Rule = tuple[bool, str, Test]  # (is a header, the attribute's name, the test of its value)
 
 
-def _number(value: str) -> float | None:
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
+_COMPARISONS = {"lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge}
 
 
-def _compare(operator: str, bound: float) -> Test:
+def _compare(name: str, bound: float) -> Test:
+    compare = _COMPARISONS[name]
+
     def test(value: str) -> bool:
-        number = _number(value)
-        if number is None:
+        try:
+            number = float(value)
+        except ValueError:
             return False
-        if operator == "lt":
-            return number < bound
-        if operator == "lte":
-            return number <= bound
-        if operator == "gt":
-            return number > bound
-        return number >= bound
+        return math.isfinite(number) and compare(number, bound)
 
     return test
 
 
-def make_test(operator: str, operand: Any) -> Test:
+def make_test(name: str, operand: Any) -> Test:
     """The test one rule applies to an attribute's value (operands already validated)."""
-    if operator == "equals":
+    if name == "equals":
         return operand.__eq__
-    if operator == "not_equals":
+    if name == "not_equals":
         return operand.__ne__
-    if operator == "in":
+    if name == "in":
         return frozenset(operand).__contains__
-    if operator == "not_in":
+    if name == "not_in":
         excluded = frozenset(operand)
         return lambda value: value not in excluded
-    if operator == "regex":
+    if name == "regex":
         return lambda value, search=re.compile(operand).search: search(value) is not None
-    if operator in ("lt", "lte", "gt", "gte"):
-        return _compare(operator, float(operand))
-    raise ValueError(f"unknown operator {operator!r}")
+    if name in _COMPARISONS:
+        return _compare(name, float(operand))
+    raise ValueError(f"unknown operator {name!r}")
 
 
-def compile_rule(attribute: str, operator: str, operand: Any) -> Rule:
+def compile_rule(attribute: str, test: str, operand: Any) -> Rule:
     kind, _, name = attribute.partition(".")
     header = kind == "header"
-    return header, name.lower() if header else name, make_test(operator, operand)
+    return header, name.lower() if header else name, make_test(test, operand)
 
 
 def matches(rules: tuple[Rule, ...], headers: Mapping[str, str], metadata: Any) -> bool:
