@@ -128,6 +128,8 @@ class CompiledExperiment:
         "_pair_cumulative",
         "_pair_shares",
         "_pairs",
+        "_ramp",
+        "_ramp_step",
         "_rules",
         "_salt",
         "_start",
@@ -147,10 +149,14 @@ class CompiledExperiment:
         self._layer = (
             None if (lo, hi) == (0, BUCKETS) else (_prefix(experiment.layer_name, "#layer"), lo, hi)
         )
-        allocation = round(experiment.allocation * BUCKETS)
-        self._allocation = (
-            None if allocation >= BUCKETS else (_prefix(salt, "#allocation"), allocation)
+        # Ramp steps as (time, allocation), after the experiment's own allocation from -inf.
+        self._ramp = (
+            (-math.inf, experiment.allocation),
+            *((step.at.timestamp(), step.allocation) for step in experiment.ramp),
         )
+        self._ramp_step = 0
+        self._allocation: tuple[blake2b, int] | None = None
+        self._allocate(experiment.allocation)
         holdout = round(experiment.holdout * BUCKETS)
         self._holdout = (_prefix(salt, "#holdout"), holdout) if holdout else None
         self._arena = experiment.mode == "arena"
@@ -204,13 +210,32 @@ class CompiledExperiment:
         """The share of new battles the pair of `a` and `b` gets now: the battle's propensity."""
         return self._pair_shares.get((a, b) if a < b else (b, a), 0.0)
 
+    def _allocate(self, fraction: float) -> None:
+        allocation = round(fraction * BUCKETS)
+        self._allocation = (
+            None if allocation >= BUCKETS else (_prefix(self._salt, "#allocation"), allocation)
+        )
+
+    def allocation_at(self, now: float) -> float:
+        """The allocation in force at `now` (the ramp's step then, or `allocation`)."""
+        return self._ramp[bisect_right(self._ramp, (now, math.inf)) - 1][1]
+
+    def _follow_ramp(self, now: float) -> None:
+        """Put the ramp's step at `now` in force; remembered assignments go with the old one."""
+        step = bisect_right(self._ramp, (now, math.inf)) - 1
+        if step != self._ramp_step:
+            self._ramp_step = step
+            self._allocate(self._ramp[step][1])
+            self._memo.clear()
+
     def targets(self, headers: Mapping[str, str], metadata: Any) -> bool:
         """Whether the experiment takes a request with these attributes (its `when` rules,
         `router.targeting`); one it does not take gets the default variant outside it."""
         return not self._rules or matches(self._rules, headers, metadata)
 
     def assign(self, unit: str, now: float | None = None) -> Assignment:
-        """The variant `unit` gets and why; the same in every process, forever."""
+        """The variant `unit` gets and why at `now` (default: the present); the same in every
+        process, forever, but for a ramp step, which only moves units in."""
         forced = self._forced.get(unit)
         if forced is not None:
             return forced
@@ -221,6 +246,8 @@ class CompiledExperiment:
                 return fallbacks["scheduled"]
             if now >= self._stop:
                 return fallbacks["stopped"]
+        if len(self._ramp) > 1:
+            self._follow_ramp(time.time() if now is None else now)
         known = self._memo.get(unit)
         if known is not None:
             return known

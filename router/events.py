@@ -128,6 +128,19 @@ class PairWeights:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ExperimentConfig:
+    """An experiment's config as a gateway put it in force at `ts` (its JSON, and the hash of
+    it as `revision`): the history of weights, allocation and ramps that the sample-ratio test
+    reads, each period judged by the weights then. The store keeps a row only when the
+    experiment's latest differs (every gateway replica sends it)."""
+
+    ts: float
+    experiment: str
+    revision: str
+    config: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Transcript:
     """The text of one experiment completion: kept only where the config asks for it
     (`store.keep_text`), and only in the store (never in logs), until its retention ends.

@@ -105,6 +105,13 @@ class Pair(_Frozen):
         return value
 
 
+class RampStep(_Frozen):
+    """From `at` on, the experiment's allocation is `allocation` (`Experiment.ramp`)."""
+
+    at: AwareDatetime
+    allocation: float = Field(gt=0.0, le=1.0)
+
+
 class Adaptive(_Frozen):
     """Adaptive pair weights for an arena of three or more arms (`router.adaptive`): every
     `refresh_s` the outcome log refits the leaderboard from the votes so far and gives each
@@ -288,6 +295,12 @@ class Experiment(_Frozen):
         description="Arena only: the pairs drawn and their weights; default: every pair of live "
         "arms, weighted by the product of their weights.",
     )
+    ramp: tuple[RampStep, ...] = Field(
+        default=(),
+        description="Allocation steps in time: from each step's `at` on, its allocation; "
+        "before the first, `allocation`. Times rise and allocations never fall, so units only "
+        "join.",
+    )
     when: tuple[Rule, ...] = Field(
         default=(),
         description="Targeting: the experiment takes only requests that pass every rule; the "
@@ -363,6 +376,18 @@ class Experiment(_Frozen):
                 )
         if self.start is not None and self.stop is not None and self.stop <= self.start:
             raise ValueError("stop must come after start")
+        if self.ramp and self.allocation >= 1:
+            raise ValueError("ramp: starts from allocation, which must then be below 1")
+        previous = (None, self.allocation)
+        for i, step in enumerate(self.ramp):
+            if previous[0] is not None and step.at <= previous[0]:
+                raise ValueError(f"ramp.{i}.at: steps must come in time order")
+            if step.allocation < previous[1]:
+                raise ValueError(
+                    f"ramp.{i}.allocation: {step.allocation:g} is below the {previous[1]:g} before "
+                    "it; a ramp only adds units"
+                )
+            previous = (step.at, step.allocation)
         if self.default_variant is None and (why := self.fallback_reasons):
             raise ValueError(
                 f"default_variant: required when {' or '.join(why)} (those units get it); "

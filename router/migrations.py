@@ -19,7 +19,7 @@ Versions:
 5. probes (the sycophancy probe's graded items).
 6. battles keep their pair's share when drawn and the adaptive weights version then in force
    (`pair_share`, `weights_version`; NULL before); `pair_weights` keeps the history of
-   adaptive arena weights.
+   adaptive arena weights, `experiment_configs` that of each experiment's config.
 """
 
 from __future__ import annotations
@@ -152,8 +152,8 @@ def _v4_to_v5(db: sqlite3.Connection) -> None:
 
 
 def _v5_to_v6(db: sqlite3.Connection) -> None:
-    # The pair_weights table is made by the schema itself, and battles with the column where
-    # an older file had none.
+    # The pair_weights and experiment_configs tables are made by the schema itself; battles
+    # get the new columns where an older file had none.
     if "battles" in _tables(db):
         _add_missing(db, "battles", {"pair_share": "REAL", "weights_version": "INTEGER"})
 

@@ -38,6 +38,7 @@ from router.events import (
     Battle,
     Completion,
     Event,
+    ExperimentConfig,
     Exposure,
     Feedback,
     FeedbackResult,
@@ -64,6 +65,7 @@ TABLES = (
     "transcripts",
     "probes",
     "pair_weights",
+    "experiment_configs",
 )
 
 _SCHEMA = """
@@ -197,6 +199,13 @@ CREATE TABLE IF NOT EXISTS pair_weights (
     votes INTEGER NOT NULL,
     PRIMARY KEY (experiment, version)
 );
+CREATE TABLE IF NOT EXISTS experiment_configs (
+    experiment TEXT NOT NULL,
+    ts REAL NOT NULL,
+    revision TEXT NOT NULL,
+    config TEXT NOT NULL,
+    PRIMARY KEY (experiment, ts, revision)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -252,6 +261,9 @@ _INSERT_FEEDBACK = _insert_sql("feedback", _field_names(Feedback))
 _INSERT_TRANSCRIPT = _insert_sql("transcripts", _field_names(Transcript), "INSERT OR IGNORE")
 _INSERT_PROBE = _insert_sql("probes", _field_names(ProbeResult), "INSERT OR IGNORE")
 _INSERT_WEIGHTS = _insert_sql("pair_weights", _field_names(PairWeights), "INSERT OR IGNORE")
+_INSERT_CONFIG = _insert_sql(
+    "experiment_configs", _field_names(ExperimentConfig), "INSERT OR IGNORE"
+)
 # What makes two feedback calls "the same" for an idempotency key.
 _FEEDBACK_CONTENT = (
     "kind",
@@ -354,6 +366,15 @@ class OutcomeStore:
         elif isinstance(event, PairWeights):
             if not self._db.execute(_INSERT_WEIGHTS, astuple(event)).rowcount:
                 return DUPLICATE
+        elif isinstance(event, ExperimentConfig):
+            latest = self._db.execute(
+                "SELECT revision FROM experiment_configs WHERE experiment = ? "
+                "ORDER BY ts DESC LIMIT 1",
+                (event.experiment,),
+            ).fetchone()
+            if latest is not None and latest[0] == event.revision:
+                return DUPLICATE  # another replica's, or a redeploy that left it as it was
+            self._db.execute(_INSERT_CONFIG, astuple(event))
         else:
             return self._apply_feedback(event)
         return None

@@ -29,8 +29,10 @@ and none of `OpenAiIngress`'s middleware stack (CORS, HTTP metrics, request-id) 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,8 +45,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from router.assignment import CompiledExperiment
-from router.events import Feedback, FeedbackResult
-from router.experiment import check_live_change
+from router.events import Event, ExperimentConfig, Feedback, FeedbackResult
+from router.experiment import Experiment, check_live_change
 from serve import admission
 from serve.arena import Arena, BattleTerms
 from serve.auth import KeyRing, Principal
@@ -180,6 +182,7 @@ class Gateway:
             return
         self._router.experiments = {e.name: CompiledExperiment(e) for e in config.experiments}
         self._adaptive.start()
+        self._log_configs(config.experiments)
         self._keys, self._limits = keys, config.limits
         self._engines.limits = config.limits
         # Through the module: a global of this file would be copied into the replica with
@@ -193,6 +196,22 @@ class Gateway:
         self._revision, self._rejected = revision, None
         names = ", ".join(self._router.experiments) or "none"
         logger.info("experiments revision %s: %s", revision, names)
+
+    def _log_configs(self, experiments: Sequence[Experiment]) -> None:
+        """Each experiment's config as put in force now: the store keeps a row per change (the
+        weights and allocation history the sample-ratio test reads)."""
+        now = time.time()
+        events: list[Event] = []
+        for experiment in experiments:
+            config = experiment.model_dump_json(exclude={"forced"})
+            revision = hashlib.sha256(config.encode()).hexdigest()[:16]
+            events.append(
+                ExperimentConfig(
+                    ts=now, experiment=experiment.name, revision=revision, config=config
+                )
+            )
+        if events:
+            self._recorder.outcome_sender.later(events, "experiment configs")
 
     async def _drain(self) -> None:
         """Wait for the completions in flight, then for the records and scores they sent."""

@@ -142,6 +142,7 @@ def describe(plan: CompiledExperiment, now: datetime) -> dict[str, Any]:
     described["default_variant"] = experiment.fallback_variant
     described["primary_metric"] = experiment.metric
     described["forced_units"] = len(experiment.forced)
+    described["allocation_now"] = plan.allocation_at(now.timestamp())  # the ramp's step now
     described["when"] = [r.model_dump(mode="json", exclude_none=True) for r in experiment.when]
     if experiment.mode == "arena":
         described["pairs"] = [p.model_dump(mode="json") for p in experiment.arena_pairs()]

@@ -159,6 +159,8 @@ class ExperimentData:
     start: float | None  # first exposure
     end: float | None  # last completion
     reward_model: str | None = None  # whose scores `score` holds: the model that scored last
+    # (ts, config JSON) of each config the gateway put in force, oldest first (`ExperimentConfig`)
+    configs: list[tuple[float, str]] = field(default_factory=list)
 
 
 def _migrated(path: str | Path) -> None:
@@ -266,8 +268,18 @@ def _load(db: sqlite3.Connection, experiment: str, until: float) -> ExperimentDa
     scorer = db.execute(
         "SELECT model FROM scores WHERE ts <= ? ORDER BY ts DESC LIMIT 1", (until,)
     ).fetchone()
+    configs = db.execute(
+        "SELECT ts, config FROM experiment_configs WHERE experiment = ? AND ts <= ? ORDER BY ts",
+        (experiment, until),
+    ).fetchall()
     return ExperimentData(
-        experiment, groups, battles, start_end[0], start_end[1], scorer[0] if scorer else None
+        experiment,
+        groups,
+        battles,
+        start_end[0],
+        start_end[1],
+        scorer[0] if scorer else None,
+        [(float(ts), config) for ts, config in configs],
     )
 
 

@@ -464,7 +464,10 @@ def _sample_ratio(experiment: Experiment, data: ExperimentData) -> SampleRatio |
         arms = [arm for arm in experiment.arms if arm.weight > 0]
         names = [arm.variant for arm in arms]
         counts = [data.groups[n].n_units if n in data.groups else 0 for n in names]
-        weights = [arm.weight for arm in arms]
+        weights = _arm_expectations(data, names) or [arm.weight for arm in arms]
+    # A group nothing was expected in is left out when empty; with units it is a mismatch.
+    kept = [(n, c, max(w, 1e-9)) for n, c, w in zip(names, counts, weights, strict=True) if w or c]
+    names, counts, weights = [k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept]
     if len(names) < 2 or sum(counts) == 0:
         return None
     test = stats.sample_ratio_test(counts, weights)
@@ -475,6 +478,36 @@ def _sample_ratio(experiment: Experiment, data: ExperimentData) -> SampleRatio |
         p_value=number(test.p_value),
         mismatch=test.mismatch,
     )
+
+
+def _arm_expectations(data: ExperimentData, names: list[str]) -> list[float] | None:
+    """Units expected in each arm when its weights changed over time: the units first exposed
+    while each logged config was in force, spread by that config's weights (units exposed
+    before the first logged config count by it). None without a logged config."""
+    periods = []
+    for _, config in data.configs:
+        try:
+            arms = Experiment.model_validate_json(config).arms
+        except ValueError:  # a config an older arena-serve wrote: the current weights judge
+            return None
+        weights = {arm.variant: arm.weight for arm in arms if arm.variant in names}
+        periods.append(weights)
+    if not periods:
+        return None
+    starts = [ts for ts, _ in data.configs]
+    expected = dict.fromkeys(names, 0.0)
+    for name in names:
+        group = data.groups.get(name)
+        if group is None:
+            continue
+        index = np.searchsorted(starts, group.first_exposure, side="right") - 1
+        for period, n in zip(*np.unique(np.maximum(index, 0), return_counts=True), strict=True):
+            weights = periods[int(period)]
+            total = sum(weights.values())
+            if total > 0:
+                for arm, weight in weights.items():
+                    expected[arm] += int(n) * weight / total
+    return list(expected.values())
 
 
 def _pair_counts(

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionResponse
 
-from router.events import Event, Feedback, FeedbackResult
+from router.events import Event, ExperimentConfig, Feedback, FeedbackResult
 from serve.config import AppConfig
 from serve.errors import APIError
 from serve.gateway import Gateway
@@ -132,13 +132,16 @@ class Log:
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        self.configs: list[ExperimentConfig] = []
         self.feedback: list[Feedback] = []
         self.record = self
         self.deliver = _DeliverMethod(self)
         self.record_feedback = _FeedbackMethod(self)
 
     async def _record(self, events: list[Event], committed: bool = False) -> bool:
-        self.events.extend(events)
+        # The configs a reconfigure logs are kept apart, so `events` is what requests sent.
+        self.configs.extend(e for e in events if isinstance(e, ExperimentConfig))
+        self.events.extend(e for e in events if not isinstance(e, ExperimentConfig))
         return True
 
     def remote(self, events: list[Event], committed: bool = False) -> Any:

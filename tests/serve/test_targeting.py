@@ -92,3 +92,19 @@ def test_metadata_that_breaks_openais_rules_is_a_400_naming_it(metadata: Any, co
 def test_the_listing_shows_the_rules_as_written() -> None:
     plan = CompiledExperiment(Experiment.model_validate(TARGETED))
     assert describe(plan, datetime.now(UTC))["when"] == TARGETED["when"]
+
+
+def test_each_reconfigure_logs_the_experiments_configs() -> None:
+    async def test() -> list:
+        fake = await make([TARGETED])
+        await fake.settled()
+        first = list(fake.log.configs)
+        await fake.gateway.reconfigure({"experiments": [{**TARGETED, "allocation": 0.5}]})
+        await fake.settled()
+        return [first, fake.log.configs[len(first) :]]
+
+    first, second = asyncio.run(test())
+    assert [c.experiment for c in first] == ["pro-de"] and len(second) == 1
+    assert first[0].revision != second[0].revision
+    logged = Experiment.model_validate_json(second[0].config)
+    assert logged.allocation == 0.5 and logged.when == Experiment.model_validate(TARGETED).when

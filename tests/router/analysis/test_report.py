@@ -459,3 +459,51 @@ def test_an_adaptive_arenas_sample_ratio_judges_each_period_by_its_own_weights(
     writer.write([dataclasses.replace(history, version=8)])
     writer.close()
     assert build_report(other, experiment, reps=20).sample_ratio.mismatch
+
+
+def test_the_sample_ratio_test_judges_each_config_period_by_its_own_weights(
+    tmp_path: Path,
+) -> None:
+    """Weights changed live from 1:1 to 9:1: judged against today's weights alone, the units
+    look mismatched; judged period by period from the logged configs, they are not."""
+    from router.assignment import assign
+    from router.events import ExperimentConfig, Exposure
+    from router.store import OutcomeStore
+
+    even = ab(name="reweighted")
+    skewed = ab(name="reweighted", arms=[{"variant": "a", "weight": 9}, {"variant": "b"}])
+    events: list = []
+    for period, (experiment, t0) in enumerate(((even, 1000.0), (skewed, 2000.0))):
+        events.append(
+            ExperimentConfig(
+                ts=t0,
+                experiment="reweighted",
+                revision=f"r{period}",
+                config=experiment.model_dump_json(),
+            )
+        )
+        for i in range(2000):
+            unit = f"p{period}-u{i}"
+            variant = assign(experiment, unit).variant
+            events.append(
+                Exposure(
+                    ts=t0 + 1 + i * 0.1,
+                    request_id=unit,
+                    experiment="reweighted",
+                    unit_type="user",
+                    unit=unit,
+                    variant=variant,
+                    reason="arm",
+                    exposed=True,
+                )
+            )
+    store = tmp_path / "o.db"
+    writer = OutcomeStore(store)
+    writer.write(events[1:2001] + events[2002:])  # the exposures alone
+    writer.close()
+    assert build_report(store, skewed, reps=20).sample_ratio.mismatch  # today's weights only
+    writer = OutcomeStore(store)
+    writer.write([events[0], events[2001]])  # and the configs, as the gateway logs them
+    writer.close()
+    ratio = build_report(store, skewed, reps=20).sample_ratio
+    assert not ratio.mismatch and ratio.expected == pytest.approx([1000 + 1800, 1000 + 200])
