@@ -376,18 +376,7 @@ class Experiment(_Frozen):
                 )
         if self.start is not None and self.stop is not None and self.stop <= self.start:
             raise ValueError("stop must come after start")
-        if self.ramp and self.allocation >= 1:
-            raise ValueError("ramp: starts from allocation, which must then be below 1")
-        previous = (None, self.allocation)
-        for i, step in enumerate(self.ramp):
-            if previous[0] is not None and step.at <= previous[0]:
-                raise ValueError(f"ramp.{i}.at: steps must come in time order")
-            if step.allocation < previous[1]:
-                raise ValueError(
-                    f"ramp.{i}.allocation: {step.allocation:g} is below the {previous[1]:g} before "
-                    "it; a ramp only adds units"
-                )
-            previous = (step.at, step.allocation)
+        self._check_ramp()
         if self.default_variant is None and (why := self.fallback_reasons):
             raise ValueError(
                 f"default_variant: required when {' or '.join(why)} (those units get it); "
@@ -409,18 +398,36 @@ class Experiment(_Frozen):
                             f"pairs.{i}: {variant!r} is not an arm with weight above 0"
                         )
             if self.adaptive is not None:
-                pairs = len(self.arena_pairs())
-                if len(live) < 3 or pairs < 2:
-                    raise ValueError(
-                        "adaptive: needs three or more arms with weight above 0 and two or "
-                        "more pairs (with two arms there is one pair to draw)"
-                    )
-                if self.adaptive.floor * pairs > 1:
-                    raise ValueError(
-                        f"adaptive.floor: {self.adaptive.floor:g} x {pairs} pairs is more than "
-                        f"every battle; at most {1 / pairs:.4g}"
-                    )
+                self._check_adaptive(self.adaptive, len(live))
         return self
+
+    def _check_ramp(self) -> None:
+        """Steps in time order whose allocations never fall: a ramp only adds units."""
+        if self.ramp and self.allocation >= 1:
+            raise ValueError("ramp: starts from allocation, which must then be below 1")
+        previous = (None, self.allocation)
+        for i, step in enumerate(self.ramp):
+            if previous[0] is not None and step.at <= previous[0]:
+                raise ValueError(f"ramp.{i}.at: steps must come in time order")
+            if step.allocation < previous[1]:
+                raise ValueError(
+                    f"ramp.{i}.allocation: {step.allocation:g} is below the {previous[1]:g} before "
+                    "it; a ramp only adds units"
+                )
+            previous = (step.at, step.allocation)
+
+    def _check_adaptive(self, adaptive: Adaptive, live: int) -> None:
+        pairs = len(self.arena_pairs())
+        if live < 3 or pairs < 2:
+            raise ValueError(
+                "adaptive: needs three or more arms with weight above 0 and two or more pairs "
+                "(with two arms there is one pair to draw)"
+            )
+        if adaptive.floor * pairs > 1:
+            raise ValueError(
+                f"adaptive.floor: {adaptive.floor:g} x {pairs} pairs is more than every battle; "
+                f"at most {1 / pairs:.4g}"
+            )
 
     @property
     def hash_salt(self) -> str:

@@ -208,10 +208,8 @@ def simulate_arena(
         tokens_a = int(rng.poisson(100 * (longer or {}).get(a, 1.0))) + 1
         tokens_b = int(rng.poisson(100 * (longer or {}).get(b, 1.0))) + 1
         logit = (ratings[a] - ratings[b]) * np.log(10) / 400
-        logit += length_bias * (tokens_a - tokens_b) / (tokens_a + tokens_b)
-        p_a = 1 / (1 + np.exp(-logit))
-        draw = rng.random()
-        vote = "tie" if draw < tie_rate else ("a" if rng.random() < p_a else "b")
+        p_a = 1 / (1 + np.exp(-logit - length_bias * (tokens_a - tokens_b) / (tokens_a + tokens_b)))
+        vote = "tie" if rng.random() < tie_rate else ("a" if rng.random() < p_a else "b")
         ids = (f"{battle_id}-a", f"{battle_id}-b")
         for cid, variant, tokens in ((ids[0], a, tokens_a), (ids[1], b, tokens_b)):
             score = float(rng.normal(rewards[variant], 1.0)) if rewards is not None else None
