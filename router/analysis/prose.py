@@ -130,6 +130,14 @@ def bonferroni(treatments: int, alpha: float) -> str:
     )
 
 
+def chosen_among(variant: str, tried: int) -> str:
+    return (
+        f"{variant} was chosen among the {tried} variants this experiment has tried: the best "
+        "of many looks better than it is (the leaderboard illusion); before shipping, run it "
+        "again against the control on units the experiment never exposed"
+    )
+
+
 def voided_votes(voided: int, votes: int) -> str:
     return (
         f"{voided} of {votes} votes left out: an answer in their battle named a model or vendor "

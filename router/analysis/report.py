@@ -108,6 +108,9 @@ def build_report(
     verdict = _verdict(_evidence(experiment, control, alpha, sample_ratio, treated), sample_ratio)
     probe = _probe_section(experiment, probes, models_dir, data.reward_model)
     notes = _notes(experiment, len(treatments), alpha, arena, sample_ratio, undeclared, probe)
+    tried = _variants_tried(data)
+    if verdict.decision == "ship" and verdict.variant is not None and len(tried) > 2:
+        notes.append(prose.chosen_among(verdict.variant, len(tried)))
     return ExperimentReport(
         experiment=experiment.name,
         mode=experiment.mode,
@@ -129,6 +132,7 @@ def build_report(
         undeclared_custom_metrics=undeclared,
         reward_model=data.reward_model,
         probe=probe,
+        variants_tried=tried,
     )
 
 
@@ -478,6 +482,19 @@ def _sample_ratio(experiment: Experiment, data: ExperimentData) -> SampleRatio |
         p_value=number(test.p_value),
         mismatch=test.mismatch,
     )
+
+
+def _variants_tried(data: ExperimentData) -> list[str]:
+    """Every variant the experiment has put in front of units over its history: the arms of
+    weight above 0 in each logged config, and every variant with units or battles in the log."""
+    tried = {name for name in data.groups if name != HOLDOUT}
+    for _, config in data.configs:
+        try:
+            arms = Experiment.model_validate_json(config).arms
+        except ValueError:  # a config an older arena-serve wrote
+            continue
+        tried.update(arm.variant for arm in arms if arm.weight > 0)
+    return sorted(tried)
 
 
 def _arm_expectations(data: ExperimentData, names: list[str]) -> list[float] | None:

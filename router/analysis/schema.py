@@ -248,6 +248,12 @@ class ExperimentReport(BaseModel):
         description="The sycophancy probe's figures per arm (and the reward model's flattery "
         "check), where the experiment has a probe guardrail or its arms have probe results.",
     )
+    variants_tried: list[str] = Field(
+        default_factory=list,
+        description="Every variant the experiment has put in front of units over its history "
+        "(its logged configs' arms and the log's groups); a winner chosen among more than two "
+        "is flagged in `notes`.",
+    )
     undeclared_custom_metrics: dict[str, int] = Field(
         default_factory=dict,
         description="Custom feedback names in the log that the experiment does not declare "

@@ -507,3 +507,26 @@ def test_the_sample_ratio_test_judges_each_config_period_by_its_own_weights(
     writer.close()
     ratio = build_report(store, skewed, reps=20).sample_ratio
     assert not ratio.mismatch and ratio.expected == pytest.approx([1000 + 1800, 1000 + 200])
+
+
+def test_a_winner_chosen_among_many_variants_is_flagged(tmp_path: Path) -> None:
+    """The experiment tried c and d before b (its logged configs): b's win is the best of
+    three treatments, which the report says; with b the only one ever tried, it does not."""
+    from router.events import ExperimentConfig
+    from router.store import OutcomeStore
+
+    store = tmp_path / "o.db"
+    arms = {"a": Arm(thumbs_up=0.2), "b": Arm(thumbs_up=0.3)}
+    simulate_ab(store, ab(), Traffic(units=3000, arms=arms, seed=1))
+    alone = build_report(store, ab(), reps=50)
+    assert alone.verdict.variant == "b" and alone.variants_tried == ["a", "b"]
+    assert not any("chosen among" in note for note in alone.notes)
+    writer = OutcomeStore(store)
+    for i, tried in enumerate(("c", "d", "b")):  # b's config put in force before its units
+        config = ab(arms=[{"variant": "a"}, {"variant": tried}]).model_dump_json()
+        writer.write([ExperimentConfig(ts=i, experiment="ab", revision=tried, config=config)])
+    writer.close()
+    report = build_report(store, ab(), reps=50)
+    assert report.variants_tried == ["a", "b", "c", "d"]
+    assert report.verdict.variant == "b"
+    assert any("b was chosen among the 4 variants" in note for note in report.notes)
