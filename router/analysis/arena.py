@@ -38,7 +38,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -545,7 +544,6 @@ def leaderboard(
     base: float = 10,
     anchor: float = 1000,
     ridge: float = RIDGE,
-    method: Literal["auto", "bootstrap", "asymptotic"] = "auto",
 ) -> Ratings:
     """Bradley–Terry ratings (`bradley_terry`) with percentile bootstrap intervals over battles,
     or over voters when the battles are clustered (``Battles.cluster``).
@@ -558,9 +556,7 @@ def leaderboard(
     a second). Above ``BOOTSTRAP_BUDGET`` refits, the replicates are drawn from the fit's
     asymptotic normal distribution (cluster-robust, sandwich, with voters) instead.
     Deterministic for a given ``seed``. ``progress=True`` shows a tqdm bar (tqdm must be
-    installed). ``method`` forces one or the other: ``asymptotic`` is what adaptively sampled
-    pairs need (`router.adaptive`: the likelihood's information stays valid when the pairs
-    depend on earlier votes; resampling battles as if drawn at fixed shares loses coverage).
+    installed).
     """
     if reps < 0:
         raise ValueError("reps must be 0 or more")
@@ -574,8 +570,6 @@ def leaderboard(
     style_replicates = np.full((reps, k), np.nan)
     refits = covariates is not None or cluster is not None  # else a few cells: always refit
     asymptotic = refits and count.size * reps > BOOTSTRAP_BUDGET
-    if method != "auto":
-        asymptotic = method == "asymptotic"
     if round(float(count.sum())) and reps:
         if asymptotic:
             draws = _wald_draws(cells, cluster, m, coef, ridge, reps, seed)
