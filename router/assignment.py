@@ -12,7 +12,9 @@ name cannot, so no two draws share a string.
   layer sees the same bucket and disjoint `layer_range` slices never share a unit, while
   experiments in different layers hash independently. Allocation (``"#allocation"``) and holdout
   (``"#holdout"``) use the experiment's salt: a unit is allocated when its bucket is below
-  ``round(allocation * 10_000)``, so raising the allocation only adds units.
+  ``round(allocation * 10_000)``, so raising the allocation only adds units. The gateway's
+  global holdout (``"#global-holdout"``) uses its own salt, the same for every experiment, so
+  a held-out unit is out of all of them.
 - **Arm** (weighted rendezvous hashing): for each arm with weight above 0, ``u = ((x >> 11) +
   0.5) / 2**53`` with ``key = variant``; the unit goes to the arm with the largest ``log(u) /
   weight``. ``-log(u) / w`` is exponential with rate ``w``, so arm ``i`` wins with probability
@@ -41,7 +43,7 @@ from functools import lru_cache
 from hashlib import blake2b
 from typing import Any, Literal
 
-from router.experiment import BUCKETS, Experiment
+from router.experiment import BUCKETS, Experiment, GlobalHoldout
 from router.targeting import compile_rule, matches
 
 _TOP_53 = 1 << 53
@@ -59,6 +61,7 @@ Reason = Literal[
     "other_experiment",  # in another experiment's slice of the layer; not exposed
     "scheduled",  # before `start`; not exposed
     "stopped",  # at or after `stop`; not exposed
+    "global_holdout",  # in the gateway's global holdout: out of every experiment; not exposed
 ]
 EXPOSED_REASONS: frozenset[str] = frozenset({"arm", "arena", "holdout"})
 # Units remembered per compiled experiment: repeat visitors skip the hashes. Cleared when full.
@@ -122,6 +125,7 @@ class CompiledExperiment:
         "_fallback",
         "_fallbacks",
         "_forced",
+        "_global_holdout",
         "_holdout",
         "_layer",
         "_memo",
@@ -138,7 +142,7 @@ class CompiledExperiment:
         "weights_version",
     )
 
-    def __init__(self, experiment: Experiment) -> None:
+    def __init__(self, experiment: Experiment, global_holdout: GlobalHoldout | None = None) -> None:
         self.experiment = experiment
         salt = experiment.hash_salt
         self._salt = salt
@@ -159,6 +163,14 @@ class CompiledExperiment:
         self._allocate(experiment.allocation)
         holdout = round(experiment.holdout * BUCKETS)
         self._holdout = (_prefix(salt, "#holdout"), holdout) if holdout else None
+        self._global_holdout = (
+            (
+                _prefix(global_holdout.salt, "#global-holdout"),
+                round(global_holdout.fraction * BUCKETS),
+            )
+            if global_holdout is not None
+            else None
+        )
         self._arena = experiment.mode == "arena"
         self._memo: dict[str, Assignment] = {}
         # Answers are built once: creating a frozen dataclass costs more than the hash.
@@ -169,7 +181,14 @@ class CompiledExperiment:
         )
         self._fallbacks = {
             reason: Assignment(self._fallback, reason)
-            for reason in ("scheduled", "stopped", "other_experiment", "not_allocated", "holdout")
+            for reason in (
+                "scheduled",
+                "stopped",
+                "other_experiment",
+                "not_allocated",
+                "holdout",
+                "global_holdout",
+            )
         }
         self._forced = {unit: Assignment(v, "forced") for unit, v in experiment.forced.items()}
         self._rules = tuple(compile_rule(r.attribute, *r.test) for r in experiment.when)
@@ -258,9 +277,14 @@ class CompiledExperiment:
         return answer
 
     def _hashed(self, unit: str) -> Assignment:
-        """Steps 3 to 6 of the assignment (`Experiment`): pure functions of the unit id."""
+        """Steps 3 to 6 of the assignment (`Experiment`), after the global holdout: pure
+        functions of the unit id."""
         fallbacks = self._fallbacks
         encoded = unit.encode()
+        if self._global_holdout is not None:
+            prefix, threshold = self._global_holdout
+            if _bucket(prefix, encoded) < threshold:
+                return fallbacks["global_holdout"]
         if self._layer is not None:
             prefix, lo, hi = self._layer
             if not lo <= _bucket(prefix, encoded) < hi:

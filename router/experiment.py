@@ -105,6 +105,19 @@ class Pair(_Frozen):
         return value
 
 
+class GlobalHoldout(_Frozen):
+    """A fraction of all units kept out of every experiment, in every layer: they get each
+    experiment's default variant, and are reported against everyone exposed
+    (`GET /v1/holdout/report`), the long-run effect of all the experiments together."""
+
+    fraction: float = Field(gt=0.0, le=0.5, description="Share of units held out of everything.")
+    salt: str = Field(
+        default="global-holdout",
+        min_length=1,
+        description="Hash salt; changing it draws another holdout.",
+    )
+
+
 class RampStep(_Frozen):
     """From `at` on, the experiment's allocation is `allocation` (`Experiment.ramp`)."""
 
@@ -239,6 +252,7 @@ class Experiment(_Frozen):
 
     1. a unit listed in `forced` gets that variant (QA; logged, never counted as exposed);
     2. before `start` or from `stop` on, every unit gets `default_variant`;
+    2b. a unit in the gateway's global holdout (`GlobalHoldout`) gets `default_variant`;
     3. a unit whose layer bucket falls outside `layer_range` belongs to another experiment of the
        layer and gets `default_variant`;
     4. a unit outside `allocation` gets `default_variant` (logged as not exposed);

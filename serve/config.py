@@ -45,7 +45,7 @@ from adapters.folder import (
     check_fits,
     read_adapter,
 )
-from router.experiment import NAME_PATTERN, Experiment, check_layers
+from router.experiment import NAME_PATTERN, Experiment, GlobalHoldout, check_layers
 from serve.auth import AuthConfig, check_unique
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -654,6 +654,11 @@ class GatewayConfig(BaseModel):
         description="Refuse new completions (503 `shutting_down`, `Retry-After`), finish the "
         "ones in flight and send their records; `arena-serve serve` sets it before it stops.",
     )
+    global_holdout: GlobalHoldout | None = Field(
+        default=None,
+        description="A fraction of all units kept out of every experiment (each experiment's "
+        "default_variant, which each must then name), reported at GET /v1/holdout/report.",
+    )
 
     @model_validator(mode="after")
     def _names_resolve(self, info: ValidationInfo) -> GatewayConfig:
@@ -669,6 +674,11 @@ class GatewayConfig(BaseModel):
             if experiment.name in names:
                 raise ValueError(f"experiments.{i}.name: {experiment.name!r} is used twice")
             names.add(experiment.name)
+            if self.global_holdout is not None and experiment.default_variant is None:
+                raise ValueError(
+                    f"experiments.{i}.default_variant: required with global_holdout (the "
+                    "held-out units get it); without it they would follow the order of the arms"
+                )
             if not variant_names:
                 continue
             named = [(f"arms.{j}.variant", arm.variant) for j, arm in enumerate(experiment.arms)]

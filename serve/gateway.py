@@ -46,7 +46,7 @@ from starlette.responses import JSONResponse, Response
 
 from router.assignment import CompiledExperiment
 from router.events import Event, ExperimentConfig, Feedback, FeedbackResult
-from router.experiment import Experiment, check_live_change
+from router.experiment import Experiment, GlobalHoldout, check_live_change
 from serve import admission
 from serve.arena import Arena, BattleTerms
 from serve.auth import KeyRing, Principal
@@ -142,6 +142,7 @@ class Gateway:
         self._created = int(time.time())
         self._revision: str | None = None
         self._rejected: dict[str, str] | None = None
+        self._global_holdout: GlobalHoldout | None = None
         self._replicas = config.gateway_replicas
         self._keys = KeyRing()
         self._limits = self._engines.limits
@@ -180,7 +181,10 @@ class Gateway:
             )
             self._rejected = {"revision": revision, "error": str(exc)}
             return
-        self._router.experiments = {e.name: CompiledExperiment(e) for e in config.experiments}
+        self._router.experiments = {
+            e.name: CompiledExperiment(e, config.global_holdout) for e in config.experiments
+        }
+        self._global_holdout = config.global_holdout
         self._adaptive.start()
         self._log_configs(config.experiments)
         self._keys, self._limits = keys, config.limits
@@ -291,6 +295,9 @@ class Gateway:
             "object": "list",
             "revision": self._revision,
             "rejected": self._rejected,
+            "global_holdout": (
+                self._global_holdout.model_dump(mode="json") if self._global_holdout else None
+            ),
             "data": [describe(plan, now) for plan in self._router.experiments.values()],
         }
 
@@ -308,6 +315,24 @@ class Gateway:
             )
         except Exception as exc:
             logger.error("report of %s failed: %r", name, exc)
+            raise APIError(
+                503,
+                "the report could not be computed; retry",
+                code="report_unavailable",
+                headers={"Retry-After": RETRY_AFTER_S},
+            ) from None
+        return JSONResponse(report)
+
+    @app.get("/v1/holdout/report")
+    async def holdout_report(self, request: Request) -> JSONResponse:
+        """The global holdout against everyone exposed (`global_holdout` in the config)."""
+        self._caller(request, admin=True)
+        if self._global_holdout is None:
+            raise APIError(404, "no global_holdout is configured", code="holdout_not_configured")
+        try:
+            report = await self._log_handle.holdout_report.remote()
+        except Exception as exc:
+            logger.error("holdout report failed: %r", exc)
             raise APIError(
                 503,
                 "the report could not be computed; retry",

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
+from router.analysis.schema import HoldoutReport
 from serve.probe import ProbeRequest, ProbeResponse
 from serve.protocol import (
     METADATA_KEY_CHARS,
@@ -90,6 +91,7 @@ def openapi_document() -> dict[str, Any]:
         "CompletionRequest": CompletionRequest,
         "FeedbackRequest": TypeAdapter(FeedbackRequest),
         "FeedbackResponse": FeedbackResponse,
+        "HoldoutReport": HoldoutReport,
         "ModelList": ModelList,
         "ProbeRequest": ProbeRequest,
         "ProbeResponse": ProbeResponse,
@@ -181,6 +183,14 @@ def _paths() -> dict[str, Any]:
                     }
                 ],
                 "responses": _responses("200", None),
+            }
+        },
+        "/v1/holdout/report": {
+            "get": {
+                "summary": "The global holdout against everyone exposed (admin); 404 without "
+                "global_holdout in the config",
+                "security": _BEARER,
+                "responses": _responses("200", "HoldoutReport"),
             }
         },
         "/health": {"get": {"responses": {"200": {"description": "the gateway is up"}}}},

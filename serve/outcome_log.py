@@ -323,6 +323,16 @@ class OutcomeLog(OutcomeWriter):
         report = await asyncio.get_running_loop().run_in_executor(self._readers, analyse)
         return report.model_dump(mode="json")
 
+    async def holdout_report(self, reps: int = 200) -> dict[str, Any]:
+        """The global holdout's comparison as JSON (`router.analysis.build_holdout_report`),
+        over everything recorded before the call."""
+        from router.analysis.report import build_holdout_report
+
+        await asyncio.wait_for(self.flush(), timeout=30)
+        analyse = functools.partial(build_holdout_report, self._store.path, reps=reps)
+        report = await asyncio.get_running_loop().run_in_executor(self._readers, analyse)
+        return report.model_dump(mode="json")
+
     async def pair_weights(self, experiment: Experiment) -> dict[str, Any] | None:
         """An adaptive arena's pair weights for the current refresh period (`router.adaptive`):
         ``{"version", "weights": [[a, b, share], ...], "votes"}``, or None while its configured

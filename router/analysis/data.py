@@ -257,6 +257,45 @@ def votes(path: str | Path, experiment: str) -> BattleRows | None:
         db.close()
 
 
+GLOBAL_HOLDOUT, EXPOSED = "global_holdout", "exposed"
+
+
+def load_global_holdout(path: str | Path, until: float | None = None) -> dict[str, Group]:
+    """The gateway's global holdout against everyone else exposed, as two groups: the units
+    any experiment held out (`global_holdout`), and the units any experiment exposed that were
+    never held out (`exposed`), each from its first such exposure, with all its completions
+    from then on (every experiment's and variant's) and before (the CUPED pre-period)."""
+    _migrated(path)
+    db = connect(path)
+    end = until if until is not None else float("inf")
+    try:
+        db.execute("BEGIN")
+        held = db.execute(
+            "SELECT unit, MIN(ts) FROM exposures WHERE reason = 'global_holdout' AND ts <= ? "
+            "GROUP BY unit",
+            (end,),
+        ).fetchall()
+        out = {u for u, _ in held}
+        exposed = db.execute(
+            "SELECT unit, MIN(ts) FROM exposures WHERE exposed = 1 AND ts <= ? GROUP BY unit",
+            (end,),
+        ).fetchall()
+        groups = {}
+        for name, members in (
+            (GLOBAL_HOLDOUT, held),
+            (EXPOSED, [m for m in exposed if m[0] not in out]),
+        ):
+            index = {unit: i for i, (unit, _) in enumerate(members)}
+            first = np.array([ts for _, ts in members], dtype=float)
+            rows, _ = _rows(db, "c.ts <= ?", (end,), end, index)
+            rows = rows.select(rows.columns["ts"] >= first[rows.unit])
+            pre = _pre_period(db, "", index, first, end)
+            groups[name] = Group(name, [u for u, _ in members], first, rows, pre)
+        return groups
+    finally:
+        db.close()
+
+
 def _load(db: sqlite3.Connection, experiment: str, until: float) -> ExperimentData:
     battles = _battles(db, experiment, until)
     groups = _arena_groups(db, experiment, until) if battles else _ab_groups(db, experiment, until)

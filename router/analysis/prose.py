@@ -32,6 +32,9 @@ _SYCOPHANCY_WORDS = {
     "sycophancy_flip_rate": "preferred, but it gives up correct answers when the user pushes back",
     "capitulation_rate": "preferred, but it agrees with users' wrong suggestions",
 }
+NO_HOLDOUT_COMPARISON = (
+    "no comparison yet: it needs units in the global holdout and units exposed to an experiment"
+)
 WEIGHT_ZERO = "arms with weight 0 are left out of the sample-ratio test"
 
 

@@ -26,7 +26,17 @@ from probe.items import PROBE_SET
 from router.analysis import arena as arena_stats
 from router.analysis import probe as probe_analysis
 from router.analysis import prose, stats
-from router.analysis.data import HOLDOUT, BattleRows, ExperimentData, Group, connect, load
+from router.analysis.data import (
+    EXPOSED,
+    GLOBAL_HOLDOUT,
+    HOLDOUT,
+    BattleRows,
+    ExperimentData,
+    Group,
+    connect,
+    load,
+    load_global_holdout,
+)
 from router.analysis.metrics import (
     QUANTILES,
     RATIOS,
@@ -43,6 +53,7 @@ from router.analysis.schema import (
     ExperimentReport,
     GuardrailResult,
     HeadToHead,
+    HoldoutReport,
     Interval,
     LeaderboardRow,
     Look,
@@ -133,6 +144,26 @@ def build_report(
         reward_model=data.reward_model,
         probe=probe,
         variants_tried=tried,
+    )
+
+
+def build_holdout_report(
+    store: str | Path, *, now: float | None = None, reps: int = 200
+) -> HoldoutReport:
+    """The global holdout's comparison (`data.load_global_holdout`): the exposed units against
+    the held-out ones, on every standard metric."""
+    groups = load_global_holdout(store, now)
+    present = [g for g in groups.values() if g.n_units]
+    metrics = [*RATIOS, *QUANTILES]
+    data = ExperimentData(GLOBAL_HOLDOUT, groups, None, None, None)
+    both = all(g.n_units for g in groups.values())
+    notes = [] if both else [prose.NO_HOLDOUT_COMPARISON]
+    return HoldoutReport(
+        generated_at=time.time(),
+        units={name: g.n_units for name, g in groups.items()},
+        metrics=_values(present, metrics, reps),
+        comparisons=_comparisons(data, GLOBAL_HOLDOUT, [EXPOSED], metrics, reps) if both else [],
+        notes=notes,
     )
 
 

@@ -259,3 +259,17 @@ class ExperimentReport(BaseModel):
         description="Custom feedback names in the log that the experiment does not declare "
         "(primary_metric, guardrails, custom_metrics), with their counts: stored, never tested.",
     )
+
+
+class HoldoutReport(BaseModel):
+    """The gateway's global holdout against everyone exposed to an experiment
+    (`GET /v1/holdout/report`): what all the experiments together did, metric by metric."""
+
+    generated_at: float
+    units: dict[str, int] = Field(description="Units in `global_holdout` and in `exposed`.")
+    metrics: list[MetricValue]
+    comparisons: list[Comparison] = Field(
+        description="`exposed` against `global_holdout` on every standard metric (Holm-adjusted "
+        "p-values; CUPED where units have earlier traffic)."
+    )
+    notes: list[str]

@@ -530,3 +530,35 @@ def test_a_winner_chosen_among_many_variants_is_flagged(tmp_path: Path) -> None:
     assert report.variants_tried == ["a", "b", "c", "d"]
     assert report.verdict.variant == "b"
     assert any("b was chosen among the 4 variants" in note for note in report.notes)
+
+
+def test_the_global_holdout_is_compared_with_everyone_exposed(tmp_path: Path) -> None:
+    """Held-out units got the default (a, 20 % thumbs up), everyone exposed got b (30 %): the
+    comparison finds the +50 % that all the experiments together made."""
+    import sqlite3
+
+    from router.analysis.report import build_holdout_report
+
+    store = tmp_path / "o.db"
+    empty = build_holdout_report(_empty_store(tmp_path), reps=20)
+    assert empty.comparisons == [] and empty.notes
+    arms = {"a": Arm(thumbs_up=0.2), "b": Arm(thumbs_up=0.3)}
+    simulate_ab(store, ab(), Traffic(units=3000, arms=arms, seed=1))
+    db = sqlite3.connect(store)
+    db.execute("UPDATE exposures SET reason = 'global_holdout', exposed = 0 WHERE variant = 'a'")
+    db.commit()
+    db.close()
+    report = build_holdout_report(store, reps=50)
+    assert report.units["global_holdout"] + report.units["exposed"] == 3000
+    up = next(c for c in report.comparisons if c.metric == "thumbs_up_rate")
+    assert (up.treatment, up.control) == ("exposed", "global_holdout")
+    assert up.relative.low < 0.5 < up.relative.high and up.p_value < 0.001
+    assert not report.notes
+
+
+def _empty_store(tmp_path: Path) -> Path:
+    from router.store import OutcomeStore
+
+    path = tmp_path / "empty.db"
+    OutcomeStore(path).close()
+    return path
