@@ -139,6 +139,7 @@ class CompiledExperiment:
         "_start",
         "_stop",
         "experiment",
+        "ramp_hold",
         "weights_version",
     )
 
@@ -159,6 +160,7 @@ class CompiledExperiment:
             *((step.at.timestamp(), step.allocation) for step in experiment.ramp),
         )
         self._ramp_step = 0
+        self.ramp_hold: dict[str, Any] | None = None  # a guardrail stopped the ramp (`hold_ramp`)
         self._allocation: tuple[blake2b, int] | None = None
         self._allocate(experiment.allocation)
         holdout = round(experiment.holdout * BUCKETS)
@@ -246,6 +248,17 @@ class CompiledExperiment:
             self._ramp_step = step
             self._allocate(self._ramp[step][1])
             self._memo.clear()
+
+    def hold_ramp(self, step: int, why: dict[str, Any]) -> None:
+        """Stop the ramp at `step` (0: the experiment's own allocation) from now on: a
+        guardrail failed (`serve.outcome_log.OutcomeLog.ramp_state`, which says `why`)."""
+        if not 0 <= step < len(self._ramp):
+            raise ValueError(f"ramp step {step} is not one of this experiment's")
+        self._ramp = self._ramp[: step + 1]
+        self._ramp_step = step
+        self._allocate(self._ramp[step][1])
+        self._memo.clear()
+        self.ramp_hold = why
 
     def targets(self, headers: Mapping[str, str], metadata: Any) -> bool:
         """Whether the experiment takes a request with these attributes (its `when` rules,

@@ -141,6 +141,20 @@ class ExperimentConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RampHold:
+    """A ramp stopped by a failing guardrail: the experiment's config (`revision`) stays at ramp
+    step `step` (0: its own allocation), `allocation`, from `ts` on; `guardrail` names the
+    metric that failed. One per config: a new config ramps again."""
+
+    ts: float
+    experiment: str
+    revision: str
+    step: int
+    allocation: float
+    guardrail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Transcript:
     """The text of one experiment completion: kept only where the config asks for it
     (`store.keep_text`), and only in the store (never in logs), until its retention ends.

@@ -7,6 +7,7 @@ compiles a validated experiment into the few numbers the hot path needs.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -504,6 +505,13 @@ class Experiment(_Frozen):
         if self.stop is not None and now >= self.stop:
             return "stopped"
         return "running"
+
+
+def experiment_revision(experiment: Experiment) -> str:
+    """A short hash of the experiment's config (its forced units left out): what the gateway
+    logs it under, and what a ramp's hold belongs to."""
+    config = experiment.model_dump_json(exclude={"forced"})
+    return hashlib.sha256(config.encode()).hexdigest()[:16]
 
 
 def check_live_change(running: Sequence[Experiment], proposed: Sequence[Experiment]) -> None:

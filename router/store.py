@@ -45,6 +45,7 @@ from router.events import (
     FeedbackStatus,
     PairWeights,
     ProbeResult,
+    RampHold,
     Score,
     Transcript,
 )
@@ -66,6 +67,7 @@ TABLES = (
     "probes",
     "pair_weights",
     "experiment_configs",
+    "ramp_holds",
 )
 
 _SCHEMA = """
@@ -206,6 +208,15 @@ CREATE TABLE IF NOT EXISTS experiment_configs (
     config TEXT NOT NULL,
     PRIMARY KEY (experiment, ts, revision)
 );
+CREATE TABLE IF NOT EXISTS ramp_holds (
+    experiment TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    ts REAL NOT NULL,
+    step INTEGER NOT NULL,
+    allocation REAL NOT NULL,
+    guardrail TEXT NOT NULL,
+    PRIMARY KEY (experiment, revision)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -261,6 +272,7 @@ _INSERT_FEEDBACK = _insert_sql("feedback", _field_names(Feedback))
 _INSERT_TRANSCRIPT = _insert_sql("transcripts", _field_names(Transcript), "INSERT OR IGNORE")
 _INSERT_PROBE = _insert_sql("probes", _field_names(ProbeResult), "INSERT OR IGNORE")
 _INSERT_WEIGHTS = _insert_sql("pair_weights", _field_names(PairWeights), "INSERT OR IGNORE")
+_INSERT_HOLD = _insert_sql("ramp_holds", _field_names(RampHold), "INSERT OR IGNORE")
 _INSERT_CONFIG = _insert_sql(
     "experiment_configs", _field_names(ExperimentConfig), "INSERT OR IGNORE"
 )
@@ -365,6 +377,9 @@ class OutcomeStore:
                 return DUPLICATE
         elif isinstance(event, PairWeights):
             if not self._db.execute(_INSERT_WEIGHTS, astuple(event)).rowcount:
+                return DUPLICATE
+        elif isinstance(event, RampHold):
+            if not self._db.execute(_INSERT_HOLD, astuple(event)).rowcount:
                 return DUPLICATE
         elif isinstance(event, ExperimentConfig):
             latest = self._db.execute(

@@ -29,7 +29,6 @@ and none of `OpenAiIngress`'s middleware stack (CORS, HTTP metrics, request-id) 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -46,7 +45,12 @@ from starlette.responses import JSONResponse, Response
 
 from router.assignment import CompiledExperiment
 from router.events import Event, ExperimentConfig, Feedback, FeedbackResult
-from router.experiment import Experiment, GlobalHoldout, check_live_change
+from router.experiment import (
+    Experiment,
+    GlobalHoldout,
+    check_live_change,
+    experiment_revision,
+)
 from serve import admission
 from serve.arena import Arena, BattleTerms
 from serve.auth import KeyRing, Principal
@@ -208,7 +212,7 @@ class Gateway:
         events: list[Event] = []
         for experiment in experiments:
             config = experiment.model_dump_json(exclude={"forced"})
-            revision = hashlib.sha256(config.encode()).hexdigest()[:16]
+            revision = experiment_revision(experiment)
             events.append(
                 ExperimentConfig(
                     ts=now, experiment=experiment.name, revision=revision, config=config

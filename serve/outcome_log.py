@@ -34,8 +34,8 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from router.events import Event, Feedback, FeedbackResult, PairWeights, check_text
-from router.experiment import Experiment
+from router.events import Event, Feedback, FeedbackResult, PairWeights, RampHold, check_text
+from router.experiment import Experiment, experiment_revision
 from router.store import OutcomeStore, WriteResult
 from serve.config import OUTCOME_LOG_DEPLOYMENT
 from serve.metrics import OutcomeMetrics
@@ -43,6 +43,7 @@ from serve.metrics import OutcomeMetrics
 logger = logging.getLogger("ray.serve")
 
 _Entry = tuple[Event | None, asyncio.Future | None]
+RAMP_CHECK_S = 60.0  # how often a ramped experiment's guardrails are judged
 COMMIT_WAIT_S = 2.0  # what `record(committed=True)` waits for a store that cannot write
 FLUSH_ON_STOP_S = 20.0  # within Ray Serve's graceful shutdown timeout for the replica
 
@@ -257,6 +258,7 @@ class OutcomeLog(OutcomeWriter):
         # Per experiment: (its config, the refresh period) and the weights computed for them.
         self._weights: dict[str, tuple[tuple[Experiment, int], dict[str, Any] | None]] = {}
         self._weights_lock = asyncio.Lock()
+        self._holds: dict[str, tuple[tuple[Experiment, int], dict[str, Any] | None]] = {}
 
     def _ensure_running(self) -> None:
         super()._ensure_running()
@@ -332,6 +334,90 @@ class OutcomeLog(OutcomeWriter):
         analyse = functools.partial(build_holdout_report, self._store.path, reps=reps)
         report = await asyncio.get_running_loop().run_in_executor(self._readers, analyse)
         return report.model_dump(mode="json")
+
+    async def ramp_state(self, experiment: Experiment) -> dict[str, Any] | None:
+        """A ramped experiment's hold, if a guardrail stopped it: ``{"step", "allocation",
+        "guardrail", "since"}``, else None. Judged once per `RAMP_CHECK_S` period from the
+        report; the first failing guardrail stops the ramp at the step before the one in force
+        (its last safe step; step 0 is the experiment's own allocation), logged in
+        `ramp_holds` for this config, which keeps it held until the config changes."""
+        if not experiment.ramp or not experiment.guardrails:
+            return None
+        revision = experiment_revision(experiment)
+        key = (experiment, int(time.time() // RAMP_CHECK_S))
+        async with self._weights_lock:
+            known = self._holds.get(experiment.name)
+            # A hold lasts as long as its config; no hold is judged again each period.
+            fresh = known is not None and (known[1] is not None or known[0] == key)
+            if known is not None and known[0][0] == experiment and fresh:
+                return known[1]
+            await asyncio.wait_for(self.flush(), timeout=30)
+            loop = asyncio.get_running_loop()
+            answer = await loop.run_in_executor(
+                self._readers, self._judge_ramp, experiment, revision
+            )
+            if answer is not None and answer.pop("new"):
+                hold = RampHold(
+                    ts=answer["since"],
+                    experiment=experiment.name,
+                    revision=revision,
+                    step=answer["step"],
+                    allocation=answer["allocation"],
+                    guardrail=answer["guardrail"],
+                )
+                await self.record([hold], committed=True)
+                logger.warning(
+                    "ramp of %s held at step %d (allocation %g): guardrail %s failed",
+                    experiment.name,
+                    hold.step,
+                    hold.allocation,
+                    hold.guardrail,
+                )
+            self._holds[experiment.name] = (key, answer)
+            return answer
+
+    def _judge_ramp(self, experiment: Experiment, revision: str) -> dict[str, Any] | None:
+        """The hold logged for this config, else one made now if a guardrail fails."""
+        from bisect import bisect_right
+
+        from router.analysis import build_report
+        from router.analysis.data import connect
+
+        db = connect(self._store.path)
+        try:
+            row = db.execute(
+                "SELECT step, allocation, guardrail, ts FROM ramp_holds "
+                "WHERE experiment = ? AND revision = ?",
+                (experiment.name, revision),
+            ).fetchone()
+        finally:
+            db.close()
+        if row is not None:
+            step, allocation, guardrail, since = row
+            return {
+                "step": step,
+                "allocation": allocation,
+                "guardrail": guardrail,
+                "since": since,
+                "revision": revision,
+                "new": False,
+            }
+        report = build_report(self._store.path, experiment, reps=100)
+        failed = [g.metric for g in report.guardrails if g.status == "fail"]
+        if not failed:
+            return None
+        now = time.time()
+        times = [step.at.timestamp() for step in experiment.ramp]
+        step = max(bisect_right(times, now) - 1, 0)  # the one before the step in force
+        allocation = experiment.allocation if step == 0 else experiment.ramp[step - 1].allocation
+        return {
+            "step": step,
+            "allocation": allocation,
+            "guardrail": failed[0],
+            "since": now,
+            "revision": revision,
+            "new": True,
+        }
 
     async def pair_weights(self, experiment: Experiment) -> dict[str, Any] | None:
         """An adaptive arena's pair weights for the current refresh period (`router.adaptive`):

@@ -26,6 +26,7 @@ from router.events import Event, Exposure
 from router.experiment import Experiment
 from serve.arena import check_options
 from serve.errors import APIError
+from serve.outcome_log import RAMP_CHECK_S
 from serve.protocol import unit_of
 
 EXPOSURE_CACHE_SIZE = 65_536
@@ -143,6 +144,7 @@ def describe(plan: CompiledExperiment, now: datetime) -> dict[str, Any]:
     described["primary_metric"] = experiment.metric
     described["forced_units"] = len(experiment.forced)
     described["allocation_now"] = plan.allocation_at(now.timestamp())  # the ramp's step now
+    described["ramp_hold"] = plan.ramp_hold  # a failing guardrail stopped the ramp
     described["when"] = [r.model_dump(mode="json", exclude_none=True) for r in experiment.when]
     if experiment.mode == "arena":
         described["pairs"] = [p.model_dump(mode="json") for p in experiment.arena_pairs()]
@@ -152,12 +154,12 @@ def describe(plan: CompiledExperiment, now: datetime) -> dict[str, Any]:
 
 
 class AdaptiveWeights:
-    """Keeps the adaptive arenas' pair weights current on one gateway replica.
+    """Keeps what the outcome log decides from the data in force on one gateway replica: the
+    adaptive arenas' pair weights, and the holds of ramps a guardrail stopped.
 
-    At the start of each refresh period (``time // refresh_s``) it asks the outcome log for the
-    period's weights, which the log computes once for every replica, and puts them in force, so
-    replicas switch together. While the log cannot answer, or too few votes are in, an arena
-    keeps the weights it has.
+    At the start of each refresh period (``time // refresh_s``; `RAMP_CHECK_S` for ramps) it
+    asks the log, which decides once for every replica, and puts the answer in force, so
+    replicas switch together. While the log cannot answer, a plan keeps what it has.
     """
 
     TIMEOUT_S = 60.0
@@ -174,33 +176,52 @@ class AdaptiveWeights:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
+    @staticmethod
+    def period_of(plan: CompiledExperiment) -> float | None:
+        """How often `plan` is refreshed; None when nothing in it is decided by the log."""
+        experiment = plan.experiment
+        if experiment.adaptive is not None:
+            return experiment.adaptive.refresh_s
+        if experiment.ramp and experiment.guardrails and plan.ramp_hold is None:
+            return RAMP_CHECK_S
+        return None
+
     async def _run(self) -> None:
         while True:
             self._wake.clear()
-            plans = [p for p in self._router.experiments.values() if p.experiment.adaptive]
+            plans = [p for p in self._router.experiments.values() if self.period_of(p)]
             for plan in plans:
                 await self.refresh(plan)
-            if not plans:
+            periods = [period for p in plans if (period := self.period_of(p))]
+            if not periods:
                 await self._wake.wait()
                 continue
             now = time.time()
-            periods = [p.experiment.adaptive.refresh_s for p in plans]  # type: ignore[union-attr]
             wait = min(period - now % period for period in periods) + 0.05
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
     async def refresh(self, plan: CompiledExperiment) -> None:
-        """Put the current period's weights in force on `plan`, if the log has them."""
+        """Put the current period's weights, or a ramp's hold, in force on `plan`."""
         experiment = plan.experiment
-        assert experiment.adaptive is not None
-        if plan.weights_version == int(time.time() // experiment.adaptive.refresh_s):
-            return
         try:
-            answer = await asyncio.wait_for(
-                self._log.pair_weights.remote(experiment), self.TIMEOUT_S
-            )
-            if answer is not None and answer["version"] != plan.weights_version:
-                weights = {(a, b): share for a, b, share in answer["weights"]}
-                plan.set_pair_weights(weights, answer["version"])
+            if experiment.adaptive is not None:
+                await self._weights(plan, experiment.adaptive.refresh_s)
+            elif self.period_of(plan) is not None:
+                hold = await asyncio.wait_for(
+                    self._log.ramp_state.remote(experiment), self.TIMEOUT_S
+                )
+                if hold is not None and plan.ramp_hold is None:
+                    plan.hold_ramp(hold["step"], hold)
         except Exception as exc:
-            logger.warning("adaptive weights of %s not refreshed: %r", experiment.name, exc)
+            logger.warning("%s not refreshed from the outcome log: %r", experiment.name, exc)
+
+    async def _weights(self, plan: CompiledExperiment, refresh_s: float) -> None:
+        if plan.weights_version == int(time.time() // refresh_s):
+            return
+        answer = await asyncio.wait_for(
+            self._log.pair_weights.remote(plan.experiment), self.TIMEOUT_S
+        )
+        if answer is not None and answer["version"] != plan.weights_version:
+            weights = {(a, b): share for a, b, share in answer["weights"]}
+            plan.set_pair_weights(weights, answer["version"])

@@ -76,3 +76,18 @@ def test_a_ramp_that_would_drop_units_is_refused(
     ]
     with pytest.raises(ValidationError, match=message):
         Experiment(name="r", arms=ARMS, default_variant="a", allocation=start, ramp=steps)
+
+
+def test_a_held_ramp_stays_at_its_step_and_moves_the_later_units_out() -> None:
+    plan = CompiledExperiment(ramped([0.1, 0.5, 1.0]))
+    units = [f"u{i}" for i in range(3000)]
+    at_half = {u for u in units if allocated(plan, u, 2.5)}
+    plan.hold_ramp(1, {"guardrail": "error_rate"})
+    for hour in (2.5, 10.0):  # step 1 (0.1) from now on, whatever the time
+        now = (T0 + timedelta(hours=hour)).timestamp()
+        assert plan.allocation_at(now) == 0.1
+        held = {u for u in units if allocated(plan, u, hour)}
+        assert held < at_half and len(held) / len(units) == pytest.approx(0.1, abs=0.02)
+    assert plan.ramp_hold == {"guardrail": "error_rate"}
+    with pytest.raises(ValueError, match="not one of"):
+        CompiledExperiment(ramped([0.5])).hold_ramp(2, {})

@@ -114,7 +114,7 @@ def test_a_replica_puts_the_logs_weights_in_force_and_keeps_them_when_it_cannot_
     listed = describe(plan, datetime.now(UTC))
     assert listed["weights_version"] == plan.weights_version
     assert {(a, b): w for a, b, w in listed["pair_shares"]} == shares
-    assert "adaptive weights of four not refreshed" in caplog.text
+    assert "four not refreshed from the outcome log" in caplog.text
 
 
 def test_the_refresher_starts_for_new_plans_and_refreshes_them(tmp_path: Path) -> None:
