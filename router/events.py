@@ -115,16 +115,17 @@ class Battle:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PairWeights:
-    """Adaptive arena weights (`router.adaptive`) put in force: `version` counts the experiment's
-    refresh periods; `weights` is JSON, ``[[variant, variant, share], ...]``; `votes` the votes
-    they were computed from."""
+class Weights:
+    """Weights the outcome log computed from the data and put in force: an adaptive arena's pair
+    shares (`router.adaptive`; `weights` is JSON ``[[variant, variant, share], ...]``) or a
+    bandit's arm shares (`router.bandit`; ``[[variant, share], ...]``). `version` numbers the
+    experiment's refresh periods; `observations` counts the votes or rewards they come from."""
 
     ts: float
     experiment: str
     version: int
     weights: str
-    votes: int
+    observations: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -298,7 +299,7 @@ class FeedbackResult:
     in_battle: bool = field(default=False, compare=False)
 
 
-Event = Exposure | Completion | Battle | PairWeights | Transcript | ProbeResult | Score | Feedback
+Event = Exposure | Completion | Battle | Weights | Transcript | ProbeResult | Score | Feedback
 
 
 def check_text(event: Event) -> None:

@@ -18,7 +18,7 @@ Versions:
    store's secret for hashing voter ids), and a regenerate's `new_completion_id`.
 5. probes (the sycophancy probe's graded items).
 6. battles keep their pair's share when drawn and the adaptive weights version then in force
-   (`pair_share`, `weights_version`; NULL before); `pair_weights` keeps the history of
+   (`pair_share`, `weights_version`; NULL before); `weights` keeps the history of
    adaptive arena weights, `experiment_configs` that of each experiment's config, and
    `ramp_holds` the ramps a failing guardrail stopped.
 """
@@ -153,7 +153,7 @@ def _v4_to_v5(db: sqlite3.Connection) -> None:
 
 
 def _v5_to_v6(db: sqlite3.Connection) -> None:
-    # The new tables (pair_weights, experiment_configs, ramp_holds) come from the schema; battles
+    # The new tables (weights, experiment_configs, ramp_holds) come from the schema; battles
     # get the new columns where an older file had none.
     if "battles" in _tables(db):
         _add_missing(db, "battles", {"pair_share": "REAL", "weights_version": "INTEGER"})

@@ -43,11 +43,11 @@ from router.events import (
     Feedback,
     FeedbackResult,
     FeedbackStatus,
-    PairWeights,
     ProbeResult,
     RampHold,
     Score,
     Transcript,
+    Weights,
 )
 from router.migrations import MIGRATIONS
 
@@ -65,7 +65,7 @@ TABLES = (
     "feedback",
     "transcripts",
     "probes",
-    "pair_weights",
+    "weights",
     "experiment_configs",
     "ramp_holds",
 )
@@ -193,12 +193,12 @@ CREATE TABLE IF NOT EXISTS probes (
     PRIMARY KEY (run_id, variant, item_id)
 );
 CREATE INDEX IF NOT EXISTS probes_by_variant ON probes (variant, revision);
-CREATE TABLE IF NOT EXISTS pair_weights (
+CREATE TABLE IF NOT EXISTS weights (
     experiment TEXT NOT NULL,
     version INTEGER NOT NULL,
     ts REAL NOT NULL,
     weights TEXT NOT NULL,
-    votes INTEGER NOT NULL,
+    observations INTEGER NOT NULL,
     PRIMARY KEY (experiment, version)
 );
 CREATE TABLE IF NOT EXISTS experiment_configs (
@@ -271,7 +271,7 @@ _INSERT_SCORE = _insert_sql("scores", _field_names(Score), "INSERT OR REPLACE")
 _INSERT_FEEDBACK = _insert_sql("feedback", _field_names(Feedback))
 _INSERT_TRANSCRIPT = _insert_sql("transcripts", _field_names(Transcript), "INSERT OR IGNORE")
 _INSERT_PROBE = _insert_sql("probes", _field_names(ProbeResult), "INSERT OR IGNORE")
-_INSERT_WEIGHTS = _insert_sql("pair_weights", _field_names(PairWeights), "INSERT OR IGNORE")
+_INSERT_WEIGHTS = _insert_sql("weights", _field_names(Weights), "INSERT OR IGNORE")
 _INSERT_HOLD = _insert_sql("ramp_holds", _field_names(RampHold), "INSERT OR IGNORE")
 _INSERT_CONFIG = _insert_sql(
     "experiment_configs", _field_names(ExperimentConfig), "INSERT OR IGNORE"
@@ -375,7 +375,7 @@ class OutcomeStore:
         elif isinstance(event, ProbeResult):
             if not self._db.execute(_INSERT_PROBE, astuple(event)).rowcount:
                 return DUPLICATE
-        elif isinstance(event, PairWeights):
+        elif isinstance(event, Weights):
             if not self._db.execute(_INSERT_WEIGHTS, astuple(event)).rowcount:
                 return DUPLICATE
         elif isinstance(event, RampHold):

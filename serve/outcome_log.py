@@ -34,7 +34,7 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from router.events import Event, Feedback, FeedbackResult, PairWeights, RampHold, check_text
+from router.events import Event, Feedback, FeedbackResult, RampHold, Weights, check_text
 from router.experiment import Experiment, experiment_revision
 from router.store import OutcomeStore, WriteResult
 from serve.config import OUTCOME_LOG_DEPLOYMENT
@@ -424,7 +424,7 @@ class OutcomeLog(OutcomeWriter):
         ``{"version", "weights": [[a, b, share], ...], "votes"}``, or None while its configured
         weights hold (too few votes). `version` is the period's number, ``time //
         refresh_s``; computed once per period and config, so every gateway replica gets the
-        same weights, and logged in `pair_weights` the first time."""
+        same weights, and logged in `weights` the first time."""
         from router.adaptive import experiment_weights
         from router.analysis.data import votes
 
@@ -456,12 +456,12 @@ class OutcomeLog(OutcomeWriter):
                 weights, count = found
                 listed = [[a, b, share] for (a, b), share in weights.items()]
                 answer = {"version": key[1], "weights": listed, "votes": count}
-                history = PairWeights(
+                history = Weights(
                     ts=time.time(),
                     experiment=experiment.name,
                     version=key[1],
                     weights=json.dumps(listed),
-                    votes=count,
+                    observations=count,
                 )
                 await self.record([history])
             self._weights[experiment.name] = (key, answer)

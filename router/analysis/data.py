@@ -144,7 +144,7 @@ class BattleRows:
     battles: int  # all logged battles, voted or not
     pairs: dict[tuple[str, str], int]  # battles per unordered pair (sorted names), voted or not
     # The same by adaptive weights version (None: the configured weights), and the pair shares
-    # of each logged version (`pair_weights`): the sample-ratio test judges each period by its
+    # of each logged version (`weights`): the sample-ratio test judges each period by its
     # own weights.
     pairs_by_version: dict[int | None, dict[tuple[str, str], int]]
     weights: dict[int, dict[tuple[str, str], float]]
@@ -423,7 +423,7 @@ def _battles(db: sqlite3.Connection, experiment: str, until: float) -> BattleRow
         period[key] = period.get(key, 0) + count
     weights: dict[int, dict[tuple[str, str], float]] = {}
     for version, listed in db.execute(
-        "SELECT version, weights FROM pair_weights WHERE experiment = ?", (experiment,)
+        "SELECT version, weights FROM weights WHERE experiment = ?", (experiment,)
     ):
         shares: dict[tuple[str, str], float] = {}
         for a, b, share in json.loads(listed):

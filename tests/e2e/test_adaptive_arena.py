@@ -76,13 +76,13 @@ def test_a_four_arm_adaptive_arena_moves_its_pair_weights_and_logs_them(
             battle_and_vote(client, app, f"judge-{i % 6}")
         with app.db() as db:
             history = db.execute(
-                "SELECT version, weights, votes FROM pair_weights WHERE experiment = 'four-arena'"
+                "SELECT version, weights, observations FROM weights WHERE experiment = 'four-arena'"
             ).fetchall()
             rows = db.execute(
                 "SELECT variant_a, variant_b, pair_share, weights_version FROM battles "
                 "WHERE experiment = 'four-arena' ORDER BY ts"
             ).fetchall()
-        assert history and all(r["votes"] >= 12 for r in history)
+        assert history and all(r["observations"] >= 12 for r in history)
         shares_of = {
             entry["version"]: {frozenset((a, b)): w for a, b, w in json.loads(entry["weights"])}
             for entry in history

@@ -84,7 +84,7 @@ def test_the_log_computes_a_periods_weights_once_and_logs_them(tmp_path: Path) -
     assert first["version"] == int(time.time() // 3600) and first["votes"] == 300
     shares = {(a, b): w for a, b, w in first["weights"]}
     assert sum(shares.values()) == pytest.approx(1.0) and max(shares.values()) > 1 / 6
-    rows = sqlite3.connect(tmp_path / "o.db").execute("SELECT * FROM pair_weights").fetchall()
+    rows = sqlite3.connect(tmp_path / "o.db").execute("SELECT * FROM weights").fetchall()
     assert [(r[0], r[1], json.loads(r[3]), r[4]) for r in rows] == [
         ("four", first["version"], first["weights"], 300)
     ]

@@ -428,7 +428,7 @@ def test_an_adaptive_arenas_sample_ratio_judges_each_period_by_its_own_weights(
     """Battles drawn at the configured weights, then at adaptive weights (logged with their
     version): no mismatch. The same battles judged against other logged weights: a mismatch."""
     from router.assignment import compile_experiment
-    from router.events import PairWeights
+    from router.events import Weights
     from router.store import OutcomeStore
 
     store = tmp_path / "o.db"
@@ -441,7 +441,7 @@ def test_an_adaptive_arenas_sample_ratio_judges_each_period_by_its_own_weights(
     simulate_arena(store, experiment, battles=1500, ratings=ratings, seed=0)
     skewed = {("a", "b"): 0.1, ("a", "c"): 0.1, ("b", "c"): 0.8}
     logged = '[["a", "b", 0.1], ["a", "c", 0.1], ["b", "c", 0.8]]'
-    history = PairWeights(ts=1.0, experiment="adaptive-srm", version=7, weights=logged, votes=9)
+    history = Weights(ts=1.0, experiment="adaptive-srm", version=7, weights=logged, observations=9)
     writer = OutcomeStore(store)
     writer.write([history])
     writer.close()
