@@ -101,6 +101,7 @@ class Assignment:
 
     variant: str | None
     reason: Reason
+    version: int | None = None  # a bandit's weights version the arm was drawn by
 
     @property
     def exposed(self) -> bool:
@@ -122,6 +123,8 @@ class CompiledExperiment:
         "_allocation",
         "_arena",
         "_arm_hashers",
+        "_arm_shares",
+        "_bandit",
         "_fallback",
         "_fallbacks",
         "_forced",
@@ -176,11 +179,8 @@ class CompiledExperiment:
         self._arena = experiment.mode == "arena"
         self._memo: dict[str, Assignment] = {}
         # Answers are built once: creating a frozen dataclass costs more than the hash.
-        self._arm_hashers = tuple(
-            (Assignment(arm.variant, "arm"), _prefix(salt, arm.variant), 1.0 / arm.weight)
-            for arm in experiment.arms
-            if arm.weight > 0
-        )
+        self._bandit = experiment.mode == "bandit"
+        self._set_arms({arm.variant: arm.weight for arm in experiment.arms if arm.weight > 0})
         self._fallbacks = {
             reason: Assignment(self._fallback, reason)
             for reason in (
@@ -195,7 +195,7 @@ class CompiledExperiment:
         self._forced = {unit: Assignment(v, "forced") for unit, v in experiment.forced.items()}
         self._rules = tuple(compile_rule(r.attribute, *r.test) for r in experiment.when)
         pairs = experiment.arena_pairs() if self._arena else ()
-        self.weights_version: int | None = None  # adaptive weights in force; None: the config's
+        self.weights_version: int | None = None  # adaptive or bandit weights; None: the config's
         self._set_pairs({pair.variants: pair.weight for pair in pairs})
 
     def _set_pairs(self, weights: Mapping[tuple[str, str], float]) -> None:
@@ -209,6 +209,34 @@ class CompiledExperiment:
         self._pair_shares = {
             tuple(sorted(pair)): weight / total for pair, weight in weights.items()
         }
+
+    def _set_arms(self, weights: Mapping[str, float], version: int | None = None) -> None:
+        """The arms' hashers: a bandit's weights version salts them, so each version draws
+        every unit afresh (sticky within it), the same in every replica."""
+        salt = self._salt if version is None else f"{self._salt}#v{version}"
+        self._arm_hashers = tuple(
+            (Assignment(variant, "arm", version), _prefix(salt, variant), 1.0 / weight)
+            for variant, weight in weights.items()
+        )
+        total = sum(weights.values())
+        self._arm_shares = {variant: weight / total for variant, weight in weights.items()}
+
+    def set_arm_weights(self, weights: Mapping[str, float], version: int) -> None:
+        """A bandit's arms by these weights from now on (`router.bandit`): each of its live arms,
+        above 0. Units are drawn again, by (unit, version)."""
+        if not self._bandit:
+            raise ValueError(f"experiment {self.experiment.name!r} is not a bandit")
+        if set(weights) != set(self._arm_shares):
+            raise ValueError("bandit weights must name each of the experiment's live arms")
+        if not all(math.isfinite(w) and w > 0 for w in weights.values()):
+            raise ValueError("bandit weights must be finite and above 0")
+        self._set_arms(weights, version)
+        self.weights_version = version
+        self._memo.clear()
+
+    def arm_share(self, variant: str) -> float:
+        """The share of new units `variant` gets now: a bandit assignment's propensity."""
+        return self._arm_shares.get(variant, 0.0)
 
     def set_pair_weights(self, weights: Mapping[tuple[str, str], float], version: int) -> None:
         """Draw arena pairs by these weights from now on (adaptive sampling, `router.adaptive`):

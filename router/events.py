@@ -37,7 +37,8 @@ class Exposure:
     """What a unit was assigned in an experiment, and why.
 
     The gateway sends one with every experiment request; the store keeps one row per unit per
-    experiment per change of (variant, reason), so the analysis counts units, not requests.
+    experiment per change of (variant, reason, weights version), so the analysis counts units,
+    not requests.
     `variant` is None for arena units (each battle draws its own pair; see `Battle`).
     """
 
@@ -49,6 +50,10 @@ class Exposure:
     variant: str | None
     reason: Reason
     exposed: bool
+    # A bandit's: the weights version the arm was drawn by, and that arm's share then (the
+    # assignment's propensity); None elsewhere.
+    weights_version: int | None = None
+    propensity: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,6 +8,7 @@ compiles a validated experiment into the few numbers the hot path needs.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ BUCKETS = 10_000
 MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
 
 Unit = Literal["user", "session", "request"]
-Mode = Literal["ab", "arena"]
+Mode = Literal["ab", "arena", "bandit"]
 State = Literal["scheduled", "running", "stopped"]
 
 # Metrics the outcome log can compute per arm (the analysis defines them); `custom:NAME` is the
@@ -155,6 +156,31 @@ class Adaptive(_Frozen):
         description="About how many votes one set of weights serves (the design looks ahead so "
         "far).",
     )
+
+
+class Bandit(_Frozen):
+    """A bandit's settings (`mode: bandit`, `router.bandit`): every `refresh_s` the outcome log
+    gives each arm its posterior probability of being best on `reward` as its share of new
+    assignments, each arm keeping at least `min_share`; a unit keeps its arm until the next
+    refresh. `reward_score` is rescaled from `reward_range` to [0, 1] (clipped)."""
+
+    reward: Literal["thumbs_up_rate", "reward_score"] = "thumbs_up_rate"
+    reward_range: tuple[float, float] = Field(
+        default=(-5.0, 5.0), description="The reward scores that map to 0 and 1."
+    )
+    min_share: float = Field(
+        default=0.01, ge=0.01, le=0.5, description="The least share of new units an arm gets."
+    )
+    refresh_s: float = Field(
+        default=300.0, ge=1.0, le=86_400.0, description="How often the shares are recomputed."
+    )
+
+    @field_validator("reward_range")
+    @classmethod
+    def _rising(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(math.isfinite(v) for v in value) or value[0] >= value[1]:
+            raise ValueError("reward_range must be two finite numbers, the first below the second")
+        return value
 
 
 class Rule(_Frozen):
@@ -316,6 +342,10 @@ class Experiment(_Frozen):
         "before the first, `allocation`. Times rise and allocations never fall, so units only "
         "join.",
     )
+    bandit: Bandit | None = Field(
+        default=None,
+        description="`mode: bandit` only: its reward and refresh (default settings if absent).",
+    )
     when: tuple[Rule, ...] = Field(
         default=(),
         description="Targeting: the experiment takes only requests that pass every rule; the "
@@ -397,12 +427,16 @@ class Experiment(_Frozen):
                 f"default_variant: required when {' or '.join(why)} (those units get it); "
                 "without it they would follow the order of the arms"
             )
-        if self.mode == "ab" and self.pairs is not None:
+        if self.mode != "arena" and self.pairs is not None:
             raise ValueError("pairs: only arena experiments have pairs")
-        if self.mode == "ab" and self.adaptive is not None:
+        if self.mode != "arena" and self.adaptive is not None:
             raise ValueError("adaptive: only arena experiments draw pairs")
-        if self.mode == "ab" and self.primary_metric == "vote_win_rate":
+        if self.mode != "arena" and self.primary_metric == "vote_win_rate":
             raise ValueError("primary_metric: vote_win_rate needs votes, which only arena has")
+        if self.mode != "bandit" and self.bandit is not None:
+            raise ValueError("bandit: only bandit experiments (mode: bandit) have one")
+        if self.mode == "bandit":
+            self._check_bandit(len(live))
         if self.mode == "arena":
             if len(live) < 2:
                 raise ValueError("an arena experiment needs at least two arms with weight above 0")
@@ -430,6 +464,25 @@ class Experiment(_Frozen):
                     "it; a ramp only adds units"
                 )
             previous = (step.at, step.allocation)
+
+    def _check_bandit(self, live: int) -> None:
+        settings = self.bandit_settings
+        if live < 2:
+            raise ValueError("a bandit needs at least two arms with weight above 0")
+        if settings.min_share * live > 1:
+            raise ValueError(
+                f"bandit.min_share: {settings.min_share:g} x {live} arms is more than every unit"
+            )
+        if self.primary_metric is not None and self.primary_metric != settings.reward:
+            raise ValueError(
+                f"primary_metric: a bandit is judged on its reward ({settings.reward}); set "
+                "bandit.reward instead"
+            )
+
+    @property
+    def bandit_settings(self) -> Bandit:
+        """The bandit's settings (defaults where `bandit` is absent)."""
+        return self.bandit if self.bandit is not None else Bandit()
 
     def _check_adaptive(self, adaptive: Adaptive, live: int) -> None:
         pairs = len(self.arena_pairs())
@@ -483,6 +536,8 @@ class Experiment(_Frozen):
     def metric(self) -> str:
         if self.primary_metric is not None:
             return self.primary_metric
+        if self.mode == "bandit":
+            return self.bandit_settings.reward
         return "vote_win_rate" if self.mode == "arena" else "thumbs_up_rate"
 
     def arena_pairs(self) -> tuple[Pair, ...]:

@@ -17,7 +17,8 @@ Versions:
 4. transcripts (the text of experiment completions, where the config keeps it), meta (the
    store's secret for hashing voter ids), and a regenerate's `new_completion_id`.
 5. probes (the sycophancy probe's graded items).
-6. battles keep their pair's share when drawn and the adaptive weights version then in force
+6. exposures keep a bandit's weights version and propensity (and assignments the version);
+   battles keep their pair's share when drawn and the adaptive weights version then in force
    (`pair_share`, `weights_version`; NULL before); `weights` keeps the history of
    adaptive arena weights, `experiment_configs` that of each experiment's config, and
    `ramp_holds` the ramps a failing guardrail stopped.
@@ -157,6 +158,9 @@ def _v5_to_v6(db: sqlite3.Connection) -> None:
     # get the new columns where an older file had none.
     if "battles" in _tables(db):
         _add_missing(db, "battles", {"pair_share": "REAL", "weights_version": "INTEGER"})
+    _add_missing(db, "exposures", {"weights_version": "INTEGER", "propensity": "REAL"})
+    if "assignments" in _tables(db):
+        _add_missing(db, "assignments", {"weights_version": "INTEGER"})
 
 
 # MIGRATIONS[n] takes a store of version n to version n + 1.

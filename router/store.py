@@ -80,7 +80,9 @@ CREATE TABLE IF NOT EXISTS exposures (
     unit TEXT NOT NULL,
     variant TEXT,
     reason TEXT NOT NULL,
-    exposed INTEGER NOT NULL
+    exposed INTEGER NOT NULL,
+    weights_version INTEGER,
+    propensity REAL
 );
 CREATE INDEX IF NOT EXISTS exposures_by_experiment ON exposures (experiment, unit);
 CREATE TABLE IF NOT EXISTS assignments (
@@ -89,6 +91,7 @@ CREATE TABLE IF NOT EXISTS assignments (
     variant TEXT,
     reason TEXT NOT NULL,
     exposure_id INTEGER NOT NULL REFERENCES exposures (id),
+    weights_version INTEGER,
     PRIMARY KEY (experiment, unit)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS completions (
@@ -403,22 +406,24 @@ class OutcomeStore:
         tracked = exposure.unit_type != "request"
         if tracked:
             latest = self._db.execute(
-                "SELECT variant, reason, exposure_id FROM assignments "
+                "SELECT variant, reason, weights_version, exposure_id FROM assignments "
                 "WHERE experiment = ? AND unit = ?",
                 (exposure.experiment, exposure.unit),
             ).fetchone()
-            if latest is not None and latest[:2] == (exposure.variant, exposure.reason):
+            same = (exposure.variant, exposure.reason, exposure.weights_version)
+            if latest is not None and latest[:3] == same:
                 self._db.execute(
                     "UPDATE exposures SET ts = ? WHERE id = ? AND ts > ?",
-                    (exposure.ts, latest[2], exposure.ts),
+                    (exposure.ts, latest[3], exposure.ts),
                 )
                 return False
         cursor = self._db.execute(_INSERT_EXPOSURE, astuple(exposure))
         if tracked:
             assigned = (exposure.experiment, exposure.unit, exposure.variant, exposure.reason)
             self._db.execute(
-                "INSERT OR REPLACE INTO assignments VALUES (?, ?, ?, ?, ?)",
-                (*assigned, cursor.lastrowid),
+                "INSERT OR REPLACE INTO assignments (experiment, unit, variant, reason, "
+                "exposure_id, weights_version) VALUES (?, ?, ?, ?, ?, ?)",
+                (*assigned, cursor.lastrowid, exposure.weights_version),
             )
         return True
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import logging
 import sqlite3
@@ -419,43 +420,26 @@ class OutcomeLog(OutcomeWriter):
             "new": True,
         }
 
-    async def pair_weights(self, experiment: Experiment) -> dict[str, Any] | None:
-        """An adaptive arena's pair weights for the current refresh period (`router.adaptive`):
-        ``{"version", "weights": [[a, b, share], ...], "votes"}``, or None while its configured
-        weights hold (too few votes). `version` is the period's number, ``time //
-        refresh_s``; computed once per period and config, so every gateway replica gets the
-        same weights, and logged in `weights` the first time."""
-        from router.adaptive import experiment_weights
-        from router.analysis.data import votes
-
-        settings = experiment.adaptive
-        if settings is None:
-            raise ValueError(f"experiment {experiment.name!r} is not adaptive")
-        key = (experiment, int(time.time() // settings.refresh_s))
+    async def weights(self, experiment: Experiment) -> dict[str, Any] | None:
+        """The weights the data give for the current refresh period: an adaptive arena's pair
+        shares (`router.adaptive`; None while its configured weights hold, too few votes) or
+        a bandit's arm shares (`router.bandit`). ``{"version", "weights": [[a, b, share], ...]
+        or [[arm, share], ...], "observations"}``; `version` is the period's number, ``time //
+        refresh_s``. Computed once per period and config, so every gateway replica gets the
+        same, and logged in `weights` the first time."""
+        refresh_s = _refresh_s(experiment)
+        key = (experiment, int(time.time() // refresh_s))
         async with self._weights_lock:  # one computation per period, however many ask
             known = self._weights.get(experiment.name)
             if known is not None and known[0] == key:
                 return known[1]
             await asyncio.wait_for(self.flush(), timeout=30)
-
-            def compute() -> tuple[dict, int] | None:
-                rows = votes(self._store.path, experiment.name)
-                if rows is None:
-                    return None
-                keep = ~rows.identity_revealed  # votes that count, as in the report
-                sides = [
-                    [names[i] for i in np.flatnonzero(keep)]
-                    for names in (rows.variant_a, rows.variant_b, rows.vote)
-                ]
-                weights = experiment_weights(experiment, *sides)
-                return None if weights is None else (weights, int(keep.sum()))
-
+            compute = functools.partial(_compute_weights, self._store.path, experiment, key[1])
             found = await asyncio.get_running_loop().run_in_executor(self._readers, compute)
             answer = None
             if found is not None:
-                weights, count = found
-                listed = [[a, b, share] for (a, b), share in weights.items()]
-                answer = {"version": key[1], "weights": listed, "votes": count}
+                listed, count = found
+                answer = {"version": key[1], "weights": listed, "observations": count}
                 history = Weights(
                     ts=time.time(),
                     experiment=experiment.name,
@@ -471,6 +455,49 @@ class OutcomeLog(OutcomeWriter):
         if self._task is not None and self._task.done():
             raise RuntimeError("outcome writer loop stopped")
         self._ensure_running()  # the purge of kept text starts without waiting for traffic
+
+
+def _refresh_s(experiment: Experiment) -> float:
+    if experiment.adaptive is not None:
+        return experiment.adaptive.refresh_s
+    if experiment.mode == "bandit":
+        return experiment.bandit_settings.refresh_s
+    raise ValueError(f"experiment {experiment.name!r} is neither adaptive nor a bandit")
+
+
+def _compute_weights(path: str, experiment: Experiment, version: int) -> tuple[list, int] | None:
+    """(weights as listed, observations) from the store, or None while the config's hold."""
+    from router.adaptive import experiment_weights
+    from router.analysis.data import bandit_rewards, votes
+    from router.bandit import thompson_weights
+
+    if experiment.mode == "bandit":
+        settings = experiment.bandit_settings
+        rewards = bandit_rewards(path, experiment.name, settings.reward, settings.reward_range)
+        arms = [arm.variant for arm in experiment.arms if arm.weight > 0]
+        seed = int(hashlib.sha256(f"{experiment.name}#{version}".encode()).hexdigest()[:8], 16)
+        shares = thompson_weights(
+            {arm: rewards.get(arm, (0.0, 0.0))[0] for arm in arms},
+            {arm: rewards.get(arm, (0.0, 0.0))[1] for arm in arms},
+            arms,
+            min_share=settings.min_share,
+            seed=seed,
+        )
+        return [[arm, share] for arm, share in shares.items()], int(
+            sum(trials for _, trials in rewards.values())
+        )
+    rows = votes(path, experiment.name)
+    if rows is None:
+        return None
+    keep = ~rows.identity_revealed  # votes that count, as in the report
+    sides = [
+        [names[i] for i in np.flatnonzero(keep)]
+        for names in (rows.variant_a, rows.variant_b, rows.vote)
+    ]
+    weights = experiment_weights(experiment, *sides)
+    if weights is None:
+        return None
+    return [[a, b, share] for (a, b), share in weights.items()], int(keep.sum())
 
 
 class OutcomeSender:

@@ -110,6 +110,9 @@ class Router:
         unit = unit_of(experiment, user, headers, request_id)
         assignment = plan.assign(unit, wall_ts)
         route = Route(plan=plan, unit=unit, variant=assignment.variant)
+        propensity = None  # a bandit arm's share when drawn, for inverse-propensity weights
+        if experiment.mode == "bandit" and assignment.reason == "arm" and assignment.variant:
+            propensity = plan.arm_share(assignment.variant)
         if experiment.unit == "request" or self._exposures.is_new(
             experiment.name, unit, assignment
         ):
@@ -122,6 +125,8 @@ class Router:
                 variant=assignment.variant,
                 reason=assignment.reason,
                 exposed=assignment.exposed,
+                weights_version=assignment.version,
+                propensity=propensity,
             )
             route.events.append(exposure)
         return route
@@ -155,7 +160,8 @@ def describe(plan: CompiledExperiment, now: datetime) -> dict[str, Any]:
 
 class AdaptiveWeights:
     """Keeps what the outcome log decides from the data in force on one gateway replica: the
-    adaptive arenas' pair weights, and the holds of ramps a guardrail stopped.
+    adaptive arenas' pair weights, the bandits' arm weights, and the holds of ramps a
+    guardrail stopped.
 
     At the start of each refresh period (``time // refresh_s``; `RAMP_CHECK_S` for ramps) it
     asks the log, which decides once for every replica, and puts the answer in force, so
@@ -182,6 +188,8 @@ class AdaptiveWeights:
         experiment = plan.experiment
         if experiment.adaptive is not None:
             return experiment.adaptive.refresh_s
+        if experiment.mode == "bandit":
+            return experiment.bandit_settings.refresh_s
         if experiment.ramp and experiment.guardrails and plan.ramp_hold is None:
             return RAMP_CHECK_S
         return None
@@ -205,13 +213,13 @@ class AdaptiveWeights:
         """Put the current period's weights, or a ramp's hold, in force on `plan`."""
         experiment = plan.experiment
         try:
-            if experiment.adaptive is not None:
-                await self._weights(plan, experiment.adaptive.refresh_s)
-            elif self.period_of(plan) is not None:
+            if experiment.adaptive is not None or experiment.mode == "bandit":
+                await self._weights(plan, self.period_of(plan) or 0.0)
+            if experiment.ramp and experiment.guardrails and plan.ramp_hold is None:
                 hold = await asyncio.wait_for(
                     self._log.ramp_state.remote(experiment), self.TIMEOUT_S
                 )
-                if hold is not None and plan.ramp_hold is None:
+                if hold is not None:
                     plan.hold_ramp(hold["step"], hold)
         except Exception as exc:
             logger.warning("%s not refreshed from the outcome log: %r", experiment.name, exc)
@@ -219,9 +227,13 @@ class AdaptiveWeights:
     async def _weights(self, plan: CompiledExperiment, refresh_s: float) -> None:
         if plan.weights_version == int(time.time() // refresh_s):
             return
-        answer = await asyncio.wait_for(
-            self._log.pair_weights.remote(plan.experiment), self.TIMEOUT_S
-        )
-        if answer is not None and answer["version"] != plan.weights_version:
+        answer = await asyncio.wait_for(self._log.weights.remote(plan.experiment), self.TIMEOUT_S)
+        if answer is None or answer["version"] == plan.weights_version:
+            return
+        if plan.experiment.mode == "bandit":
+            plan.set_arm_weights(
+                {arm: share for arm, share in answer["weights"]}, answer["version"]
+            )
+        else:
             weights = {(a, b): share for a, b, share in answer["weights"]}
             plan.set_pair_weights(weights, answer["version"])

@@ -257,6 +257,43 @@ def votes(path: str | Path, experiment: str) -> BattleRows | None:
         db.close()
 
 
+def bandit_rewards(
+    path: str | Path, experiment: str, reward: str, reward_range: tuple[float, float]
+) -> dict[str, tuple[float, float]]:
+    """A bandit's rewards so far per variant, as (successes, trials) for its Beta posteriors:
+    each completion's latest thumbs (up 1, down 0), or its reward score from the model that
+    scored last, rescaled from `reward_range` to [0, 1] and clipped."""
+    _migrated(path)
+    db = connect(path)
+    try:
+        db.execute("BEGIN")
+        if reward == "thumbs_up_rate":
+            rows = db.execute(
+                "SELECT c.variant, f.value = 'up' FROM feedback f "
+                "JOIN completions c USING (completion_id) WHERE c.experiment = ? "
+                "AND f.id IN (SELECT MAX(id) FROM feedback WHERE kind = 'thumbs' "
+                "AND completion_id IS NOT NULL GROUP BY completion_id)",
+                (experiment,),
+            ).fetchall()
+            values = [(variant, float(up)) for variant, up in rows]
+        else:
+            low, high = reward_range
+            rows = db.execute(
+                "SELECT c.variant, s.score FROM scores s JOIN completions c USING (completion_id) "
+                "WHERE c.experiment = ? AND s.battle_id IS NULL AND s.model = "
+                "(SELECT model FROM scores ORDER BY ts DESC LIMIT 1)",
+                (experiment,),
+            ).fetchall()
+            values = [(v, min(1.0, max(0.0, (x - low) / (high - low)))) for v, x in rows]
+    finally:
+        db.close()
+    out: dict[str, tuple[float, float]] = {}
+    for variant, value in values:
+        successes, trials = out.get(variant, (0.0, 0.0))
+        out[variant] = (successes + value, trials + 1.0)
+    return out
+
+
 GLOBAL_HOLDOUT, EXPOSED = "global_holdout", "exposed"
 
 

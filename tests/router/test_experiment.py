@@ -42,7 +42,7 @@ def guardrail(**fields) -> dict:
         ({"name": "e", "arms": [{"variant": "a"}, {"variant": "a"}]}, (), "more than once"),
         ({"name": "has space", "arms": arms(1, 1)}, ("name",), "pattern"),
         (spec(unit="device"), ("unit",), "'user'"),
-        (spec(mode="bandit"), ("mode",), "'ab'"),
+        (spec(mode="duel"), ("mode",), "'ab'"),
         (spec(colour="red"), ("colour",), "Extra inputs"),
         (spec(salt=""), ("salt",), "at least 1 character"),
         ({"name": "e", "arms": arms(1, float("inf"), 1)}, ("arms", 1, "weight"), "finite"),

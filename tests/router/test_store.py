@@ -3,6 +3,7 @@ durability and the schema version check."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import subprocess
 import sys
@@ -121,6 +122,20 @@ def test_a_repeated_exposure_is_written_once(store: OutcomeStore) -> None:
     assert row["exposed"] == 1
     assert store.rows("assignments") == [
         {"experiment": "exp", "unit": "alice", "variant": "a", "reason": "arm", "exposure_id": 1}
+        | {"weights_version": None}
+    ]
+
+
+def test_a_bandit_unit_drawn_again_in_a_new_weights_version_is_written_again(
+    store: OutcomeStore,
+) -> None:
+    first = dataclasses.replace(exposure(ts=1.0), weights_version=3, propensity=0.5)
+    store.write([first, dataclasses.replace(first, ts=2.0)])  # the same version: once
+    store.write([dataclasses.replace(first, ts=3.0, weights_version=4, propensity=0.8)])
+    rows = store.rows("exposures")
+    assert [(r["weights_version"], r["propensity"], r["variant"]) for r in rows] == [
+        (3, 0.5, "a"),
+        (4, 0.8, "a"),
     ]
 
 

@@ -57,31 +57,31 @@ async def voted_log(path: Path, n: int) -> Any:
 
 
 class Handle:
-    """The log's handle as a gateway sees it: `pair_weights.remote(...)`."""
+    """The log's handle as a gateway sees it: `weights.remote(...)`."""
 
     def __init__(self, log: Any, fail: bool = False) -> None:
         self.log, self.fail, self.calls = log, fail, 0
-        self.pair_weights = self
+        self.weights = self
 
     def remote(self, experiment: Experiment) -> Any:
         self.calls += 1
         if self.fail:
             raise RuntimeError("ActorDiedError")
-        return self.log.pair_weights(experiment)
+        return self.log.weights(experiment)
 
 
 def test_the_log_computes_a_periods_weights_once_and_logs_them(tmp_path: Path) -> None:
     async def run() -> tuple[Any, Any, Any]:
         log = await voted_log(tmp_path / "o.db", 300)
-        first = await log.pair_weights(arena())
-        again = await log.pair_weights(arena())
-        too_few = await log.pair_weights(arena(min_votes=1000))  # another config: computed
+        first = await log.weights(arena())
+        again = await log.weights(arena())
+        too_few = await log.weights(arena(min_votes=1000))  # another config: computed
         await log.flush()
         return first, again, too_few
 
     first, again, too_few = asyncio.run(run())
     assert first is again and too_few is None
-    assert first["version"] == int(time.time() // 3600) and first["votes"] == 300
+    assert first["version"] == int(time.time() // 3600) and first["observations"] == 300
     shares = {(a, b): w for a, b, w in first["weights"]}
     assert sum(shares.values()) == pytest.approx(1.0) and max(shares.values()) > 1 / 6
     rows = sqlite3.connect(tmp_path / "o.db").execute("SELECT * FROM weights").fetchall()
