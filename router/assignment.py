@@ -234,6 +234,10 @@ class CompiledExperiment:
         self.weights_version = version
         self._memo.clear()
 
+    def arm_shares(self) -> dict[str, float]:
+        """Each live arm's share of new units now."""
+        return dict(self._arm_shares)
+
     def arm_share(self, variant: str) -> float:
         """The share of new units `variant` gets now: a bandit assignment's propensity."""
         return self._arm_shares.get(variant, 0.0)

@@ -37,6 +37,12 @@ def _experiment(**settings: object) -> CompiledExperiment:
     )
 
 
+def _bandit(weights: dict[str, float], version: int) -> CompiledExperiment:
+    plan = _experiment(mode="bandit")
+    plan.set_arm_weights(weights, version)
+    return plan
+
+
 CASES: dict[str, Callable[[], tuple[CompiledExperiment, str]]] = {
     "A/B, 2 arms": lambda: (_experiment(), "assign"),
     "A/B, 5 arms": lambda: (
@@ -60,6 +66,7 @@ CASES: dict[str, Callable[[], tuple[CompiledExperiment, str]]] = {
         ),
         "targeted",
     ),
+    "bandit, 2 arms, weights version 7": lambda: (_bandit({"a": 0.3, "b": 0.7}, 7), "assign"),
     "arena unit check": lambda: (_experiment(mode="arena"), "assign"),
     "arena pair draw (per battle; OS CSPRNG)": lambda: (_experiment(mode="arena"), "draw_pair"),
 }

@@ -151,6 +151,9 @@ def describe(plan: CompiledExperiment, now: datetime) -> dict[str, Any]:
     described["allocation_now"] = plan.allocation_at(now.timestamp())  # the ramp's step now
     described["ramp_hold"] = plan.ramp_hold  # a failing guardrail stopped the ramp
     described["when"] = [r.model_dump(mode="json", exclude_none=True) for r in experiment.when]
+    if experiment.mode == "bandit":
+        described["arm_shares"] = plan.arm_shares()
+        described["weights_version"] = plan.weights_version
     if experiment.mode == "arena":
         described["pairs"] = [p.model_dump(mode="json") for p in experiment.arena_pairs()]
         described["pair_shares"] = [[a, b, w] for (a, b), w in plan.pair_shares().items()]

@@ -294,6 +294,80 @@ def bandit_rewards(
     return out
 
 
+@dataclass
+class BanditRows:
+    """A bandit's rated completions: each one's variant, the propensity of its unit's
+    assignment in force then (the share its arm had when the unit was drawn), and its reward
+    (a thumbs up 1, down 0; or its reward score); and the latest weights logged."""
+
+    variant: list[str]
+    propensity: np.ndarray
+    reward: np.ndarray
+    version: int | None
+    shares: dict[str, float]
+    # Assignments (exposure rows) per weights version and arm, and each logged version's
+    # shares: the sample-ratio test judges each version by its own weights.
+    assigned: dict[int | None, dict[str, int]]
+    weights: dict[int, dict[str, float]]
+
+
+def load_bandit(
+    path: str | Path, experiment: str, reward: str, until: float | None = None
+) -> BanditRows:
+    """`BanditRows` of `experiment` as of `until` (read-only). A completion whose unit has no
+    logged propensity then (a forced unit; an exposure from before version 6) is left out."""
+    _migrated(path)
+    end = until if until is not None else float("inf")
+    assignment = (
+        "(SELECT e.propensity FROM exposures e WHERE e.experiment = c.experiment "
+        "AND e.unit = c.unit AND e.exposed = 1 AND e.ts <= c.ts ORDER BY e.ts DESC LIMIT 1)"
+    )
+    if reward == "thumbs_up_rate":
+        query = (
+            f"SELECT c.variant, {assignment}, f.value = 'up' FROM feedback f "
+            "JOIN completions c USING (completion_id) WHERE c.experiment = ? AND c.ts <= ? "
+            "AND f.id IN (SELECT MAX(id) FROM feedback WHERE kind = 'thumbs' "
+            "AND completion_id IS NOT NULL AND ts <= ? GROUP BY completion_id)"
+        )
+    else:
+        query = (
+            f"SELECT c.variant, {assignment}, s.score FROM scores s "
+            "JOIN completions c USING (completion_id) WHERE c.experiment = ? AND c.ts <= ? "
+            "AND s.ts <= ? AND s.battle_id IS NULL "
+            "AND s.model = (SELECT model FROM scores ORDER BY ts DESC LIMIT 1)"
+        )
+    db = connect(path)
+    try:
+        db.execute("BEGIN")
+        rows = [r for r in db.execute(query, (experiment, end, end)) if r[1] is not None]
+        history = db.execute(
+            "SELECT version, weights FROM weights WHERE experiment = ? AND ts <= ? "
+            "ORDER BY version",
+            (experiment, end),
+        ).fetchall()
+        assigned: dict[int | None, dict[str, int]] = {}
+        for version, variant, count in db.execute(
+            "SELECT weights_version, variant, COUNT(*) FROM exposures WHERE experiment = ? "
+            "AND reason = 'arm' AND ts <= ? GROUP BY weights_version, variant",
+            (experiment, end),
+        ):
+            assigned.setdefault(version, {})[variant] = count
+    finally:
+        db.close()
+    weights = {version: dict(json.loads(listed)) for version, listed in history}
+    latest = history[-1][0] if history else None
+    values = [float(value) for _, _, value in rows]
+    return BanditRows(
+        variant=[r[0] for r in rows],
+        propensity=np.array([r[1] for r in rows], dtype=float),
+        reward=np.array(values, dtype=float),
+        version=latest,
+        shares=weights.get(latest, {}) if latest is not None else {},
+        assigned=assigned,
+        weights=weights,
+    )
+
+
 GLOBAL_HOLDOUT, EXPOSED = "global_holdout", "exposed"
 
 

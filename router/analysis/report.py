@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import norm as stats_norm
 
 from probe.items import PROBE_SET
 from router.analysis import arena as arena_stats
@@ -30,11 +31,13 @@ from router.analysis.data import (
     EXPOSED,
     GLOBAL_HOLDOUT,
     HOLDOUT,
+    BanditRows,
     BattleRows,
     ExperimentData,
     Group,
     connect,
     load,
+    load_bandit,
     load_global_holdout,
 )
 from router.analysis.metrics import (
@@ -49,6 +52,8 @@ from router.analysis.metrics import (
 from router.analysis.schema import (
     NO_INTERVAL,
     ArenaSection,
+    BanditArm,
+    BanditSection,
     Comparison,
     ExperimentReport,
     GuardrailResult,
@@ -107,13 +112,29 @@ def build_report(
     comparisons = _comparisons(data, control, treatments, metric_names, reps)
     alpha = ALPHA / max(1, len(treatments))
     arena = _arena(experiment, data, control, reps, progress, alpha) if data.battles else None
-    sequential = [] if arena else _sequential(experiment, data, control, treatments, alpha)
+    bandit_rows = None
+    if experiment.mode == "bandit":
+        bandit_rows = load_bandit(store, experiment.name, experiment.bandit_settings.reward, now)
+    bandit = _bandit(experiment, bandit_rows) if bandit_rows is not None else None
+    sequential = (
+        [] if arena or bandit else _sequential(experiment, data, control, treatments, alpha)
+    )
     probes = _probes(store, experiment, revisions)
     guardrails = _guardrails(experiment, comparisons, _probe_changes(probes, control, treatments))
-    sample_ratio = _sample_ratio(experiment, data)
+    sample_ratio = (
+        _sample_ratio(experiment, data)
+        if bandit_rows is None
+        else _bandit_sample_ratio(experiment, bandit_rows)
+    )
     undeclared = _undeclared(experiment, data)
     treated = tuple(
         _treatment(experiment, name, comparisons, sequential, guardrails, arena)
+        if bandit is None
+        else Treatment(
+            name=name,
+            primary=_bandit_primary(bandit, name, control),
+            guardrails=tuple((g.metric, g.status) for g in guardrails if g.treatment == name),
+        )
         for name in treatments
     )
     verdict = _verdict(_evidence(experiment, control, alpha, sample_ratio, treated), sample_ratio)
@@ -138,6 +159,7 @@ def build_report(
         sequential=sequential,
         guardrails=guardrails,
         arena=arena,
+        bandit=bandit,
         verdict=verdict,
         notes=notes,
         undeclared_custom_metrics=undeclared,
@@ -145,6 +167,82 @@ def build_report(
         probe=probe,
         variants_tried=tried,
     )
+
+
+def _bandit(experiment: Experiment, rows: BanditRows) -> BanditSection:
+    """Each arm's mean reward by inverse-propensity weighting (`router.bandit.ipw_means`)."""
+    from router.bandit import ipw_means
+
+    reward = experiment.bandit_settings.reward
+    arms = [arm.variant for arm in experiment.arms if arm.weight > 0]
+    found = ipw_means(arms, rows.variant, rows.propensity, rows.reward)
+    z = float(stats_norm.ppf(1 - ALPHA / 2))
+    return BanditSection(
+        reward=reward,
+        weights_version=rows.version,
+        shares=rows.shares,
+        arms=[
+            BanditArm(
+                variant=arm,
+                completions=e.n,
+                hajek=Interval(
+                    value=number(e.hajek),
+                    low=number(e.hajek - z * e.hajek_se),
+                    high=number(e.hajek + z * e.hajek_se),
+                    se=number(e.hajek_se),
+                ),
+                naive=number(e.naive),
+            )
+            for arm, e in found.items()
+        ],
+    )
+
+
+def _bandit_sample_ratio(experiment: Experiment, rows: BanditRows) -> SampleRatio | None:
+    """Assignments per arm against the count each weights version leads one to expect (its
+    logged shares; the configured arm weights before the first)."""
+    configured = {arm.variant: arm.weight for arm in experiment.arms if arm.weight > 0}
+    total = sum(configured.values())
+    counts = dict.fromkeys(configured, 0)
+    expected = dict.fromkeys(configured, 0.0)
+    for version, period in rows.assigned.items():
+        if version is None:
+            shares = {arm: weight / total for arm, weight in configured.items()}
+        elif version in rows.weights:
+            shares = rows.weights[version]
+        else:
+            continue  # weights not logged: not judged
+        n = sum(period.get(arm, 0) for arm in configured)
+        for arm in configured:
+            counts[arm] += period.get(arm, 0)
+            expected[arm] += n * shares.get(arm, 0.0)
+    names = [arm for arm in configured if expected[arm] or counts[arm]]
+    if len(names) < 2 or not sum(counts[arm] for arm in names):
+        return None
+    test = stats.sample_ratio_test(
+        [counts[arm] for arm in names], [max(expected[arm], 1e-9) for arm in names]
+    )
+    return SampleRatio(
+        groups=names,
+        counts=list(test.counts),
+        expected=list(test.expected),
+        p_value=number(test.p_value),
+        mismatch=test.mismatch,
+    )
+
+
+def _bandit_primary(bandit: BanditSection, treatment: str, control: str) -> Primary:
+    """The treatment's IPW mean against the control's: their difference, its normal interval
+    at ALPHA and two-sided p-value (the two estimates taken as independent)."""
+    arms = {arm.variant: arm.hajek for arm in bandit.arms}
+    t, c = arms.get(treatment), arms.get(control)
+    if t is None or c is None or None in (t.value, t.se, c.value, c.se):
+        return Missing("no_data")
+    change = t.value - c.value  # type: ignore[operator]
+    se = math.hypot(t.se, c.se)  # type: ignore[arg-type]
+    z = float(stats_norm.ppf(1 - ALPHA / 2))
+    p = float(2 * stats_norm.sf(abs(change) / se)) if se > 0 else (0.0 if change else 1.0)
+    return FixedHorizon(change=change, low=change - z * se, high=change + z * se, p_value=p)
 
 
 def build_holdout_report(

@@ -219,6 +219,27 @@ class Verdict(BaseModel):
     )
 
 
+class BanditArm(BaseModel):
+    variant: str
+    completions: int = Field(description="Rated completions (thumbs, or reward scores).")
+    hajek: Interval = Field(
+        description="The mean reward by inverse-propensity weighting, self-normalized (Hájek), "
+        "with its normal 95 % interval: unbiased for the arm's mean under the bandit's "
+        "adaptive allocation, up to a small ratio bias."
+    )
+    naive: float | None = Field(
+        description="The plain mean of the arm's rewards: biased under adaptive allocation "
+        "(an arm unlucky early is starved and stays underrated); for comparison only."
+    )
+
+
+class BanditSection(BaseModel):
+    reward: str
+    weights_version: int | None = Field(description="The latest weights the log put in force.")
+    shares: dict[str, float] = Field(description="Each arm's share of new units in them.")
+    arms: list[BanditArm]
+
+
 class ExperimentReport(BaseModel):
     experiment: str
     mode: str
@@ -235,6 +256,12 @@ class ExperimentReport(BaseModel):
     sequential: list[Look]
     guardrails: list[GuardrailResult]
     arena: ArenaSection | None
+    bandit: BanditSection | None = Field(
+        default=None,
+        description="A bandit's inverse-propensity-weighted means per arm, the primary metric's "
+        "evidence in its verdict (`comparisons` of other metrics are plain, per first "
+        "assignment).",
+    )
     verdict: Verdict
     notes: list[str]
     reward_model: str | None = Field(

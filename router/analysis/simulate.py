@@ -350,3 +350,73 @@ def simulate_probe(
             )
     _write(path, events)
     return len(events)
+
+
+def simulate_bandit(
+    path: str | Path,
+    experiment: Experiment,
+    *,
+    rates: Mapping[str, float],
+    units: int,
+    refresh: int,
+    seed: int = 0,
+) -> None:
+    """Write a bandit's log as the gateway and the outcome log make it: every `refresh` units a
+    new weights version from the thumbs so far (`router.bandit.thompson_weights`, logged),
+    each unit drawn by (unit, version) with its propensity, one completion per unit with a
+    thumbs up at its arm's true rate in `rates`, else a thumbs down."""
+    import json
+
+    from router.assignment import CompiledExperiment
+    from router.bandit import thompson_weights
+    from router.events import Exposure, Weights
+
+    rng = np.random.default_rng(seed)
+    plan = CompiledExperiment(experiment)
+    arms = [arm.variant for arm in experiment.arms if arm.weight > 0]
+    settings = experiment.bandit_settings
+    successes, trials = dict.fromkeys(arms, 0.0), dict.fromkeys(arms, 0.0)
+    events: list[Event] = []
+    for start in range(0, units, refresh):
+        version = start // refresh + 1
+        shares = thompson_weights(
+            successes, trials, arms, min_share=settings.min_share, seed=seed * 1000 + version
+        )
+        plan.set_arm_weights(shares, version)
+        ts = T0 + start
+        listed = json.dumps([[arm, share] for arm, share in shares.items()])
+        events.append(
+            Weights(
+                ts=ts,
+                experiment=experiment.name,
+                version=version,
+                weights=listed,
+                observations=int(sum(trials.values())),
+            )
+        )
+        for u in range(start, min(units, start + refresh)):
+            unit = f"user-{seed}-{u}"
+            answer = plan.assign(unit)
+            variant = answer.variant or arms[0]
+            events.append(
+                Exposure(
+                    ts=ts + u - start + 0.1,
+                    request_id=f"req-{unit}",
+                    experiment=experiment.name,
+                    unit_type=experiment.unit,
+                    unit=unit,
+                    variant=variant,
+                    reason=answer.reason,
+                    exposed=answer.exposed,
+                    weights_version=answer.version,
+                    propensity=plan.arm_share(variant) if answer.reason == "arm" else None,
+                )
+            )
+            up = bool(rng.random() < rates[variant])
+            truth = Arm(thumbs_up=1.0 if up else 0.0, thumbs_down=0.0 if up else 1.0, error=0.0)
+            events += _request_events(
+                rng, experiment, truth, 1.0, unit, variant, 0, ts + u - start + 0.2, ts
+            )
+            successes[variant] += float(up)
+            trials[variant] += 1.0
+    _write(path, events)

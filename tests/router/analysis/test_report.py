@@ -562,3 +562,30 @@ def _empty_store(tmp_path: Path) -> Path:
     path = tmp_path / "empty.db"
     OutcomeStore(path).close()
     return path
+
+
+def test_a_bandits_report_weighs_by_propensity_and_ships_the_better_arm(tmp_path: Path) -> None:
+    """Thumbs-up rates 0.10 and 0.20; the bandit moved most units to b. The report's
+    inverse-propensity means find both rates, its sample-ratio test judges each weights
+    version by its own shares, and the verdict ships b on that evidence."""
+    from router.analysis.simulate import simulate_bandit
+
+    store = tmp_path / "o.db"
+    experiment = Experiment.model_validate(
+        {
+            "name": "bandit",
+            "mode": "bandit",
+            "arms": [{"variant": "a"}, {"variant": "b"}],
+            "bandit": {"refresh_s": 60},
+            "guardrails": [{"metric": "error_rate", "max_increase": 0.05}],
+        }
+    )
+    simulate_bandit(store, experiment, rates={"a": 0.1, "b": 0.2}, units=6000, refresh=500)
+    report = build_report(store, experiment, reps=20)
+    arms = {arm.variant: arm for arm in report.bandit.arms}
+    assert arms["b"].completions > 2 * arms["a"].completions  # the bandit moved units to b
+    for name, truth in (("a", 0.1), ("b", 0.2)):
+        assert arms[name].hajek.low < truth < arms[name].hajek.high
+    assert report.bandit.weights_version == 12 and report.bandit.shares["b"] > 0.9
+    assert report.sample_ratio is not None and not report.sample_ratio.mismatch
+    assert report.verdict.decision == "ship" and report.verdict.variant == "b"
