@@ -313,19 +313,12 @@ class Gateway:
             raise APIError(
                 404, f"no experiment named {name!r}", param="name", code="experiment_not_found"
             )
-        try:
-            report = await self._log_handle.report.remote(
+        return await _from_log(
+            f"report of {name}",
+            self._log_handle.report.remote(
                 plan.experiment, revisions=self._revisions, models_dir=self._models_dir
-            )
-        except Exception as exc:
-            logger.error("report of %s failed: %r", name, exc)
-            raise APIError(
-                503,
-                "the report could not be computed; retry",
-                code="report_unavailable",
-                headers={"Retry-After": RETRY_AFTER_S},
-            ) from None
-        return JSONResponse(report)
+            ),
+        )
 
     @app.get("/v1/holdout/report")
     async def holdout_report(self, request: Request) -> JSONResponse:
@@ -333,17 +326,7 @@ class Gateway:
         self._caller(request, admin=True)
         if self._global_holdout is None:
             raise APIError(404, "no global_holdout is configured", code="holdout_not_configured")
-        try:
-            report = await self._log_handle.holdout_report.remote()
-        except Exception as exc:
-            logger.error("holdout report failed: %r", exc)
-            raise APIError(
-                503,
-                "the report could not be computed; retry",
-                code="report_unavailable",
-                headers={"Retry-After": RETRY_AFTER_S},
-            ) from None
-        return JSONResponse(report)
+        return await _from_log("holdout report", self._log_handle.holdout_report.remote())
 
     @app.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
@@ -470,6 +453,21 @@ class Gateway:
         if n is not None and self._recorder.scorer_handle is not None:
             return await self._best_of_n.answer(body, call, n)
         return await self._single.answer(body, call)
+
+
+async def _from_log(what: str, call: Any) -> JSONResponse:
+    """A report the outcome log computes, as JSON; a 503 to retry when it cannot."""
+    try:
+        report = await call
+    except Exception as exc:
+        logger.error("%s failed: %r", what, exc)
+        raise APIError(
+            503,
+            "the report could not be computed; retry",
+            code="report_unavailable",
+            headers={"Retry-After": RETRY_AFTER_S},
+        ) from None
+    return JSONResponse(report)
 
 
 async def node_metrics() -> list[str]:

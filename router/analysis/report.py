@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.stats import norm as stats_norm
@@ -96,12 +97,9 @@ def build_report(
     revisions: Mapping[str, str] | None = None,
     models_dir: Path | None = None,
 ) -> ExperimentReport:
-    """Analyse `experiment` from the outcome store at `store`, as of `now` (default: the end).
-
-    `revisions` gives each variant's current config revision: the probe guardrails count only
-    the probe results of that revision (without it, none: they are inconclusive). `models_dir`
-    is where the reward models' folders are, for the judge's flattery check.
-    """
+    """Analyse `experiment` from the outcome store at `store`, as of `now` (default: the end);
+    the probe guardrails count the results of each variant's revision in `revisions` (without
+    it, none: inconclusive); `models_dir` holds the reward models (the judge's flattery check)."""
     started = time.perf_counter()
     data = load(store, experiment.name, now)
     control = _control(experiment, data)
@@ -112,37 +110,19 @@ def build_report(
     comparisons = _comparisons(data, control, treatments, metric_names, reps)
     alpha = ALPHA / max(1, len(treatments))
     arena = _arena(experiment, data, control, reps, progress, alpha) if data.battles else None
-    bandit_rows = None
-    if experiment.mode == "bandit":
-        bandit_rows = load_bandit(store, experiment.name, experiment.bandit_settings.reward, now)
-    bandit = _bandit(experiment, bandit_rows) if bandit_rows is not None else None
-    sequential = (
-        [] if arena or bandit else _sequential(experiment, data, control, treatments, alpha)
-    )
+    bandit_rows, bandit = _bandit_section(store, experiment, now)
+    looks = not (arena or bandit)
+    sequential = _sequential(experiment, data, control, treatments, alpha) if looks else []
     probes = _probes(store, experiment, revisions)
     guardrails = _guardrails(experiment, comparisons, _probe_changes(probes, control, treatments))
-    sample_ratio = (
-        _sample_ratio(experiment, data)
-        if bandit_rows is None
-        else _bandit_sample_ratio(experiment, bandit_rows)
-    )
+    sample_ratio = _sample_ratio(experiment, data, bandit_rows)
     undeclared = _undeclared(experiment, data)
-    treated = tuple(
-        _treatment(experiment, name, comparisons, sequential, guardrails, arena)
-        if bandit is None
-        else Treatment(
-            name=name,
-            primary=_bandit_primary(bandit, name, control),
-            guardrails=tuple((g.metric, g.status) for g in guardrails if g.treatment == name),
-        )
-        for name in treatments
-    )
+    evidence = (comparisons, sequential, guardrails, arena, bandit)
+    treated = tuple(_treatment(experiment, name, control, *evidence) for name in treatments)
     verdict = _verdict(_evidence(experiment, control, alpha, sample_ratio, treated), sample_ratio)
     probe = _probe_section(experiment, probes, models_dir, data.reward_model)
-    notes = _notes(experiment, len(treatments), alpha, arena, sample_ratio, undeclared, probe)
     tried = _variants_tried(data)
-    if verdict.decision == "ship" and verdict.variant is not None and len(tried) > 2:
-        notes.append(prose.chosen_among(verdict.variant, len(tried)))
+    notes = _notes(experiment, len(treatments), alpha, arena, sample_ratio, undeclared, probe)
     return ExperimentReport(
         experiment=experiment.name,
         mode=experiment.mode,
@@ -161,12 +141,30 @@ def build_report(
         arena=arena,
         bandit=bandit,
         verdict=verdict,
-        notes=notes,
+        notes=notes + _illusion(verdict, tried),
         undeclared_custom_metrics=undeclared,
         reward_model=data.reward_model,
         probe=probe,
         variants_tried=tried,
     )
+
+
+def _illusion(verdict: Verdict, tried: list[str]) -> list[str]:
+    """A note when the winner was chosen among more than two variants (the leaderboard
+    illusion)."""
+    if verdict.decision == "ship" and verdict.variant is not None and len(tried) > 2:
+        return [prose.chosen_among(verdict.variant, len(tried))]
+    return []
+
+
+def _bandit_section(
+    store: str | Path, experiment: Experiment, now: float | None
+) -> tuple[BanditRows | None, BanditSection | None]:
+    """A bandit's rows and its section of the report; (None, None) for other experiments."""
+    if experiment.mode != "bandit":
+        return None, None
+    rows = load_bandit(store, experiment.name, experiment.bandit_settings.reward, now)
+    return rows, _bandit(experiment, rows)
 
 
 def _bandit(experiment: Experiment, rows: BanditRows) -> BanditSection:
@@ -202,33 +200,8 @@ def _bandit_sample_ratio(experiment: Experiment, rows: BanditRows) -> SampleRati
     """Assignments per arm against the count each weights version leads one to expect (its
     logged shares; the configured arm weights before the first)."""
     configured = {arm.variant: arm.weight for arm in experiment.arms if arm.weight > 0}
-    total = sum(configured.values())
-    counts = dict.fromkeys(configured, 0)
-    expected = dict.fromkeys(configured, 0.0)
-    for version, period in rows.assigned.items():
-        if version is None:
-            shares = {arm: weight / total for arm, weight in configured.items()}
-        elif version in rows.weights:
-            shares = rows.weights[version]
-        else:
-            continue  # weights not logged: not judged
-        n = sum(period.get(arm, 0) for arm in configured)
-        for arm in configured:
-            counts[arm] += period.get(arm, 0)
-            expected[arm] += n * shares.get(arm, 0.0)
-    names = [arm for arm in configured if expected[arm] or counts[arm]]
-    if len(names) < 2 or not sum(counts[arm] for arm in names):
-        return None
-    test = stats.sample_ratio_test(
-        [counts[arm] for arm in names], [max(expected[arm], 1e-9) for arm in names]
-    )
-    return SampleRatio(
-        groups=names,
-        counts=list(test.counts),
-        expected=list(test.expected),
-        p_value=number(test.p_value),
-        mismatch=test.mismatch,
-    )
+    counts, expected = _period_counts(rows.assigned, rows.weights, configured)
+    return _ratio(list(configured), counts, expected)
 
 
 def _bandit_primary(bandit: BanditSection, treatment: str, control: str) -> Primary:
@@ -581,8 +554,13 @@ def _guardrails(
     return out
 
 
-def _sample_ratio(experiment: Experiment, data: ExperimentData) -> SampleRatio | None:
-    """Units per arm against the arm weights (A/B), or battles per pair against pair weights."""
+def _sample_ratio(
+    experiment: Experiment, data: ExperimentData, bandit: BanditRows | None = None
+) -> SampleRatio | None:
+    """Units per arm against the arm weights (A/B), battles per pair against pair weights, or
+    a bandit's assignments per arm against its weights versions'."""
+    if bandit is not None:
+        return _bandit_sample_ratio(experiment, bandit)
     if experiment.mode == "arena":
         if data.battles is None:
             return None
@@ -592,13 +570,20 @@ def _sample_ratio(experiment: Experiment, data: ExperimentData) -> SampleRatio |
             a, b = sorted(pair.variants)
             pair_weights[(a, b)] = pair_weights.get((a, b), 0.0) + pair.weight
         names = [f"{a} vs {b}" for a, b in pair_weights]
-        counts, weights = _pair_counts(data.battles, pair_weights)
+        counts, weights = _period_counts(
+            data.battles.pairs_by_version, data.battles.weights, pair_weights
+        )
     else:
         arms = [arm for arm in experiment.arms if arm.weight > 0]
         names = [arm.variant for arm in arms]
         counts = [data.groups[n].n_units if n in data.groups else 0 for n in names]
         weights = _arm_expectations(data, names) or [arm.weight for arm in arms]
-    # A group nothing was expected in is left out when empty; with units it is a mismatch.
+    return _ratio(names, counts, weights)
+
+
+def _ratio(names: list[str], counts: list[int], weights: list[float]) -> SampleRatio | None:
+    """The sample-ratio test of these groups; a group nothing was expected in is left out when
+    empty, and with units it is a mismatch."""
     kept = [(n, c, max(w, 1e-9)) for n, c, w in zip(names, counts, weights, strict=True) if w or c]
     names, counts, weights = [k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept]
     if len(names) < 2 or sum(counts) == 0:
@@ -656,20 +641,23 @@ def _arm_expectations(data: ExperimentData, names: list[str]) -> list[float] | N
     return list(expected.values())
 
 
-def _pair_counts(
-    rows: BattleRows, configured: dict[tuple[str, str], float]
+def _period_counts(
+    periods: Mapping[int | None, Mapping[Any, int]],
+    weights: Mapping[int, Mapping[Any, float]],
+    configured: Mapping[Any, float],
 ) -> tuple[list[int], list[float]]:
-    """Battles per pair and the count expected of each: each period's battles (one adaptive
-    weights version, or the configured weights) spread by the weights in force then. A period
-    whose weights were not logged, and battles of pairs no longer drawn, are left out."""
+    """Counts per group (an arena's pair, a bandit's arm) and the count expected of each: each
+    period's (one weights version, or None: the configured weights) spread by the weights in
+    force then. A period whose weights were not logged, and groups no longer drawn, are left
+    out."""
     total = sum(configured.values())
     counts = dict.fromkeys(configured, 0)
     expected = dict.fromkeys(configured, 0.0)
-    for version, period in rows.pairs_by_version.items():
+    for version, period in periods.items():
         if version is None:
             shares = {key: weight / total for key, weight in configured.items()}
-        elif version in rows.weights:
-            shares = rows.weights[version]
+        elif version in weights:
+            shares = weights[version]
         else:
             continue
         n = sum(period.get(key, 0) for key in configured)
@@ -824,15 +812,23 @@ def _win_interval(ratings: arena_stats.Ratings, i: str, j: str, alpha: float) ->
 def _treatment(
     experiment: Experiment,
     name: str,
+    control: str,
     comparisons: list[Comparison],
     sequential: list[Look],
     guardrails: list[GuardrailResult],
     arena: ArenaSection | None,
+    bandit: BanditSection | None,
 ) -> Treatment:
-    """One treatment's evidence for the verdict: its primary metric and guardrail statuses."""
+    """One treatment's evidence for the verdict: its primary metric (a bandit's: its
+    inverse-propensity means against the control's) and guardrail statuses."""
+    primary = (
+        _primary(experiment, name, comparisons, sequential, arena)
+        if bandit is None
+        else _bandit_primary(bandit, name, control)
+    )
     return Treatment(
         name=name,
-        primary=_primary(experiment, name, comparisons, sequential, arena),
+        primary=primary,
         guardrails=tuple((g.metric, g.status) for g in guardrails if g.treatment == name),
     )
 

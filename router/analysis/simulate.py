@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from probe.items import PROBE_SET, probe_items
-from router.assignment import compile_experiment
+from router.assignment import CompiledExperiment, compile_experiment
 from router.events import Battle, Completion, Event, Exposure, Feedback, ProbeResult, Score
 from router.experiment import Experiment
 from router.store import OutcomeStore
@@ -367,9 +367,8 @@ def simulate_bandit(
     thumbs up at its arm's true rate in `rates`, else a thumbs down."""
     import json
 
-    from router.assignment import CompiledExperiment
     from router.bandit import thompson_weights
-    from router.events import Exposure, Weights
+    from router.events import Weights
 
     rng = np.random.default_rng(seed)
     plan = CompiledExperiment(experiment)
@@ -395,28 +394,40 @@ def simulate_bandit(
             )
         )
         for u in range(start, min(units, start + refresh)):
-            unit = f"user-{seed}-{u}"
-            answer = plan.assign(unit)
-            variant = answer.variant or arms[0]
-            events.append(
-                Exposure(
-                    ts=ts + u - start + 0.1,
-                    request_id=f"req-{unit}",
-                    experiment=experiment.name,
-                    unit_type=experiment.unit,
-                    unit=unit,
-                    variant=variant,
-                    reason=answer.reason,
-                    exposed=answer.exposed,
-                    weights_version=answer.version,
-                    propensity=plan.arm_share(variant) if answer.reason == "arm" else None,
-                )
-            )
-            up = bool(rng.random() < rates[variant])
-            truth = Arm(thumbs_up=1.0 if up else 0.0, thumbs_down=0.0 if up else 1.0, error=0.0)
-            events += _request_events(
-                rng, experiment, truth, 1.0, unit, variant, 0, ts + u - start + 0.2, ts
-            )
+            variant, up, made = _bandit_unit(rng, plan, rates, f"user-{seed}-{u}", ts + u - start)
+            events += made
             successes[variant] += float(up)
             trials[variant] += 1.0
     _write(path, events)
+
+
+def _bandit_unit(
+    rng: np.random.Generator,
+    plan: CompiledExperiment,
+    rates: Mapping[str, float],
+    unit: str,
+    ts: float,
+) -> tuple[str, bool, list[Event]]:
+    """One bandit unit: its assignment's exposure, one completion and its thumbs."""
+    experiment = plan.experiment
+    answer = plan.assign(unit)
+    variant = answer.variant or experiment.arms[0].variant
+    exposure = Exposure(
+        ts=ts + 0.1,
+        request_id=f"req-{unit}",
+        experiment=experiment.name,
+        unit_type=experiment.unit,
+        unit=unit,
+        variant=variant,
+        reason=answer.reason,
+        exposed=answer.exposed,
+        weights_version=answer.version,
+        propensity=plan.arm_share(variant) if answer.reason == "arm" else None,
+    )
+    up = bool(rng.random() < rates[variant])
+    truth = Arm(thumbs_up=1.0 if up else 0.0, thumbs_down=0.0 if up else 1.0, error=0.0)
+    return (
+        variant,
+        up,
+        [exposure, *_request_events(rng, experiment, truth, 1.0, unit, variant, 0, ts + 0.2, ts)],
+    )
