@@ -216,12 +216,14 @@ def experiment_weights(
     variant_a: Sequence[str],
     variant_b: Sequence[str],
     votes: Sequence[str],
+    horizon: float | None = None,
 ) -> dict[Pair, float] | None:
     """The pair weights of an adaptive arena (`Experiment.adaptive`) from its counted votes so
     far (parallel lists: the sides of each voted battle and its vote, "a", "b", "tie" or
     "both_bad"), over the experiment's own pairs in their configured order; None while fewer
     than `min_votes` votes are in (the configured weights hold). Votes on a pair the
-    experiment no longer draws are left out."""
+    experiment no longer draws are left out. The design looks ahead `horizon` votes: the
+    experiment's own, else the one given, else the counted votes."""
     from router.analysis.arena import Battles, bradley_terry
 
     settings = experiment.adaptive
@@ -255,5 +257,5 @@ def experiment_weights(
         pairs,
         target=settings.target,
         floor=settings.floor,
-        horizon=settings.horizon,
+        horizon=settings.horizon or horizon or len(keep),
     )

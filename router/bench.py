@@ -89,9 +89,7 @@ def _targeted(plan: CompiledExperiment, unit: str) -> object:
     return plan.targets(HEADERS, METADATA) and plan.assign(unit)
 
 
-TARGETS_US = {
-    name: TARGET_DECISIONS_US for name in CASES if "targeted" in name or "bandit" in name
-}
+TARGETS_US = {name: TARGET_DECISIONS_US for name in CASES if "targeted" in name or "bandit" in name}
 
 
 def measure(units: int = 20_000, repeats: int = 7) -> list[tuple[str, float, float]]:

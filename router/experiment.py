@@ -149,12 +149,13 @@ class Adaptive(_Frozen):
         default=60.0, ge=1.0, le=86_400.0, description="How often the weights are recomputed."
     )
     min_votes: int = Field(default=50, ge=0, description="Votes before the first adaptive weights.")
-    horizon: int = Field(
-        default=500,
+    horizon: int | None = Field(
+        default=None,
         ge=1,
         le=1_000_000,
-        description="About how many votes one set of weights serves (the design looks ahead so "
-        "far).",
+        description="How many votes one set of weights serves (the design looks ahead so far); "
+        "default: the votes counted since the last weights (all of them the first time), what "
+        "`make bench-adaptive` measured.",
     )
 
 

@@ -468,7 +468,7 @@ def _refresh_s(experiment: Experiment) -> float:
 def _compute_weights(path: str, experiment: Experiment, version: int) -> tuple[list, int] | None:
     """(weights as listed, observations) from the store, or None while the config's hold."""
     from router.adaptive import experiment_weights
-    from router.analysis.data import bandit_rewards, votes
+    from router.analysis.data import bandit_rewards, connect, votes
     from router.bandit import thompson_weights
 
     if experiment.mode == "bandit":
@@ -494,10 +494,21 @@ def _compute_weights(path: str, experiment: Experiment, version: int) -> tuple[l
         [names[i] for i in np.flatnonzero(keep)]
         for names in (rows.variant_a, rows.variant_b, rows.vote)
     ]
-    weights = experiment_weights(experiment, *sides)
+    count = int(keep.sum())
+    # Look ahead as many votes as came since the last weights logged (all, the first time).
+    db = connect(path)
+    try:
+        last = db.execute(
+            "SELECT observations FROM weights WHERE experiment = ? ORDER BY version DESC LIMIT 1",
+            (experiment.name,),
+        ).fetchone()
+    finally:
+        db.close()
+    since = count - last[0] if last is not None else count
+    weights = experiment_weights(experiment, *sides, horizon=max(since, 1))
     if weights is None:
         return None
-    return [[a, b, share] for (a, b), share in weights.items()], int(keep.sum())
+    return [[a, b, share] for (a, b), share in weights.items()], count
 
 
 class OutcomeSender:
