@@ -80,7 +80,7 @@ from serve.protocol import (
     parse_feedback,
 )
 from serve.records import Call, Endpoint, Recorder
-from serve.routing import AdaptiveWeights, Route, Router, describe
+from serve.routing import LogDecisions, Route, Router, describe
 from serve.single import SingleAnswer
 
 logger = logging.getLogger("ray.serve")
@@ -139,7 +139,7 @@ class Gateway:
         self._recorder = Recorder(outcome_log, scorer, config.scorer, config.store.keep_text)
         self._engines = Engines(self._variants, variant_handles)
         self._router = Router(self._variants)
-        self._adaptive = AdaptiveWeights(self._router, outcome_log)
+        self._decisions = LogDecisions(self._router, outcome_log)
         self._single = SingleAnswer(self._engines, self._recorder)
         self._best_of_n = BestOfN(self._single, self._recorder)
         self._arena = Arena(self._engines, self._recorder, variant_names(config))
@@ -189,7 +189,7 @@ class Gateway:
             e.name: CompiledExperiment(e, config.global_holdout) for e in config.experiments
         }
         self._global_holdout = config.global_holdout
-        self._adaptive.start()
+        self._decisions.start()
         self._log_configs(config.experiments)
         self._keys, self._limits = keys, config.limits
         self._engines.limits = config.limits

@@ -260,6 +260,7 @@ class OutcomeLog(OutcomeWriter):
         self._weights: dict[str, tuple[tuple[Experiment, int], dict[str, Any] | None]] = {}
         self._weights_lock = asyncio.Lock()
         self._holds: dict[str, tuple[tuple[Experiment, int], dict[str, Any] | None]] = {}
+        self._holds_lock = asyncio.Lock()  # a ramp's report never holds up a weights refresh
 
     def _ensure_running(self) -> None:
         super()._ensure_running()
@@ -346,7 +347,7 @@ class OutcomeLog(OutcomeWriter):
             return None
         revision = experiment_revision(experiment)
         key = (experiment, int(time.time() // RAMP_CHECK_S))
-        async with self._weights_lock:
+        async with self._holds_lock:
             known = self._holds.get(experiment.name)
             # A hold lasts as long as its config; no hold is judged again each period.
             fresh = known is not None and (known[1] is not None or known[0] == key)

@@ -110,12 +110,12 @@ class Router:
         unit = unit_of(experiment, user, headers, request_id)
         assignment = plan.assign(unit, wall_ts)
         route = Route(plan=plan, unit=unit, variant=assignment.variant)
-        propensity = None  # a bandit arm's share when drawn, for inverse-propensity weights
-        if experiment.mode == "bandit" and assignment.reason == "arm" and assignment.variant:
-            propensity = plan.arm_share(assignment.variant)
         if experiment.unit == "request" or self._exposures.is_new(
             experiment.name, unit, assignment
         ):
+            propensity = None  # a bandit arm's share when drawn, for inverse-propensity weights
+            if experiment.mode == "bandit" and assignment.reason == "arm" and assignment.variant:
+                propensity = plan.arm_share(assignment.variant)
             exposure = Exposure(
                 ts=wall_ts,
                 request_id=request_id,
@@ -161,7 +161,7 @@ def describe(plan: CompiledExperiment, now: datetime) -> dict[str, Any]:
     return described
 
 
-class AdaptiveWeights:
+class LogDecisions:
     """Keeps what the outcome log decides from the data in force on one gateway replica: the
     adaptive arenas' pair weights, the bandits' arm weights, and the holds of ramps a
     guardrail stopped.

@@ -15,6 +15,7 @@ their style columns.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -162,6 +163,21 @@ class ExperimentData:
     # (ts, config JSON) of each config the gateway put in force, oldest first (`ExperimentConfig`)
     configs: list[tuple[float, str]] = field(default_factory=list)
 
+    @functools.cached_property
+    def config_weights(self) -> list[dict[str, float] | None]:
+        """Each logged config's arm weights (None for one an older arena-serve wrote)."""
+        from router.experiment import Experiment
+
+        out: list[dict[str, float] | None] = []
+        for _, config in self.configs:
+            try:
+                arms = Experiment.model_validate_json(config).arms
+            except ValueError:
+                out.append(None)
+                continue
+            out.append({arm.variant: arm.weight for arm in arms})
+        return out
+
 
 def _migrated(path: str | Path) -> None:
     db = connect(path)
@@ -257,38 +273,50 @@ def votes(path: str | Path, experiment: str) -> BattleRows | None:
         db.close()
 
 
+def _rated(
+    db: sqlite3.Connection, experiment: str, reward: str, end: float
+) -> list[tuple[str, float | None, float]]:
+    """A bandit's rated completions up to `end`: (variant, the propensity of its unit's
+    assignment in force then, or None, reward): each completion's latest thumbs (up 1, down 0),
+    or its reward score from the model that scored last."""
+    assignment = (
+        "(SELECT e.propensity FROM exposures e WHERE e.experiment = c.experiment "
+        "AND e.unit = c.unit AND e.exposed = 1 AND e.ts <= c.ts ORDER BY e.ts DESC LIMIT 1)"
+    )
+    if reward == "thumbs_up_rate":
+        query = (
+            f"SELECT c.variant, {assignment}, f.value = 'up' FROM feedback f "
+            "JOIN completions c USING (completion_id) WHERE c.experiment = ? AND c.ts <= ? "
+            "AND f.id IN (SELECT MAX(id) FROM feedback WHERE kind = 'thumbs' "
+            "AND completion_id IS NOT NULL AND ts <= ? GROUP BY completion_id)"
+        )
+    else:
+        query = (
+            f"SELECT c.variant, {assignment}, s.score FROM scores s "
+            "JOIN completions c USING (completion_id) WHERE c.experiment = ? AND c.ts <= ? "
+            "AND s.ts <= ? AND s.battle_id IS NULL "
+            "AND s.model = (SELECT model FROM scores ORDER BY ts DESC LIMIT 1)"
+        )
+    return [(v, p, float(x)) for v, p, x in db.execute(query, (experiment, end, end))]
+
+
 def bandit_rewards(
     path: str | Path, experiment: str, reward: str, reward_range: tuple[float, float]
 ) -> dict[str, tuple[float, float]]:
-    """A bandit's rewards so far per variant, as (successes, trials) for its Beta posteriors:
-    each completion's latest thumbs (up 1, down 0), or its reward score from the model that
-    scored last, rescaled from `reward_range` to [0, 1] and clipped."""
+    """A bandit's rewards so far per variant (`_rated`), as (successes, trials) for its Beta
+    posteriors: reward scores rescaled from `reward_range` to [0, 1] and clipped."""
     _migrated(path)
     db = connect(path)
     try:
         db.execute("BEGIN")
-        if reward == "thumbs_up_rate":
-            rows = db.execute(
-                "SELECT c.variant, f.value = 'up' FROM feedback f "
-                "JOIN completions c USING (completion_id) WHERE c.experiment = ? "
-                "AND f.id IN (SELECT MAX(id) FROM feedback WHERE kind = 'thumbs' "
-                "AND completion_id IS NOT NULL GROUP BY completion_id)",
-                (experiment,),
-            ).fetchall()
-            values = [(variant, float(up)) for variant, up in rows]
-        else:
-            low, high = reward_range
-            rows = db.execute(
-                "SELECT c.variant, s.score FROM scores s JOIN completions c USING (completion_id) "
-                "WHERE c.experiment = ? AND s.battle_id IS NULL AND s.model = "
-                "(SELECT model FROM scores ORDER BY ts DESC LIMIT 1)",
-                (experiment,),
-            ).fetchall()
-            values = [(v, min(1.0, max(0.0, (x - low) / (high - low)))) for v, x in rows]
+        rows = _rated(db, experiment, reward, float("inf"))
     finally:
         db.close()
+    low, high = reward_range
     out: dict[str, tuple[float, float]] = {}
-    for variant, value in values:
+    for variant, _, value in rows:
+        if reward != "thumbs_up_rate":
+            value = min(1.0, max(0.0, (value - low) / (high - low)))
         successes, trials = out.get(variant, (0.0, 0.0))
         out[variant] = (successes + value, trials + 1.0)
     return out
@@ -318,28 +346,10 @@ def load_bandit(
     logged propensity then (a forced unit; an exposure from before version 6) is left out."""
     _migrated(path)
     end = until if until is not None else float("inf")
-    assignment = (
-        "(SELECT e.propensity FROM exposures e WHERE e.experiment = c.experiment "
-        "AND e.unit = c.unit AND e.exposed = 1 AND e.ts <= c.ts ORDER BY e.ts DESC LIMIT 1)"
-    )
-    if reward == "thumbs_up_rate":
-        query = (
-            f"SELECT c.variant, {assignment}, f.value = 'up' FROM feedback f "
-            "JOIN completions c USING (completion_id) WHERE c.experiment = ? AND c.ts <= ? "
-            "AND f.id IN (SELECT MAX(id) FROM feedback WHERE kind = 'thumbs' "
-            "AND completion_id IS NOT NULL AND ts <= ? GROUP BY completion_id)"
-        )
-    else:
-        query = (
-            f"SELECT c.variant, {assignment}, s.score FROM scores s "
-            "JOIN completions c USING (completion_id) WHERE c.experiment = ? AND c.ts <= ? "
-            "AND s.ts <= ? AND s.battle_id IS NULL "
-            "AND s.model = (SELECT model FROM scores ORDER BY ts DESC LIMIT 1)"
-        )
     db = connect(path)
     try:
         db.execute("BEGIN")
-        rows = [r for r in db.execute(query, (experiment, end, end)) if r[1] is not None]
+        rows = [r for r in _rated(db, experiment, reward, end) if r[1] is not None]
         history = db.execute(
             "SELECT version, weights FROM weights WHERE experiment = ? AND ts <= ? "
             "ORDER BY version",

@@ -602,12 +602,8 @@ def _variants_tried(data: ExperimentData) -> list[str]:
     """Every variant the experiment has put in front of units over its history: the arms of
     weight above 0 in each logged config, and every variant with units or battles in the log."""
     tried = {name for name in data.groups if name != HOLDOUT}
-    for _, config in data.configs:
-        try:
-            arms = Experiment.model_validate_json(config).arms
-        except ValueError:  # a config an older arena-serve wrote
-            continue
-        tried.update(arm.variant for arm in arms if arm.weight > 0)
+    for weights in data.config_weights:  # None: a config an older arena-serve wrote
+        tried.update(arm for arm, weight in (weights or {}).items() if weight > 0)
     return sorted(tried)
 
 
@@ -615,16 +611,13 @@ def _arm_expectations(data: ExperimentData, names: list[str]) -> list[float] | N
     """Units expected in each arm when its weights changed over time: the units first exposed
     while each logged config was in force, spread by that config's weights (units exposed
     before the first logged config count by it). None without a logged config."""
-    periods = []
-    for _, config in data.configs:
-        try:
-            arms = Experiment.model_validate_json(config).arms
-        except ValueError:  # a config an older arena-serve wrote: the current weights judge
-            return None
-        weights = {arm.variant: arm.weight for arm in arms if arm.variant in names}
-        periods.append(weights)
-    if not periods:
-        return None
+    if not data.config_weights or None in data.config_weights:
+        return None  # none logged, or one an older arena-serve wrote: the current weights judge
+    periods = [
+        {arm: weight for arm, weight in weights.items() if arm in names}
+        for weights in data.config_weights
+        if weights is not None
+    ]
     starts = [ts for ts, _ in data.configs]
     expected = dict.fromkeys(names, 0.0)
     for name in names:

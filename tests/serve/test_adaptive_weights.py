@@ -19,7 +19,7 @@ from router.assignment import CompiledExperiment
 from router.events import Battle, Feedback
 from router.experiment import Adaptive, Arm, Experiment
 from serve.outcome_log import OutcomeLog
-from serve.routing import AdaptiveWeights, Router, describe
+from serve.routing import LogDecisions, Router, describe
 from tests.router.test_adaptive import votes_for
 
 TRUTH = {"w": 1000.0, "x": 1010.0, "y": 1030.0, "z": 1100.0}
@@ -101,12 +101,12 @@ def test_a_replica_puts_the_logs_weights_in_force_and_keeps_them_when_it_cannot_
         plan = CompiledExperiment(arena())
         router.experiments = {"four": plan}
         handle = Handle(log)
-        refresher = AdaptiveWeights(router, handle)
+        refresher = LogDecisions(router, handle)
         await refresher.refresh(plan)
         await refresher.refresh(plan)  # this period's weights are in force: not asked again
         shares = plan.pair_shares()
         broken = CompiledExperiment(arena())
-        await AdaptiveWeights(router, Handle(log, fail=True)).refresh(broken)
+        await LogDecisions(router, Handle(log, fail=True)).refresh(broken)
         assert broken.weights_version is None and broken.pair_share("w", "x") == 1 / 6
         return plan, shares, handle.calls
 
@@ -123,7 +123,7 @@ def test_the_refresher_starts_for_new_plans_and_refreshes_them(tmp_path: Path) -
     async def run() -> int | None:
         log = await voted_log(tmp_path / "o.db", 100)
         router = Router({})
-        refresher = AdaptiveWeights(router, Handle(log))
+        refresher = LogDecisions(router, Handle(log))
         refresher.start()  # nothing adaptive yet: it waits
         await asyncio.sleep(0.05)
         plan = CompiledExperiment(arena())

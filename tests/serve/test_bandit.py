@@ -18,7 +18,7 @@ from router.assignment import CompiledExperiment
 from router.events import Exposure
 from router.experiment import Experiment
 from serve.outcome_log import OutcomeLog
-from serve.routing import AdaptiveWeights, Router
+from serve.routing import LogDecisions, Router
 from tests.serve.fake_gateway import make
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # Gateway.__del__ unawaited
@@ -51,7 +51,7 @@ def test_the_log_gives_the_better_arm_most_of_the_next_units(tmp_path: Path) -> 
         router = Router({})
         plan = CompiledExperiment(experiment)
         router.experiments = {"bandit": plan}
-        await AdaptiveWeights(router, Handle(log)).refresh(plan)
+        await LogDecisions(router, Handle(log)).refresh(plan)
         await log.flush()
         return answer, plan
 

@@ -17,7 +17,7 @@ from router.analysis.simulate import Arm, Traffic, simulate_ab
 from router.assignment import CompiledExperiment
 from router.experiment import Experiment
 from serve.outcome_log import OutcomeLog
-from serve.routing import AdaptiveWeights, Router, describe
+from serve.routing import LogDecisions, Router, describe
 
 
 def ramped(max_increase: float = 0.01, **extra: Any) -> Experiment:
@@ -80,14 +80,14 @@ def test_a_replica_puts_the_hold_in_force_and_lists_it(tmp_path: Path) -> None:
         plan = CompiledExperiment(ramped())
         router.experiments = {"rollout": plan}
         assert plan.allocation_at(time.time()) == 0.5
-        await AdaptiveWeights(router, Handle(log)).refresh(plan)
+        await LogDecisions(router, Handle(log)).refresh(plan)
         return plan
 
     plan = asyncio.run(run())
     assert plan.allocation_at(time.time() + 7200) == 0.2  # past the next step: still held
     listed = describe(plan, datetime.now(UTC))
     assert listed["allocation_now"] == 0.2 and listed["ramp_hold"]["guardrail"] == "error_rate"
-    assert AdaptiveWeights.period_of(plan) is None  # held: nothing more to ask
+    assert LogDecisions.period_of(plan) is None  # held: nothing more to ask
 
 
 @pytest.mark.parametrize("extra", [{"guardrails": []}, {"ramp": [], "allocation": 1.0}])
