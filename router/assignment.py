@@ -141,6 +141,7 @@ class CompiledExperiment:
         "_salt",
         "_start",
         "_stop",
+        "arm_holds",
         "experiment",
         "ramp_hold",
         "weights_version",
@@ -180,6 +181,8 @@ class CompiledExperiment:
         self._memo: dict[str, Assignment] = {}
         # Answers are built once: creating a frozen dataclass costs more than the hash.
         self._bandit = experiment.mode == "bandit"
+        # A bandit's arms a failing guardrail stopped, as the outcome log decided them.
+        self.arm_holds: dict[str, dict[str, Any]] = {}
         self._set_arms({arm.variant: arm.weight for arm in experiment.arms if arm.weight > 0})
         self._fallbacks = {
             reason: Assignment(self._fallback, reason)

@@ -102,3 +102,22 @@ def ipw_means(
         hajek_se = float(np.sqrt((inverse**2 * (y - hajek) ** 2).sum()) / inverse.sum())
         out[arm] = Estimate(ht, ht_se, hajek, hajek_se, float(y[hit].mean()), count)
     return out
+
+
+def cap_shares(shares: Mapping[str, float], caps: Mapping[str, float]) -> dict[str, float]:
+    """`shares` (summing to 1) with each arm in `caps` held to at most its cap: a bandit arm a
+    guardrail stopped keeps growing no further (`serve.outcome_log`). What the held arms give
+    up goes to the others in proportion to their shares, so those only grow; at least one arm
+    must be left free."""
+    free = [arm for arm in shares if arm not in caps]
+    if not free:
+        raise ValueError("every arm is held: at least one must stay free to take the rest")
+    if any(not 0 < cap <= 1 for cap in caps.values()):
+        raise ValueError("caps must lie in (0, 1]")
+    capped = {arm: min(share, caps[arm]) for arm, share in shares.items() if arm in caps}
+    freed = sum(shares[arm] - share for arm, share in capped.items())
+    weight = sum(shares[arm] for arm in free)
+    out = dict(capped)
+    for arm in free:
+        out[arm] = shares[arm] + freed * (shares[arm] / weight if weight > 0 else 1 / len(free))
+    return {arm: out[arm] for arm in shares}

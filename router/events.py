@@ -161,6 +161,23 @@ class RampHold:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ArmHold:
+    """A bandit arm stopped by a failing guardrail: in the experiment's config (`revision`) its
+    share stays at most `share`, the share it had in the weights version before the one in
+    force when the guardrail failed (its last safe step; the config's share when there was
+    none), from weights `version` on; `guardrail` names the metric that failed. One per arm
+    and config: a new config lets it grow again."""
+
+    ts: float
+    experiment: str
+    revision: str
+    arm: str
+    version: int
+    share: float
+    guardrail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Transcript:
     """The text of one experiment completion: kept only where the config asks for it
     (`store.keep_text`), and only in the store (never in logs), until its retention ends.
@@ -304,7 +321,19 @@ class FeedbackResult:
     in_battle: bool = field(default=False, compare=False)
 
 
-Event = Exposure | Completion | Battle | Weights | Transcript | ProbeResult | Score | Feedback
+Event = (
+    Exposure
+    | Completion
+    | Battle
+    | Weights
+    | ExperimentConfig
+    | RampHold
+    | ArmHold
+    | Transcript
+    | ProbeResult
+    | Score
+    | Feedback
+)
 
 
 def check_text(event: Event) -> None:

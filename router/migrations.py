@@ -22,6 +22,7 @@ Versions:
    (`pair_share`, `weights_version`; NULL before); `weights` keeps the history of
    adaptive arena weights, `experiment_configs` that of each experiment's config, and
    `ramp_holds` the ramps a failing guardrail stopped.
+7. arm_holds (the bandit arms a failing guardrail stopped).
 """
 
 from __future__ import annotations
@@ -163,6 +164,10 @@ def _v5_to_v6(db: sqlite3.Connection) -> None:
         _add_missing(db, "assignments", {"weights_version": "INTEGER"})
 
 
+def _v6_to_v7(db: sqlite3.Connection) -> None:
+    """Nothing to change: version 7 only adds the arm_holds table, which the schema makes."""
+
+
 # MIGRATIONS[n] takes a store of version n to version n + 1.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_to_v2,
@@ -170,4 +175,5 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     3: _v3_to_v4,
     4: _v4_to_v5,
     5: _v5_to_v6,
+    6: _v6_to_v7,
 }

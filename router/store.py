@@ -2,8 +2,11 @@
 
 Tables: exposures (and assignments, their deduplication), completions, battles, scores (reward
 model), feedback, transcripts (the text of experiment completions, only where the config keeps
-it; `purge_text` ends its retention), probes (graded sycophancy-probe items), and meta (the
-store's own secret, which hashes voter ids in exports).
+it; `purge_text` ends its retention), probes (graded sycophancy-probe items), the decisions the
+outcome log made from the data (weights: adaptive arena and bandit shares; ramp_holds and
+arm_holds: ramps and bandit arms a failing guardrail stopped), experiment_configs (each
+experiment's config history), and meta (the store's own secret, which hashes voter ids in
+exports).
 
 `OutcomeStore.write` applies a batch of events in order inside one transaction, so a feedback row
 that refers to a completion or battle earlier in the same batch (or any earlier batch) finds it.
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from router.events import (
+    ArmHold,
     Battle,
     Completion,
     Event,
@@ -53,7 +57,7 @@ from router.migrations import MIGRATIONS
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 DUPLICATE: Final = "duplicate"  # `write`'s result for an event the store already held
 WriteResult = FeedbackResult | Literal["duplicate"] | None
 TABLES = (
@@ -68,6 +72,7 @@ TABLES = (
     "weights",
     "experiment_configs",
     "ramp_holds",
+    "arm_holds",
 )
 
 _SCHEMA = """
@@ -220,6 +225,16 @@ CREATE TABLE IF NOT EXISTS ramp_holds (
     guardrail TEXT NOT NULL,
     PRIMARY KEY (experiment, revision)
 );
+CREATE TABLE IF NOT EXISTS arm_holds (
+    experiment TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    arm TEXT NOT NULL,
+    ts REAL NOT NULL,
+    version INTEGER NOT NULL,
+    share REAL NOT NULL,
+    guardrail TEXT NOT NULL,
+    PRIMARY KEY (experiment, revision, arm)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -276,6 +291,7 @@ _INSERT_TRANSCRIPT = _insert_sql("transcripts", _field_names(Transcript), "INSER
 _INSERT_PROBE = _insert_sql("probes", _field_names(ProbeResult), "INSERT OR IGNORE")
 _INSERT_WEIGHTS = _insert_sql("weights", _field_names(Weights), "INSERT OR IGNORE")
 _INSERT_HOLD = _insert_sql("ramp_holds", _field_names(RampHold), "INSERT OR IGNORE")
+_INSERT_ARM_HOLD = _insert_sql("arm_holds", _field_names(ArmHold), "INSERT OR IGNORE")
 _INSERT_CONFIG = _insert_sql(
     "experiment_configs", _field_names(ExperimentConfig), "INSERT OR IGNORE"
 )
@@ -383,6 +399,9 @@ class OutcomeStore:
                 return DUPLICATE
         elif isinstance(event, RampHold):
             if not self._db.execute(_INSERT_HOLD, astuple(event)).rowcount:
+                return DUPLICATE
+        elif isinstance(event, ArmHold):
+            if not self._db.execute(_INSERT_ARM_HOLD, astuple(event)).rowcount:
                 return DUPLICATE
         elif isinstance(event, ExperimentConfig):
             latest = self._db.execute(

@@ -35,7 +35,15 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from router.events import Event, Feedback, FeedbackResult, RampHold, Weights, check_text
+from router.events import (
+    ArmHold,
+    Event,
+    Feedback,
+    FeedbackResult,
+    RampHold,
+    Weights,
+    check_text,
+)
 from router.experiment import Experiment, experiment_revision
 from router.store import OutcomeStore, WriteResult
 from serve.config import OUTCOME_LOG_DEPLOYMENT
@@ -425,9 +433,14 @@ class OutcomeLog(OutcomeWriter):
         """The weights the data give for the current refresh period: an adaptive arena's pair
         shares (`router.adaptive`; None while its configured weights hold, too few votes) or
         a bandit's arm shares (`router.bandit`). ``{"version", "weights": [[a, b, share], ...]
-        or [[arm, share], ...], "observations"}``; `version` is the period's number, ``time //
-        refresh_s``. Computed once per period and config, so every gateway replica gets the
-        same, and logged in `weights` the first time."""
+        or [[arm, share], ...], "observations", "holds"}``; `version` is the period's number,
+        ``time // refresh_s``. Computed once per period and config, so every gateway replica
+        gets the same, and logged in `weights` the first time.
+
+        A bandit with guardrails is judged too, from the report: an arm that fails one is held
+        (`holds`: arm -> ``{"share", "version", "guardrail", "since"}``) at the share it had in
+        the version before the one in force (`router.bandit.cap_shares`), logged in
+        `arm_holds` once, and held for as long as the config lasts."""
         refresh_s = _refresh_s(experiment)
         key = (experiment, int(time.time() // refresh_s))
         async with self._weights_lock:  # one computation per period, however many ask
@@ -439,8 +452,13 @@ class OutcomeLog(OutcomeWriter):
             found = await asyncio.get_running_loop().run_in_executor(self._readers, compute)
             answer = None
             if found is not None:
-                listed, count = found
-                answer = {"version": key[1], "weights": listed, "observations": count}
+                listed, count, holds = found
+                answer = {
+                    "version": key[1],
+                    "weights": listed,
+                    "observations": count,
+                    "holds": {arm: _listed_hold(hold) for arm, hold in holds.items()},
+                }
                 history = Weights(
                     ts=time.time(),
                     experiment=experiment.name,
@@ -448,7 +466,16 @@ class OutcomeLog(OutcomeWriter):
                     weights=json.dumps(listed),
                     observations=count,
                 )
-                await self.record([history])
+                new = [hold for hold in holds.values() if hold.version == key[1]]
+                await self.record([*new, history], committed=bool(new))
+                for hold in new:
+                    logger.warning(
+                        "bandit arm %s of %s held at share %.3g: guardrail %s failed",
+                        hold.arm,
+                        experiment.name,
+                        hold.share,
+                        hold.guardrail,
+                    )
             self._weights[experiment.name] = (key, answer)
             return answer
 
@@ -466,27 +493,25 @@ def _refresh_s(experiment: Experiment) -> float:
     raise ValueError(f"experiment {experiment.name!r} is neither adaptive nor a bandit")
 
 
-def _compute_weights(path: str, experiment: Experiment, version: int) -> tuple[list, int] | None:
-    """(weights as listed, observations) from the store, or None while the config's hold."""
+def _listed_hold(hold: ArmHold) -> dict[str, Any]:
+    return {
+        "share": hold.share,
+        "version": hold.version,
+        "guardrail": hold.guardrail,
+        "since": hold.ts,
+    }
+
+
+def _compute_weights(
+    path: str, experiment: Experiment, version: int
+) -> tuple[list, int, dict[str, ArmHold]] | None:
+    """(weights as listed, observations, a bandit's held arms) from the store, or None while
+    the config's weights hold."""
     from router.adaptive import experiment_weights
-    from router.analysis.data import bandit_rewards, connect, votes
-    from router.bandit import thompson_weights
+    from router.analysis.data import connect, votes
 
     if experiment.mode == "bandit":
-        settings = experiment.bandit_settings
-        rewards = bandit_rewards(path, experiment.name, settings.reward, settings.reward_range)
-        arms = [arm.variant for arm in experiment.arms if arm.weight > 0]
-        seed = int(hashlib.sha256(f"{experiment.name}#{version}".encode()).hexdigest()[:8], 16)
-        shares = thompson_weights(
-            {arm: rewards.get(arm, (0.0, 0.0))[0] for arm in arms},
-            {arm: rewards.get(arm, (0.0, 0.0))[1] for arm in arms},
-            arms,
-            min_share=settings.min_share,
-            seed=seed,
-        )
-        return [[arm, share] for arm, share in shares.items()], int(
-            sum(trials for _, trials in rewards.values())
-        )
+        return _bandit_weights(path, experiment, version)
     rows = votes(path, experiment.name)
     if rows is None:
         return None
@@ -509,7 +534,94 @@ def _compute_weights(path: str, experiment: Experiment, version: int) -> tuple[l
     weights = experiment_weights(experiment, *sides, horizon=max(since, 1))
     if weights is None:
         return None
-    return [[a, b, share] for (a, b), share in weights.items()], count
+    return [[a, b, share] for (a, b), share in weights.items()], count, {}
+
+
+def _bandit_weights(
+    path: str, experiment: Experiment, version: int
+) -> tuple[list, int, dict[str, ArmHold]]:
+    """A bandit's Thompson shares for `version`, its held arms capped (`_arm_holds`)."""
+    from router.analysis.data import bandit_rewards
+    from router.bandit import cap_shares, thompson_weights
+
+    settings = experiment.bandit_settings
+    rewards = bandit_rewards(path, experiment.name, settings.reward, settings.reward_range)
+    arms = [arm.variant for arm in experiment.arms if arm.weight > 0]
+    seed = int(hashlib.sha256(f"{experiment.name}#{version}".encode()).hexdigest()[:8], 16)
+    shares = thompson_weights(
+        {arm: rewards.get(arm, (0.0, 0.0))[0] for arm in arms},
+        {arm: rewards.get(arm, (0.0, 0.0))[1] for arm in arms},
+        arms,
+        min_share=settings.min_share,
+        seed=seed,
+    )
+    holds = _arm_holds(path, experiment, version, arms) if experiment.guardrails else {}
+    if holds:
+        shares = cap_shares(shares, {arm: hold.share for arm, hold in holds.items()})
+    count = int(sum(trials for _, trials in rewards.values()))
+    return [[arm, share] for arm, share in shares.items()], count, holds
+
+
+def _arm_holds(
+    path: str, experiment: Experiment, version: int, arms: list[str]
+) -> dict[str, ArmHold]:
+    """The bandit's held arms for this config: those logged in `arm_holds`, and a new hold
+    (`version` = this one) for each other arm the report now finds failing a guardrail, at
+    its share in the weights version before the one in force (the config's share when the
+    log has none)."""
+    from router.analysis import build_report
+    from router.analysis.data import connect
+
+    revision = experiment_revision(experiment)
+    db = connect(path)
+    try:
+        rows = db.execute(
+            "SELECT ts, arm, version, share, guardrail FROM arm_holds "
+            "WHERE experiment = ? AND revision = ?",
+            (experiment.name, revision),
+        ).fetchall()
+        logged = db.execute(
+            "SELECT weights FROM weights WHERE experiment = ? AND version < ? "
+            "ORDER BY version DESC LIMIT 2",
+            (experiment.name, version),
+        ).fetchall()
+    finally:
+        db.close()
+    holds = {
+        arm: ArmHold(
+            ts=ts,
+            experiment=experiment.name,
+            revision=revision,
+            arm=arm,
+            version=held_at,
+            share=share,
+            guardrail=guardrail,
+        )
+        for ts, arm, held_at, share, guardrail in rows
+        if arm in arms
+    }
+    report = build_report(path, experiment, reps=100)
+    failing: dict[str, str] = {}
+    for result in report.guardrails:
+        if result.status == "fail" and result.treatment in arms:
+            failing.setdefault(result.treatment, result.metric)
+    configured = {arm.variant: arm.weight for arm in experiment.arms if arm.weight > 0}
+    safe = dict(json.loads(logged[1][0])) if len(logged) == 2 else {}
+    now = time.time()
+    for arm, metric in failing.items():
+        if arm in holds:
+            continue
+        share = safe.get(arm, configured[arm] / sum(configured.values()))
+        holds[arm] = ArmHold(
+            ts=now,
+            experiment=experiment.name,
+            revision=revision,
+            arm=arm,
+            version=version,
+            share=float(share),
+            guardrail=metric,
+        )
+    return holds
 
 
 class OutcomeSender:

@@ -154,6 +154,7 @@ def describe(plan: CompiledExperiment, now: datetime) -> dict[str, Any]:
     if experiment.mode == "bandit":
         described["arm_shares"] = plan.arm_shares()
         described["weights_version"] = plan.weights_version
+        described["arm_holds"] = plan.arm_holds  # arms a failing guardrail stopped growing
     if experiment.mode == "arena":
         described["pairs"] = [p.model_dump(mode="json") for p in experiment.arena_pairs()]
         described["pair_shares"] = [[a, b, w] for (a, b), w in plan.pair_shares().items()]
@@ -163,8 +164,8 @@ def describe(plan: CompiledExperiment, now: datetime) -> dict[str, Any]:
 
 class LogDecisions:
     """Keeps what the outcome log decides from the data in force on one gateway replica: the
-    adaptive arenas' pair weights, the bandits' arm weights, and the holds of ramps a
-    guardrail stopped.
+    adaptive arenas' pair weights, the bandits' arm weights (with the holds of arms a guardrail
+    stopped), and the holds of ramps a guardrail stopped.
 
     At the start of each refresh period (``time // refresh_s``; `RAMP_CHECK_S` for ramps) it
     asks the log, which decides once for every replica, and puts the answer in force, so
@@ -237,6 +238,7 @@ class LogDecisions:
             plan.set_arm_weights(
                 {arm: share for arm, share in answer["weights"]}, answer["version"]
             )
+            plan.arm_holds = answer.get("holds") or {}
         else:
             weights = {(a, b): share for a, b, share in answer["weights"]}
             plan.set_pair_weights(weights, answer["version"])

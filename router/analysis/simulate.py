@@ -360,11 +360,13 @@ def simulate_bandit(
     units: int,
     refresh: int,
     seed: int = 0,
+    errors: Mapping[str, float] | None = None,
 ) -> None:
     """Write a bandit's log as the gateway and the outcome log make it: every `refresh` units a
     new weights version from the thumbs so far (`router.bandit.thompson_weights`, logged),
     each unit drawn by (unit, version) with its propensity, one completion per unit with a
-    thumbs up at its arm's true rate in `rates`, else a thumbs down."""
+    thumbs up at its arm's true rate in `rates`, else a thumbs down; a completion fails (503,
+    no thumbs) at its arm's rate in `errors` (none fail without it)."""
     import json
 
     from router.bandit import thompson_weights
@@ -394,7 +396,8 @@ def simulate_bandit(
             )
         )
         for u in range(start, min(units, start + refresh)):
-            variant, up, made = _bandit_unit(rng, plan, rates, f"user-{seed}-{u}", ts + u - start)
+            unit = f"user-{seed}-{u}"
+            variant, up, made = _bandit_unit(rng, plan, rates, unit, ts + u - start, errors)
             events += made
             successes[variant] += float(up)
             trials[variant] += 1.0
@@ -407,6 +410,7 @@ def _bandit_unit(
     rates: Mapping[str, float],
     unit: str,
     ts: float,
+    errors: Mapping[str, float] | None = None,
 ) -> tuple[str, bool, list[Event]]:
     """One bandit unit: its assignment's exposure, one completion and its thumbs."""
     experiment = plan.experiment
@@ -425,7 +429,11 @@ def _bandit_unit(
         propensity=plan.arm_share(variant) if answer.reason == "arm" else None,
     )
     up = bool(rng.random() < rates[variant])
-    truth = Arm(thumbs_up=1.0 if up else 0.0, thumbs_down=0.0 if up else 1.0, error=0.0)
+    erred = errors is not None and bool(rng.random() < errors.get(variant, 0.0))
+    up = up and not erred
+    truth = Arm(
+        thumbs_up=1.0 if up else 0.0, thumbs_down=0.0 if up else 1.0, error=1.0 if erred else 0.0
+    )
     return (
         variant,
         up,

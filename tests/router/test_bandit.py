@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.bandit import ipw_means, thompson_weights
+from router.bandit import cap_shares, ipw_means, thompson_weights
 
 ARMS = ("a", "b", "c")
 
@@ -97,3 +97,34 @@ def test_ipw_corrects_the_bias_of_the_plain_mean_under_adaptive_allocation() -> 
     se = np.std(horvitz) / math.sqrt(len(horvitz))
     assert np.mean(naive) - truth < -0.005  # the plain mean: biased low
     assert abs(np.mean(horvitz) - truth) < 3 * se  # Horvitz-Thompson: no bias seen
+
+
+@given(
+    st.lists(st.floats(0.01, 1.0), min_size=2, max_size=6).map(
+        lambda raw: [w / sum(raw) for w in raw]
+    ),
+    st.data(),
+)
+def test_capped_shares_stay_a_distribution_and_only_the_free_arms_grow(
+    raw: list[float], data: st.DataObject
+) -> None:
+    arms = [f"arm-{i}" for i in range(len(raw))]
+    shares = dict(zip(arms, raw, strict=True))
+    held = data.draw(st.sets(st.sampled_from(arms[1:]), max_size=len(arms) - 1))
+    caps = {arm: data.draw(st.floats(0.001, 1.0)) for arm in held}
+    capped = cap_shares(shares, caps)
+    assert list(capped) == arms and math.isclose(sum(capped.values()), 1.0)
+    for arm in arms:
+        if arm in caps:
+            assert capped[arm] == min(shares[arm], caps[arm])
+        else:
+            assert capped[arm] >= shares[arm] - 1e-12
+    if all(caps[arm] >= shares[arm] for arm in caps):
+        assert capped == pytest.approx(shares)  # a cap not reached changes nothing
+
+
+def test_capping_every_arm_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one must stay free"):
+        cap_shares({"a": 0.5, "b": 0.5}, {"a": 0.1, "b": 0.1})
+    with pytest.raises(ValueError, match="caps must lie"):
+        cap_shares({"a": 0.5, "b": 0.5}, {"a": 0.0})

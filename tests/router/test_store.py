@@ -98,7 +98,7 @@ def store(tmp_path: Path) -> Iterator[OutcomeStore]:
 def test_wal_mode_and_schema(store: OutcomeStore) -> None:
     db = sqlite3.connect(store.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == {*TABLES, "meta"}
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
