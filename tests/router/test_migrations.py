@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from router.analysis import build_report
-from router.events import Battle, Completion, Feedback, ProbeResult
+from router.events import ArmHold, Battle, Completion, Feedback, ProbeResult
 from router.experiment import Experiment
 from router.migrations import MIGRATIONS
 from router.store import DUPLICATE, SCHEMA_VERSION, TABLES, OutcomeStore
-from tests.router.old_schemas import V1, V2_FIRST, V2_LAST, V3, V4
+from tests.router.old_schemas import V1, V2_FIRST, V2_LAST, V3, V4, V6
 
 AB = Experiment.model_validate({"name": "ab", "arms": [{"variant": "a"}, {"variant": "b"}]})
 ARENA = Experiment.model_validate(
@@ -167,6 +167,26 @@ def test_a_version_4_store_gains_the_probe_table(tmp_path: Path) -> None:
         store.close()
 
 
+def test_a_version_6_store_gains_the_arm_holds_table(tmp_path: Path) -> None:
+    path = tmp_path / "v6.db"
+    old_store(path, V6, 6, v3_rows())
+    store = OutcomeStore(path)
+    try:
+        assert store.count("completions") == 2 and store.count("arm_holds") == 0
+        hold = ArmHold(
+            ts=1.0,
+            experiment="bandit",
+            revision="r1",
+            arm="b",
+            version=7,
+            share=0.4,
+            guardrail="error_rate",
+        )
+        assert store.write([hold, hold]) == [None, DUPLICATE]
+    finally:
+        store.close()
+
+
 def columns(db: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
 
@@ -299,8 +319,9 @@ def test_a_version_2_store_is_migrated_with_its_battles_and_votes(
         (V2_LAST, 2, v2_rows(True)),
         (V3, 3, v3_rows()),
         (V4, 4, v3_rows()),
+        (V6, 6, v3_rows()),
     ],
-    ids=["v1", "v2-first", "v2-last", "v3", "v4"],
+    ids=["v1", "v2-first", "v2-last", "v3", "v4", "v6"],
 )
 def test_a_migrated_store_has_the_columns_of_a_new_one(
     tmp_path: Path, schema: str, version: int, rows: list
