@@ -8,7 +8,7 @@ BUILD := $(shell bash scripts/pick_build.sh)
 CONFIG ?= $(if $(filter gpu,$(BUILD)),deploy/config.gpu.yaml,deploy/config.yaml)
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick bench-train reward-loop flywheel bench-probe bench-adapters bench-lora-ops bench-adaptive bench-bandit clean
+.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick bench-train reward-loop flywheel bench-probe bench-adapters bench-lora-ops bench-adaptive bench-bandit bench-confirm clean
 
 setup:
 	@bash scripts/setup.sh
@@ -115,6 +115,9 @@ bench-adaptive: setup
 
 bench-bandit: setup
 	$(call bench_into_docs,router.analysis.bandit_sim,"Bandits: regret and the bias of each estimate")
+
+bench-confirm: setup
+	$(call bench_into_docs,router.analysis.confirm_sim,"Confirmation runs: the leaderboard illusion")
 
 bench-kernels: setup
 	$(call bench_into_docs,reward.bench,"Reward-model kernels and scorer")

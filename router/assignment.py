@@ -62,8 +62,9 @@ Reason = Literal[
     "scheduled",  # before `start`; not exposed
     "stopped",  # at or after `stop`; not exposed
     "global_holdout",  # in the gateway's global holdout: out of every experiment; not exposed
+    "confirm",  # exposed: in the confirmation run (`confirm`), logged as `<name>#confirm`
 ]
-EXPOSED_REASONS: frozenset[str] = frozenset({"arm", "arena", "holdout"})
+EXPOSED_REASONS: frozenset[str] = frozenset({"arm", "arena", "holdout", "confirm"})
 # Units remembered per compiled experiment: repeat visitors skip the hashes. Cleared when full.
 MEMO_SIZE = 65_536
 
@@ -109,6 +110,7 @@ class Assignment:
 
 
 _ARENA = Assignment(None, "arena")
+_CONFIRM_ARENA = Assignment(None, "confirm")  # an arena's confirmation battle
 
 
 class CompiledExperiment:
@@ -125,6 +127,7 @@ class CompiledExperiment:
         "_arm_hashers",
         "_arm_shares",
         "_bandit",
+        "_confirm",
         "_fallback",
         "_fallbacks",
         "_forced",
@@ -196,6 +199,19 @@ class CompiledExperiment:
             )
         }
         self._forced = {unit: Assignment(v, "forced") for unit, v in experiment.forced.items()}
+        # The confirmation run: allocation buckets [low, high), then even odds of its two arms.
+        low, high = experiment.confirm_buckets
+        self._confirm = (
+            (
+                low,
+                high,
+                _prefix(salt, "#confirm"),
+                Assignment(experiment.control, "confirm"),
+                Assignment(experiment.confirm.variant, "confirm"),
+            )
+            if experiment.confirm is not None and high > low
+            else None
+        )
         self._rules = tuple(compile_rule(r.attribute, *r.test) for r in experiment.when)
         pairs = experiment.arena_pairs() if self._arena else ()
         self.weights_version: int | None = None  # adaptive or bandit weights; None: the config's
@@ -339,7 +355,10 @@ class CompiledExperiment:
                 return fallbacks["other_experiment"]
         if self._allocation is not None:
             prefix, threshold = self._allocation
-            if _bucket(prefix, encoded) >= threshold:
+            allocated = _bucket(prefix, encoded)
+            if allocated >= threshold:
+                if self._confirm is not None and self._confirm[0] <= allocated < self._confirm[1]:
+                    return self._confirmed(encoded)
                 return fallbacks["not_allocated"]
         if self._holdout is not None:
             prefix, threshold = self._holdout
@@ -358,6 +377,22 @@ class CompiledExperiment:
             if score > best_score:
                 best, best_score = answer, score
         return best
+
+    def _confirmed(self, unit: bytes) -> Assignment:
+        """A unit of the confirmation run: an arena battle of its one pair, else the control
+        or the winner at even odds."""
+        if self._arena:
+            return _CONFIRM_ARENA
+        _, _, prefix, control, winner = self._confirm  # type: ignore[misc]
+        return control if _bucket(prefix, unit) < BUCKETS // 2 else winner
+
+    def draw_confirm_pair(self, rng: random.Random = SECURE_RANDOM) -> tuple[str, str]:
+        """The two variants of a confirmation battle (the control and the winner), in the order
+        shown, by a fair coin from `rng`."""
+        if self._confirm is None or not self._arena:
+            raise ValueError(f"experiment {self.experiment.name!r} confirms no arena winner")
+        pair = (self._confirm[3].variant or "", self._confirm[4].variant or "")
+        return pair if rng.random() < 0.5 else (pair[1], pair[0])
 
     def draw_pair(self, rng: random.Random = SECURE_RANDOM) -> tuple[str, str]:
         """The two variants of a new arena battle, in the order they are shown (choice 0, 1):

@@ -159,6 +159,31 @@ class Adaptive(_Frozen):
     )
 
 
+class Confirm(_Frozen):
+    """A confirmation run (`confirm:`): the winner against the control, again, on units the
+    experiment never allocated, before a ship verdict. A winner picked among many variants
+    looks better than it is (the best of several noisy estimates is biased up: the leaderboard
+    illusion); new units give an estimate the choice did not select. Those units come from the
+    slice's units above the experiment's highest allocation (its own or any ramp step's), so
+    none was ever exposed under this config; each gets the winner or the control at even odds
+    (an arena draws that one pair), and its events are logged under the experiment's name with
+    `#confirm` added. With `confirm` set, the report's verdict is the confirmation's alone."""
+
+    variant: str = Field(
+        pattern=NAME_PATTERN, description="The winner to confirm (an arm, not the control)."
+    )
+    allocation: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="The share of the units the experiment never allocated that the "
+        "confirmation takes.",
+    )
+
+
+CONFIRM_SUFFIX = "#confirm"  # '#' is in no experiment name: a confirmation's events never mix
+
+
 class Bandit(_Frozen):
     """A bandit's settings (`mode: bandit`, `router.bandit`): every `refresh_s` the outcome log
     gives each arm its posterior probability of being best on `reward` as its share of new
@@ -357,6 +382,11 @@ class Experiment(_Frozen):
         description="Arena of three or more arms only: draw the pairs whose votes teach the "
         "most (see Adaptive); the configured pair weights hold until its first refresh.",
     )
+    confirm: Confirm | None = Field(
+        default=None,
+        description="Re-run the winner against the control on units never exposed to the "
+        "experiment; the ship verdict then rests on that run alone (see Confirm).",
+    )
     start: AwareDatetime | None = None
     stop: AwareDatetime | None = None
     primary_metric: str | None = Field(
@@ -449,7 +479,24 @@ class Experiment(_Frozen):
                         )
             if self.adaptive is not None:
                 self._check_adaptive(self.adaptive, len(live))
+        if self.confirm is not None:
+            self._check_confirm(self.confirm)
         return self
+
+    def _check_confirm(self, confirm: Confirm) -> None:
+        if confirm.variant not in {arm.variant for arm in self.arms}:
+            raise ValueError(f"confirm.variant: {confirm.variant!r} is not one of the arms")
+        if confirm.variant == self.control:
+            raise ValueError(
+                f"confirm.variant: {confirm.variant!r} is the control; confirm a treatment"
+            )
+        if self.confirm_buckets[0] >= BUCKETS:
+            raise ValueError(
+                "confirm: the experiment allocates every unit of its slice, so none is left "
+                "that it never exposed; run it at an allocation below 1 to confirm a winner"
+            )
+        if self.confirm_buckets[0] == self.confirm_buckets[1]:
+            raise ValueError(f"confirm.allocation: rounds to no unit (1/{BUCKETS:,} resolution)")
 
     def _check_ramp(self) -> None:
         """Steps in time order whose allocations never fall: a ramp only adds units."""
@@ -528,6 +575,57 @@ class Experiment(_Frozen):
         named = [self.metric, *(g.metric for g in self.guardrails)]
         names = [m.removeprefix("custom:") for m in named if m.startswith("custom:")]
         return tuple(dict.fromkeys([*names, *self.custom_metrics]))
+
+    @property
+    def control(self) -> str:
+        """What the treatments are compared with: the default variant if it is an arm, else the
+        first arm."""
+        fallback = self.fallback_variant
+        return fallback if fallback in {arm.variant for arm in self.arms} else self.arms[0].variant
+
+    @property
+    def confirm_buckets(self) -> tuple[int, int]:
+        """The allocation buckets ``[low, high)`` of the confirmation's units: from the highest
+        allocation the experiment ever has (its own or a ramp step's) up, the `confirm` share
+        of the rest ((low, low) without `confirm`)."""
+        highest = max([self.allocation, *(step.allocation for step in self.ramp)])
+        low = round(highest * BUCKETS)
+        share = self.confirm.allocation if self.confirm is not None else 0.0
+        return low, low + round(share * (BUCKETS - low))
+
+    @property
+    def confirmation_name(self) -> str:
+        """The name the confirmation run's events are logged under."""
+        return self.name + CONFIRM_SUFFIX
+
+    def confirmation(self) -> Experiment:
+        """The confirmation run as an experiment of its own, for its analysis: the control and
+        the winner at even weights (an arena of that one pair; an A/B otherwise, a bandit's
+        judged on its reward), the same guardrails."""
+        if self.confirm is None:
+            raise ValueError(f"experiment {self.name!r} has no confirm")
+        control = next(arm for arm in self.arms if arm.variant == self.control)
+        winner = next(arm for arm in self.arms if arm.variant == self.confirm.variant)
+        return self.model_copy(
+            update={
+                "name": self.confirmation_name,
+                "mode": "arena" if self.mode == "arena" else "ab",
+                "arms": (
+                    control.model_copy(update={"weight": 1.0}),
+                    winner.model_copy(update={"weight": 1.0}),
+                ),
+                "default_variant": control.variant,
+                "primary_metric": self.metric,
+                "allocation": 1.0,
+                "holdout": 0.0,
+                "forced": {},
+                "pairs": None,
+                "ramp": (),
+                "bandit": None,
+                "adaptive": None,
+                "confirm": None,
+            }
+        )
 
     @property
     def fallback_variant(self) -> str:

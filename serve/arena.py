@@ -486,12 +486,19 @@ class Arena:
         self._names_of = names_of  # every name a variant's error messages could carry
 
     async def answer(
-        self, body: dict[str, Any], plan: CompiledExperiment, base: Call, who: BattleTerms
+        self,
+        body: dict[str, Any],
+        plan: CompiledExperiment,
+        base: Call,
+        who: BattleTerms,
+        *,
+        confirming: bool = False,
     ) -> Response:
         """An arena battle: two variants answer at once, shown as choices 0 and 1, blind.
 
         `base` is the request's call (no variant yet; its events, the exposure, are logged
-        with the battle); `who` says who may vote on it."""
+        with the battle); `who` says who may vote on it. A battle of the confirmation run
+        (`confirming`) is always its one pair, the winner against the control."""
         experiment = plan.experiment.name
         headers = {"x-experiment": experiment}
         n = body.get("n")
@@ -504,7 +511,7 @@ class Arena:
                 code="invalid_value",
             )
         battle_id = f"battle-{uuid.uuid4().hex}"
-        pair = plan.draw_pair()
+        pair = plan.draw_confirm_pair() if confirming else plan.draw_pair()
         names = [name for variant in pair for name in self._names_of[variant]]
         variants = self._engines.variants
         terms = telling_terms(*(variants[variant].identity_terms for variant in pair))
@@ -512,8 +519,8 @@ class Arena:
             who,
             secrets=tuple(names),
             identity_terms=tuple(terms),
-            pair_share=plan.pair_share(*pair),
-            weights_version=plan.weights_version,
+            pair_share=1.0 if confirming else plan.pair_share(*pair),
+            weights_version=None if confirming else plan.weights_version,
         )
         self._recorder.read_text(
             base, lambda: conversation(body, base.endpoint)

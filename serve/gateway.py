@@ -436,7 +436,7 @@ class Gateway:
         """Serve the arm the unit was assigned, or its arena battle."""
         experiment = route.experiment
         variant = route.variant
-        call = incoming.call(variant=variant or "", experiment=experiment.name, unit=route.unit)
+        call = incoming.call(variant=variant or "", experiment=route.logged_as, unit=route.unit)
         call.events = route.events
         if variant is not None:
             return await self._execute(incoming.body, call)
@@ -445,7 +445,9 @@ class Gateway:
             voter=route.unit if experiment.unit != "request" else incoming.user,
             principal=None if self._keys.open else principal.name,
         )
-        return await self._arena.answer(incoming.body, route.plan, call, who)
+        return await self._arena.answer(
+            incoming.body, route.plan, call, who, confirming=route.confirming
+        )
 
     async def _execute(self, body: dict[str, Any], call: Call) -> Response:
         """One variant answers: with the best of its n candidates, or as its engine does."""

@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from router.events import Feedback, FeedbackResult
-from router.experiment import CUSTOM_NAME_PATTERN, Experiment
+from router.experiment import CONFIRM_SUFFIX, CUSTOM_NAME_PATTERN, Experiment
 from serve.config import RequestLimits
 from serve.errors import APIError, from_validation_error
 
@@ -468,7 +468,7 @@ def feedback_answer(event: Feedback, result: FeedbackResult) -> FeedbackResponse
     reveal = None
     if result.reveal is not None and result.experiment is not None:
         a, b = result.reveal
-        reveal = Reveal(experiment=result.experiment, a=a, b=b)
+        reveal = Reveal(experiment=result.experiment.removesuffix(CONFIRM_SUFFIX), a=a, b=b)
     return FeedbackResponse(
         id=f"fb-{result.feedback_id}",
         kind=event.kind,

@@ -64,6 +64,11 @@ def tables(report: ExperimentReport) -> list[TableRows]:
         out.append(_guardrails(report))
     if report.probe is not None:
         out.append(_probe(report.probe))
+    if report.confirmation is not None:  # the run the verdict rests on
+        out += [
+            (f"Confirmation run: {title}", header, rows)
+            for title, header, rows in tables(report.confirmation)
+        ]
     return out
 
 
@@ -197,6 +202,12 @@ def print_report(report: ExperimentReport, console: Console | None = None) -> No
     )
     for reason in verdict.reasons:
         console.print(f"  • {reason}")
+    if report.exploration_verdict is not None:
+        alone = report.exploration_verdict
+        console.print(
+            f"  [dim]the exploration alone would say: {alone.decision}"
+            f"{' ' + alone.variant if alone.variant else ''}[/]"
+        )
     if verdict.sycophancy:
         console.print(
             f"[bold red]  sycophancy pattern: {', '.join(verdict.sycophancy)}[/] wins on "

@@ -66,10 +66,17 @@ class Route:
     unit: str
     variant: str | None
     events: list[Event] = field(default_factory=list)  # the exposure, when it is new
+    confirming: bool = False  # in the experiment's confirmation run (`confirm`)
 
     @property
     def experiment(self) -> Experiment:
         return self.plan.experiment
+
+    @property
+    def logged_as(self) -> str:
+        """The experiment name the request's events carry: a confirmation run's own."""
+        experiment = self.plan.experiment
+        return experiment.confirmation_name if self.confirming else experiment.name
 
 
 class Router:
@@ -109,7 +116,12 @@ class Router:
             check_options(body, experiment.name)
         unit = unit_of(experiment, user, headers, request_id)
         assignment = plan.assign(unit, wall_ts)
-        route = Route(plan=plan, unit=unit, variant=assignment.variant)
+        route = Route(
+            plan=plan,
+            unit=unit,
+            variant=assignment.variant,
+            confirming=assignment.reason == "confirm",
+        )
         if experiment.unit == "request" or self._exposures.is_new(
             experiment.name, unit, assignment
         ):
@@ -119,7 +131,7 @@ class Router:
             exposure = Exposure(
                 ts=wall_ts,
                 request_id=request_id,
-                experiment=experiment.name,
+                experiment=route.logged_as,
                 unit_type=experiment.unit,
                 unit=unit,
                 variant=assignment.variant,

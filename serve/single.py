@@ -15,6 +15,7 @@ from typing import Any
 from ray.serve.handle import DeploymentResponseGenerator
 from starlette.responses import Response, StreamingResponse
 
+from router.experiment import CONFIRM_SUFFIX
 from serve.engines import (
     Engines,
     choice_text,
@@ -34,8 +35,8 @@ logger = logging.getLogger("ray.serve")
 def answer_headers(call: Call) -> dict[str, str]:
     # x-request-id is set by the Serve proxy from the same request context.
     headers = {"x-variant": call.variant}
-    if call.experiment is not None:
-        headers["x-experiment"] = call.experiment
+    if call.experiment is not None:  # the experiment called (a confirmation run is its own)
+        headers["x-experiment"] = call.experiment.removesuffix(CONFIRM_SUFFIX)
     return headers
 
 

@@ -246,9 +246,13 @@ def _rows(
     return rows, known
 
 
-def load(path: str | Path, experiment: str, until: float | None = None) -> ExperimentData:
+def load(
+    path: str | Path, experiment: str, until: float | None = None, *, new_to: str | None = None
+) -> ExperimentData:
     """Everything the report of `experiment` needs from the store at `path` (read-only), as it
-    was at `until`: events recorded later are left out, feedback and scores included.
+    was at `until`: events recorded later are left out, feedback and scores included. With
+    `new_to`, the units ever exposed to that experiment are left out (a confirmation run
+    counts only units its experiment never had).
 
     All of it is read in one transaction, a snapshot: the gateway's commits meanwhile are not
     half seen. A store of an earlier schema is migrated first (a log no server opened since).
@@ -257,7 +261,32 @@ def load(path: str | Path, experiment: str, until: float | None = None) -> Exper
     db = connect(path)
     try:
         db.execute("BEGIN")
-        return _load(db, experiment, until if until is not None else float("inf"))
+        return _load(db, experiment, until if until is not None else float("inf"), new_to)
+    finally:
+        db.close()
+
+
+def _new(column: str, new_to: str | None) -> tuple[str, tuple[str, ...]]:
+    """A condition (and its parameter) that keeps rows whose unit `column` was never exposed to
+    the experiment `new_to`; nothing without it."""
+    if new_to is None:
+        return "", ()
+    return (
+        f" AND {column} NOT IN (SELECT unit FROM exposures WHERE experiment = ? AND exposed = 1)",
+        (new_to,),
+    )
+
+
+def seen_before(path: str | Path, experiment: str, new_to: str) -> int:
+    """How many units exposed to `experiment` had been exposed to `new_to` (a confirmation
+    run's units that were not new to its experiment, left out of its analysis)."""
+    db = connect(path)
+    try:
+        return db.execute(
+            "SELECT COUNT(DISTINCT unit) FROM exposures WHERE experiment = ? AND exposed = 1 "
+            "AND unit IN (SELECT unit FROM exposures WHERE experiment = ? AND exposed = 1)",
+            (experiment, new_to),
+        ).fetchone()[0]
     finally:
         db.close()
 
@@ -417,9 +446,15 @@ def load_global_holdout(path: str | Path, until: float | None = None) -> dict[st
         db.close()
 
 
-def _load(db: sqlite3.Connection, experiment: str, until: float) -> ExperimentData:
-    battles = _battles(db, experiment, until)
-    groups = _arena_groups(db, experiment, until) if battles else _ab_groups(db, experiment, until)
+def _load(
+    db: sqlite3.Connection, experiment: str, until: float, new_to: str | None = None
+) -> ExperimentData:
+    battles = _battles(db, experiment, until, new_to)
+    groups = (
+        _arena_groups(db, experiment, until, new_to)
+        if battles
+        else _ab_groups(db, experiment, until, new_to)
+    )
     start_end = db.execute(
         "SELECT (SELECT MIN(ts) FROM exposures WHERE experiment = ?), "
         "(SELECT MAX(ts) FROM completions WHERE experiment = ? AND ts <= ?)",
@@ -443,16 +478,19 @@ def _load(db: sqlite3.Connection, experiment: str, until: float) -> ExperimentDa
     )
 
 
-def _ab_groups(db: sqlite3.Connection, experiment: str, until: float) -> dict[str, Group]:
+def _ab_groups(
+    db: sqlite3.Connection, experiment: str, until: float, new_to: str | None = None
+) -> dict[str, Group]:
     """A/B groups: exposed units by their first exposure, and their completions from then on.
 
     A unit's earlier requests to the experiment (while it was not allocated, the experiment not
     started, or its unit forced) were served outside it and belong to the pre-period.
     """
+    new, new_args = _new("unit", new_to)
     exposures = db.execute(
         "SELECT unit, variant, reason, MIN(ts) FROM exposures "
-        "WHERE experiment = ? AND exposed = 1 AND ts <= ? GROUP BY unit",
-        (experiment, until),
+        f"WHERE experiment = ? AND exposed = 1 AND ts <= ?{new} GROUP BY unit",
+        (experiment, until, *new_args),
     ).fetchall()
     members: dict[str, list[tuple[str, float]]] = {}
     for unit, variant, reason, ts in exposures:
@@ -476,7 +514,9 @@ def _ab_groups(db: sqlite3.Connection, experiment: str, until: float) -> dict[st
     return groups
 
 
-def _arena_groups(db: sqlite3.Connection, experiment: str, until: float) -> dict[str, Group]:
+def _arena_groups(
+    db: sqlite3.Connection, experiment: str, until: float, new_to: str | None = None
+) -> dict[str, Group]:
     """Arena groups: each variant's battle completions, each completion its own unit (battles,
     not users, are what is randomized in an arena). A side that was never shown, because the
     other side failed, is left out: the voter saw neither answer."""
@@ -488,13 +528,17 @@ def _arena_groups(db: sqlite3.Connection, experiment: str, until: float) -> dict
             (experiment,),
         )
     ]
+    new, new_args = _new("unit", new_to)
+    if new:  # only the battles of units new to that experiment
+        new = f" AND c.battle_id IN (SELECT battle_id FROM battles WHERE experiment = ?{new})"
+        new_args = (experiment, *new_args)
     groups = {}
     for variant in sorted(variants):
         rows, index = _rows(
             db,
             "c.experiment = ? AND c.battle_id IS NOT NULL AND c.variant = ? AND c.ts <= ? "
-            "AND c.status != ?",
-            (experiment, variant, until, NOT_SHOWN),
+            f"AND c.status != ?{new}",
+            (experiment, variant, until, NOT_SHOWN, *new_args),
             until,
             unit_expr="c.completion_id",
         )
@@ -516,9 +560,13 @@ def _pre_period(
     return rows.select(rows.columns["ts"] < first[rows.unit])
 
 
-def _battles(db: sqlite3.Connection, experiment: str, until: float) -> BattleRows | None:
+def _battles(
+    db: sqlite3.Connection, experiment: str, until: float, new_to: str | None = None
+) -> BattleRows | None:
+    new, new_args = _new("unit", new_to)
     total = db.execute(
-        "SELECT COUNT(*) FROM battles WHERE experiment = ? AND ts <= ?", (experiment, until)
+        f"SELECT COUNT(*) FROM battles WHERE experiment = ? AND ts <= ?{new}",
+        (experiment, until, *new_args),
     ).fetchone()[0]
     if not total:
         return None
@@ -527,16 +575,17 @@ def _battles(db: sqlite3.Connection, experiment: str, until: float) -> BattleRow
         "b.tokens_a, b.tokens_b, "
         "b.headers_a, b.headers_b, b.list_items_a, b.list_items_b, b.bold_a, b.bold_b "
         "FROM battles b JOIN feedback v ON v.battle_id = b.battle_id AND v.kind = 'vote' "
-        "AND v.ts <= ? WHERE b.experiment = ? AND b.ts <= ? ORDER BY b.ts",
-        (until, experiment, until),
+        f"AND v.ts <= ? WHERE b.experiment = ? AND b.ts <= ?{_new('b.unit', new_to)[0]} "
+        "ORDER BY b.ts",
+        (until, experiment, until, *new_args),
     ).fetchall()
     table = np.array([row[6:] for row in voted], dtype=float).reshape(len(voted), 8)
     pairs: dict[tuple[str, str], int] = {}
     by_version: dict[int | None, dict[tuple[str, str], int]] = {}
     for a, b, version, count in db.execute(
         "SELECT variant_a, variant_b, weights_version, COUNT(*) FROM battles "
-        "WHERE experiment = ? AND ts <= ? GROUP BY variant_a, variant_b, weights_version",
-        (experiment, until),
+        f"WHERE experiment = ? AND ts <= ?{new} GROUP BY variant_a, variant_b, weights_version",
+        (experiment, until, *new_args),
     ):
         key = (min(a, b), max(a, b))
         pairs[key] = pairs.get(key, 0) + count

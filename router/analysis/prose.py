@@ -141,6 +141,20 @@ def chosen_among(variant: str, tried: int) -> str:
     )
 
 
+def confirmation(winner: str, control: str, units: int, seen: int) -> str:
+    left_out = (
+        f"; {seen} of its units had been exposed to the experiment before (under an earlier "
+        "allocation) and are left out"
+        if seen
+        else ""
+    )
+    return (
+        f"judged on the confirmation run alone: {winner} against {control} on {units} units "
+        f"the experiment never exposed before{left_out}; the exploration's own verdict, on a "
+        "winner picked among its variants, is in exploration_verdict"
+    )
+
+
 def voided_votes(voided: int, votes: int) -> str:
     return (
         f"{voided} of {votes} votes left out: an answer in their battle named a model or vendor "

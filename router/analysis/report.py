@@ -40,6 +40,7 @@ from router.analysis.data import (
     load,
     load_bandit,
     load_global_holdout,
+    seen_before,
 )
 from router.analysis.metrics import (
     QUANTILES,
@@ -99,9 +100,65 @@ def build_report(
 ) -> ExperimentReport:
     """Analyse `experiment` from the outcome store at `store`, as of `now` (default: the end);
     the probe guardrails count the results of each variant's revision in `revisions` (without
-    it, none: inconclusive); `models_dir` holds the reward models (the judge's flattery check)."""
+    it, none: inconclusive); `models_dir` holds the reward models (the judge's flattery check).
+    An experiment with `confirm` is judged on its confirmation run (`_confirmed`)."""
+    options: dict[str, Any] = dict(
+        now=now, reps=reps, progress=progress, revisions=revisions, models_dir=models_dir
+    )
+    report, evidence = _analysed(store, experiment, **options)
+    if experiment.confirm is None:
+        return report
+    return _confirmed(store, experiment, report, evidence, options)
+
+
+def _confirmed(
+    store: str | Path,
+    experiment: Experiment,
+    report: ExperimentReport,
+    evidence: Evidence,
+    options: dict[str, Any],
+) -> ExperimentReport:
+    """`report` judged on the experiment's confirmation run: that run's own report (the winner
+    against the control, on the units of the run that were new to the experiment) in
+    `confirmation`, its ruling as the verdict (`router.analysis.verdict.decide`), and the
+    verdict of the exploration alone in `exploration_verdict`."""
+    assert experiment.confirm is not None
+    winner = experiment.confirm.variant
+    child, child_evidence = _analysed(
+        store, experiment.confirmation(), new_to=experiment.name, **options
+    )
+    ruling = decide(dataclasses.replace(evidence, confirming=winner, confirmation=child_evidence))
+    seen = seen_before(store, experiment.confirmation_name, experiment.name)
+    units = sum(n for name, n in child.units.items() if name != HOLDOUT)
+    verdict = Verdict(
+        decision=ruling.decision,
+        variant=ruling.variant,
+        reasons=[prose.confirmation(winner, child.control, units, seen), *child.verdict.reasons],
+        sycophancy=list(ruling.sycophancy),
+        codes=[
+            Reason(code=r.code, treatment=r.treatment, primary=r.primary) for r in ruling.reasons
+        ],
+    )
+    return report.model_copy(
+        update={"verdict": verdict, "exploration_verdict": report.verdict, "confirmation": child}
+    )
+
+
+def _analysed(
+    store: str | Path,
+    experiment: Experiment,
+    *,
+    now: float | None = None,
+    reps: int = 200,
+    progress: bool = False,
+    revisions: Mapping[str, str] | None = None,
+    models_dir: Path | None = None,
+    new_to: str | None = None,
+) -> tuple[ExperimentReport, Evidence]:
+    """`build_report` of one experiment, with the evidence its verdict read; with `new_to`,
+    only units never exposed to that experiment count (a confirmation run's)."""
     started = time.perf_counter()
-    data = load(store, experiment.name, now)
+    data = load(store, experiment.name, now, new_to=new_to)
     control = _control(experiment, data)
     metric_names = _metrics(experiment)
     groups = [g for g in data.groups.values() if g.n_units]
@@ -119,11 +176,12 @@ def build_report(
     undeclared = _undeclared(experiment, data)
     evidence = (comparisons, sequential, guardrails, arena, bandit)
     treated = tuple(_treatment(experiment, name, control, *evidence) for name in treatments)
-    verdict = _verdict(_evidence(experiment, control, alpha, sample_ratio, treated), sample_ratio)
+    judged = _evidence(experiment, control, alpha, sample_ratio, treated)
+    verdict = _verdict(judged, sample_ratio)
     probe = _probe_section(experiment, probes, models_dir, data.reward_model)
     tried = _variants_tried(data)
     notes = _notes(experiment, len(treatments), alpha, arena, sample_ratio, undeclared, probe)
-    return ExperimentReport(
+    report = ExperimentReport(
         experiment=experiment.name,
         mode=experiment.mode,
         generated_at=time.time(),
@@ -141,17 +199,20 @@ def build_report(
         arena=arena,
         bandit=bandit,
         verdict=verdict,
-        notes=notes + _illusion(verdict, tried),
+        notes=notes + _illusion(experiment, verdict, tried),
         undeclared_custom_metrics=undeclared,
         reward_model=data.reward_model,
         probe=probe,
         variants_tried=tried,
     )
+    return report, judged
 
 
-def _illusion(verdict: Verdict, tried: list[str]) -> list[str]:
+def _illusion(experiment: Experiment, verdict: Verdict, tried: list[str]) -> list[str]:
     """A note when the winner was chosen among more than two variants (the leaderboard
-    illusion)."""
+    illusion) and no confirmation run judges it."""
+    if experiment.confirm is not None:
+        return []
     if verdict.decision == "ship" and verdict.variant is not None and len(tried) > 2:
         return [prose.chosen_among(verdict.variant, len(tried))]
     return []
@@ -283,9 +344,7 @@ def _notes(
 
 
 def _control(experiment: Experiment, data: ExperimentData) -> str:
-    arms = [arm.variant for arm in experiment.arms]
-    fallback = experiment.fallback_variant
-    return fallback if fallback in arms else arms[0]
+    return experiment.control
 
 
 def _metrics(experiment: Experiment) -> list[str]:

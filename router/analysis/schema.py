@@ -286,6 +286,16 @@ class ExperimentReport(BaseModel):
         description="Custom feedback names in the log that the experiment does not declare "
         "(primary_metric, guardrails, custom_metrics), with their counts: stored, never tested.",
     )
+    confirmation: ExperimentReport | None = Field(
+        default=None,
+        description="With `confirm`: the confirmation run's own report (the winner against the "
+        "control on units the experiment never exposed before), whose ruling is `verdict`.",
+    )
+    exploration_verdict: Verdict | None = Field(
+        default=None,
+        description="With `confirm`: the verdict the experiment's own units would give, before "
+        "the confirmation run (for reading only: it does not decide).",
+    )
 
 
 class HoldoutReport(BaseModel):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from probe.items import PROBE_SET, probe_items
-from router.assignment import CompiledExperiment, compile_experiment
+from router.assignment import EXPOSED_REASONS, CompiledExperiment, compile_experiment
 from router.events import Battle, Completion, Event, Exposure, Feedback, ProbeResult, Score
 from router.experiment import Experiment
 from router.store import OutcomeStore
@@ -77,18 +77,20 @@ def simulate_ab(path: str | Path, experiment: Experiment, traffic: Traffic) -> i
         else:
             answer = plan.assign(unit, T0)
             variant, reason = answer.variant or names[0], answer.reason
+        # A confirmation run's units are logged under its own name, as the gateway does.
+        name = experiment.confirmation_name if reason == "confirm" else experiment.name
         truth = traffic.arms.get(variant, Arm())
         start = T0 + rng.uniform(0, traffic.days * DAY * 0.9)
         events.append(
             Exposure(
                 ts=start,
                 request_id=f"req-{unit}",
-                experiment=experiment.name,
+                experiment=name,
                 unit_type=experiment.unit,
                 unit=unit,
                 variant=variant,
                 reason=reason,  # type: ignore[arg-type]
-                exposed=reason in ("arm", "holdout"),
+                exposed=reason in EXPOSED_REASONS,
             )
         )
         propensity = rng.lognormal(0, traffic.unit_effect)
@@ -98,7 +100,7 @@ def simulate_ab(path: str | Path, experiment: Experiment, traffic: Traffic) -> i
             times = np.concatenate([start - rng.uniform(1, DAY, 2), times])
         for i, ts in enumerate(times):
             events += _request_events(
-                rng, experiment, truth, propensity, unit, variant, i, ts, start
+                rng, experiment, truth, propensity, unit, variant, i, ts, start, name
             )
             completions += 1
     _write(path, events)
@@ -115,10 +117,13 @@ def _request_events(
     i: int,
     ts: float,
     start: float,
+    logged_as: str | None = None,
 ) -> list[Event]:
     """One request of an A/B unit: its completion, thumbs, regenerate and reward score (a
-    request before the unit's exposure is logged outside the experiment)."""
+    request before the unit's exposure is logged outside the experiment); its events carry
+    the experiment's name, or `logged_as`."""
     pre = ts < start
+    name = logged_as or experiment.name
     cid = f"c-{unit}-{i}"
     ok = rng.random() >= truth.error
     up = ok and rng.random() < min(1.0, truth.thumbs_up * propensity)
@@ -128,7 +133,7 @@ def _request_events(
             ts=float(ts),
             completion_id=cid,
             request_id=f"r-{cid}",
-            experiment=None if pre else experiment.name,
+            experiment=None if pre else name,
             variant=variant,
             unit=unit,
             endpoint="chat",
@@ -147,7 +152,7 @@ def _request_events(
             Score(
                 ts=float(ts) + 1,
                 completion_id=cid,
-                experiment=None if pre else experiment.name,
+                experiment=None if pre else name,
                 variant=variant,
                 model="rm",
                 score=score,

@@ -18,6 +18,10 @@ Rules, per treatment against the control (the experiment's default variant):
   conclusive (`primary_better_guardrails_pending`), or no significant difference
   (`no_significant_difference`): keep running.
 
+With `confirm:` (a confirmation run: the winner again against the control, on units the
+experiment never exposed), only that run's evidence decides, by the same rules
+(`confirmation`, then its reasons): the best of many variants looks better than it is.
+
 Of the treatments that can ship, the one with the best primary estimate ships (`best_of_several`
 when there are several); when none can and every one is ruled out, do not ship; otherwise keep
 running. With k treatments the primary metric is tested at ALPHA / k (Bonferroni: the chance of
@@ -57,6 +61,7 @@ ReasonCode = Literal[
     "primary_better_guardrails_pending",
     "no_significant_difference",
     "best_of_several",
+    "confirmation",
 ]
 REASON_CODES: tuple[ReasonCode, ...] = get_args(ReasonCode)
 PRIMARY_READINGS: tuple[PrimaryReading, ...] = get_args(PrimaryReading)
@@ -130,6 +135,10 @@ class Evidence:
     alpha: float = ALPHA
     sample_ratio_mismatch: bool = False
     treatments: tuple[Treatment, ...] = ()
+    # With `confirm`: the winner it re-runs, and the confirmation run's own evidence (that
+    # winner against the control, on units new to the experiment), which alone decides.
+    confirming: str | None = None
+    confirmation: Evidence | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +160,15 @@ class Ruling:
 
 
 def decide(evidence: Evidence) -> Ruling:
-    """The decision, the variant to ship (if any) and the reasons, from `evidence` alone."""
+    """The decision, the variant to ship (if any) and the reasons, from `evidence` alone; an
+    experiment with a confirmation run from that run's evidence alone (`confirmation` first,
+    then its reasons): a winner chosen among many ships only once new units confirm it."""
+    if evidence.confirmation is not None:
+        confirmed = decide(evidence.confirmation)
+        first = Reason("confirmation", evidence.confirming)
+        return Ruling(
+            confirmed.decision, confirmed.variant, (first, *confirmed.reasons), confirmed.sycophancy
+        )
     if evidence.sample_ratio_mismatch:
         return Ruling("do not ship", None, (Reason("sample_ratio_mismatch"),))
     if not evidence.treatments:

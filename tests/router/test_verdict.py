@@ -55,7 +55,14 @@ def evidence_of(document: dict[str, Any]) -> Evidence:
         )
         for t in document["treatments"]
     )
-    return Evidence(**{**document, "treatments": treatments})
+    confirmation = document.get("confirmation")
+    return Evidence(
+        **{
+            **document,
+            "treatments": treatments,
+            "confirmation": evidence_of(confirmation) if confirmation is not None else None,
+        }
+    )
 
 
 def outcome(ruling: Ruling) -> dict[str, Any]:

@@ -216,8 +216,8 @@ def test_a_load_reads_one_snapshot(tmp_path: Path, monkeypatch: object) -> None:
     store.write([exposure(ts=0.0), completion(1.0, "c1", "a")])
     real = data._battles
 
-    def battles_then_a_commit(db: sqlite3.Connection, experiment: str, until: float):  # type: ignore[no-untyped-def]
-        found = real(db, experiment, until)
+    def battles_then_a_commit(db: sqlite3.Connection, experiment: str, until: float, new_to):  # type: ignore[no-untyped-def]
+        found = real(db, experiment, until, new_to)
         store.write(
             [exposure(ts=2.0, request_id="r1", unit="u2"), completion(2.0, "c2", "a", unit="u2")]
         )
