@@ -199,19 +199,7 @@ class CompiledExperiment:
             )
         }
         self._forced = {unit: Assignment(v, "forced") for unit, v in experiment.forced.items()}
-        # The confirmation run: allocation buckets [low, high), then even odds of its two arms.
-        low, high = experiment.confirm_buckets
-        self._confirm = (
-            (
-                low,
-                high,
-                _prefix(salt, "#confirm"),
-                Assignment(experiment.control, "confirm"),
-                Assignment(experiment.confirm.variant, "confirm"),
-            )
-            if experiment.confirm is not None and high > low
-            else None
-        )
+        self._confirm = _confirmation(experiment)
         self._rules = tuple(compile_rule(r.attribute, *r.test) for r in experiment.when)
         pairs = experiment.arena_pairs() if self._arena else ()
         self.weights_version: int | None = None  # adaptive or bandit weights; None: the config's
@@ -405,6 +393,23 @@ class CompiledExperiment:
         if rng.random() < 0.5:
             return second, first
         return first, second
+
+
+def _confirmation(
+    experiment: Experiment,
+) -> tuple[int, int, blake2b, Assignment, Assignment] | None:
+    """The confirmation run's allocation buckets [low, high), the hash of its even odds, and
+    its two answers (the control's, the winner's); None without `confirm`."""
+    low, high = experiment.confirm_buckets
+    if experiment.confirm is None or high <= low:
+        return None
+    return (
+        low,
+        high,
+        _prefix(experiment.hash_salt, "#confirm"),
+        Assignment(experiment.control, "confirm"),
+        Assignment(experiment.confirm.variant, "confirm"),
+    )
 
 
 @lru_cache(maxsize=256)

@@ -163,7 +163,6 @@ def _analysed(
     metric_names = _metrics(experiment)
     groups = [g for g in data.groups.values() if g.n_units]
     treatments = [g.name for g in groups if g.name not in (control, HOLDOUT)]
-    values = _values(groups, metric_names, reps)
     comparisons = _comparisons(data, control, treatments, metric_names, reps)
     alpha = ALPHA / max(1, len(treatments))
     arena = _arena(experiment, data, control, reps, progress, alpha) if data.battles else None
@@ -181,7 +180,7 @@ def _analysed(
     probe = _probe_section(experiment, probes, models_dir, data.reward_model)
     tried = _variants_tried(data)
     notes = _notes(experiment, len(treatments), alpha, arena, sample_ratio, undeclared, probe)
-    report = ExperimentReport(
+    return ExperimentReport(
         experiment=experiment.name,
         mode=experiment.mode,
         generated_at=time.time(),
@@ -192,7 +191,7 @@ def _analysed(
         primary_metric=experiment.metric,
         units={g.name: g.n_units for g in data.groups.values()},
         sample_ratio=sample_ratio,
-        metrics=values,
+        metrics=_values(groups, metric_names, reps),
         comparisons=comparisons,
         sequential=sequential,
         guardrails=guardrails,
@@ -204,8 +203,7 @@ def _analysed(
         reward_model=data.reward_model,
         probe=probe,
         variants_tried=tried,
-    )
-    return report, judged
+    ), judged
 
 
 def _illusion(experiment: Experiment, verdict: Verdict, tried: list[str]) -> list[str]:
