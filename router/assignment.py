@@ -44,7 +44,7 @@ from hashlib import blake2b
 from typing import Any, Literal
 
 from router.experiment import BUCKETS, Experiment, GlobalHoldout
-from router.targeting import compile_rule, matches
+from router.targeting import compile_rule
 
 _TOP_53 = 1 << 53
 # Arena pairs are drawn from the OS's CSPRNG: a seeded generator (Mersenne Twister) could be
@@ -302,7 +302,10 @@ class CompiledExperiment:
     def targets(self, headers: Mapping[str, str], metadata: Any) -> bool:
         """Whether the experiment takes a request with these attributes (its `when` rules,
         `router.targeting`); one it does not take gets the default variant outside it."""
-        return not self._rules or matches(self._rules, headers, metadata)
+        for rule in self._rules:  # noqa: SIM110 - `matches`, inlined: it runs per request
+            if not rule(headers, metadata):
+                return False
+        return True
 
     def assign(self, unit: str, now: float | None = None) -> Assignment:
         """The variant `unit` gets and why at `now` (default: the present); the same in every

@@ -20,16 +20,18 @@ included: a rule tests what a request says, never what it leaves out. Values lon
 `MAX_VALUE` characters fail every rule (OpenAI's own bound for metadata values), which also
 bounds what a regular expression is run on.
 
-The rules are compiled once per config (`compile_rules`) into a list of closures; a request
-that fails them is served the default variant outside the experiment (`router.assignment`).
+The rules are compiled once per config (`compile_rule`) into closures that each read their
+attribute and test it (one call per rule per request: targeting runs on every request of a
+targeted experiment); a request that fails them is served the default variant outside the
+experiment (`router.assignment`).
 """
 
 from __future__ import annotations
 
-import math
 import operator
 import re
 from collections.abc import Callable, Mapping
+from math import isfinite
 from typing import Any
 
 MAX_VALUE = 512
@@ -37,7 +39,8 @@ ATTRIBUTE_PATTERN = r"^(header\.[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}|metadata\.[^\s
 OPERATORS = ("equals", "not_equals", "in", "not_in", "regex", "lt", "lte", "gt", "gte")
 
 Test = Callable[[str], bool]
-Rule = tuple[bool, str, Test]  # (is a header, the attribute's name, the test of its value)
+# A compiled rule: (headers, metadata) -> whether the request passes it.
+Rule = Callable[[Mapping[str, str], Any], bool]
 
 
 _COMPARISONS = {"lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge}
@@ -51,7 +54,7 @@ def _compare(name: str, bound: float) -> Test:
             number = float(value)
         except ValueError:
             return False
-        return math.isfinite(number) and compare(number, bound)
+        return compare(number, bound) and isfinite(number)
 
     return test
 
@@ -75,19 +78,29 @@ def make_test(name: str, operand: Any) -> Test:
 
 
 def compile_rule(attribute: str, test: str, operand: Any) -> Rule:
+    """One rule as a closure over its attribute's name and test."""
     kind, _, name = attribute.partition(".")
-    header = kind == "header"
-    return header, name.lower() if header else name, make_test(test, operand)
+    check = make_test(test, operand)
+    if kind == "header":
+        name = name.lower()
+
+        def header_rule(headers: Mapping[str, str], metadata: Any) -> bool:
+            value = headers.get(name)
+            return isinstance(value, str) and len(value) <= MAX_VALUE and check(value)
+
+        return header_rule
+
+    def metadata_rule(headers: Mapping[str, str], metadata: Any) -> bool:
+        value = metadata.get(name) if isinstance(metadata, dict) else None
+        return isinstance(value, str) and len(value) <= MAX_VALUE and check(value)
+
+    return metadata_rule
 
 
 def matches(rules: tuple[Rule, ...], headers: Mapping[str, str], metadata: Any) -> bool:
     """Whether a request with these headers (a case-insensitive mapping, or lower-case keys)
     and `metadata` (the body's field: a dict of strings, or None) passes every rule."""
-    for header, name, test in rules:
-        if header:
-            value = headers.get(name)
-        else:
-            value = metadata.get(name) if isinstance(metadata, dict) else None
-        if not isinstance(value, str) or len(value) > MAX_VALUE or not test(value):
+    for rule in rules:  # noqa: SIM110 - all() over a generator costs more per request
+        if not rule(headers, metadata):
             return False
     return True
