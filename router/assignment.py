@@ -128,6 +128,7 @@ class CompiledExperiment:
         "_arm_shares",
         "_bandit",
         "_confirm",
+        "_equal_weights",
         "_fallback",
         "_fallbacks",
         "_forced",
@@ -227,6 +228,7 @@ class CompiledExperiment:
         )
         total = sum(weights.values())
         self._arm_shares = {variant: weight / total for variant, weight in weights.items()}
+        self._equal_weights = len(set(weights.values())) == 1
 
     def set_arm_weights(self, weights: Mapping[str, float], version: int) -> None:
         """A bandit's arms by these weights from now on (`router.bandit`): each of its live arms,
@@ -357,14 +359,35 @@ class CompiledExperiment:
                 return fallbacks["holdout"]
         if self._arena:
             return _ARENA
+        return self._arm(encoded)
+
+    def _arm(
+        self, unit: bytes, log: Any = math.log, from_bytes: Any = int.from_bytes
+    ) -> Assignment:
+        """The arm by weighted rendezvous hashing: the highest ``log(u) / weight``, ``u`` the
+        unit's uniform draw for the arm (`unit_interval`). With equal weights the order of the
+        scores is that of the draws, so the draws' 53-bit integers are compared without the
+        logarithm (the same arm: ties, where the float arithmetic could differ, need two draws
+        within 2**-52 of each other). `log` and `from_bytes` are bound once: this runs for
+        every new unit."""
+        hashers = self._arm_hashers
         # Start from the first live arm, so even scores of -inf (never, for valid weights) pick one.
-        best: Assignment = self._arm_hashers[0][0]
+        best: Assignment = hashers[0][0]
+        if self._equal_weights:
+            top = -1
+            for answer, prefix, _ in hashers:
+                hasher = prefix.copy()
+                hasher.update(unit)
+                x = from_bytes(hasher.digest(), "big") >> 11
+                if x > top:
+                    best, top = answer, x
+            return best
         best_score = -math.inf
-        for answer, prefix, inverse_weight in self._arm_hashers:
+        for answer, prefix, inverse_weight in hashers:
             hasher = prefix.copy()
-            hasher.update(encoded)
-            x = int.from_bytes(hasher.digest(), "big")
-            score = math.log(((x >> 11) + 0.5) * _INV_TOP_53) * inverse_weight
+            hasher.update(unit)
+            score = log(((from_bytes(hasher.digest(), "big") >> 11) + 0.5) * _INV_TOP_53)
+            score *= inverse_weight
             if score > best_score:
                 best, best_score = answer, score
         return best
