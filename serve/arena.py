@@ -40,7 +40,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from router.assignment import CompiledExperiment
 from router.events import NOT_SHOWN, Battle, Event
-from router.experiment import Unit
+from router.experiment import CONFIRM_SUFFIX, Unit
 from router.style import style_of
 from serve.engines import (
     Engines,
@@ -250,7 +250,7 @@ class ArenaBattle:
             "id": self.battle_id,
             "object": payloads[0]["object"],
             "created": self._created,
-            "model": self.experiment,
+            "model": self.experiment.removesuffix(CONFIRM_SUFFIX),  # the one called
             "choices": choices,
             "usage": usage,
             "arena": self._info(),
@@ -376,7 +376,7 @@ class ArenaBattle:
             "id": self.battle_id,
             "object": self._object,
             "created": self._created,
-            "model": self.experiment,
+            "model": self.experiment.removesuffix(CONFIRM_SUFFIX),  # the one called
         }
 
     def _problem(self, side: Side, first: Any) -> APIError | None:
