@@ -22,6 +22,7 @@ serve: setup
 KERNEL_ENV := $(if $(filter gpu,$(BUILD)),,TRITON_INTERPRET=1)
 
 test: setup
+	@bash scripts/setup_browser.sh
 	@$(PY) -m pytest --ignore=tests/kernels --ignore=tests/reward $(PYTEST_ARGS)
 	@$(KERNEL_ENV) $(PY) -m pytest tests/kernels tests/reward $(PYTEST_ARGS)
 

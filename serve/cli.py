@@ -137,7 +137,8 @@ def _ready_line(served: ServeFile, config_path: Path, host: str, port: int, took
     keyed = bool(served.gateway.auth.keys)
     return (
         f"ready in {took_s:.0f} s on http://{host}:{port} "
-        f"(Ctrl-C stops; edits to {config_path} apply live). Try:\n  "
+        f"(Ctrl-C stops; edits to {config_path} apply live); the UI at "
+        f"http://{host}:{port}/ui/. Try:\n  "
         f"{example_call(host, port, model, session, keyed)}"
     )
 

@@ -51,7 +51,7 @@ from router.experiment import (
     check_live_change,
     experiment_revision,
 )
-from serve import admission
+from serve import admission, pages
 from serve.arena import Arena, BattleTerms
 from serve.auth import KeyRing, Principal
 from serve.best_of_n import BestOfN
@@ -248,6 +248,19 @@ class Gateway:
     @app.get("/health")
     async def health(self) -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/ui")
+    async def ui_root(self) -> Response:
+        return pages.to_index()
+
+    @app.get("/ui/")
+    async def ui_index(self) -> Response:
+        """The arena page (`serve.pages`); the others are linked from it."""
+        return pages.page("")
+
+    @app.get("/ui/{name}")
+    async def ui_file(self, name: str) -> Response:
+        return pages.page(name)
 
     @app.get("/metrics")
     async def metrics(self, request: Request) -> Response:

@@ -143,6 +143,15 @@ def _metrics_route() -> dict[str, Any]:
     }
 
 
+def _page() -> dict[str, Any]:
+    return {
+        "200": {
+            "description": "HTML, CSS or JavaScript, with a Content-Security-Policy",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        }
+    }
+
+
 def _paths() -> dict[str, Any]:
     return {
         "/v1/chat/completions": _completion_route(
@@ -170,6 +179,23 @@ def _paths() -> dict[str, Any]:
             }
         },
         "/v1/models": {"get": {"security": _BEARER, "responses": _responses("200", "ModelList")}},
+        "/ui": {
+            "get": {
+                "summary": "Redirects to /ui/",
+                "responses": {"308": {"description": "to /ui/"}},
+            }
+        },
+        "/ui/": {"get": {"summary": "The arena page (HTML)", "responses": _page()}},
+        "/ui/{name}": {
+            "get": {
+                "summary": "A page or asset of the UI: experiments.html, report.html, their "
+                "scripts and styles",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {**_page(), "404": {"description": "no such page (API error)"}},
+            }
+        },
         "/v1/experiments": {"get": {"security": _BEARER, "responses": _responses("200", None)}},
         "/v1/experiments/{name}/report": {
             "get": {

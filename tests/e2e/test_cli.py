@@ -71,7 +71,7 @@ def test_sigterm_drains_the_streams_in_flight_logs_them_and_exits(tmp_path: Path
         )
     try:
         ready = wait_for_line(log, child, "[serve] ready in", timeout_s=600)
-        assert f"http://127.0.0.1:{port}" in ready
+        assert f"http://127.0.0.1:{port}" in ready and f"http://127.0.0.1:{port}/ui/" in ready
         with streams_in_flight(f"http://127.0.0.1:{port}", "tiny", STREAMS) as texts:
             child.send_signal(signal.SIGTERM)
         assert child.wait(timeout=300) == 0, log.read_text()[-3000:]
