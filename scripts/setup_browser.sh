@@ -25,10 +25,19 @@ else
   if [ "$sudo" != skip ]; then
     step "installing chromium and chromium-driver from the distribution (apt-get; a minute or two the first time)"
     export DEBIAN_FRONTEND=noninteractive
-    if ! apt-cache show chromium-driver >/dev/null 2>&1; then
+    install() {
+      local log status=0
+      log=$(mktemp)
+      $sudo apt-get install -y -q chromium chromium-driver >"$log" 2>&1 || status=$?
+      if [ "$status" = 0 ]; then grep -E "newly installed" "$log" || true; else tail -n 5 "$log" >&2; fi
+      rm -f "$log"
+      return "$status"
+    }
+    # Package lists that are missing or stale (a download that 404s) are refreshed once.
+    if ! apt-cache show chromium-driver >/dev/null 2>&1 || ! install; then
       $sudo apt-get update -q | tail -n 1
+      install
     fi
-    $sudo apt-get install -y -q chromium chromium-driver | grep -E "newly installed|^Setting up chromium" || true
     command -v chromedriver >/dev/null || { echo "chromium-driver did not install" >&2; exit 1; }
   fi
 fi

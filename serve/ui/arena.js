@@ -90,6 +90,7 @@ async function battle(messages) {
     state.busy = false;
     update();
   }
+  if (state.battle !== null) document.querySelector("[data-vote='a']").focus(); // vote next
 }
 
 async function read(response) {

@@ -33,10 +33,10 @@ function whiskers(title, items, { zero = null, styled = false } = {}) {
   let min = Math.min(...known, ...(zero === null ? [] : [zero]));
   let max = Math.max(...known, ...(zero === null ? [] : [zero]));
   if (min === max) [min, max] = [min - 1, max + 1];
-  const left = 150, right = 560, rowH = styled ? 34 : 24, top = 10;
+  const left = 240, right = 660, rowH = styled ? 34 : 24, top = 10;
   const height = top + items.length * rowH + 30;
   const x = (v) => left + ((v - min) / (max - min)) * (right - left);
-  const chart = svg("svg", { class: "chart", viewBox: `0 0 600 ${height}`, role: "img", "aria-label": title });
+  const chart = svg("svg", { class: "chart", viewBox: `0 0 700 ${height}`, role: "img", "aria-label": title });
   if (zero !== null) chart.append(svg("line", { class: "zero", x1: x(zero), x2: x(zero), y1: top, y2: height - 25 }));
   items.forEach((item, i) => {
     const y = top + i * rowH + 10;
@@ -64,7 +64,7 @@ function pValues(looks) {
   const treatments = [...new Set(known.map((l) => l.treatment))];
   const times = known.map((l) => l.ts);
   const t0 = Math.min(...times), t1 = Math.max(...times) || t0 + 1;
-  const left = 50, right = 580, top = 10, bottom = 210;
+  const left = 50, right = 580, top = 10, bottom = 210; // p from 1 (top) down to 1e-4
   const x = (t) => left + ((t - t0) / Math.max(t1 - t0, 1)) * (right - left);
   const y = (p) => top + (Math.min(4, -Math.log10(Math.max(p, 1e-4))) / 4) * (bottom - top);
   const chart = svg("svg", { class: "chart", viewBox: "0 0 600 240", role: "img", "aria-label": "Sequential p-value over time" });
@@ -78,6 +78,9 @@ function pValues(looks) {
     const line = (key) => mine.filter((l) => l[key] !== null).map((l) => `${x(l.ts)},${y(l[key])}`).join(" ");
     chart.append(svg("polyline", { class: "line", points: line("p_value") }));
     chart.append(svg("polyline", { class: "naive", points: line("naive_p_value") }));
+    for (const look of mine) {
+      if (look.p_value !== null) chart.append(svg("circle", { class: "dot", cx: x(look.ts), cy: y(look.p_value), r: 3 }));
+    }
   }
   chart.append(svg("text", { x: left, y: 235 }, "solid: always-valid p-value; dashed: naive p-value; time →"));
   return el("figure", {}, el("figcaption", {}, "Sequential p-value over time"), chart);
@@ -138,7 +141,8 @@ function leaderboard(report) {
 function lifts(report) {
   if (!report.comparisons.length) return [];
   const rows = report.comparisons;
-  const change = (c) => (c.relative && c.relative.value !== null ? c.relative : c.absolute);
+  // One scale: the relative change, where the metric has one (never for signed metrics).
+  const relative = rows.filter((c) => c.relative && c.relative.value !== null);
   return [
     table(
       "Lift per metric",
@@ -146,8 +150,8 @@ function lifts(report) {
       rows.map((c) => [c.metric, c.treatment, interval(c.absolute), interval(c.relative), el("td", { class: "num" }, fmt(c.p_adjusted))]),
     ),
     whiskers(
-      "Change against the control (relative where defined, else absolute), 95 % intervals",
-      rows.map((c) => ({ label: `${c.metric} · ${c.treatment}`, ...change(c) })),
+      "Relative change against the control, 95 % intervals (metrics with a relative change)",
+      relative.map((c) => ({ label: `${c.metric} · ${c.treatment}`, ...c.relative })),
       { zero: 0 },
     ),
   ];

@@ -111,6 +111,11 @@ def vote_enabled(driver: Any) -> bool:
     return driver.find_element(By.CSS_SELECTOR, "[data-vote='a']").is_enabled()
 
 
+def battles(app: App, rater: str) -> int:
+    query = "SELECT COUNT(*) FROM battles WHERE voter = ?"
+    return app.db().execute(query, (rater,)).fetchone()[0]
+
+
 def arena_ready(driver: Any, app: App, rater: str) -> None:
     from selenium.webdriver.support.ui import Select
 
@@ -135,6 +140,9 @@ def test_a_rater_completes_three_battles_by_clicking(keyed: App, browser: Any) -
     reveals, started = [], time.monotonic()
     for i, (prompt, choice) in enumerate((("Hi", "a"), ("Why?", "b"), ("Thanks", "tie"))):
         battle(browser, prompt)
+        if i == 1:  # another battle for the same message, in place of this one
+            by_id(browser, "regenerate").click()
+            wait(browser, lambda d: battles(keyed, rater) == 3 and vote_enabled(d), "a new battle")
         shot(browser, f"arena-battle-{i + 1}-answers")
         browser.find_element(By.CSS_SELECTOR, f"[data-vote='{choice}']").click()
         wait(browser, lambda d: by_id(d, "reveal").text.startswith("A was"), "the reveal")
@@ -154,8 +162,36 @@ def test_a_rater_completes_three_battles_by_clicking(keyed: App, browser: Any) -
         )
         .fetchall()
     )
-    assert [row[0] for row in rows] == ["a", "b", "tie"]
+    assert [row[0] for row in rows] == ["a", "b", "tie"] and battles(keyed, rater) == 4
+    regenerated = keyed.db().execute(
+        "SELECT COUNT(*) FROM feedback f JOIN completions c USING (completion_id) "
+        "WHERE f.kind = 'regenerate' AND c.unit = ?",
+        (rater,),
+    )
+    assert regenerated.fetchone()[0] == 2  # both answers of the battle left unvoted
     print(f"three battles by clicking took {seconds:.1f} s")
+
+
+def test_a_battle_by_keyboard_alone(keyed: App, browser: Any) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    rater = f"ui-rater-{uuid.uuid4().hex[:8]}"
+    arena_ready(browser, keyed, rater)
+    by_id(browser, "prompt").send_keys("Hello", Keys.CONTROL, Keys.ENTER)
+    wait(browser, vote_enabled, "an answer to vote on")
+    assert browser.switch_to.active_element.get_attribute("data-vote") == "a"  # focus moved on
+    ActionChains(browser).send_keys("2").perform()
+    wait(browser, lambda d: by_id(d, "reveal").text.startswith("A was"), "the reveal")
+    ActionChains(browser).send_keys("n").perform()
+    wait(browser, lambda d: d.switch_to.active_element.get_attribute("id") == "prompt", "focus")
+    assert by_id(browser, "reveal").text == "" and by_id(browser, "turns").text == ""
+    votes = keyed.db().execute(
+        "SELECT f.value FROM feedback f JOIN battles b ON b.battle_id = f.battle_id "
+        "WHERE f.kind = 'vote' AND b.voter = ?",
+        (rater,),
+    )
+    assert [row[0] for row in votes] == ["b"]
 
 
 def test_a_wrong_key_shows_a_clear_message(keyed: App, browser: Any) -> None:
