@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from router.assignment import CompiledExperiment
 from router.experiment import Experiment
@@ -193,6 +194,28 @@ def machine() -> str:
     except OSError:
         pass
     return f"{cpu}; Python {platform.python_version()} ({sys.implementation.name}), one thread"
+
+
+def simulation_main(
+    module: str,
+    description: str,
+    settings_type: Callable[..., Any],
+    run: Callable[[Any], Any],
+    markdown: Callable[[Any, Any, str, float], str],
+    argv: list[str] | None = None,
+) -> int:
+    """The command line of a simulation with one option, `--runs`: run it, print its markdown
+    (with the command that made it and how long it took)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    default = settings_type().runs
+    parser.add_argument("--runs", type=int, default=default)
+    args = parser.parse_args(argv)
+    settings = settings_type(runs=args.runs)
+    started = time.monotonic()
+    found = run(settings)
+    command = f"python -m {module}" + (f" --runs {args.runs}" if args.runs != default else "")
+    print(markdown(found, settings, command, time.monotonic() - started))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

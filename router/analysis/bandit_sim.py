@@ -16,16 +16,14 @@ many runs can see.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from router.bandit import ipw_means, thompson_weights
-from router.bench import machine
+from router.bench import machine, simulation_main
 
 ARMS = ("control", "arm-0.12", "arm-0.14")
 TRUTH = dict(zip(ARMS, (0.10, 0.12, 0.14), strict=True))
@@ -144,17 +142,9 @@ def markdown(found: dict, settings: Settings, command: str, seconds: float) -> s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=Settings.runs)
-    args = parser.parse_args(argv)
-    settings = Settings(runs=args.runs)
-    started = time.monotonic()
-    found = run(settings)
-    command = "python -m router.analysis.bandit_sim" + (
-        f" --runs {args.runs}" if args.runs != Settings.runs else ""
+    return simulation_main(
+        "router.analysis.bandit_sim", __doc__.splitlines()[0], Settings, run, markdown, argv
     )
-    print(markdown(found, settings, command, time.monotonic() - started))
-    return 0
 
 
 if __name__ == "__main__":

@@ -21,15 +21,13 @@ estimate carries, against the same for the confirmation's estimate.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import norm
 
-from router.bench import machine
+from router.bench import machine, simulation_main
 
 RATE = 0.20
 ARMS = (2, 4, 8, 16)  # k: the control and k - 1 treatments
@@ -114,17 +112,9 @@ def markdown(found: dict[int, dict[str, float]], settings: Settings, command: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=Settings.runs)
-    args = parser.parse_args(argv)
-    settings = Settings(runs=args.runs)
-    started = time.monotonic()
-    found = run(settings)
-    command = "python -m router.analysis.confirm_sim" + (
-        f" --runs {args.runs}" if args.runs != Settings.runs else ""
+    return simulation_main(
+        "router.analysis.confirm_sim", __doc__.splitlines()[0], Settings, run, markdown, argv
     )
-    print(markdown(found, settings, command, time.monotonic() - started))
-    return 0
 
 
 if __name__ == "__main__":
