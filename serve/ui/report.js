@@ -157,6 +157,21 @@ function lifts(report) {
   ];
 }
 
+function bandit(report) {
+  if (!report.bandit) return null;
+  return table(
+    `Bandit: mean ${report.bandit.reward} per arm, inverse-propensity weighted (weights version ${report.bandit.weights_version ?? "–"})`,
+    ["Arm", "Rated completions", "Hájek mean [interval]", "Plain mean (biased)", "Share now"],
+    report.bandit.arms.map((arm) => [
+      arm.variant,
+      el("td", { class: "num" }, String(arm.completions)),
+      interval(arm.hajek),
+      fmt(arm.naive),
+      fmt(report.bandit.shares ? report.bandit.shares[arm.variant] : null),
+    ]),
+  );
+}
+
 function render(report) {
   const holder = $("report");
   const units = Object.entries(report.units).map(([group, n]) => `${group}: ${n}`).join(", ");
@@ -164,6 +179,7 @@ function render(report) {
     el("p", {}, `${report.experiment} (${report.mode}), primary metric ${report.primary_metric}, control ${report.control}. Units: ${units || "none yet"}.`),
     verdict(report),
     guardrails(report),
+    bandit(report),
     ...leaderboard(report),
     ...lifts(report),
     pValues(report.sequential),

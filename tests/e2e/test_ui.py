@@ -11,22 +11,18 @@ registry) checks each page in both themes.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from serve.auth import hash_key
+from tests.browser import axe_violations, by_id, chromium, serious, shot, wait
 from tests.e2e.conftest import ADMIN_KEY, ADMIN_KEY_ENV, EXPERIMENTS, App
 
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "reports" / "screenshots"
 CLIENT_KEY = "sk-e2e-ui-client-3d9f0a7c61b24e58"
 KEYED = {
     "experiments": EXPERIMENTS,
@@ -37,7 +33,6 @@ KEYED = {
         ]
     },
 }
-WAIT_S = 90
 MARKUP = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script><b>bold</b>'
 
 
@@ -49,48 +44,7 @@ def keyed(app: App) -> Iterator[App]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if chromium is None or driver_path is None:
-        pytest.fail(
-            "the UI tests need the distribution's chromium and chromedriver: run "
-            "`bash scripts/setup_browser.sh` (as root, or with sudo: apt-get install chromium "
-            "chromium-driver)"
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--disable-dev-shm-usage", "--window-size=1280,1600"):
-        options.add_argument(argument)
-    if os.geteuid() == 0:
-        options.add_argument("--no-sandbox")  # Chromium refuses to run as root with its sandbox
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    driver.set_script_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def wait(driver: Any, condition: Any, what: str) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, WAIT_S).until(condition, message=f"waited for {what}")
-
-
-def by_id(driver: Any, element_id: str) -> Any:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.ID, element_id)
-
-
-def shot(driver: Any, name: str) -> Path:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"{name}.png"
-    driver.save_screenshot(str(path))
-    return path
+    yield from chromium()
 
 
 def open_page(driver: Any, app: App, page: str, key: str) -> None:
@@ -286,16 +240,6 @@ def test_model_output_and_prompts_are_shown_as_text(keyed: App, browser: Any) ->
     shot(browser, "arena-markup-as-text")
 
 
-def axe_violations(driver: Any) -> list[dict[str, Any]]:
-    source = next((ROOT / "data" / "vendor").glob("axe-core-*/axe.min.js")).read_text()
-    driver.execute_script(source)
-    return driver.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations.map("
-        "v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target)}))))"
-    )
-
-
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_every_page_passes_axe_without_serious_findings(
     keyed: App, browser: Any, theme: str
@@ -319,8 +263,5 @@ def test_every_page_passes_axe_without_serious_findings(
         shot(browser, f"axe-report-{theme}")
     finally:
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
-    serious = {
-        page: [v for v in violations if v["impact"] in ("serious", "critical")]
-        for page, violations in found.items()
-    }
-    assert serious == {"arena": [], "experiments": [], "report": []}, json.dumps(serious, indent=1)
+    bad = {page: serious(violations) for page, violations in found.items()}
+    assert bad == {"arena": [], "experiments": [], "report": []}, json.dumps(bad, indent=1)

@@ -73,7 +73,9 @@ def test_every_form_field_has_a_label(name: str) -> None:
 
 
 def test_no_script_inserts_html() -> None:
-    scripts = {name: body.decode() for name, (body, _) in pages.files().items() if name.endswith(".js")}
+    scripts = {
+        name: body.decode() for name, (body, _) in pages.files().items() if name.endswith(".js")
+    }
     assert set(scripts) == {"arena.js", "common.js", "experiments.js", "report.js"}
     for name, text in scripts.items():
         assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", text), name
