@@ -23,7 +23,7 @@ from typing import Any
 
 from router.assignment import Assignment, CompiledExperiment
 from router.events import Event, Exposure
-from router.experiment import Experiment
+from router.experiment import Experiment, experiment_revision
 from serve.arena import check_options
 from serve.errors import APIError
 from serve.outcome_log import RAMP_CHECK_S
@@ -156,6 +156,7 @@ def describe(plan: CompiledExperiment, now: datetime) -> dict[str, Any]:
     experiment = plan.experiment
     described = experiment.model_dump(mode="json", exclude={"forced", "pairs"})
     described["state"] = experiment.state(now)
+    described["revision"] = experiment_revision(experiment)  # what its logs and holds name
     described["layer"] = experiment.layer_name
     described["default_variant"] = experiment.fallback_variant
     described["primary_metric"] = experiment.metric

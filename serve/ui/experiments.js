@@ -33,6 +33,7 @@ function row(experiment) {
     el("td", { class: "num" }, allocation),
     el("td", {}, experiment.unit),
     el("td", {}, experiment.layer),
+    el("td", {}, el("code", {}, experiment.revision || "–")),
     el("td", {}, notes.join("; ") || "–"),
   );
 }
@@ -42,8 +43,8 @@ async function load() {
   holder.replaceChildren();
   try {
     const listing = await api("/v1/experiments", { kind: "admin" });
-    document.getElementById("revision").textContent = `config revision ${listing.revision}`;
-    const head = ["Experiment", "Mode", "State", "Arms (weight)", "Allocation", "Unit", "Layer", "Notes"];
+    document.getElementById("revision").textContent = `experiments config revision ${listing.revision}`;
+    const head = ["Experiment", "Mode", "State", "Arms (weight)", "Allocation", "Unit", "Layer", "Revision", "Notes"];
     holder.append(
       el(
         "table",
