@@ -42,10 +42,12 @@ Target = Literal["top", "all"]
 Pair = tuple[str, str]
 _ITERATIONS = 200
 # How fast an arm's pull fades as the data set it apart from the runner-up: exp(-SHARPNESS t^2).
-# Measured (`make bench-adaptive`, 200 runs): 0.5 (a Gaussian) saves 27 % of the votes with the
-# report's interval at its nominal coverage; 1.0 saves 39 % but that coverage falls to 0.915
-# (0.950 under uniform sampling): aiming harder at the current runner-up re-creates the bias.
-SHARPNESS = 0.5
+# Measured against uniform sampling on the same seeds (docs/benchmarks.md, "Adaptive arena
+# sampling"): 0.75 saves a third of the votes with the report's interval covering about as often
+# as under uniform sampling; 1.0 saves more but covers measurably less (aiming harder at the
+# current runner-up starves an arm that looks weak by chance, and its gap stays overstated);
+# 0.5 saved 27 %.
+SHARPNESS = 0.75
 
 
 def contrasts(ratings: Mapping[str, float], arms: Sequence[str], target: Target) -> np.ndarray:
