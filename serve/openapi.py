@@ -152,6 +152,29 @@ def _page() -> dict[str, Any]:
     }
 
 
+def _ui_paths() -> dict[str, Any]:
+    """The browser pages (`serve.pages`): HTML and its assets, no key needed to load them."""
+    return {
+        "/ui": {
+            "get": {
+                "summary": "Redirects to /ui/",
+                "responses": {"308": {"description": "to /ui/"}},
+            }
+        },
+        "/ui/": {"get": {"summary": "The arena page (HTML)", "responses": _page()}},
+        "/ui/{name}": {
+            "get": {
+                "summary": "A page or asset of the UI: experiments.html, report.html, their "
+                "scripts and styles",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {**_page(), "404": {"description": "no such page (API error)"}},
+            }
+        },
+    }
+
+
 def _paths() -> dict[str, Any]:
     return {
         "/v1/chat/completions": _completion_route(
@@ -179,23 +202,7 @@ def _paths() -> dict[str, Any]:
             }
         },
         "/v1/models": {"get": {"security": _BEARER, "responses": _responses("200", "ModelList")}},
-        "/ui": {
-            "get": {
-                "summary": "Redirects to /ui/",
-                "responses": {"308": {"description": "to /ui/"}},
-            }
-        },
-        "/ui/": {"get": {"summary": "The arena page (HTML)", "responses": _page()}},
-        "/ui/{name}": {
-            "get": {
-                "summary": "A page or asset of the UI: experiments.html, report.html, their "
-                "scripts and styles",
-                "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {**_page(), "404": {"description": "no such page (API error)"}},
-            }
-        },
+        **_ui_paths(),
         "/v1/experiments": {"get": {"security": _BEARER, "responses": _responses("200", None)}},
         "/v1/experiments/{name}/report": {
             "get": {
