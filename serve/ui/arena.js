@@ -30,17 +30,25 @@ function rater() {
   return kept;
 }
 
+let latest = 0; // the newest list request: an older one that answers later is dropped
+
 async function loadArenas() {
   const select = $("experiment");
-  select.replaceChildren();
+  const mine = ++latest;
   try {
     const models = await api("/v1/models");
+    if (mine !== latest) return;
     const arenas = models.data.filter(
       (m) => m.arena && m.arena.kind === "experiment" && m.arena.mode === "arena",
     );
-    for (const arena of arenas) select.append(el("option", { value: arena.id }, arena.id));
+    const chosen = select.value;
+    select.replaceChildren(
+      ...arenas.map((arena) => el("option", { value: arena.id, selected: arena.id === chosen }, arena.id)),
+    );
     if (!arenas.length) say("This gateway runs no arena experiment.", "info");
   } catch (error) {
+    if (mine !== latest) return;
+    select.replaceChildren();
     say(explain(error, "client"));
   }
   update();

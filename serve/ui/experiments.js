@@ -38,11 +38,15 @@ function row(experiment) {
   );
 }
 
+let latest = 0; // the newest request: an older one that answers later is dropped
+
 async function load() {
   const holder = document.getElementById("experiments");
-  holder.replaceChildren();
+  const mine = ++latest;
   try {
     const listing = await api("/v1/experiments", { kind: "admin" });
+    if (mine !== latest) return;
+    holder.replaceChildren(); // the listing on screen stays until the new one is drawn
     document.getElementById("revision").textContent = `experiments config revision ${listing.revision}`;
     const head = ["Experiment", "Mode", "State", "Arms (weight)", "Allocation", "Unit", "Layer", "Revision", "Notes"];
     holder.append(
@@ -58,6 +62,8 @@ async function load() {
       holder.append(el("p", {}, `Global holdout: ${listing.global_holdout.fraction} of all units.`));
     }
   } catch (error) {
+    if (mine !== latest) return;
+    holder.replaceChildren();
     say(explain(error, "admin"));
   }
 }

@@ -190,15 +190,23 @@ function render(report) {
   holder.replaceChildren(...parts.filter(Boolean));
 }
 
+let latest = 0; // the newest request: an older one that answers later is dropped
+
 async function show(name) {
   if (!name) return;
-  $("report").replaceChildren(el("p", {}, `Computing the report of ${name}…`));
+  const mine = ++latest;
+  $("status").textContent = `Computing the report of ${name}…`;
   try {
-    render(await api(`/v1/experiments/${encodeURIComponent(name)}/report`, { kind: "admin" }));
+    const report = await api(`/v1/experiments/${encodeURIComponent(name)}/report`, { kind: "admin" });
+    if (mine !== latest) return;
+    render(report); // the report on screen stays until the new one is drawn
     say("");
   } catch (error) {
+    if (mine !== latest) return;
     $("report").replaceChildren();
     say(explain(error, "admin"));
+  } finally {
+    if (mine === latest) $("status").textContent = "";
   }
 }
 
