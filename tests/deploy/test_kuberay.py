@@ -117,8 +117,8 @@ def rayservice_schema() -> dict[str, Any]:
     schema = strict(crd_schema())
     schema["properties"]["metadata"] = METADATA
     schema["required"] = ["apiVersion", "kind", "metadata", "spec"]
-    schema["properties"]["apiVersion"] = {"const": "ray.io/v1"}
-    schema["properties"]["kind"] = {"const": "RayService"}
+    schema["properties"]["apiVersion"] = {"enum": ["ray.io/v1"]}  # OpenAPI v3 has no `const`
+    schema["properties"]["kind"] = {"enum": ["RayService"]}
     return schema
 
 
@@ -145,7 +145,7 @@ def test_the_rayservice_matches_the_crd_strictly() -> None:
 
 
 def node(document: Any, path: str) -> Any:
-    for part in path.split("."):
+    for part in path.split(".") if path else []:
         document = document[int(part)] if part.isdigit() else document[part]
     return document
 
@@ -202,6 +202,7 @@ def test_the_crd_alone_would_let_a_misspelling_through() -> None:
         (f"{GPU_CONTAINER}.resources.limits.memory", "24 gigs", "'24 gigs' does not match"),
         (f"{GPU_CONTAINER}.env", {"name": "X"}, "is not of type 'array'"),
         ("metadata.name", "Arena_Serve", "does not match"),
+        ("apiVersion", "ray.io/v1alpha1", "is not one of ['ray.io/v1']"),
     ],
 )
 def test_a_wrong_value_is_an_error_naming_its_path(path: str, value: Any, message: str) -> None:
