@@ -360,7 +360,7 @@ def strings(value: Any) -> Iterator[str]:
             yield from strings(item)
 
 
-def test_no_dsn_or_password_is_written_in_the_manifest() -> None:
+def test_no_dsn_nor_url_with_credentials_is_written_in_the_manifest() -> None:
     document = manifest()
     texts = [*strings(document), *strings(serve_config(document))]
     assert not [t for t in texts if re.search(r"postgres(ql)?://|://[^/\s]*:[^/\s]*@", t)]
