@@ -23,6 +23,7 @@ KERNEL_ENV := $(if $(filter gpu,$(BUILD)),,TRITON_INTERPRET=1)
 
 test: setup
 	@bash scripts/setup_browser.sh
+	@bash scripts/setup_postgres.sh
 	@$(PY) -m pytest --ignore=tests/kernels --ignore=tests/reward $(PYTEST_ARGS)
 	@$(KERNEL_ENV) $(PY) -m pytest tests/kernels tests/reward $(PYTEST_ARGS)
 

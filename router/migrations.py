@@ -23,12 +23,15 @@ Versions:
    adaptive arena weights, `experiment_configs` that of each experiment's config, and
    `ramp_holds` the ramps a failing guardrail stopped.
 7. arm_holds (the bandit arms a failing guardrail stopped).
+8. counters (the totals of /metrics, counted with the batches they count). The first version of
+   a PostgreSQL store: its later migrations are `PG_MIGRATIONS`.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from typing import Any
 
 
 def _columns(db: sqlite3.Connection, table: str) -> list[str]:
@@ -168,7 +171,11 @@ def _v6_to_v7(db: sqlite3.Connection) -> None:
     """Nothing to change: version 7 only adds the arm_holds table, which the schema makes."""
 
 
-# MIGRATIONS[n] takes a store of version n to version n + 1.
+def _v7_to_v8(db: sqlite3.Connection) -> None:
+    """Nothing to change: version 8 only adds the counters table, which the schema makes."""
+
+
+# MIGRATIONS[n] takes a SQLite store of version n to version n + 1.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
@@ -176,4 +183,8 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     4: _v4_to_v5,
     5: _v5_to_v6,
     6: _v6_to_v7,
+    7: _v7_to_v8,
 }
+# PG_MIGRATIONS[n] takes a PostgreSQL store of version n to n + 1 (none yet: PostgreSQL stores
+# begin at version 8). Each runs in the same transaction as the schema, under the writers' lock.
+PG_MIGRATIONS: dict[int, Callable[[Any], None]] = {}

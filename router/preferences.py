@@ -72,7 +72,7 @@ class Export:
 
 
 _VOTES = """
-SELECT f.ts, f.value, f.user, b.battle_id, b.unit, b.voter, b.identity_revealed,
+SELECT f.ts, f.value, f."user", b.battle_id, b.unit, b.voter, b.identity_revealed,
        b.variant_a, b.variant_b, b.completion_a, b.completion_b,
        ta.messages AS messages_a, ta.answer AS answer_a,
        tb.messages AS messages_b, tb.answer AS answer_b
@@ -84,7 +84,7 @@ ORDER BY f.ts, f.id
 """
 
 _THUMBS = """
-SELECT f.ts, f.value, f.user, c.completion_id, c.variant, c.unit, t.messages, t.answer
+SELECT f.ts, f.value, f."user", c.completion_id, c.variant, c.unit, t.messages, t.answer
 FROM feedback f JOIN completions c ON c.completion_id = f.completion_id
 LEFT JOIN transcripts t ON t.completion_id = c.completion_id
 WHERE f.kind = 'thumbs' AND c.experiment = ?
@@ -92,7 +92,7 @@ ORDER BY f.ts, f.id
 """
 
 _REGENERATIONS = """
-SELECT f.ts, f.user, o.unit, f.new_completion_id,
+SELECT f.ts, f."user", o.unit, f.new_completion_id,
        o.completion_id AS old_id, o.variant AS old_variant,
        n.variant AS new_variant,
        t_o.messages AS old_messages, t_o.answer AS old_answer,

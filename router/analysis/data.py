@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import functools
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from router.db import Connection, connect, is_postgres, snapshot
 from router.events import NOT_SHOWN
 from router.store import SCHEMA_VERSION, OutcomeStore
 
@@ -41,7 +41,7 @@ _ROW_COLUMNS = {
     "thumbs_up": "COALESCE(t.up, 0)",
     "thumbs_down": "COALESCE(t.down, 0)",
     "regenerate": "COALESCE(f.regen, 0)",
-    "copy": "COALESCE(f.copy, 0)",
+    "copy": "COALESCE(f.copied, 0)",
     "score": "s.score",
 }
 # Feedback and scores are joined as of the report's time (the first four parameters): one thumbs
@@ -51,12 +51,18 @@ _ROW_SELECT = f"""
 SELECT c.unit, c.completion_id, {", ".join(_ROW_COLUMNS.values())}
 FROM completions c
 LEFT JOIN (
-    SELECT completion_id, value = 'up' AS up, value = 'down' AS down, MAX(id)
-    FROM feedback WHERE kind = 'thumbs' AND completion_id IS NOT NULL AND ts <= ?
-    GROUP BY completion_id
+    SELECT completion_id, CAST(value = 'up' AS INTEGER) AS up,
+        CAST(value = 'down' AS INTEGER) AS down
+    FROM (
+        SELECT completion_id, value, ROW_NUMBER() OVER (
+            PARTITION BY completion_id ORDER BY id DESC
+        ) AS nth
+        FROM feedback WHERE kind = 'thumbs' AND completion_id IS NOT NULL AND ts <= ?
+    ) AS thumbs WHERE nth = 1
 ) t USING (completion_id)
 LEFT JOIN (
-    SELECT completion_id, MAX(kind = 'regenerate') AS regen, MAX(kind = 'copy') AS copy
+    SELECT completion_id, MAX(CASE WHEN kind = 'regenerate' THEN 1 ELSE 0 END) AS regen,
+        MAX(CASE WHEN kind = 'copy' THEN 1 ELSE 0 END) AS copied
     FROM feedback WHERE completion_id IS NOT NULL AND ts <= ? GROUP BY completion_id
 ) f USING (completion_id)
 LEFT JOIN (
@@ -180,6 +186,10 @@ class ExperimentData:
 
 
 def _migrated(path: str | Path) -> None:
+    """Migrate a SQLite file no server opened since an upgrade. A PostgreSQL store is made
+    and migrated by the outcome log replicas that write it."""
+    if is_postgres(path):
+        return
     db = connect(path)
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -189,15 +199,8 @@ def _migrated(path: str | Path) -> None:
         OutcomeStore(path).close()  # opening it migrates it in place
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
-    """A read-only connection to the store (queries only)."""
-    db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=30)
-    db.execute("PRAGMA query_only = ON")
-    return db
-
-
 def _rows(
-    db: sqlite3.Connection,
+    db: Connection,
     where: str,
     params: Sequence[object],
     until: float,
@@ -260,7 +263,7 @@ def load(
     _migrated(path)
     db = connect(path)
     try:
-        db.execute("BEGIN")
+        snapshot(db)
         return _load(db, experiment, until if until is not None else float("inf"), new_to)
     finally:
         db.close()
@@ -296,14 +299,14 @@ def votes(path: str | Path, experiment: str) -> BattleRows | None:
     _migrated(path)
     db = connect(path)
     try:
-        db.execute("BEGIN")
+        snapshot(db)
         return _battles(db, experiment, float("inf"))
     finally:
         db.close()
 
 
 def _rated(
-    db: sqlite3.Connection, experiment: str, reward: str, end: float
+    db: Connection, experiment: str, reward: str, end: float
 ) -> list[tuple[str, float | None, float]]:
     """A bandit's rated completions up to `end`: (variant, the propensity of its unit's
     assignment in force then, or None, reward): each completion's latest thumbs (up 1, down 0),
@@ -337,7 +340,7 @@ def bandit_rewards(
     _migrated(path)
     db = connect(path)
     try:
-        db.execute("BEGIN")
+        snapshot(db)
         rows = _rated(db, experiment, reward, float("inf"))
     finally:
         db.close()
@@ -377,7 +380,7 @@ def load_bandit(
     end = until if until is not None else float("inf")
     db = connect(path)
     try:
-        db.execute("BEGIN")
+        snapshot(db)
         rows = [r for r in _rated(db, experiment, reward, end) if r[1] is not None]
         history = db.execute(
             "SELECT version, weights FROM weights WHERE experiment = ? AND ts <= ? "
@@ -419,15 +422,16 @@ def load_global_holdout(path: str | Path, until: float | None = None) -> dict[st
     db = connect(path)
     end = until if until is not None else float("inf")
     try:
-        db.execute("BEGIN")
+        snapshot(db)
         held = db.execute(
             "SELECT unit, MIN(ts) FROM exposures WHERE reason = 'global_holdout' AND ts <= ? "
-            "GROUP BY unit",
+            "GROUP BY unit ORDER BY unit",
             (end,),
         ).fetchall()
         out = {u for u, _ in held}
         exposed = db.execute(
-            "SELECT unit, MIN(ts) FROM exposures WHERE exposed = 1 AND ts <= ? GROUP BY unit",
+            "SELECT unit, MIN(ts) FROM exposures WHERE exposed = 1 AND ts <= ? GROUP BY unit "
+            "ORDER BY unit",
             (end,),
         ).fetchall()
         groups = {}
@@ -447,7 +451,7 @@ def load_global_holdout(path: str | Path, until: float | None = None) -> dict[st
 
 
 def _load(
-    db: sqlite3.Connection, experiment: str, until: float, new_to: str | None = None
+    db: Connection, experiment: str, until: float, new_to: str | None = None
 ) -> ExperimentData:
     battles = _battles(db, experiment, until, new_to)
     groups = (
@@ -479,7 +483,7 @@ def _load(
 
 
 def _ab_groups(
-    db: sqlite3.Connection, experiment: str, until: float, new_to: str | None = None
+    db: Connection, experiment: str, until: float, new_to: str | None = None
 ) -> dict[str, Group]:
     """A/B groups: exposed units by their first exposure, and their completions from then on.
 
@@ -487,9 +491,11 @@ def _ab_groups(
     started, or its unit forced) were served outside it and belong to the pre-period.
     """
     new, new_args = _new("unit", new_to)
-    exposures = db.execute(
-        "SELECT unit, variant, reason, MIN(ts) FROM exposures "
-        f"WHERE experiment = ? AND exposed = 1 AND ts <= ?{new} GROUP BY unit",
+    exposures = db.execute(  # each unit's first exposure
+        "SELECT unit, variant, reason, ts FROM (SELECT unit, variant, reason, ts, "
+        "ROW_NUMBER() OVER (PARTITION BY unit ORDER BY ts, id) AS nth FROM exposures "
+        f"WHERE experiment = ? AND exposed = 1 AND ts <= ?{new}) AS first WHERE nth = 1 "
+        "ORDER BY unit",
         (experiment, until, *new_args),
     ).fetchall()
     members: dict[str, list[tuple[str, float]]] = {}
@@ -515,7 +521,7 @@ def _ab_groups(
 
 
 def _arena_groups(
-    db: sqlite3.Connection, experiment: str, until: float, new_to: str | None = None
+    db: Connection, experiment: str, until: float, new_to: str | None = None
 ) -> dict[str, Group]:
     """Arena groups: each variant's battle completions, each completion its own unit (battles,
     not users, are what is randomized in an arena). A side that was never shown, because the
@@ -548,7 +554,7 @@ def _arena_groups(
 
 
 def _pre_period(
-    db: sqlite3.Connection,
+    db: Connection,
     experiment: str,
     index: dict[str, int],
     first: np.ndarray,
@@ -561,7 +567,7 @@ def _pre_period(
 
 
 def _battles(
-    db: sqlite3.Connection, experiment: str, until: float, new_to: str | None = None
+    db: Connection, experiment: str, until: float, new_to: str | None = None
 ) -> BattleRows | None:
     new, new_args = _new("unit", new_to)
     total = db.execute(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from probe.protocol import ACCURACY, CAPITULATION_RATE, FIGURES, FLIP_RATE, Grad
 from router.analysis import stats
 from router.analysis.schema import NO_INTERVAL, Interval, JudgeCheck, ProbeArm, number
 from router.analysis.verdict import ALPHA
+from router.db import Connection
 
 
 @dataclass
@@ -48,7 +48,7 @@ class VariantProbe:
 
 
 def load(
-    db: sqlite3.Connection, variants: list[str], revisions: Mapping[str, str] | None
+    db: Connection, variants: list[str], revisions: Mapping[str, str] | None
 ) -> dict[str, VariantProbe]:
     """The probe results of `variants` in the store, sorted into those of each variant's
     current revision (which `revisions` gives; none are current without it) and stale ones."""

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from router.events import (
@@ -88,21 +89,28 @@ def vote(bid: str, key: str, value: str = "a", ts: float = 2.0) -> Feedback:
     return Feedback(ts=ts, kind="vote", idempotency_key=key, battle_id=bid, value=value)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[OutcomeStore]:
-    s = OutcomeStore(tmp_path / "data" / "outcomes.db")
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutcomeStore]:
+    """Every test of the store runs on both databases."""
+    if request.param == "postgres":
+        s = OutcomeStore(request.getfixturevalue("pg_dsn"))
+    else:
+        s = OutcomeStore(tmp_path / "data" / "outcomes.db")
     yield s
     s.close()
 
 
-def test_wal_mode_and_schema(store: OutcomeStore) -> None:
+def test_wal_mode_and_schema(tmp_path: Path) -> None:
+    store = OutcomeStore(tmp_path / "data" / "outcomes.db")
+    assert store.path is not None
     db = sqlite3.connect(store.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == {*TABLES, "meta"}
-    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store._connect().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     db.close()
+    store.close()
 
 
 # Exposures: one row per unit per experiment per change of (variant, reason).
@@ -537,7 +545,7 @@ def test_a_failed_batch_writes_nothing(store: OutcomeStore) -> None:
         reason="arm",
         exposed=True,
     )
-    with pytest.raises(sqlite3.IntegrityError):  # exposures.unit NOT NULL
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):  # unit NOT NULL
         store.write([exposure(), completion("c1"), battle("b1"), vote("b1", "k"), no_unit])
     for table in TABLES:
         assert store.count(table) == 0, table
@@ -635,8 +643,9 @@ def test_reads_refuse_unknown_tables(store: OutcomeStore) -> None:
         store.count("feedback; DROP TABLE feedback")
 
 
-def test_a_full_disk_reports_the_real_error(store: OutcomeStore) -> None:
-    store._db.execute("PRAGMA max_page_count=20")
+def test_a_full_disk_reports_the_real_error(tmp_path: Path) -> None:
+    store = OutcomeStore(tmp_path / "small.db")
+    store._connect().execute("PRAGMA max_page_count=20")
     big = [replace(completion(f"c{i}"), error="x" * 2000) for i in range(200)]
     with pytest.raises(sqlite3.OperationalError, match="full"):
         store.write(big)
