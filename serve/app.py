@@ -115,8 +115,8 @@ def build_app(args: dict[str, Any]) -> Application:
     }
     engines = {v.name: owned[v.engine_name] for v in config.variants}  # prompt-only: shared
     # Kept text is purged past its retention even once keep_text is off again.
-    outcome_log = OutcomeLog.bind(
-        str(config.store_file), retention_days=config.store.retention_days
+    outcome_log = OutcomeLog.options(num_replicas=config.store.replicas).bind(
+        config.store_location, retention_days=config.store.retention_days
     )
     scorer = None
     if config.scorer is not None:

@@ -45,6 +45,7 @@ from adapters.folder import (
     check_fits,
     read_adapter,
 )
+from router.db import ENV_PREFIX, PG_SCHEMES
 from router.experiment import NAME_PATTERN, Experiment, GlobalHoldout, check_layers
 from serve.auth import AuthConfig, check_unique
 
@@ -186,10 +187,25 @@ def _resolve(path: str) -> Path:
 
 
 class StoreConfig(BaseModel):
-    """What the outcome store keeps beyond the events: the text of experiment traffic."""
+    """Where the outcome store is (the SQLite file `store_path`, or PostgreSQL at `url`), how
+    many outcome log replicas write it, and what it keeps beyond the events: the text of
+    experiment traffic. `store: postgresql://…` is short for `store: {url: postgresql://…}`."""
 
     model_config = ConfigDict(extra="forbid")
 
+    url: str | None = Field(
+        default=None,
+        description="The PostgreSQL database of a cluster (`postgresql://user@host:5432/db`), "
+        "or `env:NAME` to read that DSN from the environment variable NAME on every replica "
+        "(a Kubernetes Secret: no config holds the password). Unset: the SQLite file "
+        "`store_path`, on one machine.",
+    )
+    log_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="Outcome log replicas. SQLite has one writer: 1. PostgreSQL: 2 by default, "
+        "so no node is a single point of failure for records.",
+    )
     keep_text: bool = Field(
         default=False,
         description="Keep the prompt and answer text of experiment completions (A/B and "
@@ -202,6 +218,37 @@ class StoreConfig(BaseModel):
         description="Kept text older than this is deleted (by the outcome log, hourly, and by "
         "`arena-serve purge`); the events themselves stay.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_alone(cls, data: Any) -> Any:
+        return {"url": data} if isinstance(data, str) else data
+
+    @field_validator("url")
+    @classmethod
+    def _a_postgres_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith((*PG_SCHEMES, ENV_PREFIX)):
+            raise ValueError(
+                "a PostgreSQL DSN (postgresql://user@host:5432/db) or env:NAME; a SQLite "
+                "file goes in store_path"
+            )
+        return url
+
+    @model_validator(mode="after")
+    def _one_sqlite_writer(self) -> StoreConfig:
+        if self.url is None and self.log_replicas not in (None, 1):
+            raise ValueError(
+                "log_replicas: SQLite has one writer; more than one outcome log replica needs "
+                "a PostgreSQL store (url)"
+            )
+        return self
+
+    @property
+    def replicas(self) -> int:
+        """Outcome log replicas: as set, else 2 with PostgreSQL and 1 with SQLite."""
+        if self.log_replicas is not None:
+            return self.log_replicas
+        return 2 if self.url is not None else 1
 
 
 class ScorerConfig(BaseModel):
@@ -453,7 +500,9 @@ class AppConfig(BaseModel):
     scorer: ScorerConfig | None = Field(
         default=None, description="Reward-model scoring of served completions; off when absent."
     )
-    store_path: str = Field(default="data/outcomes.db", description="SQLite file (WAL mode).")
+    store_path: str = Field(
+        default="data/outcomes.db", description="SQLite file (WAL mode), unless `store.url`."
+    )
     store: StoreConfig = Field(default_factory=StoreConfig)
     gateway_replicas: int = Field(default=1, ge=1)
     check_model_files: bool = Field(
@@ -561,6 +610,11 @@ class AppConfig(BaseModel):
     def store_file(self) -> Path:
         path = Path(self.store_path)
         return path if path.is_absolute() else PROJECT_ROOT / path
+
+    @property
+    def store_location(self) -> str:
+        """The store the outcome log writes: the PostgreSQL `store.url`, else the SQLite file."""
+        return self.store.url if self.store.url is not None else str(self.store_file)
 
     @property
     def scorer_priority(self) -> Literal["idle", "normal"]:

@@ -1,9 +1,11 @@
 """Prometheus metrics of the gateway, computed where every replica's events meet: the outcome log.
 
 Every gateway replica already sends each request's exposure and completion, every feedback and
-every score to the one `OutcomeLog`; counting there (after the events are committed) gives
-totals that are right with any number of gateway replicas, costs the request path nothing, and
-never counts a request twice. `GET /metrics` on any gateway replica returns this registry, plus
+every score to the `OutcomeLog`; counting there, in the transaction that commits them, gives
+totals that are right with any number of gateway and log replicas, costs the request path
+nothing, and never counts a request twice: each batch's counts (`OutcomeMetrics.counts`) are
+added to the store's `counters` table with the batch, and `exposition_of` shows the totals.
+`GET /metrics` on any gateway replica returns them, plus
 the vLLM engine metrics (`ray_vllm_*`) that Ray Serve LLM exports on each Ray node's metrics
 port, merged into one exposition.
 
@@ -19,9 +21,12 @@ well in an arena is the report's to say.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from router.events import Battle, Completion, Event, Exposure, FeedbackResult, Score
 from router.store import DUPLICATE, WriteResult
@@ -176,6 +181,74 @@ class OutcomeMetrics:
 
     def exposition(self) -> str:
         return generate_latest(self.registry).decode()
+
+    def counts(self) -> dict[str, float]:
+        """What this registry counted, as the store's `counters` series (`series`) and values:
+        the amounts a batch adds to the totals. Samples that are 0 and `_created` times (one
+        per process, meaningless summed) are left out."""
+        out = {}
+        for family in self.registry.collect():
+            # A histogram series that counted anything keeps every bucket, its zeros too.
+            counted = {
+                _without_le(sample.labels)
+                for sample in family.samples
+                if sample.name.endswith("_count") and sample.value
+            }
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                if sample.value or _without_le(sample.labels) in counted:
+                    out[series(family.name, sample.name, sample.labels)] = sample.value
+        return out
+
+
+def _without_le(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
+
+
+def series(family: str, sample: str, labels: Mapping[str, str]) -> str:
+    """A sample's key in the store's `counters` table."""
+    return json.dumps([family, sample, dict(sorted(labels.items()))], separators=(",", ":"))
+
+
+class _Totals(Collector):
+    """The totals in the store's `counters`, as the families of `OutcomeMetrics` hold them."""
+
+    def __init__(self, totals: Mapping[str, float]) -> None:
+        self._samples: dict[str, list[tuple[str, dict[str, str], float]]] = {}
+        for key, value in totals.items():
+            family, sample, labels = json.loads(key)
+            self._samples.setdefault(family, []).append((sample, labels, value))
+
+    def collect(self) -> Iterator[Metric]:
+        for template in OutcomeMetrics().registry.collect():
+            metric = Metric(template.name, template.documentation, template.type)
+            stored = {
+                (sample, tuple(sorted(labels.items()))): value
+                for sample, labels, value in self._samples.get(template.name, [])
+            }
+            for sample in template.samples:  # unlabelled series: 0 until counted
+                if not sample.name.endswith("_created"):
+                    stored.setdefault((sample.name, tuple(sorted(sample.labels.items()))), 0.0)
+            for (sample, labels), value in sorted(stored.items(), key=_exposition_order):
+                metric.add_sample(sample, dict(labels), value)
+            yield metric
+
+
+def _exposition_order(item: tuple[tuple[str, tuple], float]) -> tuple:
+    """Each series' samples together: buckets by bound (+Inf last), then count and sum."""
+    (sample, labels), _ = item
+    rest = tuple(pair for pair in labels if pair[0] != "le")
+    bound = next((float(v) for k, v in labels if k == "le"), 0.0)
+    rank = {"_bucket": 0, "_count": 1, "_sum": 2}.get(sample[sample.rfind("_") :], 0)
+    return (rest, rank, bound, sample)
+
+
+def exposition_of(totals: Mapping[str, float]) -> str:
+    """The Prometheus exposition of the store's `counters` (every log replica's batches)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Totals(totals))
+    return generate_latest(registry).decode()
 
 
 def merge_engine_metrics(expositions: Iterable[str], prefix: str = ENGINE_PREFIX) -> str:

@@ -1,20 +1,22 @@
-"""The OutcomeLog deployment: the one writer of the outcome store, shared by every gateway replica.
+"""The OutcomeLog deployment: the writer of the outcome store, shared by every gateway replica.
+One replica with SQLite; two or more with PostgreSQL, whose transactions keep them apart
+(`router.store`).
 
 Events are queued in arrival order and written by one background task with group commit: each
-write takes everything queued so far in one SQLite transaction, so batches grow with load and add
-no delay when idle. `record` returns once its events are queued (or, with `committed`, once
+write takes everything queued so far in one transaction, so batches grow with load and add no
+delay when idle. `record` returns once its events are queued (or, with `committed`, once
 they are committed: the gateway's completions), so anything recorded before a feedback call is
 written before that feedback is checked. `record_feedback` returns only after the transaction
 holding its row has committed; a write that fails raises, so the gateway answers 503 rather
 than a false 2xx.
 
-When the store itself cannot write (`sqlite3.OperationalError`: a locked file, a full disk, an
-I/O error) the batch's feedback, and any queued behind it, fails at once (the client retries it
-with its idempotency key) and every other event stays queued, in order, for the next try after
-a backoff: an outage of the store loses no exposure or completion, up to `max_pending` of them
-kept in memory (beyond it the oldest go, logged). Any other failure is taken for a bad event,
-and the batch is written one by one to isolate it; the store failing meanwhile carries the rest
-as above.
+When the store itself cannot write (`router.db.store_errors`: a locked file, a full disk, an
+I/O error, a PostgreSQL server restarting or out of reach) the batch's feedback, and any
+queued behind it, fails at once (the client retries it with its idempotency key) and every
+other event stays queued, in order, for the next try after a backoff: an outage of the store
+loses no exposure or completion, up to `max_pending` of them kept in memory (beyond it the
+oldest go, logged). Any other failure is taken for a bad event, and the batch is written one
+by one to isolate it; the store failing meanwhile carries the rest as above.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import functools
 import hashlib
 import json
 import logging
-import sqlite3
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from router.db import connect, store_errors
 from router.events import (
     ArmHold,
     Event,
@@ -47,7 +49,7 @@ from router.events import (
 from router.experiment import Experiment, experiment_revision
 from router.store import OutcomeStore, WriteResult
 from serve.config import OUTCOME_LOG_DEPLOYMENT
-from serve.metrics import OutcomeMetrics
+from serve.metrics import OutcomeMetrics, exposition_of
 
 logger = logging.getLogger("ray.serve")
 
@@ -62,16 +64,15 @@ class OutcomeWriter:
 
     RETRY_S = (0.05, 2.0)  # backoff while the store cannot write: first and longest wait
 
-    def __init__(
-        self, store_path: str, max_batch: int = 1024, max_pending: int = 1_000_000
-    ) -> None:
-        self._store = OutcomeStore(store_path)
+    def __init__(self, store: str, max_batch: int = 1024, max_pending: int = 1_000_000) -> None:
+        self._store = OutcomeStore(store)
+        self._down = store_errors()
         self._max_batch = max_batch
         self._max_pending = max_pending
         self._queue: asyncio.Queue[_Entry] = asyncio.Queue()
         self._carried: list[_Entry] = []  # kept from a batch the store could not write
         self._writing = 0  # entries of the batch being written now
-        # SQLite calls block; one thread keeps them off the event loop and in order.
+        # Store calls block; one thread keeps them off the event loop and in order.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outcome-writer")
         self._task: asyncio.Task | None = None
         self.incarnation = uuid.uuid4().hex  # tells a sender whether its events are still here
@@ -156,8 +157,8 @@ class OutcomeWriter:
             events = [event for event, _ in batch if event is not None]
             self._writing = len(batch)
             try:
-                results = await loop.run_in_executor(self._executor, self._store.write, events)
-            except sqlite3.OperationalError as exc:  # the store, not the events
+                results = await loop.run_in_executor(self._executor, self._write, events)
+            except self._down as exc:  # the store, not the events
                 self._writing = 0
                 self._carry(batch, exc)
                 await asyncio.sleep(wait)
@@ -172,7 +173,6 @@ class OutcomeWriter:
                 continue
             self._writing = 0
             wait = self.RETRY_S[0]
-            self._observe(events, results)
             self._resolve(batch, iter(results))
 
     def _carry(self, batch: list[_Entry], exc: Exception) -> None:
@@ -214,8 +214,8 @@ class OutcomeWriter:
                     done.set_result(None)
                 continue
             try:
-                [result] = await loop.run_in_executor(self._executor, self._store.write, [event])
-            except sqlite3.OperationalError as exc:  # the store, not this event
+                [result] = await loop.run_in_executor(self._executor, self._write, [event])
+            except self._down as exc:  # the store, not this event
                 self._carry(batch[i:], exc)
                 return False
             except Exception as exc:
@@ -223,13 +223,13 @@ class OutcomeWriter:
                 if done is not None and not done.done():
                     done.set_exception(exc)
                 continue
-            self._observe([event], [result])
             if done is not None and not done.done():
                 done.set_result(result)
         return True
 
-    def _observe(self, events: list[Event], results: list[WriteResult]) -> None:
-        """Called with every committed batch; the deployment counts them for /metrics."""
+    def _write(self, events: list[Event]) -> list[WriteResult]:
+        """Commit one batch (on the writer thread); the deployment counts it for /metrics."""
+        return self._store.write(events)
 
     @staticmethod
     def _resolve(batch: list[_Entry], results) -> None:
@@ -247,21 +247,23 @@ class OutcomeWriter:
     graceful_shutdown_timeout_s=30,
 )
 class OutcomeLog(OutcomeWriter):
-    """Exactly one replica: SQLite has one writer, and every gateway replica sends it events.
+    """Every gateway replica sends it events. One replica with SQLite, which has one writer;
+    with PostgreSQL as many as `store.log_replicas` (2 by default): each takes its share of
+    the calls, and the database keeps their batches apart (`router.store`).
 
-    It also answers reports: the analysis reads the same file through its own read-only
+    It also answers reports: the analysis reads the store through its own read-only
     connection, on threads of its own, so the writer never waits for it (WAL readers do not
-    block the writer).
+    block the writer, nor do PostgreSQL's).
     """
 
     PURGE_EVERY_S = 3600.0
 
     def __init__(
-        self, store_path: str, max_batch: int = 1024, retention_days: float | None = None
+        self, store: str, max_batch: int = 1024, retention_days: float | None = None
     ) -> None:
-        super().__init__(store_path, max_batch)
+        super().__init__(store, max_batch)
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="outcome-report")
-        self._metrics = OutcomeMetrics()
+        self._scorer_batches: list[int] = []  # sizes seen, counted with the next batch
         self._retention_s = None if retention_days is None else retention_days * 86400
         self._purging: asyncio.Task | None = None
         # Per experiment: (its config, the refresh period) and the weights computed for them.
@@ -284,7 +286,7 @@ class OutcomeLog(OutcomeWriter):
             before = time.time() - self._retention_s
             try:
                 gone = await loop.run_in_executor(self._executor, self._store.purge_text, before)
-            except sqlite3.Error as exc:
+            except Exception as exc:
                 logger.warning("kept text not purged this time: %r", exc)
             else:
                 if gone:
@@ -299,18 +301,44 @@ class OutcomeLog(OutcomeWriter):
         except Exception as exc:
             logger.error("outcome log stopped with %d events unwritten: %r", self.pending, exc)
 
-    def _observe(self, events: list[Event], results: list[WriteResult]) -> None:
-        try:
-            self._metrics.observe(events, results)
-        except Exception:  # a metrics bug must never fail a write
-            logger.exception("metrics of a batch of %d not counted", len(events))
+    def _write(self, events: list[Event]) -> list[WriteResult]:
+        """Commit the batch and, in the same transaction, add what it counts to the store's
+        `counters` (`serve.metrics`), with the scorer batches seen since the last one."""
+        seen = len(self._scorer_batches)
+        sizes = self._scorer_batches[:seen]
 
-    def metrics(self) -> str:
-        """The Prometheus exposition of everything committed so far (all gateway replicas)."""
-        return self._metrics.exposition()
+        def counts(results: list[WriteResult]) -> dict[str, float]:
+            metrics = OutcomeMetrics()
+            try:
+                metrics.observe(events, results)
+                for size in sizes:
+                    metrics.scorer_batch.observe(size)
+                return metrics.counts()
+            except Exception:  # a metrics bug must never fail a write
+                logger.exception("metrics of a batch of %d not counted", len(events))
+                return {}
+
+        results = self._store.write(events, counts=counts)
+        del self._scorer_batches[:seen]
+        return results
+
+    async def metrics(self) -> str:
+        """The Prometheus exposition of everything committed so far, by every gateway and log
+        replica: the store's totals."""
+        loop = asyncio.get_running_loop()
+        totals = await loop.run_in_executor(self._readers, self._totals)
+        return exposition_of(totals)
+
+    def _totals(self) -> dict[str, float]:
+        db = connect(self._store.location)
+        try:
+            return dict(db.execute("SELECT series, value FROM counters").fetchall())
+        finally:
+            db.close()
 
     def observe_scorer_batch(self, size: int) -> None:
-        self._metrics.scorer_batch.observe(size)
+        self._scorer_batches.append(size)
+        self._ensure_running()
 
     async def report(
         self,
@@ -326,7 +354,7 @@ class OutcomeLog(OutcomeWriter):
         await asyncio.wait_for(self.flush(), timeout=30)  # a store that cannot write: 503
         analyse = functools.partial(
             build_report,
-            self._store.path,
+            self._store.location,
             experiment,
             reps=reps,
             revisions=revisions,
@@ -341,7 +369,7 @@ class OutcomeLog(OutcomeWriter):
         from router.analysis.report import build_holdout_report
 
         await asyncio.wait_for(self.flush(), timeout=30)
-        analyse = functools.partial(build_holdout_report, self._store.path, reps=reps)
+        analyse = functools.partial(build_holdout_report, self._store.location, reps=reps)
         report = await asyncio.get_running_loop().run_in_executor(self._readers, analyse)
         return report.model_dump(mode="json")
 
@@ -391,9 +419,8 @@ class OutcomeLog(OutcomeWriter):
         from bisect import bisect_right
 
         from router.analysis import build_report
-        from router.analysis.data import connect
 
-        db = connect(self._store.path)
+        db = connect(self._store.location)
         try:
             row = db.execute(
                 "SELECT step, allocation, guardrail, ts FROM ramp_holds "
@@ -412,7 +439,7 @@ class OutcomeLog(OutcomeWriter):
                 "revision": revision,
                 "new": False,
             }
-        report = build_report(self._store.path, experiment, reps=100)
+        report = build_report(self._store.location, experiment, reps=100)
         failed = [g.metric for g in report.guardrails if g.status == "fail"]
         if not failed:
             return None
@@ -448,7 +475,7 @@ class OutcomeLog(OutcomeWriter):
             if known is not None and known[0] == key:
                 return known[1]
             await asyncio.wait_for(self.flush(), timeout=30)
-            compute = functools.partial(_compute_weights, self._store.path, experiment, key[1])
+            compute = functools.partial(_compute_weights, self._store.location, experiment, key[1])
             found = await asyncio.get_running_loop().run_in_executor(self._readers, compute)
             answer = None
             if found is not None:
@@ -467,7 +494,15 @@ class OutcomeLog(OutcomeWriter):
                     observations=count,
                 )
                 new = [hold for hold in holds.values() if hold.version == key[1]]
-                await self.record([*new, history], committed=bool(new))
+                # Log replicas (PostgreSQL) each compute the period's weights; the first one
+                # logged is the one every replica answers with, as propensities must match it.
+                shared = self._store.postgres
+                if await self.record([*new, history], committed=bool(new) or shared) and shared:
+                    logged = await asyncio.get_running_loop().run_in_executor(
+                        self._readers, self._logged_weights, experiment.name, key[1]
+                    )
+                    if logged is not None:
+                        answer["weights"], answer["observations"] = logged
                 for hold in new:
                     logger.warning(
                         "bandit arm %s of %s held at share %.3g: guardrail %s failed",
@@ -478,6 +513,17 @@ class OutcomeLog(OutcomeWriter):
                     )
             self._weights[experiment.name] = (key, answer)
             return answer
+
+    def _logged_weights(self, experiment: str, version: int) -> tuple[list, int] | None:
+        db = connect(self._store.location)
+        try:
+            row = db.execute(
+                "SELECT weights, observations FROM weights WHERE experiment = ? AND version = ?",
+                (experiment, version),
+            ).fetchone()
+        finally:
+            db.close()
+        return None if row is None else (json.loads(row[0]), row[1])
 
     async def check_health(self) -> None:
         if self._task is not None and self._task.done():
@@ -508,7 +554,7 @@ def _compute_weights(
     """(weights as listed, observations, a bandit's held arms) from the store, or None while
     the config's weights hold."""
     from router.adaptive import experiment_weights
-    from router.analysis.data import connect, votes
+    from router.analysis.data import votes
 
     if experiment.mode == "bandit":
         return _bandit_weights(path, experiment, version)
@@ -570,7 +616,6 @@ def _arm_holds(
     its share in the weights version before the one in force (the config's share when the
     log has none)."""
     from router.analysis import build_report
-    from router.analysis.data import connect
 
     revision = experiment_revision(experiment)
     db = connect(path)

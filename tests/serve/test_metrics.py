@@ -205,7 +205,7 @@ def test_what_the_store_already_held_is_not_counted_again(tmp_path: object) -> N
         await log.record([exposure("r1"), completion("c1")], committed=True)  # replica 1
         await log.record([exposure("r2")], committed=True)  # replica 2: the same assignment
         await log.record([completion("c1")], committed=True)  # a retried delivery
-        return log.metrics()
+        return await log.metrics()
 
     found = samples(asyncio.run(run()))
     assignments = [v for (name, _), v in found.items() if name == "arena_assignments_total"]
