@@ -99,7 +99,7 @@ def scores_of(jobs: Sequence[Job], values: Sequence[float | None], model: str) -
 
 
 def rescore(
-    store_path: Path,
+    store_path: str | Path,
     experiment: str,
     scorer: Scorer,
     model: str,

@@ -141,6 +141,22 @@ def snapshot(db: Connection) -> None:
         db.execute("BEGIN")
 
 
+def exists(location: str | Path) -> bool:
+    """Whether a store may be there to read: a SQLite file that exists, or any PostgreSQL DSN
+    (the connection says the rest)."""
+    return is_postgres(location) or Path(resolve(location)).is_file()
+
+
+def open_errors() -> tuple[type[BaseException], ...]:
+    """The errors of opening or reading what is not a store, or not one this code can read."""
+    errors: list[type[BaseException]] = [sqlite3.DatabaseError, StoreUnavailable, ValueError]
+    try:
+        import psycopg
+    except ImportError:
+        return tuple(errors)
+    return (*errors, psycopg.Error)
+
+
 def store_errors() -> tuple[type[BaseException], ...]:
     """The errors that mean "the store cannot write now", not "these events are bad"."""
     errors: list[type[BaseException]] = [sqlite3.OperationalError, StoreUnavailable]

@@ -25,12 +25,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from router.db import exists, open_errors, redact
 from router.store import OutcomeStore
 
 Split = Literal["train", "heldout"]
@@ -233,12 +233,16 @@ def export_preferences(
     """The experiment's preference records; `ExportError` when there is nothing to export."""
     if not 0 <= heldout < 1:
         raise ExportError(f"the held-out share is a fraction in [0, 1), not {heldout}")
-    path = Path(store_path)
-    if not path.is_file():
+    path = redact(store_path)
+    try:
+        found = exists(store_path)
+    except ValueError as exc:  # env:NAME unset
+        raise ExportError(str(exc)) from None
+    if not found:
         raise ExportError(f"no outcome log at {path}")
     try:
-        store = OutcomeStore(path)
-    except sqlite3.DatabaseError as exc:
+        store = OutcomeStore(store_path)
+    except open_errors() as exc:
         raise ExportError(f"{path} is not an arena-serve outcome log ({exc})") from None
     try:
         if not _known(store, experiment):

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import signal
-import sqlite3
 import sys
 import threading
 import time
@@ -32,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from router.db import exists, open_errors, redact
 from router.experiment import check_live_change
 from serve.config import PROJECT_ROOT, ConfigError, ServeFile, variant_revisions
 
@@ -237,10 +237,9 @@ def report_command(args: argparse.Namespace) -> int:
             f"no experiment {args.experiment!r} in {args.config} (known: {known})", file=sys.stderr
         )
         return 2
-    store = args.store or served.app.store_file
-    if not store.is_file():
-        print(f"no outcome log at {store}", file=sys.stderr)
-        return 2
+    store = _readable(args.store or served.app.store_location)
+    if isinstance(store, int):
+        return store
     from router.analysis import build_report
     from serve.report import print_report, write_html, write_plots
 
@@ -253,8 +252,8 @@ def report_command(args: argparse.Namespace) -> int:
             revisions=variant_revisions(served.app.variants),
             models_dir=served.scorer_model.parent if served.scorer_model else None,
         )
-    except sqlite3.DatabaseError as exc:
-        print(f"{store} is not an arena-serve outcome log ({exc})", file=sys.stderr)
+    except open_errors() as exc:
+        print(f"{redact(store)} is not an arena-serve outcome log ({exc})", file=sys.stderr)
         return 2
     if args.json:
         print(report.model_dump_json(indent=2))
@@ -267,7 +266,7 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store_of(args: argparse.Namespace) -> tuple[Path, ServeFile | None] | int:
+def _store_of(args: argparse.Namespace) -> tuple[str, ServeFile | None] | int:
     """The outcome log a command reads: `--store`, else the config's (exit status 2 on a bad
     config)."""
     if args.store is not None:
@@ -277,7 +276,20 @@ def _store_of(args: argparse.Namespace) -> tuple[Path, ServeFile | None] | int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    return served.app.store_file, served
+    return served.app.store_location, served
+
+
+def _readable(store: str) -> str | int:
+    """`store` where it may be read: a SQLite file that exists, or a PostgreSQL DSN; else exit
+    status 2, saying why."""
+    try:
+        if exists(store):
+            return store
+    except ValueError as exc:  # env:NAME unset
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"no outcome log at {store}", file=sys.stderr)
+    return 2
 
 
 def export_command(args: argparse.Namespace) -> int:
@@ -325,19 +337,53 @@ def purge_command(args: argparse.Namespace) -> int:
             print("--older-than DAYS is needed with --store", file=sys.stderr)
             return 2
         days = served.app.store.retention_days
-    if not store.is_file():
-        print(f"no outcome log at {store}", file=sys.stderr)
+    if isinstance(_readable(store), int):
         return 2
     try:
         opened = OutcomeStore(store)
-    except sqlite3.DatabaseError as exc:
-        print(f"{store} is not an arena-serve outcome log ({exc})", file=sys.stderr)
+    except open_errors() as exc:
+        print(f"{redact(store)} is not an arena-serve outcome log ({exc})", file=sys.stderr)
         return 2
     try:
         gone = opened.purge_text(time.time() - days * 86400)
     finally:
         opened.close()
-    print(f"purged the text of {gone} completions older than {days:g} days from {store}")
+    print(f"purged the text of {gone} completions older than {days:g} days from {redact(store)}")
+    return 0
+
+
+def store_command(args: argparse.Namespace) -> int:
+    """`store migrate --to DSN`: copy the outcome log (the config's, or --store) into an empty
+    store, PostgreSQL most often, with a progress bar."""
+    from tqdm import tqdm
+
+    from router.store import copy_store
+
+    found = _store_of(args)
+    if isinstance(found, int):
+        return found
+    source = _readable(found[0])
+    if isinstance(source, int):
+        return source
+    bar = tqdm(unit=" rows", desc="copying", disable=None)
+
+    def progress(table: str, rows: int) -> None:
+        bar.set_description(f"copying {table}")
+        bar.n = rows
+        bar.refresh()
+
+    try:
+        copied = copy_store(source, args.to, progress=progress)
+    except open_errors() as exc:
+        bar.close()
+        print(f"not copied: {exc}", file=sys.stderr)
+        return 2
+    bar.close()
+    total = sum(copied.values())
+    print(f"copied {total} rows from {redact(source)} to {redact(args.to)}:")
+    for table, rows in copied.items():
+        print(f"  {table}: {rows}")
+    print("point the app at it with `store: {url: ...}` in its args (or store: env:NAME)")
     return 0
 
 
@@ -352,10 +398,9 @@ def rescore_command(args: argparse.Namespace) -> int:
     if scorer is None or model is None:
         print(f"{args.config} configures no reward scorer (args.scorer)", file=sys.stderr)
         return 2
-    store = args.store or served.app.store_file
-    if not store.is_file():
-        print(f"no outcome log at {store}", file=sys.stderr)
-        return 2
+    store = _readable(args.store or served.app.store_location)
+    if isinstance(store, int):
+        return store
     from reward.rescore import rescore
     from reward.scorer import RewardScorer
 
@@ -393,12 +438,15 @@ def _replicates(text: str) -> int:
     return value
 
 
+STORE_HELP = "the outcome log: a SQLite file, a PostgreSQL DSN or env:NAME (default: the config's)"
+
+
 def _add_data_commands(commands: Any) -> None:
     """The commands that read the outcome log: report, export-preferences, purge."""
     report = commands.add_parser("report", help="analyse an experiment from the outcome log")
     report.add_argument("--experiment", required=True, help="the experiment's name")
     report.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    report.add_argument("--store", type=Path, help="the SQLite outcome log (default: config's)")
+    report.add_argument("--store", help=STORE_HELP)
     report.add_argument(
         "--out", type=Path, help="folder for plots and HTML (default: reports/NAME)"
     )
@@ -415,7 +463,7 @@ def _add_data_commands(commands: Any) -> None:
         "--out", type=Path, required=True, help="pairs file (thumbs go to NAME.unpaired.jsonl)"
     )
     export.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    export.add_argument("--store", type=Path, help="the SQLite outcome log (default: config's)")
+    export.add_argument("--store", help=STORE_HELP)
     export.add_argument(
         "--heldout", type=_share, default=0.2, help="share of voters held out (default 0.2)"
     )
@@ -437,7 +485,7 @@ def _add_data_commands(commands: Any) -> None:
     )
     rescore.add_argument("--experiment", required=True, help="the experiment's name")
     rescore.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    rescore.add_argument("--store", type=Path, help="the SQLite outcome log (default: config's)")
+    rescore.add_argument("--store", help=STORE_HELP)
     rescore.add_argument(
         "--force", action="store_true", help="score again what this model scored already"
     )
@@ -448,7 +496,15 @@ def _add_data_commands(commands: Any) -> None:
         "--older-than", type=_days, help="days (default: the config's store.retention_days)"
     )
     purge.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    purge.add_argument("--store", type=Path, help="the SQLite outcome log (default: config's)")
+    purge.add_argument("--store", help=STORE_HELP)
+    store = commands.add_parser("store", help="manage the outcome store")
+    moves = store.add_subparsers(dest="store_command", required=True)
+    migrate = moves.add_parser(
+        "migrate", help="copy the outcome log into an empty store (SQLite to PostgreSQL)"
+    )
+    migrate.add_argument("--to", required=True, help="the new store: postgresql://… or env:NAME")
+    migrate.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    migrate.add_argument("--store", help=f"the store to copy; {STORE_HELP}")
 
 
 def _add_probe_commands(commands: Any) -> None:
@@ -531,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
         return export_command(args)
     if args.command == "purge":
         return purge_command(args)
+    if args.command == "store":
+        return store_command(args)
     if args.command == "judge-check":
         from reward import judge_check
 
