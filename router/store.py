@@ -45,7 +45,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import astuple, fields
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from router.db import Connection, PgConnection, connect, is_postgres, redact, store_errors
 from router.events import (
@@ -87,6 +87,8 @@ TABLES = (
     "arm_holds",
     "counters",
 )
+# The tables of events, each row stamped with its time (`purge_events`).
+_EVENT_TABLES = ("exposures", "completions", "battles", "scores", "feedback", "transcripts")
 # One advisory lock serializes PostgreSQL writers (any 64-bit key no other app uses: "arenaSrv").
 _WRITER_LOCK = int.from_bytes(b"arenaSrv", "big")
 
@@ -271,6 +273,18 @@ def _pg_schema(sqlite_schema: str) -> str:
     out = re.sub(r" REFERENCES \w+ \(\w+\)", "", out)
     out = re.sub(r"\bINTEGER\b", "BIGINT", out)
     return re.sub(r"\bREAL\b", "DOUBLE PRECISION", out)
+
+
+def column_types() -> dict[str, dict[str, str]]:
+    """Each table's columns and their declared types (TEXT, INTEGER or REAL), as in the schema."""
+    types: dict[str, dict[str, str]] = {}
+    for statement in _statements(_SCHEMA):
+        table = re.search(r"CREATE TABLE IF NOT EXISTS (\w+)", statement)
+        if table is None:
+            continue
+        columns = re.findall(r'^\s+"?(\w+)"? (TEXT|INTEGER|REAL)\b', statement, re.MULTILINE)
+        types[table.group(1)] = dict(columns)
+    return types
 
 
 def _statements(schema: str) -> list[str]:
@@ -700,6 +714,30 @@ class OutcomeStore:
         its retention. The events themselves stay. Returns how many texts went."""
         purge = "DELETE FROM transcripts WHERE ts < ?"
         return self._transaction(lambda db: db.execute(purge, (before_ts,)).rowcount)  # type: ignore[return-value]
+
+    def cursor(self, sql: str, params: Iterable[object] = ()) -> Any:
+        """A cursor over a read-only query's rows, fetched as needed (`fetchmany`)."""
+        return self._connect().execute(sql, tuple(params))
+
+    def purge_events(self, before_ts: float) -> dict[str, int]:
+        """Retention of the events themselves: delete every exposure, completion, battle,
+        score, feedback and kept text from before `before_ts`, and the assignments that
+        pointed at exposures now gone (a unit seen again is exposed anew), in one
+        transaction; rows deleted per table. Configs, weights, holds, probe results and the
+        /metrics totals stay. A report then sees only what is left."""
+
+        def purge(db: Connection) -> dict[str, int]:
+            gone = {
+                table: db.execute(f"DELETE FROM {table} WHERE ts < ?", (before_ts,)).rowcount
+                for table in _EVENT_TABLES
+            }
+            gone["assignments"] = db.execute(
+                "DELETE FROM assignments WHERE NOT EXISTS "
+                "(SELECT 1 FROM exposures e WHERE e.id = assignments.exposure_id)"
+            ).rowcount
+            return gone
+
+        return self._transaction(purge)  # type: ignore[return-value]
 
     def query(self, sql: str, params: Iterable[object] = ()) -> list[dict]:
         """Rows of a read-only query, as dicts (for the exports)."""

@@ -324,7 +324,8 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def purge_command(args: argparse.Namespace) -> int:
-    """Delete kept text older than --older-than days (default: the config's retention)."""
+    """Delete kept text older than --older-than days (default: the config's retention); with
+    --events, every event that old (the log's retention)."""
     from router.store import OutcomeStore
 
     found = _store_of(args)
@@ -332,6 +333,9 @@ def purge_command(args: argparse.Namespace) -> int:
         return found
     store, served = found
     days = args.older_than
+    if days is None and args.events:
+        print("--events deletes records: say how old with --older-than DAYS", file=sys.stderr)
+        return 2
     if days is None:
         if served is None:
             print("--older-than DAYS is needed with --store", file=sys.stderr)
@@ -345,10 +349,52 @@ def purge_command(args: argparse.Namespace) -> int:
         print(f"{redact(store)} is not an arena-serve outcome log ({exc})", file=sys.stderr)
         return 2
     try:
-        gone = opened.purge_text(time.time() - days * 86400)
+        if args.events:
+            events = opened.purge_events(time.time() - days * 86400)
+        else:
+            gone = opened.purge_text(time.time() - days * 86400)
     finally:
         opened.close()
-    print(f"purged the text of {gone} completions older than {days:g} days from {redact(store)}")
+    if args.events:
+        counts = ", ".join(f"{table} {rows}" for table, rows in events.items())
+        print(f"purged events older than {days:g} days from {redact(store)}: {counts}")
+    else:
+        print(
+            f"purged the text of {gone} completions older than {days:g} days from {redact(store)}"
+        )
+    return 0
+
+
+def parquet_command(args: argparse.Namespace) -> int:
+    """Write the outcome log as Parquet files, one per table, people's ids hashed."""
+    from tqdm import tqdm
+
+    from serve.warehouse import export_parquet
+
+    found = _store_of(args)
+    if isinstance(found, int):
+        return found
+    store = _readable(found[0])
+    if isinstance(store, int):
+        return store
+    bar = tqdm(unit=" rows", disable=None)
+
+    def progress(table: str, rows: int) -> None:
+        bar.set_description(table)
+        bar.n = rows
+        bar.refresh()
+
+    try:
+        written = export_parquet(
+            store, args.out, raw_ids=args.raw_ids, with_text=args.with_text, progress=progress
+        )
+    except open_errors() as exc:
+        bar.close()
+        print(f"{redact(store)} is not an arena-serve outcome log ({exc})", file=sys.stderr)
+        return 2
+    bar.close()
+    for table, rows in written.items():
+        print(f"{args.out / (table + '.parquet')}: {rows} rows")
     return 0
 
 
@@ -497,6 +543,25 @@ def _add_data_commands(commands: Any) -> None:
     )
     purge.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     purge.add_argument("--store", help=STORE_HELP)
+    purge.add_argument(
+        "--events",
+        action="store_true",
+        help="delete the events themselves (exposures, completions, battles, scores, feedback "
+        "and their text) older than --older-than, not only the kept text: the log's retention",
+    )
+    parquet = commands.add_parser(
+        "export-parquet",
+        help="write the outcome log as Parquet files, one per table (ids of people hashed)",
+    )
+    parquet.add_argument("--out", type=Path, required=True, help="folder for TABLE.parquet")
+    parquet.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parquet.add_argument("--store", help=STORE_HELP)
+    parquet.add_argument(
+        "--raw-ids", action="store_true", help="keep unit, voter and user ids as they are"
+    )
+    parquet.add_argument(
+        "--with-text", action="store_true", help="export kept prompt and answer text too"
+    )
     store = commands.add_parser("store", help="manage the outcome store")
     moves = store.add_subparsers(dest="store_command", required=True)
     migrate = moves.add_parser(
@@ -589,6 +654,8 @@ def main(argv: list[str] | None = None) -> int:
         return purge_command(args)
     if args.command == "store":
         return store_command(args)
+    if args.command == "export-parquet":
+        return parquet_command(args)
     if args.command == "judge-check":
         from reward import judge_check
 

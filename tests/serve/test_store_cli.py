@@ -94,3 +94,99 @@ def test_bad_stores_are_messages(
     assert main(["store", "migrate", "--store", str(store), "--to", secret]) == 2
     err = capsys.readouterr().err
     assert "not copied" in err and "hunter2" not in err
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        return request.getfixturevalue("pg_dsn")
+    return str(tmp_path / "outcomes.db")
+
+
+def test_export_parquet_hashes_people_and_keeps_types(
+    any_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pyarrow.parquet as pq
+
+    from router.preferences import voter_hash
+
+    config = config_file(tmp_path)
+    experiment = read_serve_file(config).gateway.experiments[0]
+    simulate_ab(any_store, experiment, Traffic(units=50, seed=5))
+    out = tmp_path / "parquet"
+    assert main(["export-parquet", "--store", any_store, "--out", str(out)]) == 0
+    store = OutcomeStore(any_store)
+    try:
+        secret = store.voter_secret()
+        units = {row["unit"] for row in store.rows("exposures")}
+        counts = {t: store.count(t) for t in ("exposures", "completions", "feedback")}
+    finally:
+        store.close()
+    exposures = pq.read_table(out / "exposures.parquet")
+    assert exposures.num_rows == counts["exposures"] == 50
+    assert set(exposures.column("unit").to_pylist()) == {voter_hash(secret, u) for u in units}
+    assert str(exposures.schema.field("ts").type) == "double"
+    assert str(exposures.schema.field("exposed").type) == "int64"
+    assert pq.read_table(out / "completions.parquet").num_rows == counts["completions"]
+    feedback = pq.read_table(out / "feedback.parquet")
+    assert feedback.num_rows == counts["feedback"]
+    assert str(feedback.schema.field("user").type) == "string"  # NULL here, typed all the same
+    assert not (out / "transcripts.parquet").exists() and not (out / "meta.parquet").exists()
+    assert not list(out.glob("*.partial"))
+    raw = tmp_path / "raw"
+    assert main(["export-parquet", "--store", any_store, "--out", str(raw), "--raw-ids"]) == 0
+    assert set(pq.read_table(raw / "exposures.parquet").column("unit").to_pylist()) == units
+
+
+def test_purge_events_is_the_logs_retention(
+    any_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from router.events import Completion, Exposure
+
+    now = time.time()
+
+    def request(unit: str, days: float) -> list:
+        ts = now - days * 86400
+        return [
+            Exposure(
+                ts=ts,
+                request_id=f"r-{unit}",
+                experiment="exp",
+                unit_type="user",
+                unit=unit,
+                variant="a",
+                reason="arm",
+                exposed=True,
+            ),
+            Completion(
+                ts=ts,
+                completion_id=f"c-{unit}",
+                request_id=f"r-{unit}",
+                experiment="exp",
+                variant="a",
+                unit=unit,
+                endpoint="chat",
+                stream=False,
+                status=200,
+                ttft_s=None,
+                latency_s=0.5,
+                prompt_tokens=3,
+                completion_tokens=4,
+            ),
+        ]
+
+    store = OutcomeStore(any_store)
+    store.write([*request("old", 40), *request("new", 1)])
+    store.close()
+    assert main(["purge", "--store", any_store, "--events"]) == 2
+    assert "--older-than" in capsys.readouterr().err
+    assert main(["purge", "--store", any_store, "--events", "--older-than", "30"]) == 0
+    assert "exposures 1, completions 1" in capsys.readouterr().out
+    store = OutcomeStore(any_store)
+    try:
+        assert [r["unit"] for r in store.rows("exposures")] == ["new"]
+        assert [r["unit"] for r in store.rows("assignments")] == ["new"]
+        # The old unit seen again is exposed anew (its assignment went with its exposure).
+        assert store.write(request("old", 0)[:1]) == [None]
+    finally:
+        store.close()
