@@ -8,7 +8,7 @@ BUILD := $(shell bash scripts/pick_build.sh)
 CONFIG ?= $(if $(filter gpu,$(BUILD)),deploy/config.gpu.yaml,deploy/config.yaml)
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick bench-train reward-loop flywheel bench-probe bench-adapters bench-lora-ops bench-adaptive bench-bandit bench-confirm clean
+.PHONY: setup serve test test-unit lint load soak bench bench-kernels bench-serving bench-arena-timing bench-stop bench-quick bench-train reward-loop flywheel bench-probe bench-adapters bench-lora-ops bench-adaptive bench-bandit bench-confirm bench-store clean
 
 setup:
 	@bash scripts/setup.sh
@@ -117,6 +117,10 @@ bench-adaptive: setup
 
 bench-bandit: setup
 	$(call bench_into_docs,router.analysis.bandit_sim,"Bandits: regret and the bias of each estimate")
+
+bench-store: setup
+	@bash scripts/setup_postgres.sh
+	$(call bench_into_docs,loadtests.store_bench,"Outcome store: sustained events/s")
 
 bench-confirm: setup
 	$(call bench_into_docs,router.analysis.confirm_sim,"Confirmation runs: the leaderboard illusion")
