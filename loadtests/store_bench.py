@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -121,10 +122,63 @@ def run(seconds: float, rounds: int) -> dict[str, list[float]]:
             for name, locations in configs.items():
                 rate = asyncio.run(_rate(locations, seconds))
                 found.setdefault(name, []).append(rate)
-                print(f"round {r + 1}: {name}: {rate:,.0f} events/s", flush=True)
+                print(f"round {r + 1}: {name}: {rate:,.0f} events/s", file=sys.stderr)
     finally:
         server.stop("immediate")
     return found
+
+
+def report_scale(units: int, chunk: int = 100_000) -> str:
+    """Seconds to build an A/B report over a log of `units` users (about 10 events each: 10 M
+    at a million), on SQLite and on the same log copied to PostgreSQL. The SQLite log is made
+    once under data/bench/ (by `chunk` users at a time, to bound memory) and reused."""
+    from router.analysis import build_report
+    from router.analysis.simulate import Arm, Traffic, simulate_ab
+    from router.experiment import Experiment
+    from router.store import TABLES, OutcomeStore, copy_store
+
+    experiment = Experiment.model_validate(
+        {
+            "name": "bench-ab",
+            "arms": [{"variant": "a"}, {"variant": "b"}],
+            "guardrails": [
+                {"metric": "reward_score", "max_decrease": 0.1},
+                {"metric": "ttft_p95_s", "max_increase": 0.1, "relative": True},
+            ],
+        }
+    )
+    folder = Path(__file__).resolve().parent.parent / "data" / "bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"ab-{units}-users.db"
+    if not path.exists():
+        partial = path.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        for seed in range(0, units // chunk):
+            traffic = Traffic(units=chunk, arms={"b": Arm(thumbs_up=0.21)}, seed=seed)
+            simulate_ab(partial, experiment, traffic)
+            print(f"log: {(seed + 1) * chunk:,} users written", file=sys.stderr)
+        partial.rename(path)
+    store = OutcomeStore(path)
+    events = sum(store.count(table) for table in TABLES if table not in ("assignments",))
+    store.close()
+    lines = ["| store | events | copy seconds | report seconds |", "|---|---:|---:|---:|"]
+    started = time.perf_counter()
+    build_report(path, experiment)
+    lines.append(f"| SQLite | {events:,} | | {time.perf_counter() - started:.0f} |")
+    print(lines[-1], file=sys.stderr)
+    server = start_server()
+    try:
+        dsn = server.create_database()
+        started = time.perf_counter()
+        copy_store(path, dsn)
+        copied = time.perf_counter() - started
+        started = time.perf_counter()
+        build_report(dsn, experiment)
+        reported = time.perf_counter() - started
+        lines.append(f"| PostgreSQL | {events:,} | {copied:.0f} | {reported:.0f} |")
+    finally:
+        server.stop("immediate")
+    return "\n".join(lines)
 
 
 def markdown(found: dict[str, list[float]], seconds: float, command: str) -> str:
@@ -151,7 +205,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtests.store_bench", description=__doc__)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--report-users",
+        type=int,
+        default=0,
+        help="instead: time a report over a log of this many users (1000000: 10 M events)",
+    )
     args = parser.parse_args(argv)
+    if args.report_users:
+        table = report_scale(args.report_users)
+        print(
+            f"Machine: {machine()}. Command: `python -m loadtests.store_bench --report-users "
+            f"{args.report_users}`; `build_report` with 200 bootstrap replicates, the "
+            "PostgreSQL copy made by `copy_store` (`arena-serve store migrate`).\n\n" + table
+        )
+        return 0
     found = run(args.seconds, args.rounds)
     command = "python -m loadtests.store_bench"
     print(markdown(found, args.seconds, command))

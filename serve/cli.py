@@ -535,6 +535,11 @@ def _add_data_commands(commands: Any) -> None:
     rescore.add_argument(
         "--force", action="store_true", help="score again what this model scored already"
     )
+    _add_store_commands(commands)
+
+
+def _add_store_commands(commands: Any) -> None:
+    """The commands that keep the outcome log: purge, export-parquet, store migrate."""
     purge = commands.add_parser(
         "purge", help="delete kept prompt and answer text past its retention"
     )
