@@ -63,7 +63,9 @@ def to_pyformat(sql: str) -> str:
 
     def swap(match: re.Match[str]) -> str:
         token = match.group(0)
-        return {"?": "%s", "%": "%%"}.get(token, token)
+        if token[0] in "'\"":  # quoted: its `?` stays, its `%` is doubled all the same
+            return token.replace("%", "%%")
+        return {"?": "%s", "%": "%%"}[token]
 
     return _TOKENS.sub(swap, sql)
 
@@ -112,7 +114,8 @@ class PgConnection:
 
     @property
     def closed(self) -> bool:
-        return self._conn.closed
+        """Closed, or broken (the server went away): a new connection is needed."""
+        return self._conn.closed or self._conn.broken
 
     def close(self) -> None:
         self._conn.close()
