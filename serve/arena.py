@@ -35,7 +35,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ray.serve.handle import DeploymentResponseGenerator
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from router.assignment import CompiledExperiment
@@ -44,6 +43,7 @@ from router.experiment import CONFIRM_SUFFIX, Unit
 from router.style import style_of
 from serve.engines import (
     Engines,
+    EngineStream,
     choice_text,
     conversation,
     engine_error,
@@ -167,7 +167,7 @@ class Side:
     label: str
     index: int
     call: Call
-    stream: DeploymentResponseGenerator
+    stream: EngineStream
     completion_id: str | None = None
     usage: dict[str, Any] | None = None
     status: int = 200

@@ -5,11 +5,13 @@ request it sends there: a system prompt and sampling defaults. A prompt-only var
 owner's engine; an adapter variant too, and names its LoRA adapter as the request's model, so the
 engine applies the adapter to that request alone. `Engines.request` builds and validates the
 vLLM request for one call, and `Engines.start` sends it; their errors become the client's through
-`engine_error` and `unavailable`.
+`engine_error` and `unavailable`. A request is never left waiting for an engine with no replica
+running (`EngineStream`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,6 +29,7 @@ from serve.protocol import check_contents
 from serve.records import Call
 
 _REQUEST_MODELS = {"chat": ChatCompletionRequest, "completions": CompletionRequest}
+ENGINE_CHECK_S = 0.5  # how often a request waiting for its engine checks that one is running
 
 
 class Engines:
@@ -74,9 +77,79 @@ class Engines:
             param = getattr(exc, "parameter", None)
             raise APIError(400, str(exc), param=param, code="invalid_value") from None
 
-    def start(self, call: Call, engine_request: Any) -> DeploymentResponseGenerator:
+    def start(self, call: Call, engine_request: Any) -> EngineStream:
         """Send the request to the call's variant's engine; its answer comes as a stream."""
-        return getattr(self.handles[call.variant], call.endpoint).remote(engine_request)
+        handle = self.handles[call.variant]
+        return EngineStream(getattr(handle, call.endpoint).remote(engine_request), handle)
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine has no replica running, so a request for it was not left waiting."""
+
+
+class EngineStream:
+    """An engine's answer as Ray Serve streams it, whose first item is awaited only while the
+    engine has a replica running.
+
+    Ray Serve holds a request for a deployment without replicas until one is back, and for an
+    engine whose node is lost that may be never (its replica waits for the node's resources):
+    the client would hang. Here a request not yet sent to a replica is withdrawn, and ends in
+    `EngineUnavailable` (a 503 with `Retry-After` for the client), as soon as the handle's router
+    lists no replica (checked every `ENGINE_CHECK_S`; at once for a request made then). A replica
+    that died stays listed until Ray notices (its node's health checks: seconds); a live one,
+    however busy, keeps its requests queued, up to the engine's `max_queued_requests`; and a
+    request sent to a replica is its to answer, even to a replica being replaced.
+    """
+
+    def __init__(self, stream: DeploymentResponseGenerator, handle: DeploymentHandle) -> None:
+        self._stream = stream
+        self._handle = handle
+        self._started = False
+
+    def __aiter__(self) -> EngineStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._started:
+            return await anext(self._stream)
+        self._started = True
+        first = asyncio.ensure_future(anext(self._stream))
+        try:
+            while not first.done() and not sent(self._stream):
+                if running_replicas(self._handle) == 0:
+                    raise EngineUnavailable("the engine has no replica running")
+                await asyncio.wait([first], timeout=ENGINE_CHECK_S)
+            return await first
+        except BaseException:
+            if not first.done():  # no replica, or the client left: withdraw the request
+                first.cancel()
+                self._stream.cancel()
+            raise
+
+    def cancel(self) -> None:
+        self._stream.cancel()
+
+
+# Ray Serve's router and responses are read below through private attributes (ray is pinned to
+# 2.60.x in pyproject), without side effects and only through getattr: where one is missing, a
+# request waits as Ray Serve makes it wait.
+
+
+def sent(stream: Any) -> bool:
+    """Whether Ray Serve has sent the request to a replica (which answers, or fails, itself)."""
+    future = getattr(stream, "_replica_result_future", None)
+    return future is None or future.done()
+
+
+def running_replicas(handle: Any) -> int | None:
+    """How many replicas the handle's router can send a request to now; None while it has not
+    heard of any yet, or where it keeps no such list."""
+    populated = getattr(handle, "running_replicas_populated", None)
+    if populated is None or not populated():
+        return None
+    router = getattr(getattr(handle, "_router", None), "_asyncio_router", None)
+    replicas = getattr(getattr(router, "_request_router", None), "curr_replicas", None)
+    return None if replicas is None else len(replicas)
 
 
 def with_system_prompt(messages: Any, system_prompt: str) -> Any:

@@ -12,12 +12,12 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ray.serve.handle import DeploymentResponseGenerator
 from starlette.responses import Response, StreamingResponse
 
 from router.experiment import CONFIRM_SUFFIX
 from serve.engines import (
     Engines,
+    EngineStream,
     choice_text,
     conversation,
     engine_error,
@@ -73,7 +73,7 @@ class SingleAnswer:
 
     async def first_answer(
         self, body: dict[str, Any], call: Call
-    ) -> tuple[Any, DeploymentResponseGenerator] | Response:
+    ) -> tuple[Any, EngineStream] | Response:
         """Call the engine; its first yield and the stream, or the error response (logged)."""
         headers = answer_headers(call)
         try:
@@ -106,9 +106,7 @@ class SingleAnswer:
         if text is not None and status == 200:
             self._recorder.score_later(call, completion_id, text)
 
-    async def relay(
-        self, call: Call, first: list, rest: DeploymentResponseGenerator
-    ) -> AsyncIterator[str]:
+    async def relay(self, call: Call, first: list, rest: EngineStream) -> AsyncIterator[str]:
         """Pass the engine's SSE batches through; log the completion before the final [DONE]."""
         tally = Tally(keep_text=call.prompt is not None)
         logged = False

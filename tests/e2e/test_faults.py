@@ -33,6 +33,7 @@ from tests.e2e.conftest import APP_NAME, ENGINE_ONGOING, ENGINE_QUEUED, GATEWAY_
 HELLO = [{"role": "user", "content": "Say hello."}]
 RECOVERY_S = 300  # a new engine replica loads its model and starts vLLM: tens of seconds
 RETRYABLE = {"variant_unavailable", "variant_overloaded", "engine_error"}
+RETRY_AFTER_S = 1.0
 
 
 def replicas(deployment: str) -> list[psutil.Process]:
@@ -134,10 +135,12 @@ class Load:
         with httpx.Client(base_url=self.app.base_url, timeout=120) as client:
             while not self._stop.is_set():
                 completion_id = self._chat(client)
-                if completion_id is not None:
-                    self.answered.append(completion_id)
-                    self.successes += 1
-                    self._feedback(client, completion_id)
+                if completion_id is None:  # as a client honouring `Retry-After` waits
+                    time.sleep(RETRY_AFTER_S)  # (a variant without engine answers at once)
+                    continue
+                self.answered.append(completion_id)
+                self.successes += 1
+                self._feedback(client, completion_id)
 
     @contextmanager
     def running(self) -> Iterator[Load]:
