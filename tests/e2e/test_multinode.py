@@ -1,11 +1,13 @@
 """A real two-node Ray cluster on this machine (issue 22): a variant's engine on a worker node,
-the gateway and the outcome log on the head, and the worker node lost, then back.
+the gateway on the head, the outcome log's two replicas one on each node writing to a real
+PostgreSQL (tests/pg.py), and the worker node lost under a feedback load, then back.
 
 Placement is the operator's, by custom resources: the head offers `head`, the worker `engines`,
 and the Serve config file puts each deployment where one is (`deployments:` overrides). While
 the engine's node is gone, a request to its variant gets a 503 with `Retry-After` in OpenAI's
-shape within a bounded time, never a hang; feedback is still recorded (the outcome log is on the
-head); and nothing the lost node ran outlives it, vLLM's engine processes included. Once the node
+shape within a bounded time, never a hang; feedback is still recorded (by the log replica on the
+head: the one on the worker died with it, under load); and nothing the lost node ran outlives
+it, vLLM's engine processes included. Once the node
 is started again (its temp dir, ports and resources), the variant serves again, and every
 acknowledged feedback is in the store.
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,10 +28,12 @@ from typing import Any
 import httpx
 import pytest
 
+from router.store import OutcomeStore
 from serve.deploy import free_port
 from serve.models import TINY_LLAMA, prepare
 from tests.e2e.conftest import ENGINE
 from tests.e2e.ray_nodes import RayNode, cluster_env, drive, still_running
+from tests.pg import PgServer
 
 APP = "arena-multinode"
 VARIANT = "tiny-a"
@@ -43,7 +47,7 @@ UNAVAILABLE_S = 45  # a request to the lost engine is answered 503 by then (Ray 
 RECOVERY_S = 180  # the new node's engine replica starts and serves
 
 
-def serve_document(model: Path, store: Path, port: int) -> dict[str, Any]:
+def serve_document(model: Path, store: str, port: int) -> dict[str, Any]:
     variant = {
         "name": VARIANT,
         "model": str(model),
@@ -58,10 +62,11 @@ def serve_document(model: Path, store: Path, port: int) -> dict[str, Any]:
                 "name": APP,
                 "route_prefix": "/",
                 "import_path": "serve.app:build_app",
-                "args": {"store_path": str(store), "variants": [variant]},
+                "args": {"store": {"url": store, "log_replicas": 2}, "variants": [variant]},
                 "deployments": [
                     {"name": "gateway", "ray_actor_options": ON_HEAD},
-                    {"name": "outcome-log", "ray_actor_options": ON_HEAD},
+                    # One log replica per node: losing the worker kills one of them.
+                    {"name": "outcome-log", "max_replicas_per_node": 1},
                     # The engine replica's placement group: its CPU, on a node with `engines`.
                     {"name": ENGINE_DEPLOYMENT, "placement_group_bundles": [{"CPU": 1, **ENGINES}]},
                 ],
@@ -126,10 +131,49 @@ def replica_nodes(placed: dict[str, Any], deployment: str) -> list[str]:
     return [r["node_id"] for r in placed["replicas"][deployment]]
 
 
-def test_engines_on_a_lost_worker_node(nodes: list[RayNode], tmp_path: Path) -> None:
+class FeedbackLoad:
+    """Thumbs on answered completions, one after another from a thread, each with a new key,
+    until stopped: the keys the gateway acknowledged (2xx), and how many it refused (503: a log
+    replica died with the call; a client retries those with the same key)."""
+
+    def __init__(self, base_url: str, completions: list[str]) -> None:
+        self.acknowledged: list[str] = []
+        self.refused = 0
+        self.unexpected: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(base_url, completions))
+        self._thread.start()
+
+    def _run(self, base_url: str, completions: list[str]) -> None:
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            while not self._stop.is_set():
+                key = f"load-{uuid.uuid4().hex}"
+                body = {
+                    "completion_id": completions[len(self.acknowledged) % 2],
+                    "kind": "thumbs",
+                    "value": "up",
+                    "idempotency_key": key,
+                }
+                response = client.post("/v1/feedback", json=body)
+                if response.status_code in (200, 201):
+                    self.acknowledged.append(key)
+                elif response.status_code == 503:
+                    self.refused += 1
+                else:
+                    self.unexpected.append(f"{response.status_code} {response.text[:200]}")
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=90)
+
+
+def test_engines_on_a_lost_worker_node(
+    nodes: list[RayNode], tmp_path: Path, pg_server: PgServer
+) -> None:
     started = time.monotonic()
     [model] = prepare([TINY_LLAMA])
-    store, port = tmp_path / "outcomes.db", free_port()
+    store, port = pg_server.create_database(), free_port()
     base_url = f"http://127.0.0.1:{port}"
     document = tmp_path / "serve.json"
     document.write_text(json.dumps(serve_document(model, store, port)))
@@ -142,13 +186,16 @@ def test_engines_on_a_lost_worker_node(nodes: list[RayNode], tmp_path: Path) -> 
     deployed = time.monotonic()
     head, worker = node_with(placed, "head"), node_with(placed, "engines")
     assert replica_nodes(placed, ENGINE_DEPLOYMENT) == [worker]
-    assert replica_nodes(placed, "gateway") == replica_nodes(placed, "outcome-log") == [head]
+    assert replica_nodes(placed, "gateway") == [head]
+    assert sorted(replica_nodes(placed, "outcome-log")) == sorted([head, worker])
 
     acknowledged: list[str] = []
     answered = [completion_id(chat(base_url)), completion_id(chat(base_url, stream=True))]
     for completion in answered:
         thumbs(base_url, completion, acknowledged)
 
+    load = FeedbackLoad(base_url, answered)
+    time.sleep(2)
     lost_at = time.monotonic()
     orphans = nodes[1].lose()
     assert orphans, "the engine replica started no process of its own (no vLLM engine core?)"
@@ -160,7 +207,7 @@ def test_engines_on_a_lost_worker_node(nodes: list[RayNode], tmp_path: Path) -> 
         check_unavailable(chat(base_url, stream=stream, timeout_s=UNAVAILABLE_S))
     unavailable_s = time.monotonic() - lost_at
     assert unavailable_s < UNAVAILABLE_S
-    thumbs(base_url, answered[0], acknowledged)  # the outcome log is on the head
+    thumbs(base_url, answered[0], acknowledged)  # the log replica on the head takes it
 
     nodes.append(nodes[1].restarted())
     rejoined = time.monotonic()
@@ -171,15 +218,20 @@ def test_engines_on_a_lost_worker_node(nodes: list[RayNode], tmp_path: Path) -> 
         time.sleep(1)
     recovery_s = time.monotonic() - rejoined
     thumbs(base_url, completion_id(response), acknowledged)
+    load.stop()
     placed = drive(env, nodes[0].address, "placement")
     assert replica_nodes(placed, ENGINE_DEPLOYMENT) == [node_with(placed, "engines")]
 
-    with contextlib.closing(sqlite3.connect(store)) as db:
-        keys = {key for (key,) in db.execute("SELECT idempotency_key FROM feedback")}
+    with contextlib.closing(OutcomeStore(store)) as db:
+        keys = {row["idempotency_key"] for row in db.rows("feedback")}
+    acknowledged += load.acknowledged
+    assert not load.unexpected, load.unexpected
+    assert len(load.acknowledged) > 20, "the load sent too little to tell"
     assert set(acknowledged) <= keys, set(acknowledged) - keys
     print(
         f"\ntwo nodes: deployed in {deployed - started:.0f} s, the lost node's engine "
         f"processes ended {ended_s:.1f} s after it, both 503s within {unavailable_s:.1f} s of "
         f"the loss, serving {recovery_s:.0f} s after the node rejoined, "
+        f"{len(load.acknowledged)} feedback acknowledged under load ({load.refused} refused), "
         f"{time.monotonic() - started:.0f} s in all"
     )
