@@ -150,21 +150,29 @@ def exists(location: str | Path) -> bool:
     return is_postgres(location) or Path(resolve(location)).is_file()
 
 
+def read(location: str | Path, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    """The rows of one read-only query, on a connection of its own (any thread may call it)."""
+    db = connect(location)
+    try:
+        return [tuple(row) for row in db.execute(sql, params).fetchall()]
+    finally:
+        db.close()
+
+
 def open_errors() -> tuple[type[BaseException], ...]:
     """The errors of opening or reading what is not a store, or not one this code can read."""
-    errors: list[type[BaseException]] = [sqlite3.DatabaseError, StoreUnavailable, ValueError]
-    try:
-        import psycopg
-    except ImportError:
-        return tuple(errors)
-    return (*errors, psycopg.Error)
+    import psycopg  # imported when needed: most processes never meet PostgreSQL
+
+    return (sqlite3.DatabaseError, StoreUnavailable, ValueError, psycopg.Error)
 
 
 def store_errors() -> tuple[type[BaseException], ...]:
     """The errors that mean "the store cannot write now", not "these events are bad"."""
-    errors: list[type[BaseException]] = [sqlite3.OperationalError, StoreUnavailable]
-    try:
-        import psycopg
-    except ImportError:
-        return tuple(errors)
-    return (*errors, psycopg.OperationalError, psycopg.InterfaceError)
+    import psycopg
+
+    return (
+        sqlite3.OperationalError,
+        StoreUnavailable,
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+    )

@@ -36,7 +36,7 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from router.db import connect, store_errors
+from router.db import read, store_errors
 from router.events import (
     ArmHold,
     Event,
@@ -330,11 +330,7 @@ class OutcomeLog(OutcomeWriter):
         return exposition_of(totals)
 
     def _totals(self) -> dict[str, float]:
-        db = connect(self._store.location)
-        try:
-            return dict(db.execute("SELECT series, value FROM counters").fetchall())
-        finally:
-            db.close()
+        return dict(read(self._store.location, "SELECT series, value FROM counters"))
 
     def observe_scorer_batch(self, size: int) -> None:
         self._scorer_batches.append(size)
@@ -420,17 +416,14 @@ class OutcomeLog(OutcomeWriter):
 
         from router.analysis import build_report
 
-        db = connect(self._store.location)
-        try:
-            row = db.execute(
-                "SELECT step, allocation, guardrail, ts FROM ramp_holds "
-                "WHERE experiment = ? AND revision = ?",
-                (experiment.name, revision),
-            ).fetchone()
-        finally:
-            db.close()
-        if row is not None:
-            step, allocation, guardrail, since = row
+        logged = read(
+            self._store.location,
+            "SELECT step, allocation, guardrail, ts FROM ramp_holds "
+            "WHERE experiment = ? AND revision = ?",
+            (experiment.name, revision),
+        )
+        if logged:
+            [(step, allocation, guardrail, since)] = logged
             return {
                 "step": step,
                 "allocation": allocation,
@@ -515,15 +508,12 @@ class OutcomeLog(OutcomeWriter):
             return answer
 
     def _logged_weights(self, experiment: str, version: int) -> tuple[list, int] | None:
-        db = connect(self._store.location)
-        try:
-            row = db.execute(
-                "SELECT weights, observations FROM weights WHERE experiment = ? AND version = ?",
-                (experiment, version),
-            ).fetchone()
-        finally:
-            db.close()
-        return None if row is None else (json.loads(row[0]), row[1])
+        rows = read(
+            self._store.location,
+            "SELECT weights, observations FROM weights WHERE experiment = ? AND version = ?",
+            (experiment, version),
+        )
+        return (json.loads(rows[0][0]), rows[0][1]) if rows else None
 
     async def check_health(self) -> None:
         if self._task is not None and self._task.done():
@@ -568,15 +558,12 @@ def _compute_weights(
     ]
     count = int(keep.sum())
     # Look ahead as many votes as came since the last weights logged (all, the first time).
-    db = connect(path)
-    try:
-        last = db.execute(
-            "SELECT observations FROM weights WHERE experiment = ? ORDER BY version DESC LIMIT 1",
-            (experiment.name,),
-        ).fetchone()
-    finally:
-        db.close()
-    since = count - last[0] if last is not None else count
+    last = read(
+        path,
+        "SELECT observations FROM weights WHERE experiment = ? ORDER BY version DESC LIMIT 1",
+        (experiment.name,),
+    )
+    since = count - last[0][0] if last else count
     weights = experiment_weights(experiment, *sides, horizon=max(since, 1))
     if weights is None:
         return None
@@ -618,20 +605,18 @@ def _arm_holds(
     from router.analysis import build_report
 
     revision = experiment_revision(experiment)
-    db = connect(path)
-    try:
-        rows = db.execute(
-            "SELECT ts, arm, version, share, guardrail FROM arm_holds "
-            "WHERE experiment = ? AND revision = ?",
-            (experiment.name, revision),
-        ).fetchall()
-        logged = db.execute(
-            "SELECT weights FROM weights WHERE experiment = ? AND version < ? "
-            "ORDER BY version DESC LIMIT 2",
-            (experiment.name, version),
-        ).fetchall()
-    finally:
-        db.close()
+    rows = read(
+        path,
+        "SELECT ts, arm, version, share, guardrail FROM arm_holds "
+        "WHERE experiment = ? AND revision = ?",
+        (experiment.name, revision),
+    )
+    logged = read(
+        path,
+        "SELECT weights FROM weights WHERE experiment = ? AND version < ? "
+        "ORDER BY version DESC LIMIT 2",
+        (experiment.name, version),
+    )
     holds = {
         arm: ArmHold(
             ts=ts,
