@@ -53,6 +53,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import statistics
@@ -62,7 +63,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -71,7 +72,7 @@ from typing import Any
 import httpx
 import psutil
 
-from loadtests import serving_bench
+from loadtests import cpu_profile, serving_bench
 from loadtests.serving_bench import MAX_TOKENS, ROOT, STORE_ENV, cpu_model, model_of, running
 from serve.config import cpu_engine_dtype
 
@@ -92,10 +93,30 @@ PASS, REGRESSION, NO_BASELINE, NOT_COMPARABLE, FAILED = 0, 1, 2, 3, 4
 
 @dataclass(frozen=True)
 class Level:
-    """One level's rounds, in tokens/s: vLLM's (both phases) and arena-serve's."""
+    """One level's rounds, in tokens/s: vLLM's (both phases) and arena-serve's; and each round's
+    time to first token (p50 of its chats) and mean inter-token latency, in seconds, where
+    measured."""
 
     vllm: tuple[float, ...]
     arena: tuple[float, ...]
+    vllm_ttft: tuple[float, ...] = ()
+    arena_ttft: tuple[float, ...] = ()
+    vllm_itl: tuple[float, ...] = ()
+    arena_itl: tuple[float, ...] = ()
+
+    @property
+    def ttft_over_ms(self) -> float | None:
+        """arena-serve's TTFT p50 over vLLM's, in ms: the median round's of each."""
+        if not (self.vllm_ttft and self.arena_ttft):
+            return None
+        return 1e3 * (statistics.median(self.arena_ttft) - statistics.median(self.vllm_ttft))
+
+    @property
+    def itl_ratio(self) -> float | None:
+        """arena-serve's inter-token latency over vLLM's: the median round's of each."""
+        if not (self.vllm_itl and self.arena_itl):
+            return None
+        return statistics.median(self.arena_itl) / statistics.median(self.vllm_itl)
 
     @property
     def ratio(self) -> float:
@@ -121,14 +142,34 @@ class Level:
         return (high - low) / (2 * self.ratio)
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "ratio": round(self.ratio, 4),
-            "noise": round(self.noise, 4),
-            "low": round(self.interval[0], 4),
-            "high": round(self.interval[1], 4),
-            "vllm_tokens_per_s": [round(x, 2) for x in self.vllm],
-            "arena_serve_tokens_per_s": [round(x, 2) for x in self.arena],
-        }
+        return (
+            {
+                "ratio": round(self.ratio, 4),
+                "noise": round(self.noise, 4),
+                "low": round(self.interval[0], 4),
+                "high": round(self.interval[1], 4),
+                "vllm_tokens_per_s": [round(x, 2) for x in self.vllm],
+                "arena_serve_tokens_per_s": [round(x, 2) for x in self.arena],
+            }
+            | (
+                {
+                    "ttft_over_ms": round(self.ttft_over_ms, 2),
+                    "vllm_ttft_s": [round(x, 4) for x in self.vllm_ttft],
+                    "arena_serve_ttft_s": [round(x, 4) for x in self.arena_ttft],
+                }
+                if self.ttft_over_ms is not None
+                else {}
+            )
+            | (
+                {
+                    "itl_ratio": round(self.itl_ratio, 4),
+                    "vllm_itl_s": [round(x, 5) for x in self.vllm_itl],
+                    "arena_serve_itl_s": [round(x, 5) for x in self.arena_itl],
+                }
+                if self.itl_ratio is not None
+                else {}
+            )
+        )
 
 
 def settings() -> dict[str, object]:
@@ -303,6 +344,99 @@ def _round_rows(run: dict) -> list[str]:
     return rows
 
 
+# The gateway's targets against vLLM's own server (issue 23): throughput at concurrency 32 at
+# least this ratio; TTFT p50 at concurrency 1 at most this many ms over; ITL at concurrency 1
+# within this fraction.
+TARGETS = {"throughput_32": 0.95, "ttft_1_ms": 5.0, "itl_1": 0.05}
+
+
+def target_lines(levels: dict[str, dict], label: str = "arena-serve") -> list[str]:
+    """The targets, met or not, from a run's levels (as `record` writes them)."""
+    lines = []
+    if (top := levels.get("32")) is not None:
+        met = top["ratio"] >= TARGETS["throughput_32"]
+        lines.append(
+            f"- {label}: throughput at concurrency 32 {top['ratio']:.3f}× vLLM (target "
+            f"≥ {TARGETS['throughput_32']}×: {'met' if met else 'missed'})"
+        )
+    one = levels.get("1", {})
+    if "ttft_over_ms" in one:
+        met = one["ttft_over_ms"] <= TARGETS["ttft_1_ms"]
+        lines.append(
+            f"- {label}: TTFT p50 at concurrency 1 {one['ttft_over_ms']:+.1f} ms over vLLM "
+            f"(target ≤ {TARGETS['ttft_1_ms']:.0f} ms: {'met' if met else 'missed'})"
+        )
+    if "itl_ratio" in one:
+        met = abs(one["itl_ratio"] - 1) <= TARGETS["itl_1"]
+        lines.append(
+            f"- {label}: inter-token latency at concurrency 1 {one['itl_ratio']:.3f}× vLLM's "
+            f"(target within {100 * TARGETS['itl_1']:.0f} %: {'met' if met else 'missed'})"
+        )
+    return lines
+
+
+def _latency_rows(levels: dict[str, dict], label: str) -> list[str]:
+    rows = []
+    for level, figures in levels.items():
+        if "ttft_over_ms" not in figures:
+            continue
+        rows.append(
+            f"| {level} | {label} | {1e3 * statistics.median(figures['vllm_ttft_s']):.1f} | "
+            f"{1e3 * statistics.median(figures['arena_serve_ttft_s']):.1f} | "
+            f"{figures['ttft_over_ms']:+.1f} ms | "
+            f"{1e3 * statistics.median(figures['vllm_itl_s']):.2f} | "
+            f"{1e3 * statistics.median(figures['arena_serve_itl_s']):.2f} | "
+            f"{figures['itl_ratio']:.3f}× |"
+        )
+    return rows
+
+
+def profile_lines(profiles: dict[str, dict]) -> list[str]:
+    """Where the CPU went, per level: each component's cores (CPU seconds per second of the
+    rounds), run-queue wait (seconds per second) and involuntary context switches per second,
+    for each phase's server."""
+    lines: list[str] = []
+    phases = [name for name in profiles if profiles[name]]
+    levels = sorted({level for name in phases for level in profiles[name]}, key=int, reverse=True)
+    for level in levels:
+        lines += [
+            "",
+            f"Concurrency {level}: cores used / run-queue wait (s per s) / involuntary "
+            "switches per s",
+            "",
+            "| component | " + " | ".join(phases) + " |",
+            "|---|" + "---:|" * len(phases),
+        ]
+        per = {name: profiles[name].get(level) for name in phases}
+        names = sorted(
+            {c for p in per.values() if p for c in p["components"]},
+            key=lambda c: (
+                -max(
+                    (p["components"].get(c, {}).get("cpu_s", 0) / p["wall_s"])
+                    for p in per.values()
+                    if p and p["wall_s"]
+                )
+            ),
+        )
+
+        def cell(profile: dict | None, name: str | None) -> str:
+            if not profile or not profile["wall_s"]:
+                return "—"
+            if name and name not in profile["components"]:
+                return "—"
+            wall = profile["wall_s"]
+            parts = [profile["components"][name]] if name else list(profile["components"].values())
+            cpu = sum(u["cpu_s"] for u in parts) / wall
+            wait = sum(u["wait_s"] for u in parts) / wall
+            switches = sum(u["involuntary"] for u in parts) / wall
+            return f"{cpu:.3f} / {wait:.3f} / {switches:.0f}"
+
+        for name in names:
+            lines.append(f"| {name} | " + " | ".join(cell(per[p], name) for p in phases) + " |")
+        lines.append("| **all** | " + " | ".join(cell(per[p], None) for p in phases) + " |")
+    return lines
+
+
 def report(
     run: dict, baseline: dict | None, outcome: Outcome, wall_s: float, start_s: float
 ) -> str:
@@ -340,6 +474,25 @@ def report(
         else:
             row += " — | — | — | — |"
         lines.append(row)
+    lines += [
+        "",
+        "| concurrency | system | vLLM TTFT p50 ms | TTFT p50 ms | over vLLM | vLLM ITL ms | "
+        "ITL ms | ITL vs vLLM |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        *_latency_rows(run["levels"], "arena-serve"),
+        *_latency_rows(run.get("also", {}).get("levels", {}), run.get("also", {}).get("label", "")),
+    ]
+    if also := run.get("also"):
+        lines += ["", f"With {also['label']} (a phase of its own, after arena-serve's):", ""]
+        lines += [
+            f"- concurrency {level}: {f['ratio']:.3f}× vLLM (±{100 * f['noise']:.1f} %), "
+            f"{f['ratio'] / run['levels'][level]['ratio']:.3f}× arena-serve as it is"
+            for level, f in also["levels"].items()
+        ]
+    lines += ["", "Targets (medians of the rounds):", ""]
+    lines += target_lines(run["levels"])
+    if also:
+        lines += target_lines(also["levels"], f"with {also['label']}")
     where = (
         f"baseline of commit {baseline['commit']}, {baseline['date']}"
         if baseline
@@ -396,29 +549,84 @@ def others_share(into: list[float]) -> Iterator[None]:
         into.append(max(0.0, busy_now - busy - used) / (total_now - total))
 
 
+Round = dict[str, float]  # `serving_bench.run_level`'s figures for one round at one level
+
+
+@dataclass
+class Profile:
+    """Where the CPU went during a system's measured rounds at one level (warm-ups left out):
+    each component's usage (`loadtests.cpu_profile`) and the rounds' wall time."""
+
+    wall_s: float = 0.0
+    usage: dict[str, cpu_profile.Usage] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "wall_s": round(self.wall_s, 3),
+            "components": {
+                name: {
+                    "cpu_s": round(u.cpu_s, 3),
+                    "wait_s": round(u.wait_s, 3),
+                    "voluntary": u.voluntary,
+                    "involuntary": u.involuntary,
+                    "threads": sorted(u.threads),
+                }
+                for name, u in sorted(self.usage.items(), key=lambda item: -item[1].cpu_s)
+            },
+        }
+
+
 def phase(
     base: str,
     system: str,
     rounds: int,
-    into: dict[int, list[float]],
+    into: dict[int, list[Round]],
     others: list[float],
+    profiles: dict[int, Profile],
     warm_up: bool = True,
+    label: str | None = None,
 ) -> None:
-    """`rounds` rounds against `base` (the first after a warm-up wave), each level's tokens/s
-    appended to `into`, and the share of the CPU other processes took during each to `others`."""
+    """`rounds` rounds against `base` (the first after a warm-up wave), each level's figures
+    appended to `into`, the share of the CPU other processes took during each to `others`, and
+    where this process tree's CPU went to `profiles`; `label` names the phase in the progress
+    lines (`system` by default)."""
     for i in range(rounds):
         for level in LEVELS:
             first = warm_up and i == 0 and level == LEVELS[0]
             run = serving_bench.run_level(
                 base, model_of(system), level, REQUESTS[level], warm_up=first
             )
+            before = cpu_profile.snapshot()
+            began = time.monotonic()
             with others_share(others):
-                tokens = asyncio.run(run)["tokens_per_s"]
-            into[level].append(tokens)
+                figures = asyncio.run(run)
+            wall = time.monotonic() - began
+            if not first:
+                profile = profiles.setdefault(level, Profile())
+                profile.wall_s += wall
+                cpu_profile.merge(
+                    profile.usage, cpu_profile.difference(before, cpu_profile.snapshot())
+                )
+            into[level].append(figures)
+            tokens = figures["tokens_per_s"]
             _progress(
-                f"{system} c={level} round {i + 1}/{rounds}: {tokens:.1f} tok/s "
+                f"{label or system} c={level} round {i + 1}/{rounds}: {tokens:.1f} tok/s "
                 f"(others: {100 * others[-1]:.0f} % of the CPU)"
             )
+
+
+def level_of(vllm: list[Round], arena: list[Round]) -> Level:
+    def each(rounds: list[Round], key: str) -> tuple[float, ...]:
+        return tuple(r[key] for r in rounds if key in r and not math.isnan(r[key]))
+
+    return Level(
+        each(vllm, "tokens_per_s"),
+        each(arena, "tokens_per_s"),
+        each(vllm, "ttft_p50"),
+        each(arena, "ttft_p50"),
+        each(vllm, "itl_mean"),
+        each(arena, "itl_mean"),
+    )
 
 
 @dataclass(frozen=True)
@@ -426,37 +634,92 @@ class Measured:
     levels: dict[int, Level]
     starting_s: float  # spent starting the servers
     others: tuple[float, ...]  # the CPU share others took, each round of each level
+    profiles: dict[str, dict[int, Profile]] = field(default_factory=dict)  # phase -> level ->
+    also: dict[int, Level] | None = None  # arena-serve with `--also`'s settings, against vLLM
 
 
-def measure(logs: Path) -> Measured:
-    """Each level's rounds from the three phases."""
-    vllm: dict[int, list[float]] = {level: [] for level in LEVELS}
-    arena: dict[int, list[float]] = {level: [] for level in LEVELS}
+@contextmanager
+def environment(settings: dict[str, str]) -> Iterator[None]:
+    """This process's environment (which the servers it starts inherit) with `settings`."""
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def measure(logs: Path, also: dict[str, str] | None = None) -> Measured:
+    """Each level's rounds from the phases: vLLM, arena-serve (then arena-serve again with the
+    environment `also`, where given), vLLM again."""
+    vllm: dict[int, list[Round]] = {level: [] for level in LEVELS}
+    arena: dict[int, list[Round]] = {level: [] for level in LEVELS}
+    changed: dict[int, list[Round]] = {level: [] for level in LEVELS}
     others: list[float] = []
+    profiles: dict[str, dict[int, Profile]] = {"vllm": {}, "arena-serve": {}}
     starting = 0.0
 
     @contextmanager
-    def server(system: str) -> Iterator[str]:
+    def server(system: str, label: str) -> Iterator[str]:
         nonlocal starting
-        _progress(f"{system}: starting")
+        _progress(f"{label}: starting")
         began = time.monotonic()
-        with running(system, logs / f"{system}.log") as base:
+        with running(system, logs / f"{label.replace(' ', '_')}.log") as base:
             starting += time.monotonic() - began
-            _progress(f"{system}: ready in {time.monotonic() - began:.0f} s")
+            _progress(f"{label}: ready in {time.monotonic() - began:.0f} s")
             yield base
             began = time.monotonic()
-        _progress(f"{system}: stopped in {time.monotonic() - began:.0f} s")
+        _progress(f"{label}: stopped in {time.monotonic() - began:.0f} s")
 
     with tempfile.TemporaryDirectory(prefix="bench-quick-") as store:
         os.environ[STORE_ENV] = str(Path(store) / "outcomes.db")  # arena-serve's outcome log
-        with server("vllm") as vllm_base:
-            phase(vllm_base, "vllm", ROUNDS["vllm-before"], vllm, others)
-            with server("arena-serve") as arena_base:
-                phase(arena_base, "arena-serve", ROUNDS["arena-serve"], arena, others)
+        with server("vllm", "vllm") as vllm_base:
+            phase(vllm_base, "vllm", ROUNDS["vllm-before"], vllm, others, profiles["vllm"])
+            with server("arena-serve", "arena-serve") as arena_base:
+                phase(
+                    arena_base,
+                    "arena-serve",
+                    ROUNDS["arena-serve"],
+                    arena,
+                    others,
+                    profiles["arena-serve"],
+                )
+            if also:
+                label = f"arena-serve {also_label(also)}"
+                os.environ[STORE_ENV] = str(Path(store) / "outcomes-also.db")
+                with environment(also), server("arena-serve", label) as arena_base:
+                    phase(
+                        arena_base,
+                        "arena-serve",
+                        ROUNDS["arena-serve"],
+                        changed,
+                        others,
+                        profiles.setdefault(label, {}),
+                        label=label,
+                    )
             # Still warm: its engine kept its memory while arena-serve ran.
-            phase(vllm_base, "vllm", ROUNDS["vllm-after"], vllm, others, warm_up=False)
-    levels = {level: Level(tuple(vllm[level]), tuple(arena[level])) for level in LEVELS}
-    return Measured(levels, starting, tuple(others))
+            phase(
+                vllm_base,
+                "vllm",
+                ROUNDS["vllm-after"],
+                vllm,
+                others,
+                profiles["vllm"],
+                warm_up=False,
+            )
+    levels = {level: level_of(vllm[level], arena[level]) for level in LEVELS}
+    also_levels = (
+        {level: level_of(vllm[level], changed[level]) for level in LEVELS} if also else None
+    )
+    return Measured(levels, starting, tuple(others), profiles, also_levels)
+
+
+def also_label(settings: dict[str, str]) -> str:
+    return " ".join(f"{name}={value}" for name, value in settings.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -472,11 +735,28 @@ def main(argv: list[str] | None = None) -> int:
         help="write this run as the baseline (after showing how it compares with the old one)",
     )
     parser.add_argument("--logs", type=Path, default=ROOT / "data" / "bench" / "quick")
+    parser.add_argument(
+        "--also",
+        nargs="+",
+        metavar="NAME=VALUE",
+        help="run arena-serve a second time with these environment variables set, in a phase of "
+        "its own after the first, and show both against the same vLLM rounds: a change measured "
+        "side by side with the version without it (not compared with the baseline)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print where the CPU went during each server's rounds (always in last.json)",
+    )
     args = parser.parse_args(argv)
+    try:
+        also = dict(item.split("=", 1) for item in args.also or ())
+    except ValueError:
+        parser.error("--also takes NAME=VALUE pairs")
     args.logs.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     try:
-        measured = measure(args.logs)
+        measured = measure(args.logs, also)
     except (RuntimeError, httpx.HTTPError) as error:
         print(f"bench-quick: no measurement: {error} (server logs in {args.logs})", file=sys.stderr)
         return FAILED
@@ -484,8 +764,24 @@ def main(argv: list[str] | None = None) -> int:
     run = record(measured.levels, this_machine(), commit(), date, measured.others)
     baseline = load_baseline(args.baseline)
     outcome = compare(baseline, run)
-    print(report(run, baseline, outcome, time.monotonic() - began, measured.starting_s))
-    (args.logs / "last.json").write_text(json.dumps(run, indent=2) + "\n")
+    full = run | {
+        "profile": {
+            name: {str(level): p.as_json() for level, p in levels.items()}
+            for name, levels in measured.profiles.items()
+        }
+    }
+    if measured.also is not None:
+        full["also"] = {
+            "label": also_label(also),
+            "levels": {str(c): measured.also[c].as_json() for c in sorted(measured.also)},
+        }
+    (args.logs / "last.json").write_text(json.dumps(full, indent=2) + "\n")
+    text = report(full, baseline, outcome, time.monotonic() - began, measured.starting_s)
+    if args.profile:
+        text += "\n\nWhere the CPU went during the rounds:\n" + "\n".join(
+            profile_lines(full["profile"])
+        )
+    print(text)
     if args.save_baseline:
         args.baseline.write_text(json.dumps(run, indent=2) + "\n")
         print(f"\nBaseline saved: {args.baseline} (commit it).")

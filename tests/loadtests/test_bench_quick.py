@@ -91,7 +91,9 @@ def test_a_run_saves_its_baseline_then_compares_with_it(
     """`main` end to end, with the measurement replaced: the servers never start."""
     figures = {1: Level((20.0, 20.0), (18.0, 18.0)), 32: Level((250.0, 250.0), (225.0, 225.0))}
     measured = bench_quick.Measured  # the servers' figures, and the CPU share of others
-    monkeypatch.setattr(bench_quick, "measure", lambda logs: measured(dict(figures), 60, (0.01,)))
+    monkeypatch.setattr(
+        bench_quick, "measure", lambda logs, also=None: measured(dict(figures), 60, (0.01,))
+    )
     monkeypatch.setattr(bench_quick, "this_machine", lambda: MACHINE)
     baseline, logs = tmp_path / "baseline.json", ["--logs", str(tmp_path / "logs")]
     assert bench_quick.main(["--baseline", str(baseline), *logs]) == NO_BASELINE
@@ -118,10 +120,60 @@ def test_saving_a_baseline_on_a_busy_machine_warns(
 ) -> None:
     figures = {1: Level((20.0, 20.0), (18.0, 18.0)), 32: Level((250.0, 250.0), (225.0, 225.0))}
     measured = bench_quick.Measured(figures, 60, others)
-    monkeypatch.setattr(bench_quick, "measure", lambda logs: measured)
+    monkeypatch.setattr(bench_quick, "measure", lambda logs, also=None: measured)
     monkeypatch.setattr(bench_quick, "this_machine", lambda: MACHINE)
     baseline = tmp_path / "baseline.json"
     argv = ["--baseline", str(baseline), "--save-baseline", "--logs", str(tmp_path / "logs")]
     assert bench_quick.main(argv) == PASS
     assert baseline.exists()
     assert ("the machine was busy" in capsys.readouterr().err) is warned
+
+
+def test_latency_is_the_median_round_of_each_and_the_targets_are_judged_on_it() -> None:
+    one = Level(
+        vllm=(20.0, 20.0, 20.0),
+        arena=(19.0, 19.0, 19.0),
+        vllm_ttft=(0.030, 0.020, 0.025),
+        arena_ttft=(0.031, 0.029, 0.100),
+        vllm_itl=(0.050, 0.050, 0.060),
+        arena_itl=(0.052, 0.051, 0.090),
+    )
+    assert one.ttft_over_ms == pytest.approx(6.0)  # 31 ms over 25 ms
+    assert one.itl_ratio == pytest.approx(0.052 / 0.050)
+    assert Level((1.0,), (1.0,)).ttft_over_ms is None  # not measured: a baseline of old
+    levels = {
+        "1": one.as_json(),
+        "32": Level((250.0, 250.0), (240.0, 240.0)).as_json(),
+    }
+    lines = "\n".join(bench_quick.target_lines(levels))
+    assert "throughput at concurrency 32 0.960× vLLM (target ≥ 0.95×: met)" in lines
+    assert "TTFT p50 at concurrency 1 +6.0 ms over vLLM (target ≤ 5 ms: missed)" in lines
+    assert "inter-token latency at concurrency 1 1.040× vLLM's (target within 5 %: met)" in lines
+
+
+def test_the_profile_table_gives_cores_wait_and_switches_per_second_for_each_phase() -> None:
+    profiles = {
+        "vllm": {
+            "32": {
+                "wall_s": 10.0,
+                "components": {
+                    "vLLM engine core": {"cpu_s": 9.0, "wait_s": 1.0, "involuntary": 100},
+                },
+            }
+        },
+        "arena-serve": {
+            "32": {
+                "wall_s": 20.0,
+                "components": {
+                    "vLLM engine core": {"cpu_s": 17.0, "wait_s": 4.0, "involuntary": 400},
+                    "Ray GCS": {"cpu_s": 1.0, "wait_s": 0.0, "involuntary": 0},
+                },
+            }
+        },
+    }
+    table = "\n".join(bench_quick.profile_lines(profiles))
+    assert "| component | vllm | arena-serve |" in table
+    assert "| vLLM engine core | 0.900 / 0.100 / 10 | 0.850 / 0.200 / 20 |" in table
+    assert "| Ray GCS | — | 0.050 / 0.000 / 0 |" in table
+    assert "| **all** | 0.900 / 0.100 / 10 | 0.900 / 0.200 / 20 |" in table
+    assert table.index("vLLM engine core") < table.index("Ray GCS")  # busiest first
