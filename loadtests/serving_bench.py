@@ -243,6 +243,7 @@ def serve_arena(port: int, system: System) -> int:
 
     from serve.config import AppConfig
     from serve.deploy import apply, start_serve
+    from serve.priority import yield_to_engines
 
     store = Path(os.environ.get(STORE_ENV) or Path(tempfile.mkdtemp(prefix="bench-")) / "out.db")
     document = arena_document(port, store, system.stream_interval_ms, system.limits, system.scored)
@@ -250,6 +251,7 @@ def serve_arena(port: int, system: System) -> int:
     cpus = max(2, math.ceil(app.logical_cpus_needed))  # as `make serve` asks (serve.cli)
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     apply(start_serve(document), document)
+    yield_to_engines()  # as `make serve` does
     return _serve_until_stopped()
 
 

@@ -34,6 +34,7 @@ import yaml
 from router.db import exists, open_errors, redact
 from router.experiment import check_live_change
 from serve.config import PROJECT_ROOT, ConfigError, ServeFile, variant_revisions
+from serve.priority import RENICE_EVERY_S, WORKER_NICENESS, yield_to_engines
 
 DEFAULT_CONFIG = PROJECT_ROOT / "deploy" / "config.yaml"
 
@@ -85,6 +86,8 @@ def serve_foreground(config_path: Path, host: str | None, port: int | None) -> i
     from serve.deploy import apply, drain_and_shutdown, start_serve, use_throughput_mode
 
     use_throughput_mode()  # before Ray starts: its processes read it
+    for name, value in WORKER_NICENESS.items():  # engines at vLLM's own server's priority
+        os.environ.setdefault(name, value)
     import ray
     from ray import serve
 
@@ -118,6 +121,7 @@ def serve_foreground(config_path: Path, host: str | None, port: int | None) -> i
         serve.shutdown()
         ray.shutdown()
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    yield_to_engines()
     say(_ready_line(served, config_path, host, port, time.perf_counter() - started))
     served = _serve_until_stopped(client, config_path, served, host, port)
     say("draining: no new completions; finishing those in flight and committing the log")
@@ -151,8 +155,12 @@ def _serve_until_stopped(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     seen = config_path.stat().st_mtime
+    reniced = time.monotonic()
     with contextlib.suppress(KeyboardInterrupt):
         while not stop.wait(1.0):
+            if time.monotonic() - reniced >= RENICE_EVERY_S:  # Ray processes started since
+                yield_to_engines()
+                reniced = time.monotonic()
             with contextlib.suppress(OSError):
                 mtime = config_path.stat().st_mtime
                 if mtime != seen:
