@@ -42,9 +42,27 @@ or with other request settings, so that its ratios mean nothing here; 4 a server
 or a request failed (see the logs). `--save-baseline` writes this run as the baseline (after
 showing how it compares with the old one) and exits 0.
 
+Latency, beside throughput: each round's TTFT p50 and mean inter-token latency; the report gives
+arena-serve's TTFT p50 over vLLM's (ms) and its inter-token latency as a ratio, each the median
+round's of each system, and judges the gateway's targets on them (`TARGETS`: throughput at
+concurrency 32 at least 0.95× vLLM's, TTFT p50 at concurrency 1 at most 5 ms over, inter-token
+latency at concurrency 1 within 5 %). Only throughput is compared with the baseline.
+
+`--also NAME=VALUE ...` runs arena-serve a second time, with those environment variables set
+(its servers inherit them), in a phase of its own between the first and vLLM's second: a change
+behind a setting is measured side by side with the version without it, in one run, against the
+same vLLM rounds (the report gives both ratios and their quotient).
+
+Where the CPU went (`loadtests.cpu_profile`): around each measured round, every thread of the
+run's process tree is read from /proc (CPU time, run-queue wait, context switches) and summed by
+component (vLLM's engine core and worker, each Serve replica by deployment, Ray's GCS, raylet,
+agents, HAProxy, the load generator). last.json keeps it; `--profile` also prints it, per level,
+as cores used, run-queue wait per second and involuntary switches per second for each phase.
+
 Prints markdown: the machine, command and commit, each system's tokens/s per level and round,
-the ratios with their noise, the baseline's, and the verdict; the run's figures also go to
-data/bench/quick/last.json. It writes nothing to docs/benchmarks.md: it is a guard, run often.
+the ratios with their noise, the baseline's, the latencies, the targets and the verdict; the
+run's figures also go to data/bench/quick/last.json. It writes nothing to docs/benchmarks.md: it
+is a guard, run often.
 """
 
 from __future__ import annotations
@@ -142,34 +160,24 @@ class Level:
         return (high - low) / (2 * self.ratio)
 
     def as_json(self) -> dict[str, object]:
-        return (
-            {
-                "ratio": round(self.ratio, 4),
-                "noise": round(self.noise, 4),
-                "low": round(self.interval[0], 4),
-                "high": round(self.interval[1], 4),
-                "vllm_tokens_per_s": [round(x, 2) for x in self.vllm],
-                "arena_serve_tokens_per_s": [round(x, 2) for x in self.arena],
-            }
-            | (
-                {
-                    "ttft_over_ms": round(self.ttft_over_ms, 2),
-                    "vllm_ttft_s": [round(x, 4) for x in self.vllm_ttft],
-                    "arena_serve_ttft_s": [round(x, 4) for x in self.arena_ttft],
-                }
-                if self.ttft_over_ms is not None
-                else {}
-            )
-            | (
-                {
-                    "itl_ratio": round(self.itl_ratio, 4),
-                    "vllm_itl_s": [round(x, 5) for x in self.vllm_itl],
-                    "arena_serve_itl_s": [round(x, 5) for x in self.arena_itl],
-                }
-                if self.itl_ratio is not None
-                else {}
-            )
-        )
+        figures: dict[str, object] = {
+            "ratio": round(self.ratio, 4),
+            "noise": round(self.noise, 4),
+            "low": round(self.interval[0], 4),
+            "high": round(self.interval[1], 4),
+            "vllm_tokens_per_s": [round(x, 2) for x in self.vllm],
+            "arena_serve_tokens_per_s": [round(x, 2) for x in self.arena],
+        }
+        latencies = [
+            ("ttft_over_ms", self.ttft_over_ms, "ttft_s", self.vllm_ttft, self.arena_ttft, 4),
+            ("itl_ratio", self.itl_ratio, "itl_s", self.vllm_itl, self.arena_itl, 5),
+        ]
+        for name, value, rounds, vllm, arena, digits in latencies:
+            if value is not None:  # measured (a baseline of before latencies has none)
+                figures[name] = round(value, digits - 2)
+                figures[f"vllm_{rounds}"] = [round(x, digits) for x in vllm]
+                figures[f"arena_serve_{rounds}"] = [round(x, digits) for x in arena]
+        return figures
 
 
 def settings() -> dict[str, object]:
@@ -437,6 +445,30 @@ def profile_lines(profiles: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _latency_and_target_lines(run: dict) -> list[str]:
+    """The latency table, the `--also` phase's ratios, and the targets."""
+    also = run.get("also", {})
+    lines = [
+        "",
+        "| concurrency | system | vLLM TTFT p50 ms | TTFT p50 ms | over vLLM | vLLM ITL ms | "
+        "ITL ms | ITL vs vLLM |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        *_latency_rows(run["levels"], "arena-serve"),
+        *_latency_rows(also.get("levels", {}), also.get("label", "")),
+    ]
+    if also:
+        lines += ["", f"With {also['label']} (a phase of its own, after arena-serve's):", ""]
+        lines += [
+            f"- concurrency {level}: {f['ratio']:.3f}× vLLM (±{100 * f['noise']:.1f} %), "
+            f"{f['ratio'] / run['levels'][level]['ratio']:.3f}× arena-serve as it is"
+            for level, f in also["levels"].items()
+        ]
+    lines += ["", "Targets (medians of the rounds):", "", *target_lines(run["levels"])]
+    if also:
+        lines += target_lines(also["levels"], f"with {also['label']}")
+    return lines
+
+
 def report(
     run: dict, baseline: dict | None, outcome: Outcome, wall_s: float, start_s: float
 ) -> str:
@@ -474,25 +506,7 @@ def report(
         else:
             row += " — | — | — | — |"
         lines.append(row)
-    lines += [
-        "",
-        "| concurrency | system | vLLM TTFT p50 ms | TTFT p50 ms | over vLLM | vLLM ITL ms | "
-        "ITL ms | ITL vs vLLM |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
-        *_latency_rows(run["levels"], "arena-serve"),
-        *_latency_rows(run.get("also", {}).get("levels", {}), run.get("also", {}).get("label", "")),
-    ]
-    if also := run.get("also"):
-        lines += ["", f"With {also['label']} (a phase of its own, after arena-serve's):", ""]
-        lines += [
-            f"- concurrency {level}: {f['ratio']:.3f}× vLLM (±{100 * f['noise']:.1f} %), "
-            f"{f['ratio'] / run['levels'][level]['ratio']:.3f}× arena-serve as it is"
-            for level, f in also["levels"].items()
-        ]
-    lines += ["", "Targets (medians of the rounds):", ""]
-    lines += target_lines(run["levels"])
-    if also:
-        lines += target_lines(also["levels"], f"with {also['label']}")
+    lines += _latency_and_target_lines(run)
     where = (
         f"baseline of commit {baseline['commit']}, {baseline['date']}"
         if baseline
@@ -675,42 +689,29 @@ def measure(logs: Path, also: dict[str, str] | None = None) -> Measured:
             began = time.monotonic()
         _progress(f"{label}: stopped in {time.monotonic() - began:.0f} s")
 
-    with tempfile.TemporaryDirectory(prefix="bench-quick-") as store:
-        os.environ[STORE_ENV] = str(Path(store) / "outcomes.db")  # arena-serve's outcome log
-        with server("vllm", "vllm") as vllm_base:
-            phase(vllm_base, "vllm", ROUNDS["vllm-before"], vllm, others, profiles["vllm"])
-            with server("arena-serve", "arena-serve") as arena_base:
+    arenas = [("arena-serve", {}, arena)]  # label, environment, rounds
+    if also:
+        arenas.append((f"arena-serve {also_label(also)}", also, changed))
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-quick-") as store,
+        server("vllm", "vllm") as vllm_base,
+    ):
+        phase(vllm_base, "vllm", ROUNDS["vllm-before"], vllm, others, profiles["vllm"])
+        for i, (label, settings, rounds) in enumerate(arenas):
+            os.environ[STORE_ENV] = str(Path(store) / f"outcomes-{i}.db")  # its outcome log
+            with environment(settings), server("arena-serve", label) as arena_base:
+                into = profiles.setdefault(label, {})
                 phase(
                     arena_base,
                     "arena-serve",
                     ROUNDS["arena-serve"],
-                    arena,
+                    rounds,
                     others,
-                    profiles["arena-serve"],
+                    into,
+                    label=label,
                 )
-            if also:
-                label = f"arena-serve {also_label(also)}"
-                os.environ[STORE_ENV] = str(Path(store) / "outcomes-also.db")
-                with environment(also), server("arena-serve", label) as arena_base:
-                    phase(
-                        arena_base,
-                        "arena-serve",
-                        ROUNDS["arena-serve"],
-                        changed,
-                        others,
-                        profiles.setdefault(label, {}),
-                        label=label,
-                    )
-            # Still warm: its engine kept its memory while arena-serve ran.
-            phase(
-                vllm_base,
-                "vllm",
-                ROUNDS["vllm-after"],
-                vllm,
-                others,
-                profiles["vllm"],
-                warm_up=False,
-            )
+        # Still warm: its engine kept its memory while arena-serve ran.
+        phase(vllm_base, "vllm", ROUNDS["vllm-after"], vllm, others, profiles["vllm"], False)
     levels = {level: level_of(vllm[level], arena[level]) for level in LEVELS}
     also_levels = (
         {level: level_of(vllm[level], changed[level]) for level in LEVELS} if also else None
@@ -722,7 +723,7 @@ def also_label(settings: dict[str, str]) -> str:
     return " ".join(f"{name}={value}" for name, value in settings.items())
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.bench_quick",
         description=__doc__,
@@ -748,6 +749,27 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also print where the CPU went during each server's rounds (always in last.json)",
     )
+    return parser
+
+
+def with_details(run: dict, measured: Measured, also: dict[str, str]) -> dict:
+    """`run` (as `record` makes it) with where the CPU went, and the `--also` phase's levels."""
+    full = run | {
+        "profile": {
+            name: {str(level): p.as_json() for level, p in levels.items()}
+            for name, levels in measured.profiles.items()
+        }
+    }
+    if measured.also is not None:
+        full["also"] = {
+            "label": also_label(also),
+            "levels": {str(c): measured.also[c].as_json() for c in sorted(measured.also)},
+        }
+    return full
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     try:
         also = dict(item.split("=", 1) for item in args.also or ())
@@ -764,17 +786,7 @@ def main(argv: list[str] | None = None) -> int:
     run = record(measured.levels, this_machine(), commit(), date, measured.others)
     baseline = load_baseline(args.baseline)
     outcome = compare(baseline, run)
-    full = run | {
-        "profile": {
-            name: {str(level): p.as_json() for level, p in levels.items()}
-            for name, levels in measured.profiles.items()
-        }
-    }
-    if measured.also is not None:
-        full["also"] = {
-            "label": also_label(also),
-            "levels": {str(c): measured.also[c].as_json() for c in sorted(measured.also)},
-        }
+    full = with_details(run, measured, also)
     (args.logs / "last.json").write_text(json.dumps(full, indent=2) + "\n")
     text = report(full, baseline, outcome, time.monotonic() - began, measured.starting_s)
     if args.profile:

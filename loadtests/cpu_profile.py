@@ -58,6 +58,7 @@ Snapshot = dict[tuple[int, int], tuple[str, str, ThreadStat]]
 
 _RULES: tuple[tuple[str, str], ...] = (
     (r"VLLM::EngineCore|EngineCore", "vLLM engine core"),
+    (r"VLLM::Worker", "vLLM worker (the model)"),
     (r"vllm\.entrypoints\.openai\.api_server|VLLM::APIServer|APIServer", "vLLM API server"),
     (r"ray::ServeReplica:[^:\s]+:(\S+)", r"Serve replica \1"),
     (r"ray::ServeController", "Serve controller"),

@@ -17,6 +17,7 @@ from loadtests.cpu_profile import ThreadStat, component, difference, snapshot
     ("cmdline", "expected"),
     [
         ("VLLM::EngineCore", "vLLM engine core"),
+        ("VLLM::Worker", "vLLM worker (the model)"),
         (
             "/venv/bin/python -m vllm.entrypoints.openai.api_server --model m",
             "vLLM API server",
