@@ -282,15 +282,17 @@ def running(system: str, log: Path, own_session: bool = False) -> Iterator[str]:
     """Start `system` in a child process; yield its base URL once it answers a chat.
 
     Ray starts its workers at niceness 15 (below the load generator, which runs on the same
-    cores here); the benchmark runs them at 0, as the vLLM server runs, so that every system's
-    engine competes with the client on equal terms. For the same reason the server stays in the
-    client's session: with Linux's autogroup scheduling a server in a session of its own is one
-    scheduling group against the client's, which halves the Ray-based systems' throughput here
-    and leaves vLLM's own server unchanged (`--own-session` measures that; docs/benchmarks.md).
-    Ray's side ports are free ones.
+    cores here); the benchmark runs them at 0, as the vLLM server and `make serve` run, so that
+    every system's engine competes with the client on equal terms (a `RAY_worker_niceness` in
+    this process's environment wins: `bench_quick --also RAY_worker_niceness=15` measures Ray's
+    default). For the same reason the server stays in the client's session: with Linux's
+    autogroup scheduling a server in a session of its own is one scheduling group against the
+    client's, which halves the Ray-based systems' throughput here and leaves vLLM's own server
+    unchanged (`--own-session` measures that; docs/benchmarks.md). Ray's side ports are free
+    ones.
     """
     port = free_port()
-    env = {**os.environ, **KNOWN_SYSTEMS[system].env, "RAY_worker_niceness": "0"}
+    env = {"RAY_worker_niceness": "0", **os.environ, **KNOWN_SYSTEMS[system].env}
     if KNOWN_SYSTEMS[system].server != "vllm":
         use_throughput_mode(env, side_ports=True)  # only the ports: the mode is set above
     with log.open("w") as out:
