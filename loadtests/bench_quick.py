@@ -631,7 +631,7 @@ def phase(
 
 def level_of(vllm: list[Round], arena: list[Round]) -> Level:
     def each(rounds: list[Round], key: str) -> tuple[float, ...]:
-        return tuple(r[key] for r in rounds if key in r and not math.isnan(r[key]))
+        return tuple(r[key] for r in rounds if not math.isnan(r[key]))  # NaN: no ITL
 
     return Level(
         each(vllm, "tokens_per_s"),

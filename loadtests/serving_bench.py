@@ -51,6 +51,7 @@ import httpx
 from loadtests.processes import start, stop
 from serve.config import cpu_engine_dtype
 from serve.deploy import THROUGHPUT_MODE, free_port, use_throughput_mode
+from serve.priority import WORKER_NICENESS
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "smollm2-135m-instruct"
@@ -292,7 +293,7 @@ def running(system: str, log: Path, own_session: bool = False) -> Iterator[str]:
     ones.
     """
     port = free_port()
-    env = {"RAY_worker_niceness": "0", **os.environ, **KNOWN_SYSTEMS[system].env}
+    env = {**WORKER_NICENESS, **os.environ, **KNOWN_SYSTEMS[system].env}
     if KNOWN_SYSTEMS[system].server != "vllm":
         use_throughput_mode(env, side_ports=True)  # only the ports: the mode is set above
     with log.open("w") as out:
