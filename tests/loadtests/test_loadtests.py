@@ -26,6 +26,22 @@ def test_the_benchmark_gateway_config_is_valid(tmp_path: Path) -> None:
     assert experiment.name == "bench-ab" and served.app.logical_cpus_needed == 1
 
 
+def test_the_stream_interval_comes_from_the_environment_where_it_is_set() -> None:
+    plain, batched = (
+        serving_bench.SYSTEMS["arena-serve"],
+        serving_bench.SYSTEMS["arena-serve-100ms"],
+    )
+    assert serving_bench.stream_interval(plain, {}) is None  # the variant's default
+    assert serving_bench.stream_interval(batched, {}) == 100.0
+    env = {serving_bench.INTERVAL_ENV: "50"}
+    assert (
+        serving_bench.stream_interval(plain, env)
+        == serving_bench.stream_interval(batched, env)
+        == 50.0
+    )
+    assert serving_bench.stream_interval(batched, {serving_bench.INTERVAL_ENV: ""}) == 100.0
+
+
 def test_each_system_has_its_model_and_starts_as_a_context(tmp_path: Path) -> None:
     assert serving_bench.model_of("vllm") == "smollm2"
     assert serving_bench.model_of("arena-serve-soak") == "bench-ab"

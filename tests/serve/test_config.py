@@ -13,6 +13,7 @@ import yaml
 from serve.cli import main, read_serve_file
 from serve.config import (
     APP_IMPORT_PATH,
+    STREAM_INTERVAL_MS,
     AppConfig,
     ConfigError,
     GatewayConfig,
@@ -126,6 +127,10 @@ def test_each_engine_is_a_variant_server_with_its_stream_interval() -> None:
     llm = variant_llm_config(variant)
     assert llm.server_cls is VariantServer
     assert llm.experimental_configs["stream_batching_interval_ms"] == 20
+    default = ServeFile.from_document(mutate("args.check_model_files", False)).app.variants[0]
+    assert variant_llm_config(default).experimental_configs["stream_batching_interval_ms"] == (
+        STREAM_INTERVAL_MS
+    )
 
 
 def test_engine_deployments_carry_their_queue_limits() -> None:
