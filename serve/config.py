@@ -59,9 +59,9 @@ DRAIN_S = 60.0  # how long a stopping gateway replica lets its streams finish
 # A stream's chunks after the first go out together every this many ms. Each message between
 # the engine replica, the gateway and the client costs CPU that the engine, on the same cores,
 # would compute with; at 50 ms (Ray Serve LLM's default) nearly every message carried one token
-# here, and 150 ms gave 1.09x the throughput at concurrency 32 (median of five side-by-side runs,
-# docs/benchmarks.md, "The gateway's cost per token"). Text then arrives about 7 times a second,
-# each chunk a few tokens.
+# here, and 150 ms gave 1.06x the throughput at concurrency 32 (median of six side-by-side runs,
+# 1.00-1.12x; docs/benchmarks.md, "The gateway's cost per token"). Text then arrives about 7
+# times a second, each chunk a few tokens.
 STREAM_INTERVAL_MS = 150.0
 
 
