@@ -32,6 +32,7 @@ import json
 import math
 import os
 import platform
+import re
 import signal
 import sqlite3
 import statistics
@@ -49,9 +50,9 @@ from typing import Literal
 import httpx
 
 from loadtests.processes import start, stop
-from serve.config import cpu_engine_dtype
+from serve.config import STREAM_INTERVAL_MS, cpu_engine_dtype
 from serve.deploy import THROUGHPUT_MODE, free_port, use_throughput_mode
-from serve.priority import WORKER_NICENESS
+from serve.priority import REQUEST_PATH, WORKER_NICENESS
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "smollm2-135m-instruct"
@@ -73,6 +74,11 @@ PROMPTS = [
     "Describe a good morning routine.",
 ]
 RAY_DEFAULTS = {name: "0" for name in THROUGHPUT_MODE}
+# What a `yields` system keeps at its workers' niceness: arena-serve's request path, and Ray
+# Serve LLM's own replicas in place of the gateway's and the variants'.
+RAY_LLM_REQUEST_PATH = re.compile(
+    REQUEST_PATH.pattern + r"|ray::ServeReplica:[^:\s]+:(OpenAiIngress|LLMServer)\b"
+)
 STORE_ENV = "ARENA_BENCH_STORE"  # where an arena-serve system keeps its outcome store
 # An arena-serve system's stream batching interval in ms, in place of its own (so that
 # `bench_quick --also ARENA_BENCH_STREAM_INTERVAL_MS=…` measures another side by side).
@@ -84,9 +90,12 @@ class System:
     server: Literal["vllm", "ray-serve-llm", "arena-serve"]
     what: str
     env: dict[str, str] = field(default_factory=dict)
-    stream_interval_ms: float | None = None  # arena-serve: its variant's setting
+    # arena-serve: its variant's setting; Ray Serve LLM: its `stream_batching_interval_ms`
+    stream_interval_ms: float | None = None
     limits: dict[str, int] | None = None  # arena-serve: the gateway's request limits
     scored: bool = False  # arena-serve: every answer scored by REWARD_MODEL
+    # Ray Serve LLM: Ray's own processes lowered as `make serve` lowers them (`serve.priority`)
+    yields: bool = False
 
 
 SYSTEMS = {
@@ -116,6 +125,21 @@ SYSTEMS = {
 }
 # Servers other benchmarks start the same way (not part of this one's table).
 OTHER_SYSTEMS = {
+    # Ray Serve LLM on the node settings `make serve` gives arena-serve (`bench_quick --against`
+    # measures the gateway beside them): the same two replicas and hop, and without the hop.
+    "ray-serve-llm-ht-matched": System(
+        "ray-serve-llm",
+        "Ray Serve LLM in high-throughput mode with arena-serve's stream batches and priorities",
+        THROUGHPUT_MODE,
+        STREAM_INTERVAL_MS,
+        yields=True,
+    ),
+    "ray-serve-llm-direct-matched": System(
+        "ray-serve-llm",
+        "Ray Serve LLM's direct streaming with arena-serve's priorities",
+        THROUGHPUT_MODE | {"RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1"},
+        yields=True,
+    ),
     "arena-serve-soak": System(
         "arena-serve",
         "this gateway, each replica admitting 64 requests at once (`make soak`)",
@@ -189,20 +213,26 @@ def _serve_until_stopped() -> int:
     return 0
 
 
-def serve_ray_llm(port: int, _: System) -> int:
+def serve_ray_llm(port: int, system: System) -> int:
     import ray
     from ray import serve
     from ray.serve.llm import LLMConfig, build_openai_app
 
+    from serve.priority import yield_to_engines
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
+    interval = system.stream_interval_ms
     config = LLMConfig(
         model_loading_config={"model_id": MODEL_ID, "model_source": str(MODEL)},
         engine_kwargs=engine_kwargs(),
         deployment_config={"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
         placement_group_config={"bundles": [{"CPU": 1}]},
+        experimental_configs={} if interval is None else {"stream_batching_interval_ms": interval},
     )
     serve.run(build_openai_app({"llm_configs": [config]}), name="llm", route_prefix="/")
+    if system.yields:
+        yield_to_engines(keep=RAY_LLM_REQUEST_PATH)
     return _serve_until_stopped()
 
 
@@ -244,9 +274,18 @@ def arena_document(
 
 def stream_interval(system: System, env: Mapping[str, str] = os.environ) -> float | None:
     """An arena-serve system's stream interval: `INTERVAL_ENV`'s where set, else its own (None:
-    the variant's default)."""
+    the variant's default); a `ValueError` naming the variable where it is not a number of
+    milliseconds."""
     value = env.get(INTERVAL_ENV)
-    return float(value) if value else system.stream_interval_ms
+    if not value:
+        return system.stream_interval_ms
+    try:
+        interval = float(value)
+    except ValueError:
+        interval = math.nan
+    if not 0 <= interval < math.inf:
+        raise ValueError(f"{INTERVAL_ENV}={value!r}: not a number of ms (0 or more)")
+    return interval
 
 
 def serve_arena(port: int, system: System) -> int:
@@ -305,6 +344,11 @@ def running(system: str, log: Path, own_session: bool = False) -> Iterator[str]:
     """
     port = free_port()
     env = {**WORKER_NICENESS, **os.environ, **KNOWN_SYSTEMS[system].env}
+    if KNOWN_SYSTEMS[system].server == "arena-serve":
+        try:
+            stream_interval(KNOWN_SYSTEMS[system], env)  # refused here, not in the server's log
+        except ValueError as error:
+            raise RuntimeError(f"{system} not started: {error}") from None
     if KNOWN_SYSTEMS[system].server != "vllm":
         use_throughput_mode(env, side_ports=True)  # only the ports: the mode is set above
     with log.open("w") as out:

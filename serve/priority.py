@@ -57,14 +57,16 @@ def niceness() -> int:
         return DEFAULT_NICENESS
 
 
-def on_request_path(cmdline: str) -> bool:
-    return REQUEST_PATH.search(cmdline) is not None
+def on_request_path(cmdline: str, keep: re.Pattern[str] = REQUEST_PATH) -> bool:
+    return keep.search(cmdline) is not None
 
 
-def yield_to_engines(root: int | None = None, to: int | None = None) -> list[psutil.Process]:
+def yield_to_engines(
+    root: int | None = None, to: int | None = None, keep: re.Pattern[str] = REQUEST_PATH
+) -> list[psutil.Process]:
     """Lower to niceness `to` (default `niceness()`) every process under `root` (this process by
-    default; the Ray node it started) that is not on the request path, and `root` itself; the
-    processes whose niceness changed."""
+    default; the Ray node it started) whose command line `keep` does not match (the request
+    path), and `root` itself; the processes whose niceness changed."""
     to = niceness() if to is None else to
     if to <= 0:
         return []
@@ -72,7 +74,7 @@ def yield_to_engines(root: int | None = None, to: int | None = None) -> list[psu
     changed = []
     for process in [top, *top.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
-            if on_request_path(_cmdline(process)) or process.nice() >= to:
+            if on_request_path(_cmdline(process), keep) or process.nice() >= to:
                 continue
             process.nice(to)
             changed.append(process)

@@ -14,7 +14,9 @@ import yaml
 from loadtests import run_load, serving_bench, soak
 from router.analysis.simulate import simulate_arena
 from serve.cli import read_serve_file
-from serve.config import ServeFile
+from serve.config import STREAM_INTERVAL_MS, ServeFile
+from serve.deploy import THROUGHPUT_MODE
+from serve.priority import on_request_path
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,6 +42,23 @@ def test_the_stream_interval_comes_from_the_environment_where_it_is_set() -> Non
         == 50.0
     )
     assert serving_bench.stream_interval(batched, {serving_bench.INTERVAL_ENV: ""}) == 100.0
+
+
+@pytest.mark.parametrize("value", ["fast", "-50", "inf", "nan"])
+def test_a_stream_interval_that_is_no_number_of_ms_is_refused_before_a_server_starts(
+    value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a traceback in the server's log after a minute of Ray starting: a clear error."""
+    env = {serving_bench.INTERVAL_ENV: value}
+    with pytest.raises(ValueError, match=f"{serving_bench.INTERVAL_ENV}=.*not a number of ms"):
+        serving_bench.stream_interval(serving_bench.SYSTEMS["arena-serve"], env)
+    monkeypatch.setenv(serving_bench.INTERVAL_ENV, value)
+    monkeypatch.setattr(serving_bench, "start", lambda *a, **k: pytest.fail("a server started"))
+    with (
+        pytest.raises(RuntimeError, match=r"arena-serve not started: .*not a number"),
+        serving_bench.running("arena-serve", tmp_path / "log"),
+    ):
+        pass
 
 
 def test_each_system_has_its_model_and_starts_as_a_context(tmp_path: Path) -> None:
@@ -420,3 +439,28 @@ def test_the_agreement_voters_rule_and_questions() -> None:
     assert not voters.agrees("Yesterday I went to Canberra.")
     question = voters.wrong_belief(random.Random(0))
     assert any(city in question for city in voters.OTHER_CITY.values())
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "kept"),
+    [
+        ("ray::ServeReplica:llm:OpenAiIngress", True),
+        ("ray::ServeReplica:llm:LLMServer:smollm2", True),
+        ("ray::ServeReplica:arena:gateway", True),  # and arena-serve's request path
+        ("VLLM::Worker", True),
+        ("ray::ServeController", False),
+        ("ray::ServeReplica:llm:OpenAiIngressish", False),
+    ],
+)
+def test_ray_serve_llm_matched_keeps_its_own_replicas_at_the_workers_niceness(
+    cmdline: str, kept: bool
+) -> None:
+    assert on_request_path(cmdline, serving_bench.RAY_LLM_REQUEST_PATH) is kept
+
+
+def test_the_matched_ray_serve_llm_systems_have_arena_serves_node_settings() -> None:
+    hop = serving_bench.OTHER_SYSTEMS["ray-serve-llm-ht-matched"]
+    direct = serving_bench.OTHER_SYSTEMS["ray-serve-llm-direct-matched"]
+    assert hop.stream_interval_ms == STREAM_INTERVAL_MS and hop.yields and direct.yields
+    assert hop.env == THROUGHPUT_MODE  # HAProxy, gRPC between replicas: as `make serve`
+    assert direct.env["RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING"] == "1"

@@ -3,6 +3,7 @@ real process tree named as Ray and vLLM name theirs."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -104,3 +105,15 @@ def test_niceness_zero_changes_nothing(tmp_path: Path) -> None:
     with tree(["ray::ServeController"], tmp_path) as (root, children):
         assert yield_to_engines(root, to=0) == []
         assert children["ray::ServeController"].nice() == 0
+
+
+def test_another_request_path_can_be_kept(tmp_path: Path) -> None:
+    """A benchmark of another server on Ray keeps that server's replicas instead."""
+    names = ["ray::ServeReplica:llm:LLMServer:smollm2", "ray::ServeController"]
+    keep = re.compile(r"LLMServer")
+    with tree(names, tmp_path) as (root, children):
+        assert {p.pid for p in yield_to_engines(root, to=7, keep=keep)} == {
+            root,
+            children["ray::ServeController"].pid,
+        }
+        assert children["ray::ServeReplica:llm:LLMServer:smollm2"].nice() == 0
