@@ -51,7 +51,9 @@ latency at concurrency 1 within 5 %). Only throughput is compared with the basel
 `--also NAME=VALUE ...` runs arena-serve a second time, with those environment variables set
 (its servers inherit them), in a phase of its own between the first and vLLM's second: a change
 behind a setting is measured side by side with the version without it, in one run, against the
-same vLLM rounds (the report gives both ratios and their quotient).
+same vLLM rounds (the report gives both ratios and their quotient). `--against SYSTEM ...` does
+the same with other servers of `loadtests.serving_bench` (Ray Serve LLM's own app, say), each in
+a phase of its own after those.
 
 Where the CPU went (`loadtests.cpu_profile`): around each measured round, every thread of the
 run's process tree is read from /proc (CPU time, run-queue wait, context switches) and summed by
@@ -79,7 +81,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,7 +93,15 @@ import httpx
 import psutil
 
 from loadtests import cpu_profile, serving_bench
-from loadtests.serving_bench import MAX_TOKENS, ROOT, STORE_ENV, cpu_model, model_of, running
+from loadtests.serving_bench import (
+    KNOWN_SYSTEMS,
+    MAX_TOKENS,
+    ROOT,
+    STORE_ENV,
+    cpu_model,
+    model_of,
+    running,
+)
 from serve.config import cpu_engine_dtype
 
 BASELINE = ROOT / "loadtests" / "bench_quick_baseline.json"
@@ -446,26 +456,27 @@ def profile_lines(profiles: dict[str, dict]) -> list[str]:
 
 
 def _latency_and_target_lines(run: dict) -> list[str]:
-    """The latency table, the `--also` phase's ratios, and the targets."""
-    also = run.get("also", {})
+    """The latency table, the ratios of the phases after arena-serve's, and the targets."""
+    extra = run.get("extra", [])
     lines = [
         "",
         "| concurrency | system | vLLM TTFT p50 ms | TTFT p50 ms | over vLLM | vLLM ITL ms | "
         "ITL ms | ITL vs vLLM |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
         *_latency_rows(run["levels"], "arena-serve"),
-        *_latency_rows(also.get("levels", {}), also.get("label", "")),
     ]
-    if also:
-        lines += ["", f"With {also['label']} (a phase of its own, after arena-serve's):", ""]
+    for other in extra:
+        lines += _latency_rows(other["levels"], other["label"])
+    for other in extra:
+        lines += ["", f"{other['label']} (a phase of its own, after arena-serve's):", ""]
         lines += [
             f"- concurrency {level}: {f['ratio']:.3f}× vLLM (±{100 * f['noise']:.1f} %), "
             f"{f['ratio'] / run['levels'][level]['ratio']:.3f}× arena-serve as it is"
-            for level, f in also["levels"].items()
+            for level, f in other["levels"].items()
         ]
     lines += ["", "Targets (medians of the rounds):", "", *target_lines(run["levels"])]
-    if also:
-        lines += target_lines(also["levels"], f"with {also['label']}")
+    for other in extra:
+        lines += target_lines(other["levels"], other["label"])
     return lines
 
 
@@ -649,7 +660,8 @@ class Measured:
     starting_s: float  # spent starting the servers
     others: tuple[float, ...]  # the CPU share others took, each round of each level
     profiles: dict[str, dict[int, Profile]] = field(default_factory=dict)  # phase -> level ->
-    also: dict[int, Level] | None = None  # arena-serve with `--also`'s settings, against vLLM
+    # The phases after arena-serve's (`--also`, `--against`), by label: each against vLLM.
+    extra: dict[str, dict[int, Level]] = field(default_factory=dict)
 
 
 @contextmanager
@@ -667,12 +679,13 @@ def environment(settings: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def measure(logs: Path, also: dict[str, str] | None = None) -> Measured:
+def measure(
+    logs: Path, also: dict[str, str] | None = None, against: Sequence[str] = ()
+) -> Measured:
     """Each level's rounds from the phases: vLLM, arena-serve (then arena-serve again with the
-    environment `also`, where given), vLLM again."""
+    environment `also`, where given, then each system of `against`), vLLM again."""
     vllm: dict[int, list[Round]] = {level: [] for level in LEVELS}
     arena: dict[int, list[Round]] = {level: [] for level in LEVELS}
-    changed: dict[int, list[Round]] = {level: [] for level in LEVELS}
     others: list[float] = []
     profiles: dict[str, dict[int, Profile]] = {"vllm": {}, "arena-serve": {}}
     starting = 0.0
@@ -689,34 +702,34 @@ def measure(logs: Path, also: dict[str, str] | None = None) -> Measured:
             began = time.monotonic()
         _progress(f"{label}: stopped in {time.monotonic() - began:.0f} s")
 
-    arenas = [("arena-serve", {}, arena)]  # label, environment, rounds
+    phases = [("arena-serve", "arena-serve", {}, arena)]  # system, label, environment, rounds
+    extra: dict[str, dict[int, list[Round]]] = {}
     if also:
-        arenas.append((f"arena-serve {also_label(also)}", also, changed))
+        label = f"arena-serve {also_label(also)}"
+        phases.append(("arena-serve", label, also, extra.setdefault(label, _rounds())))
+    phases += [(system, system, {}, extra.setdefault(system, _rounds())) for system in against]
     with (
         tempfile.TemporaryDirectory(prefix="bench-quick-") as store,
         server("vllm", "vllm") as vllm_base,
     ):
         phase(vllm_base, "vllm", ROUNDS["vllm-before"], vllm, others, profiles["vllm"])
-        for i, (label, settings, rounds) in enumerate(arenas):
-            os.environ[STORE_ENV] = str(Path(store) / f"outcomes-{i}.db")  # its outcome log
-            with environment(settings), server("arena-serve", label) as arena_base:
+        for i, (system, label, settings, rounds) in enumerate(phases):
+            os.environ[STORE_ENV] = str(Path(store) / f"outcomes-{i}.db")  # an outcome log's
+            with environment(settings), server(system, label) as base:
                 into = profiles.setdefault(label, {})
-                phase(
-                    arena_base,
-                    "arena-serve",
-                    ROUNDS["arena-serve"],
-                    rounds,
-                    others,
-                    into,
-                    label=label,
-                )
-        # Still warm: its engine kept its memory while arena-serve ran.
+                phase(base, system, ROUNDS["arena-serve"], rounds, others, into, label=label)
+        # Still warm: its engine kept its memory while the others ran.
         phase(vllm_base, "vllm", ROUNDS["vllm-after"], vllm, others, profiles["vllm"], False)
     levels = {level: level_of(vllm[level], arena[level]) for level in LEVELS}
-    also_levels = (
-        {level: level_of(vllm[level], changed[level]) for level in LEVELS} if also else None
-    )
-    return Measured(levels, starting, tuple(others), profiles, also_levels)
+    extra_levels = {
+        label: {level: level_of(vllm[level], rounds[level]) for level in LEVELS}
+        for label, rounds in extra.items()
+    }
+    return Measured(levels, starting, tuple(others), profiles, extra_levels)
+
+
+def _rounds() -> dict[int, list[Round]]:
+    return {level: [] for level in LEVELS}
 
 
 def also_label(settings: dict[str, str]) -> str:
@@ -745,6 +758,15 @@ def _parser() -> argparse.ArgumentParser:
         "side by side with the version without it (not compared with the baseline)",
     )
     parser.add_argument(
+        "--against",
+        nargs="+",
+        metavar="SYSTEM",
+        choices=[name for name in KNOWN_SYSTEMS if name not in SYSTEMS],
+        help="run each of these `loadtests.serving_bench` systems in a phase of its own after "
+        "arena-serve's (and --also's), against the same vLLM rounds: arena-serve side by side "
+        "with another server, such as Ray Serve LLM's own (not compared with the baseline)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="also print where the CPU went during each server's rounds (always in last.json)",
@@ -752,19 +774,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def with_details(run: dict, measured: Measured, also: dict[str, str]) -> dict:
-    """`run` (as `record` makes it) with where the CPU went, and the `--also` phase's levels."""
+def with_details(run: dict, measured: Measured) -> dict:
+    """`run` (as `record` makes it) with where the CPU went, and the levels of the phases after
+    arena-serve's (`--also`, `--against`)."""
     full = run | {
         "profile": {
             name: {str(level): p.as_json() for level, p in levels.items()}
             for name, levels in measured.profiles.items()
         }
     }
-    if measured.also is not None:
-        full["also"] = {
-            "label": also_label(also),
-            "levels": {str(c): measured.also[c].as_json() for c in sorted(measured.also)},
-        }
+    if measured.extra:
+        full["extra"] = [
+            {"label": label, "levels": {str(c): levels[c].as_json() for c in sorted(levels)}}
+            for label, levels in measured.extra.items()
+        ]
     return full
 
 
@@ -778,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     args.logs.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     try:
-        measured = measure(args.logs, also)
+        measured = measure(args.logs, also, args.against or ())
     except (RuntimeError, httpx.HTTPError) as error:
         print(f"bench-quick: no measurement: {error} (server logs in {args.logs})", file=sys.stderr)
         return FAILED
@@ -786,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
     run = record(measured.levels, this_machine(), commit(), date, measured.others)
     baseline = load_baseline(args.baseline)
     outcome = compare(baseline, run)
-    full = with_details(run, measured, also)
+    full = with_details(run, measured)
     (args.logs / "last.json").write_text(json.dumps(full, indent=2) + "\n")
     text = report(full, baseline, outcome, time.monotonic() - began, measured.starting_s)
     if args.profile:

@@ -3,7 +3,11 @@ rounds, the comparison with a baseline, and the exit status of a run end to end.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -92,7 +96,9 @@ def test_a_run_saves_its_baseline_then_compares_with_it(
     figures = {1: Level((20.0, 20.0), (18.0, 18.0)), 32: Level((250.0, 250.0), (225.0, 225.0))}
     measured = bench_quick.Measured  # the servers' figures, and the CPU share of others
     monkeypatch.setattr(
-        bench_quick, "measure", lambda logs, also=None: measured(dict(figures), 60, (0.01,))
+        bench_quick,
+        "measure",
+        lambda logs, also=None, against=(): measured(dict(figures), 60, (0.01,)),
     )
     monkeypatch.setattr(bench_quick, "this_machine", lambda: MACHINE)
     baseline, logs = tmp_path / "baseline.json", ["--logs", str(tmp_path / "logs")]
@@ -120,7 +126,7 @@ def test_saving_a_baseline_on_a_busy_machine_warns(
 ) -> None:
     figures = {1: Level((20.0, 20.0), (18.0, 18.0)), 32: Level((250.0, 250.0), (225.0, 225.0))}
     measured = bench_quick.Measured(figures, 60, others)
-    monkeypatch.setattr(bench_quick, "measure", lambda logs, also=None: measured)
+    monkeypatch.setattr(bench_quick, "measure", lambda logs, also=None, against=(): measured)
     monkeypatch.setattr(bench_quick, "this_machine", lambda: MACHINE)
     baseline = tmp_path / "baseline.json"
     argv = ["--baseline", str(baseline), "--save-baseline", "--logs", str(tmp_path / "logs")]
@@ -177,3 +183,54 @@ def test_the_profile_table_gives_cores_wait_and_switches_per_second_for_each_pha
     assert "| Ray GCS | — | 0.050 / 0.000 / 0 |" in table
     assert "| **all** | 0.900 / 0.100 / 10 | 0.900 / 0.200 / 20 |" in table
     assert table.index("vLLM engine core") < table.index("Ray GCS")  # busiest first
+
+
+def test_the_phases_after_arena_serves_are_each_measured_against_the_same_vllm_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--also` and `--against` end to end, with fake servers: each phase runs its own system,
+    `--also`'s settings only in its own phase, and each is reported against vLLM's rounds."""
+    speed = {"vllm": 100.0, "arena-serve": 90.0, "ray-serve-llm-direct-matched": 96.0}
+    started: list[tuple[str, str | None]] = []
+
+    @contextmanager
+    def running(system: str, log: Path) -> Iterator[str]:
+        started.append((system, os.environ.get("ARENA_TEST_SETTING")))
+        yield system if os.environ.get("ARENA_TEST_SETTING") is None else "arena-serve also"
+
+    async def run_level(base: str, model: str, level: int, n: int, warm_up: bool = False) -> dict:
+        await asyncio.sleep(0.02)  # a round the machine's CPU clock can see
+        tokens = speed.get(base, 99.0)  # `--also`'s arena-serve: 99
+        return {"tokens_per_s": tokens * level, "ttft_p50": 1 / tokens, "itl_mean": 1 / tokens}
+
+    monkeypatch.setattr(bench_quick, "running", running)
+    monkeypatch.setattr(bench_quick.serving_bench, "run_level", run_level)
+    monkeypatch.setattr(bench_quick, "this_machine", lambda: MACHINE)
+    monkeypatch.delenv("ARENA_TEST_SETTING", raising=False)
+    logs = tmp_path / "logs"
+    argv = ["--baseline", str(tmp_path / "none.json"), "--logs", str(logs)]
+    argv += ["--also", "ARENA_TEST_SETTING=1", "--against", "ray-serve-llm-direct-matched"]
+    assert bench_quick.main(argv) == NO_BASELINE
+    assert started == [
+        ("vllm", None),
+        ("arena-serve", None),
+        ("arena-serve", "1"),
+        ("ray-serve-llm-direct-matched", None),
+    ]
+    assert "ARENA_TEST_SETTING" not in os.environ
+    extra = json.loads((logs / "last.json").read_text())["extra"]
+    assert [(e["label"], e["levels"]["32"]["ratio"]) for e in extra] == [
+        ("arena-serve ARENA_TEST_SETTING=1", 0.99),
+        ("ray-serve-llm-direct-matched", 0.96),
+    ]
+    out = capsys.readouterr().out
+    assert "- concurrency 32: 0.960× vLLM (±0.0 %), 1.067× arena-serve as it is" in out
+    assert "- ray-serve-llm-direct-matched: throughput at concurrency 32 0.960× vLLM" in out
+    assert "- arena-serve ARENA_TEST_SETTING=1: throughput at concurrency 32 0.990× vLLM" in out
+
+
+def test_only_other_servers_can_be_run_against_arena_serve() -> None:
+    with pytest.raises(SystemExit):
+        bench_quick._parser().parse_args(["--against", "vllm"])
+    args = bench_quick._parser().parse_args(["--against", "ray-serve-llm-ht-matched"])
+    assert args.against == ["ray-serve-llm-ht-matched"]
