@@ -98,6 +98,22 @@ class VariantServer(LLMServer):
             return _single(refusal)
         return await super()._run_request(request, **kwargs)
 
+    async def _start_engine(self) -> None:
+        """Start the engine; Ray Serve LLM's usage record only where Ray's usage stats are on.
+
+        `LLMServer` sends each model's usage tags to a detached actor of their own, a Ray worker
+        process kept for the cluster's life (about 0.005 cores of 2, waking 100 times a second),
+        whose only reader is Ray's usage-stats report; `make serve` turns usage stats off.
+        """
+        from ray._common.usage.usage_lib import usage_stats_enabled
+
+        if usage_stats_enabled():
+            await super()._start_engine()
+        elif self.engine is None:
+            raise ValueError("Engine is not set")
+        else:
+            await self.engine.start()
+
     def _batch_output_stream(self, generator: AsyncIterator[Any]) -> AsyncIterator[list[Any]]:
         interval_ms = self._get_batch_interval_ms()
         if not interval_ms:

@@ -23,7 +23,7 @@ import yaml
 
 import serve.config
 from serve.config import ServeFile
-from serve.deploy import DIRECT_INGRESS_DRAIN, HAPROXY_RETRY_ON, THROUGHPUT_MODE
+from serve.deploy import DIRECT_INGRESS_DRAIN, HAPROXY_RETRY_ON, QUIET_RAY, THROUGHPUT_MODE
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERAY = ROOT / "deploy" / "kuberay"
@@ -367,7 +367,7 @@ def test_no_dsn_nor_url_with_credentials_is_written_in_the_manifest() -> None:
 
 
 def test_every_ray_container_runs_serve_in_throughput_mode_as_make_serve_does() -> None:
-    wanted = THROUGHPUT_MODE | HAPROXY_RETRY_ON | DIRECT_INGRESS_DRAIN
+    wanted = THROUGHPUT_MODE | HAPROXY_RETRY_ON | DIRECT_INGRESS_DRAIN | QUIET_RAY
     for name, container in containers(manifest()):
         values = {k: v.get("value") for k, v in env(container).items()}
         assert {k: values.get(k) for k in wanted} == wanted, name

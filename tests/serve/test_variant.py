@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ray.llm._internal.serve.core.server import llm_server
 
-from serve.variant import first_then_batched
+from serve.deploy import use_throughput_mode
+from serve.variant import VariantServer, first_then_batched
 
 
 async def timed(delays: list[float], fail: bool = False) -> AsyncIterator[int]:
@@ -121,3 +123,45 @@ def test_a_seed_is_refused_on_a_cpu_engine_and_passed_on_elsewhere() -> None:
     assert seed_refusal(CompletionRequest(model="m", prompt="hi", seed=0), on_cpu=True) is not None
     unseeded = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}])
     assert seed_refusal(unseeded, on_cpu=True) is None
+
+
+class _Engine:
+    def __init__(self) -> None:
+        self.started = 0
+
+    async def start(self) -> None:
+        self.started += 1
+
+
+class _Server(VariantServer):
+    """A VariantServer around a stand-in engine (`LLMServer.__init__` would start vLLM)."""
+
+    def __init__(self) -> None:
+        self.engine = _Engine()
+        self._llm_config = object()
+
+
+@pytest.mark.parametrize(("setting", "reported"), [("0", False), ("1", True)])
+def test_ray_serve_llms_usage_record_is_sent_only_with_rays_usage_stats_on(
+    setting: str, reported: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off, no detached actor is started for it (a Ray worker process kept for the cluster's
+    life); the engine starts either way."""
+    sent: list[object] = []
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", setting)
+    monkeypatch.setattr(
+        llm_server, "push_telemetry_report_for_all_models", lambda all_models: sent.append(1)
+    )
+    server = _Server()
+    asyncio.run(server._start_engine())
+    assert server.engine.started == 1
+    assert bool(sent) is reported
+
+
+def test_make_serve_turns_rays_usage_stats_off() -> None:
+    env: dict[str, str] = {}
+    use_throughput_mode(env)
+    assert env["RAY_USAGE_STATS_ENABLED"] == "0"
+    kept = {"RAY_USAGE_STATS_ENABLED": "1"}  # a setting of the environment's own wins
+    use_throughput_mode(kept)
+    assert kept["RAY_USAGE_STATS_ENABLED"] == "1"
