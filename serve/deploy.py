@@ -46,12 +46,13 @@ HAPROXY_RETRY_ON = {"RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response"}
 # connection on another replica; with 30 s every stop of `make serve` took 34-48 s, the
 # controller giving up on the gateway ("Controller failed to shut down within 30.0s").
 DIRECT_INGRESS_DRAIN = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
-# Ray's parts a running app has no use for, quieter (docs/benchmarks.md, issue 23): no usage
-# stats (Ray's record of what a cluster runs, reported to Anyscale where enabled; with them goes
-# the detached actor Ray Serve LLM keeps for its share, see `serve.variant`), and the Serve
-# controller's reconciling loop every 0.5 s instead of 0.1 s, its largest use of CPU, idle or
-# not (0.03 cores of 2): a deploy, a reconfigure or a replica's restart waits up to 0.4 s more
-# at each step.
+# Ray's parts a running app has no use for, quieter (docs/benchmarks.md, issue 23): usage stats
+# off (Ray's record of what a cluster runs, reported to Anyscale where enabled: `ray.init` turns
+# them off by itself, a cluster from `ray start` such as KubeRay's does not), and with them the
+# detached actor Ray Serve LLM keeps for its share (`serve.variant`); and the Serve controller's
+# reconciling loop every 0.5 s instead of 0.1 s, its largest use of CPU, idle or not (0.03 cores
+# of 2, 0.01 after): a deploy, a reconfigure or a replica's restart waits up to 0.4 s more at
+# each step.
 QUIET_RAY = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5"}
 # The fixed ports the mode also binds (HAProxy's stats and metrics, Serve's fallback proxy).
 SIDE_PORTS = (

@@ -103,7 +103,8 @@ class VariantServer(LLMServer):
 
         `LLMServer` sends each model's usage tags to a detached actor of their own, a Ray worker
         process kept for the cluster's life (about 0.005 cores of 2, waking 100 times a second),
-        whose only reader is Ray's usage-stats report; `make serve` turns usage stats off.
+        whose only reader is Ray's usage-stats report, which `ray.init` (so `make serve`) and
+        `serve.deploy.QUIET_RAY` (so the KubeRay manifest) turn off.
         """
         from ray._common.usage.usage_lib import usage_stats_enabled
 
