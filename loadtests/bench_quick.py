@@ -684,8 +684,7 @@ def measure(
 ) -> Measured:
     """Each level's rounds from the phases: vLLM, arena-serve (then arena-serve again with the
     environment `also`, where given, then each system of `against`), vLLM again."""
-    vllm: dict[int, list[Round]] = {level: [] for level in LEVELS}
-    arena: dict[int, list[Round]] = {level: [] for level in LEVELS}
+    vllm, arena = _rounds(), _rounds()
     others: list[float] = []
     profiles: dict[str, dict[int, Profile]] = {"vllm": {}, "arena-serve": {}}
     starting = 0.0

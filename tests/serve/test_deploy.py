@@ -25,3 +25,12 @@ def test_without_room_below_the_ephemeral_range_the_kernel_chooses(
     port = deploy.free_port()
     with socket.socket() as server:
         server.bind(("127.0.0.1", port))
+
+
+def test_make_serve_turns_rays_usage_stats_off() -> None:
+    env: dict[str, str] = {}
+    deploy.use_throughput_mode(env)
+    assert env["RAY_USAGE_STATS_ENABLED"] == "0"
+    kept = {"RAY_USAGE_STATS_ENABLED": "1"}  # a setting of the environment's own wins
+    deploy.use_throughput_mode(kept)
+    assert kept["RAY_USAGE_STATS_ENABLED"] == "1"

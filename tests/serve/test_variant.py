@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ray.llm._internal.serve.core.server import llm_server
 
-from serve.deploy import use_throughput_mode
 from serve.variant import VariantServer, first_then_batched
 
 
@@ -156,12 +155,3 @@ def test_ray_serve_llms_usage_record_is_sent_only_with_rays_usage_stats_on(
     asyncio.run(server._start_engine())
     assert server.engine.started == 1
     assert bool(sent) is reported
-
-
-def test_make_serve_turns_rays_usage_stats_off() -> None:
-    env: dict[str, str] = {}
-    use_throughput_mode(env)
-    assert env["RAY_USAGE_STATS_ENABLED"] == "0"
-    kept = {"RAY_USAGE_STATS_ENABLED": "1"}  # a setting of the environment's own wins
-    use_throughput_mode(kept)
-    assert kept["RAY_USAGE_STATS_ENABLED"] == "1"
